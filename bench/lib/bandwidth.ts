@@ -1,0 +1,59 @@
+// Memory-copy bandwidth measured by the benchmarking process itself, the baseline that kernel
+// bandwidths are divided by. Copy = TypedArray.set over 256 MiB (STREAM counting: read + write bytes);
+// with 2 threads each worker copies its own half concurrently.
+import { Worker } from 'node:worker_threads';
+import { median } from './report.ts';
+
+const BYTES = 256 << 20;
+
+function copyOnce(src: Float64Array, dst: Float64Array): number {
+  const t0 = process.hrtime.bigint();
+  dst.set(src);
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+const WORKER_SRC = `
+const { parentPort, workerData } = require('node:worker_threads');
+const src = new Float64Array(workerData.bytes / 8).fill(1);
+const dst = new Float64Array(workerData.bytes / 8);
+dst.set(src);
+const flag = new Int32Array(workerData.flag);
+parentPort.on('message', (reps) => {
+  const times = [];
+  for (let r = 0; r < reps; r++) {
+    Atomics.add(flag, 0, 1);
+    while (Atomics.load(flag, 0) < (r + 1) * workerData.threads) {}
+    const t0 = process.hrtime.bigint();
+    dst.set(src);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  parentPort.postMessage(times);
+});
+`;
+
+/** Copy bandwidth in GB/s (1e9 bytes/s), median of `reps` runs, with 1 or more threads. */
+export async function copyBandwidthGBs(threads = 1, reps = 7): Promise<number> {
+  if (threads <= 1) {
+    const src = new Float64Array(BYTES / 8).fill(1);
+    const dst = new Float64Array(BYTES / 8);
+    copyOnce(src, dst);
+    const times = Array.from({ length: reps }, () => copyOnce(src, dst));
+    return (2 * BYTES) / median(times) / 1e9;
+  }
+  const flag = new SharedArrayBuffer(4);
+  const per = Math.floor(BYTES / threads / 8) * 8;
+  const workers = Array.from({ length: threads }, () =>
+    new Worker(WORKER_SRC, { eval: true, workerData: { bytes: per, flag, threads } }));
+  try {
+    const results = await Promise.all(workers.map((w) => new Promise<number[]>((res, rej) => {
+      w.once('message', res);
+      w.once('error', rej);
+      w.postMessage(reps);
+    })));
+    // Aggregate bandwidth per rep: all threads' bytes over the slowest thread's time.
+    const perRep = Array.from({ length: reps }, (_, r) => Math.max(...results.map((t) => t[r]!)));
+    return (2 * per * threads) / median(perRep) / 1e9;
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}

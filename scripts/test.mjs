@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// Runs every `*.test.ts` under src/, test/ and bench/ with node's built-in test runner through tsx.
+// Node 20's `--test` does not expand globs or pick up .ts files, hence this small launcher.
+// Usage: node scripts/test.mjs [substring filter ...]
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const root = new URL('..', import.meta.url).pathname;
+const filters = process.argv.slice(2);
+
+function walk(dir, out) {
+  for (const name of readdirSync(dir)) {
+    if (name === 'node_modules' || name.startsWith('.')) continue;
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p, out);
+    else if (name.endsWith('.test.ts')) out.push(relative(root, p));
+  }
+  return out;
+}
+
+const files = ['src', 'test', 'bench']
+  .flatMap((d) => { try { return walk(join(root, d), []); } catch { return []; } })
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .sort();
+if (files.length === 0) {
+  console.error('no test files matched');
+  process.exit(1);
+}
+// WebGPU on a CPU-only machine runs through Dawn's OpenGL ES backend on Mesa (surfaceless EGL).
+const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless' };
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
+  cwd: root, stdio: 'inherit', env,
+});
+process.exit(r.status ?? 1);

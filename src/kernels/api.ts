@@ -1,0 +1,144 @@
+// The op interface every compute backend implements, and the registry keyed by (op, backend).
+// Shapes are row-major; comments use  M rows of activations, K input features, N output features.
+// Kernels know nothing of models: they see matrices, rows and scales.
+import type { DType } from '../tensor/dtypes.ts';
+
+/** Block edge of DeepSeek's FP8 weight scales (128x128) and activation scales (1x128). */
+export const FP8_BLOCK = 128;
+
+/**
+ * A weight matrix W[N, K] in its stored format; linear layers compute y[M, N] = x[M, K] · Wᵀ.
+ * - `f32`: data[N*K].
+ * - `bf16`: data[N*K] holds bf16 bits.
+ * - `fp8`: data[N*K] holds e4m3fn codes; `scaleInv[ceil(N/128), ceil(K/128)]` multiplies each
+ *   128x128 block (DeepSeek's `weight_scale_inv`, partial edge blocks allowed).
+ */
+export type WeightMatrix =
+  | { readonly dtype: 'f32'; readonly rows: number; readonly cols: number; readonly data: Float32Array }
+  | { readonly dtype: 'bf16'; readonly rows: number; readonly cols: number; readonly data: Uint16Array }
+  | {
+      readonly dtype: 'fp8'; readonly rows: number; readonly cols: number; readonly data: Uint8Array;
+      readonly scaleInv: Float32Array;
+    };
+
+export type WeightDType = WeightMatrix['dtype'];
+
+/** Storage dtype of a checkpoint tensor -> weight format. */
+export function weightDTypeOf(d: DType): WeightDType {
+  switch (d) {
+    case 'F32': return 'f32';
+    case 'BF16': return 'bf16';
+    case 'F8_E4M3': return 'fp8';
+    default: throw new TypeError(`no weight format for ${d}`);
+  }
+}
+
+export interface TopK {
+  /** [rows, k] indices in descending order of value (ties: lower index first). */
+  indices: Int32Array;
+  /** [rows, k] the values at those indices. */
+  values: Float32Array;
+}
+
+/**
+ * The ops a forward pass needs. `out` arguments are optional destination buffers; when given, they
+ * must have the right length and the op writes there and returns them.
+ */
+export interface KernelOps {
+  /**
+   * Allocates an empty weight matrix in memory the backend can compute on directly (for wasm: inside
+   * its linear memory), so loaders copy each weight exactly once. Fill `data`/`scaleInv` in place.
+   */
+  allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix;
+  /** y[M, N] = x[M, K] · Wᵀ with f32 accumulation (weights dequantized on the fly). */
+  matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float32Array): Float32Array;
+  /** y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * weight, for x[rows, weight.length]. */
+  rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
+  /**
+   * Rotates interleaved pairs (x[2i], x[2i+1]) in place by the angle whose cos/sin are given, for
+   * `rows` vectors of `dim` values starting at `offset` with `stride` between rows; cos/sin are
+   * [rows, dim/2] (one row per vector, so callers repeat a position's row for every head).
+   */
+  rope(x: Float32Array, rows: number, stride: number, offset: number, dim: number, cos: Float32Array, sin: Float32Array): void;
+  /** Row-wise softmax in place over x[rows, cols] (max-subtracted, f32). */
+  softmax(x: Float32Array, rows: number, cols: number): void;
+  /** out[i] = silu(gate[i]) * up[i]. */
+  siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array;
+  /** Per row of x[rows, cols]: the k largest values, descending, ties to the lower index. */
+  topk(x: Float32Array, rows: number, cols: number, k: number): TopK;
+}
+
+export type OpName = keyof KernelOps;
+export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk'];
+
+export interface BackendOptions {
+  /** Worker threads to use (backends without threads ignore it). Default: 1. */
+  threads?: number;
+}
+
+/** A loaded backend: every op callable, plus which ones are its own (the rest come from `ref`). */
+export interface Kernels extends KernelOps {
+  readonly backend: string;
+  readonly threads: number;
+  readonly native: ReadonlySet<OpName>;
+  dispose(): Promise<void>;
+}
+
+export interface BackendModule {
+  readonly name: string;
+  /** Instantiates the backend (compile wasm, start workers, open a device...). */
+  create(opts: Required<BackendOptions>): Promise<Partial<KernelOps> & { dispose?(): Promise<void> }>;
+}
+
+const backends = new Map<string, BackendModule>();
+
+/** Registers a backend module; each backend's index.ts calls this once. */
+export function registerBackend(mod: BackendModule): void {
+  backends.set(mod.name, mod);
+}
+
+export function backendNames(): string[] {
+  return [...backends.keys()];
+}
+
+export class UnknownBackendError extends Error {
+  override name = 'UnknownBackendError';
+  constructor(readonly backend: string) {
+    super(`unknown backend "${backend}" (available: ${[...backends.keys()].join(', ')})`);
+  }
+}
+
+/**
+ * Loads a backend. Ops it does not implement fall back to `fallback` (normally `ref`), and `native`
+ * says which are its own, so tests run each op on each backend that really implements it.
+ */
+export async function loadBackend(name: string, opts: BackendOptions = {}, fallback: string | null = 'ref'): Promise<Kernels> {
+  const mod = backends.get(name);
+  if (!mod) throw new UnknownBackendError(name);
+  const threads = Math.max(1, Math.floor(opts.threads ?? 1));
+  const impl = await mod.create({ threads });
+  const base = fallback && fallback !== name ? await loadBackend(fallback, { threads }, null) : null;
+  const native = new Set<OpName>();
+  const table: Partial<KernelOps> = {};
+  for (const op of OP_NAMES) {
+    const own = impl[op];
+    if (own) {
+      native.add(op);
+      (table as Record<string, unknown>)[op] = own.bind(impl);
+    } else if (base) {
+      (table as Record<string, unknown>)[op] = base[op].bind(base);
+    } else {
+      throw new Error(`backend ${name} does not implement ${op} and has no fallback`);
+    }
+  }
+  return {
+    ...(table as KernelOps),
+    backend: name,
+    threads,
+    native,
+    async dispose() {
+      await impl.dispose?.();
+      await base?.dispose();
+    },
+  };
+}
