@@ -3,11 +3,12 @@
 // backend is not registered there: the model runs on `ref` / `wasm` for now and this is the op set of the
 // GPU path (`loadWebGpuBackend()`), tested against the same semantics.
 //
-// Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array, so a
-// weight must not be modified after its first matmul (call releaseWeight() first if it must).
+// Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array
+// (buffers.ts residentStorage), so a weight must not be modified after its first matmul (call
+// releaseWeight() first if it must).
 import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
 import { closeDevice, getDevice, type GpuContext } from './device.ts';
-import { emptyStorage, uploadParams, uploadStorage } from './buffers.ts';
+import { emptyStorage, releaseResident, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { WebGpuShapeError } from './errors.ts';
 import { getPipeline, runPasses } from './pipelines.ts';
 import { ELEM_WG, MATMUL_WG, matmulWgsl, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
@@ -21,7 +22,7 @@ export type AsyncKernelOps = {
 export interface WebGpuBackend extends AsyncKernelOps {
   readonly backend: 'webgpu';
   /** Drops a weight's GPU copy (after changing its data, or to free memory). */
-  releaseWeight(w: WeightMatrix): void;
+  releaseWeight(w: WeightMatrix): Promise<void>;
   /** Destroys the process's device (all cached weights and pipelines with it). */
   dispose(): Promise<void>;
 }
@@ -36,20 +37,12 @@ function checkOut(op: string, out: Float32Array | undefined, len: number): Float
 }
 
 interface GpuWeight { data: GPUBuffer; scales: GPUBuffer | null }
-const weightCache = new WeakMap<GPUDevice, WeakMap<object, GpuWeight>>();
 
 function gpuWeight(ctx: GpuContext, w: WeightMatrix): GpuWeight {
-  let m = weightCache.get(ctx.device);
-  if (!m) weightCache.set(ctx.device, (m = new WeakMap()));
-  let g = m.get(w.data);
-  if (!g) {
-    g = {
-      data: uploadStorage(ctx, w.data, `weight:${w.dtype}:${w.rows}x${w.cols}`),
-      scales: w.dtype === 'fp8' ? uploadStorage(ctx, w.scaleInv, 'weight:scaleInv') : null,
-    };
-    m.set(w.data, g);
-  }
-  return g;
+  return {
+    data: residentStorage(ctx, w.data, `weight:${w.dtype}:${w.rows}x${w.cols}`),
+    scales: w.dtype === 'fp8' ? residentStorage(ctx, w.scaleInv, 'weight:scaleInv') : null,
+  };
 }
 
 /** Row-major [rows, ceil-div] dispatch of `perRow` workgroups per row, rows spread over y and z. */
@@ -60,15 +53,6 @@ function rowGrid(perRow: number, rows: number): [number, number, number] {
 
 function elemGroups(n: number): [number, number] {
   return grid(Math.ceil(n / ELEM_WG));
-}
-
-async function withTemps<T>(fn: (temps: GPUBuffer[]) => Promise<T>): Promise<T> {
-  const temps: GPUBuffer[] = [];
-  try {
-    return await fn(temps);
-  } finally {
-    for (const b of temps) b.destroy();
-  }
 }
 
 export function allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
@@ -211,14 +195,10 @@ export async function loadWebGpuBackend(): Promise<WebGpuBackend> {
     backend: 'webgpu',
     allocWeight: async (dtype, rows, cols) => allocWeight(dtype, rows, cols),
     matmul, rmsNorm, rope, softmax, siluMul, topk,
-    releaseWeight(w) {
-      void getDevice().then((ctx) => {
-        const g = weightCache.get(ctx.device)?.get(w.data);
-        if (!g) return;
-        weightCache.get(ctx.device)!.delete(w.data);
-        g.data.destroy();
-        g.scales?.destroy();
-      });
+    async releaseWeight(w) {
+      const ctx = await getDevice();
+      releaseResident(ctx, w.data);
+      if (w.dtype === 'fp8') releaseResident(ctx, w.scaleInv);
     },
     dispose: closeDevice,
   };
