@@ -15,7 +15,7 @@
 //   LL dispatch:   [dtype, H, m, E/R] count[E/R] srcIdx[m] scales[m·S] | rows[m·H]  (m = pairs, expert-major)
 //   LL combine:    [dtype, H, m, 0] | rows[m·H]
 import { f32ToBf16 } from '../../tensor/dtypes.ts';
-import { int32View, type Communicator } from './comm.ts';
+import { int32View, isSyncCommunicator, type Communicator, type SyncCommunicator } from './comm.ts';
 import { DeepEPShapeError } from './errors.ts';
 import { castToFp8, scaleCols } from './fp8.ts';
 import { checkTopk, getDispatchLayout, type DispatchLayout } from './layout.ts';
@@ -120,6 +120,17 @@ export class Buffer {
 
   /** Normal-mode dispatch. x [T, H]; topkIdx / topkWeights [T, K]; layout from getDispatchLayout. */
   async dispatch(x: Tokens, topkIdx: Int32Array, topkWeights: Float32Array, layout: DispatchLayout): Promise<DispatchResult> {
+    const p = this.#planDispatch(x, topkIdx, topkWeights, layout);
+    return p.finish(await this.#startAsync(p.parts, 'dispatch')());
+  }
+
+  /** dispatch() for a thread that must not yield (needs a SyncCommunicator). */
+  dispatchSync(x: Tokens, topkIdx: Int32Array, topkWeights: Float32Array, layout: DispatchLayout): DispatchResult {
+    const p = this.#planDispatch(x, topkIdx, topkWeights, layout);
+    return p.finish(this.#startSync(p.parts, 'dispatch')());
+  }
+
+  #planDispatch(x: Tokens, topkIdx: Int32Array, topkWeights: Float32Array, layout: DispatchLayout): Plan<DispatchResult> {
     const op = 'dispatch';
     const R = this.comm.size;
     const T = numRows(x, op);
@@ -166,17 +177,29 @@ export class Buffer {
       }
       parts.push(p);
     }
-    const msgs = await this.comm.allToAllV(parts, op);
+    return { parts, finish: (msgs) => this.#unpackDispatch(msgs, x, K, S, perRank, sendIdx) };
+  }
 
+  #unpackDispatch(msgs: Uint8Array[], x: Tokens, ownK: number, S: number, perRank: number, sendIdx: Int32Array[]): DispatchResult {
+    const op = 'dispatch';
+    const R = this.comm.size;
+    const H = x.hidden;
+    const T = x.data.length / H;
     const counts = new Int32Array(R);
     const prefix = new Int32Array(R + 1);
+    // A rank without tokens has no K of its own (T = 0): take it from the senders, who must agree.
+    let K = T > 0 ? ownK : -1;
     msgs.forEach((m, s) => {
       const h = int32View(m, 0, HEADER_WORDS);
-      if (h[1] !== K && h[0]! > 0 && K > 0) throw new DeepEPShapeError(op, 'topk', `rank ${s} sent K=${h[1]}, this rank has K=${K}`);
+      if (h[0]! > 0) {
+        if (K < 0) K = h[1]!;
+        else if (h[1] !== K) throw new DeepEPShapeError(op, 'topk', `rank ${s} sent K=${h[1]}, expected K=${K}`);
+      }
       if (CODE_DTYPE[h[2]!] !== x.dtype || h[3] !== H) throw new DeepEPShapeError(op, 'x', `rank ${s} sent ${CODE_DTYPE[h[2]!]}[${h[3]}], this rank has ${x.dtype}[${H}]`);
       counts[s] = h[0]!;
       prefix[s + 1] = prefix[s]! + h[0]!;
     });
+    if (K < 0) K = 0;
     const total = prefix[R]!;
     const recvX = allocTokens(x.dtype, H, total);
     const recvTopkIdx = new Int32Array(total * K);
@@ -210,6 +233,17 @@ export class Buffer {
    * Returns [T, H] in x's dtype.
    */
   async combine(x: Tokens, handle: DispatchHandle): Promise<Tokens> {
+    const p = this.#planCombine(x, handle);
+    return p.finish(await this.#startAsync(p.parts, 'combine')());
+  }
+
+  /** combine() for a thread that must not yield (needs a SyncCommunicator). */
+  combineSync(x: Tokens, handle: DispatchHandle): Tokens {
+    const p = this.#planCombine(x, handle);
+    return p.finish(this.#startSync(p.parts, 'combine')());
+  }
+
+  #planCombine(x: Tokens, handle: DispatchHandle): Plan<Tokens> {
     const op = 'combine';
     const R = this.comm.size;
     if (x.dtype === 'fp8') throw new DeepEPShapeError(op, 'x.dtype', 'combine takes f32 or bf16 rows, as DeepEP (bf16)');
@@ -222,7 +256,12 @@ export class Buffer {
       const n = prefix[s + 1]! - prefix[s]!;
       parts.push([new Uint8Array(new Int32Array([n, DTYPE_CODE[x.dtype], H, 0]).buffer), rowBytes(x, prefix[s]!, prefix[s + 1]!)]);
     }
-    const msgs = await this.comm.allToAllV(parts, op);
+    return { parts, finish: (msgs) => this.#unpackCombine(msgs, x, handle) };
+  }
+
+  #unpackCombine(msgs: Uint8Array[], x: Tokens, handle: DispatchHandle): Tokens {
+    const op = 'combine';
+    const H = x.hidden;
     const T = handle.numTokens;
     const out = new Float32Array(T * H);
     const bf = new Float32Array(new Uint32Array(1).buffer);
@@ -277,6 +316,24 @@ export class Buffer {
    * result stays valid until two more low-latency dispatches have been issued.
    */
   async lowLatencyDispatch(x: Tokens, topkIdx: Int32Array, maxTokensPerRank: number, numExperts: number, opts: LowLatencyOptions = {}): Promise<LowLatencyDispatchResult> {
+    const p = this.#planLowLatencyDispatch(x, topkIdx, maxTokensPerRank, numExperts, opts);
+    // Sends start before the first await: with a receive hook the caller computes right after this.
+    const wait = this.#startAsync(p.parts, 'low_latency_dispatch');
+    const done = wait().then(p.finish);
+    if (!opts.returnRecvHook) await done;
+    else done.catch(() => undefined); // surfaced through hook(); never an unhandled rejection
+    return { ...p.result, hook: () => done };
+  }
+
+  /** lowLatencyDispatch() for a thread that must not yield; hook() blocks until the data is in. */
+  lowLatencyDispatchSync(x: Tokens, topkIdx: Int32Array, maxTokensPerRank: number, numExperts: number, opts: LowLatencyOptions = {}): LowLatencySyncResult<LowLatencyDispatchResult> {
+    const p = this.#planLowLatencyDispatch(x, topkIdx, maxTokensPerRank, numExperts, opts);
+    const hook = once(this.#startSync(p.parts, 'low_latency_dispatch'), p.finish);
+    if (!opts.returnRecvHook) hook();
+    return { ...p.result, hook };
+  }
+
+  #planLowLatencyDispatch(x: Tokens, topkIdx: Int32Array, maxTokensPerRank: number, numExperts: number, opts: LowLatencyOptions): Plan<void> & { result: Omit<LowLatencyDispatchResult, 'hook'> } {
     const op = 'low_latency_dispatch';
     const R = this.comm.size;
     const T = numRows(x, op);
@@ -298,13 +355,8 @@ export class Buffer {
       srcInfo: set.srcInfo, layoutRange: set.layoutRange, recvCount: set.recvCount,
     };
 
-    const tag = this.comm.nextTag();
-    const all = Array.from({ length: R }, (_, i) => i);
-    const arrived = this.comm.recvAll(all, tag, op);
-    // Start every send before the first await: with a receive hook the caller computes right after this.
-    const sends: Promise<void>[] = [];
-    for (let i = 0; i < R; i++) {
-      const r = (this.rank + i) % R;
+    const allParts: Uint8Array[][] = [];
+    for (let r = 0; r < R; r++) {
       let m = 0;
       for (let le = 0; le < perRank; le++) m += buckets[r * perRank + le]!.length;
       const meta = new ArrayBuffer((HEADER_WORDS + perRank + m + m * S) * 4);
@@ -324,9 +376,9 @@ export class Buffer {
           j++;
         }
       }
-      sends.push(this.comm.send(r, tag, parts, op));
+      allParts.push(parts);
     }
-    const done = Promise.all([arrived, Promise.all(sends)]).then(([msgs]) => {
+    const finish = (msgs: Uint8Array[]): void => {
       const { recvX, recvCount, srcInfo, layoutRange } = set;
       recvCount.fill(0);
       const eb = elementBytes(wire);
@@ -356,10 +408,8 @@ export class Buffer {
         }
         if (msg.byteLength !== words * 4 + m * H * eb) throw new DeepEPShapeError(op, 'message', `rank ${s} sent ${msg.byteLength} bytes, expected ${words * 4 + m * H * eb}`);
       });
-    });
-    if (!opts.returnRecvHook) await done;
-    else done.catch(() => undefined); // surfaced through hook(); never an unhandled rejection
-    return { recvX: set.recvX, recvCount: set.recvCount, handle, hook: () => done };
+    };
+    return { parts: allParts, finish, result: { recvX: set.recvX, recvCount: set.recvCount, handle } };
   }
 
   /**
@@ -368,6 +418,22 @@ export class Buffer {
    * that produced `handle`. Returns out [T, H] = sum over k of w[t,k]·y(t,k), summed in k order.
    */
   async lowLatencyCombine(x: Tokens, topkIdx: Int32Array, topkWeights: Float32Array, handle: LowLatencyHandle, opts: { returnRecvHook?: boolean } = {}): Promise<LowLatencyCombineResult> {
+    const p = this.#planLowLatencyCombine(x, topkIdx, topkWeights, handle);
+    const done = this.#startAsync(p.parts, 'low_latency_combine')().then(p.finish);
+    if (!opts.returnRecvHook) await done;
+    else done.catch(() => undefined);
+    return { out: p.out, hook: () => done };
+  }
+
+  /** lowLatencyCombine() for a thread that must not yield; hook() blocks until the sums are complete. */
+  lowLatencyCombineSync(x: Tokens, topkIdx: Int32Array, topkWeights: Float32Array, handle: LowLatencyHandle, opts: { returnRecvHook?: boolean } = {}): LowLatencySyncResult<LowLatencyCombineResult> {
+    const p = this.#planLowLatencyCombine(x, topkIdx, topkWeights, handle);
+    const hook = once(this.#startSync(p.parts, 'low_latency_combine'), p.finish);
+    if (!opts.returnRecvHook) hook();
+    return { out: p.out, hook };
+  }
+
+  #planLowLatencyCombine(x: Tokens, topkIdx: Int32Array, topkWeights: Float32Array, handle: LowLatencyHandle): Plan<void> & { out: Float32Array } {
     const op = 'low_latency_combine';
     const R = this.comm.size;
     const { numExperts, maxTokensPerRank, numTokens: T, hidden: H } = handle;
@@ -377,12 +443,8 @@ export class Buffer {
     if (x.hidden !== H || numRows(x, op) !== perRank * rowsPerExpert) throw new DeepEPShapeError(op, 'x', `expected [${perRank}, ${rowsPerExpert}, ${H}]`);
     const K = checkTopk(op, topkIdx, T, numExperts);
     if (topkWeights.length !== topkIdx.length) throw new DeepEPShapeError(op, 'topkWeights', `length ${topkWeights.length}, expected ${topkIdx.length}`);
-    const tag = this.comm.nextTag();
-    const all = Array.from({ length: R }, (_, i) => i);
-    const arrived = this.comm.recvAll(all, tag, op);
-    const sends: Promise<void>[] = [];
-    for (let i = 0; i < R; i++) {
-      const s = (this.rank + i) % R;
+    const allParts: Uint8Array[][] = [];
+    for (let s = 0; s < R; s++) {
       let m = 0;
       const parts: Uint8Array[] = [];
       for (let le = 0; le < perRank; le++) {
@@ -392,10 +454,10 @@ export class Buffer {
         m += c;
       }
       parts.unshift(new Uint8Array(new Int32Array([DTYPE_CODE[x.dtype], H, m, 0]).buffer));
-      sends.push(this.comm.send(s, tag, parts, op));
+      allParts.push(parts);
     }
     const out = new Float32Array(T * H);
-    const done = Promise.all([arrived, Promise.all(sends)]).then(([msgs]) => {
+    const finish = (msgs: Uint8Array[]): void => {
       // Row of each (t, k) pair inside its rank's message, in dispatch's expert-major order.
       const buckets = expertBuckets(topkIdx, T, K, numExperts);
       const pairMsg = new Int32Array(T * K).fill(-1);
@@ -435,11 +497,61 @@ export class Buffer {
           }
         }
       }
-    });
-    if (!opts.returnRecvHook) await done;
-    else done.catch(() => undefined);
-    return { out, hook: () => done };
+    };
+    return { parts: allParts, finish, out };
   }
+
+  /**
+   * Starts an all-to-all of parts[d] -> rank d under a fresh tag: every send is issued before this
+   * returns (rotated order rank+1, rank+2, ... so that not everybody writes to rank 0 first).
+   */
+  #startAsync(parts: Uint8Array[][], op: string): () => Promise<Uint8Array[]> {
+    const R = this.comm.size;
+    const tag = this.comm.nextTag();
+    const arrived = this.comm.recvAll(Array.from({ length: R }, (_, i) => i), tag, op);
+    const sends: Promise<void>[] = [];
+    for (let i = 1; i <= R; i++) {
+      const d = (this.rank + i) % R;
+      sends.push(this.comm.send(d, tag, parts[d]!, op));
+    }
+    const both = Promise.all([arrived, Promise.all(sends)]).then(([msgs]) => msgs);
+    both.catch(() => undefined);
+    return () => both;
+  }
+
+  #startSync(parts: Uint8Array[][], op: string): () => Uint8Array[] {
+    const comm = this.#syncComm(op);
+    const R = comm.size;
+    const tag = comm.nextTag();
+    for (let i = 1; i <= R; i++) {
+      const d = (this.rank + i) % R;
+      comm.isend(d, tag, parts[d]!, op);
+    }
+    return () => comm.waitAll(Array.from({ length: R }, (_, i) => i), tag, op);
+  }
+
+  #syncComm(op: string): SyncCommunicator {
+    if (!isSyncCommunicator(this.comm)) throw new DeepEPShapeError(op, 'comm', 'the synchronous API needs a SyncCommunicator (SyncThreadCommunicator)');
+    return this.comm;
+  }
+}
+
+interface Plan<T> {
+  /** parts[d]: the message for rank d. */
+  parts: Uint8Array[][];
+  finish(msgs: Uint8Array[]): T;
+}
+
+/** A synchronous receive hook: the first call blocks until the data is in; later calls return at once. */
+export type LowLatencySyncResult<R extends { hook(): Promise<void> }> = Omit<R, 'hook'> & { hook(): void };
+
+function once(wait: () => Uint8Array[], finish: (m: Uint8Array[]) => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    finish(wait());
+    done = true;
+  };
 }
 
 /** bucket[e] = pair indices t·K + k routed to expert e, in increasing order (token-major). */

@@ -30,6 +30,22 @@ export interface Communicator {
   close(): Promise<void>;
 }
 
+/**
+ * Blocking operations for code that cannot yield to the event loop (the model's synchronous forward
+ * pass calling an MoE executor). Only the shared-memory transport offers them (Atomics.wait); a peer's
+ * death is then noticed through its status word or the timeout.
+ */
+export interface SyncCommunicator extends Communicator {
+  /** Queues a message: copies what fits into the peer's buffer now; the rest moves during later waits. */
+  isend(dest: number, tag: number, parts: readonly Uint8Array[], op: string): void;
+  /** Blocks until one message with `tag` arrived from each of `srcs` and every queued send has left. */
+  waitAll(srcs: readonly number[], tag: number, op: string): Uint8Array[];
+}
+
+export function isSyncCommunicator(c: Communicator): c is SyncCommunicator {
+  return typeof (c as Partial<SyncCommunicator>).waitAll === 'function';
+}
+
 interface Waiter {
   readonly src: number;
   readonly op: string;
@@ -142,6 +158,16 @@ export abstract class BaseCommunicator implements Communicator {
     const i = list.indexOf(w);
     if (i >= 0) list.splice(i, 1);
     if (list.length === 0) this.#waiters.delete(k);
+  }
+
+  /** Takes a queued message without waiting (sync transports poll with this). */
+  protected takeQueued(src: number, tag: number): Uint8Array | undefined {
+    const k = key(src, tag);
+    const q = this.#inbox.get(k);
+    if (!q || q.length === 0) return undefined;
+    const m = q.shift()!;
+    if (q.length === 0) this.#inbox.delete(k);
+    return m;
   }
 
   /** Transport callback: a whole message arrived. */

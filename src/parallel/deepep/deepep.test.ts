@@ -46,6 +46,24 @@ test('DeepEP semantics with the caller as rank 0 of 2 thread ranks', { timeout: 
   }
 });
 
+test('blocking API: the caller is rank 0 of 4 thread ranks with a SyncThreadCommunicator', { timeout: 60_000 }, async () => {
+  const { runDeepEPChecks } = await import('./testing/checks.ts');
+  // A small ring so that large messages need several blocking rounds in both directions.
+  const { group, comm } = launchThreadRanks(RANK, 4, params(4, 13), { callerIsRank0: true, syncRank0: true, capacity: 16 << 10, timeoutMs: 20_000 });
+  try {
+    const mine = await runDeepEPChecks(comm!, params(4, 13), true).catch(async (e: Error) => {
+      await comm!.close();
+      const o = await Promise.race([group.outcomes, new Promise((r) => setTimeout(() => r('no outcomes'), 3000))]);
+      throw new Error(`${e.message}; workers: ${JSON.stringify(o)}`);
+    });
+    assert.ok(mine > 20);
+    assertAllPassed(await group.outcomes, 3);
+  } finally {
+    await comm!.close();
+    await group.close();
+  }
+});
+
 test('DeepEP semantics on 2 process ranks over loopback TCP', { timeout: 60_000 }, async () => {
   const { group } = launchProcessRanks(RANK, 2, params(2, 5), { timeoutMs: 20_000 });
   try {

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { spawnWorker } from '../../platform/worker.ts';
-import { createThreadWorld, markRankExited, ThreadCommunicator, type ThreadWorld, type ThreadWorldOptions } from './shm.ts';
+import { createThreadWorld, markRankExited, SyncThreadCommunicator, ThreadCommunicator, type ThreadWorld, type ThreadWorldOptions } from './shm.ts';
 import { PROCESS_ENV_KEY, THREAD_INIT_KEY, type RankMessage, type SerializedError, type ThreadRankInit } from './rank.ts';
 
 export type RankOutcome =
@@ -27,6 +27,8 @@ export interface RankGroup extends EventEmitter {
 export interface LaunchOptions extends ThreadWorldOptions {
   /** Thread worlds only: rank 0 is the calling thread (returned as `comm`), workers are ranks 1..size-1. */
   callerIsRank0?: boolean;
+  /** With callerIsRank0: give the caller a blocking SyncThreadCommunicator. */
+  syncRank0?: boolean;
   /** Extra execArgv / env for child processes. */
   env?: Record<string, string>;
 }
@@ -80,7 +82,8 @@ export function launchThreadRanks(moduleUrl: URL, size: number, data: unknown, o
     await Promise.all([...workers.values()].map((w) => w.terminate()));
     await Promise.all(exited.values());
   });
-  const comm = opts.callerIsRank0 ? new ThreadCommunicator(world, 0, opts.timeoutMs ?? world.timeoutMs) : null;
+  const commOpts = { timeoutMs: opts.timeoutMs ?? world.timeoutMs };
+  const comm = !opts.callerIsRank0 ? null : opts.syncRank0 ? new SyncThreadCommunicator(world, 0, commOpts) : new ThreadCommunicator(world, 0, commOpts);
   for (const r of ranks) {
     const init: ThreadRankInit = { world, rank: r, timeoutMs: opts.timeoutMs ?? world.timeoutMs };
     const w = spawnWorker(moduleUrl, { [THREAD_INIT_KEY]: init, user: data });

@@ -53,7 +53,7 @@ export function serializeError(e: unknown): SerializedError {
 async function joinThread(): Promise<{ comm: Communicator; data: unknown; post: (m: RankMessage) => void }> {
   const wd = (workerData as { data: Record<string, unknown> }).data;
   const init = wd[THREAD_INIT_KEY] as ThreadRankInit;
-  const comm = new ThreadCommunicator(init.world, init.rank, init.timeoutMs);
+  const comm = new ThreadCommunicator(init.world, init.rank, { timeoutMs: init.timeoutMs });
   return { comm, data: wd.user, post: (m) => parentPort!.postMessage(m) };
 }
 

@@ -59,12 +59,27 @@ function llInputs(p: CheckParams, rank: number) {
   return { x, idx, weights };
 }
 
-export async function runDeepEPChecks(comm: Communicator, p: CheckParams): Promise<number> {
+/** With `sync`, the Buffer's blocking variants run instead (needs a SyncCommunicator). */
+export async function runDeepEPChecks(comm: Communicator, p: CheckParams, sync = false): Promise<number> {
   const R = comm.size;
   const me = comm.rank;
   const perRank = p.E / R;
   const buf = new Buffer(comm);
   let checks = 0;
+  const api = {
+    dispatch: async (...a: Parameters<Buffer['dispatch']>) => (sync ? buf.dispatchSync(...a) : buf.dispatch(...a)),
+    combine: async (...a: Parameters<Buffer['combine']>) => (sync ? buf.combineSync(...a) : buf.combine(...a)),
+    llDispatch: async (...a: Parameters<Buffer['lowLatencyDispatch']>) => {
+      if (!sync) return buf.lowLatencyDispatch(...a);
+      const r = buf.lowLatencyDispatchSync(...a);
+      return { ...r, hook: async () => r.hook() };
+    },
+    llCombine: async (...a: Parameters<Buffer['lowLatencyCombine']>) => {
+      if (!sync) return buf.lowLatencyCombine(...a);
+      const r = buf.lowLatencyCombineSync(...a);
+      return { ...r, hook: async () => r.hook() };
+    },
+  };
 
   // ------------------------------------------------------------------ normal mode
   const inputs = Array.from({ length: R }, (_, r) => normalInputs(p, r));
@@ -83,7 +98,7 @@ export async function runDeepEPChecks(comm: Communicator, p: CheckParams): Promi
   for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
     const asTokens = (x: Float32Array): Tokens => (dtype === 'fp8' ? { dtype, hidden: p.H, ...castToFp8(x, p.T, p.H) } : f32ToTokens(x, dtype, p.H));
     const sent = asTokens(mine.x);
-    const res = await buf.dispatch(sent, mine.idx, mine.weights, layout);
+    const res = await api.dispatch(sent, mine.idx, mine.weights, layout);
     const expectedRecv = gatheredPerRank.reduce((a, g) => a + g[me]!, 0);
     assert.equal(res.recvX.data.length / p.H, expectedRecv, `${dtype}: receive count`);
     for (let le = 0; le < perRank; le++) {
@@ -137,7 +152,7 @@ export async function runDeepEPChecks(comm: Communicator, p: CheckParams): Promi
 
     // combine(dispatch(x)) = x · (number of ranks that received the token); DeepEP feeds bf16 back.
     const back: Tokens = dtype === 'f32' ? res.recvX : f32ToTokens(recvF32, 'bf16', p.H);
-    const combined = tokensToF32(await buf.combine(back, res.handle));
+    const combined = tokensToF32(await api.combine(back, res.handle));
     const sentF32 = tokensToF32(dtype === 'f32' ? sent : f32ToTokens(tokensToF32(sent), 'bf16', p.H));
     const want = new Float32Array(p.T * p.H);
     for (let t = 0; t < p.T; t++) {
@@ -160,7 +175,7 @@ export async function runDeepEPChecks(comm: Communicator, p: CheckParams): Promi
   for (const useFp8 of [true, false]) {
     for (const returnRecvHook of [false, true]) {
       const tag = `useFp8=${useFp8} hook=${returnRecvHook}`;
-      const d = await buf.lowLatencyDispatch(xBf16, llMine.idx, p.llMaxT, p.E, { useFp8, returnRecvHook });
+      const d = await api.llDispatch(xBf16, llMine.idx, p.llMaxT, p.E, { useFp8, returnRecvHook });
       if (returnRecvHook) {
         // Compute something unrelated while the transfer is in flight, then wait for it.
         let acc = 0;
@@ -202,7 +217,7 @@ export async function runDeepEPChecks(comm: Communicator, p: CheckParams): Promi
 
       // Expert output = its (dequantized) input, sent back as bf16; combine weights it: x · Σw.
       const y = f32ToTokens(recvF32, 'bf16', p.H);
-      const c = await buf.lowLatencyCombine(y, llMine.idx, llMine.weights, d.handle, { returnRecvHook });
+      const c = await api.llCombine(y, llMine.idx, llMine.weights, d.handle, { returnRecvHook });
       if (returnRecvHook) await c.hook();
       const want = new Float32Array(p.llT * p.H);
       for (let t = 0; t < p.llT; t++) {
