@@ -93,7 +93,7 @@ export class ChatTokenizer implements EngineTokenizer {
   readonly thinkStart: string | null;
   readonly thinkEnd: string | null;
 
-  constructor(tokenizerJson: Json, private readonly config: Json, generationConfig: Json | null = null) {
+  constructor(tokenizerJson: Json, config: Json, generationConfig: Json | null = null) {
     this.tok = new Tokenizer(tokenizerJson, config);
     // The same tokenizer without added tokens: user text never becomes a control token.
     this.plain = new Tokenizer({ ...tokenizerJson, added_tokens: [] }, config);
