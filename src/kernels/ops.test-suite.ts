@@ -5,11 +5,18 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeBf16, f32ToFp8e4m3, FP8_E4M3_TABLE, bf16ToF32 } from '../tensor/dtypes.ts';
-import { FP8_BLOCK, loadBackend, type Kernels, type WeightMatrix, type WeightDType, type OpName } from './api.ts';
+import { FP8_BLOCK, loadBackend, type KernelOps, type WeightMatrix, type WeightDType, type OpName } from './api.ts';
 import './index.ts';
+
+/** What the suite needs of a backend: the ops, each returning its result or a promise of it (webgpu). */
+export type SuiteKernels = {
+  [K in keyof KernelOps]: (...args: Parameters<KernelOps[K]>) => ReturnType<KernelOps[K]> | Promise<ReturnType<KernelOps[K]>>;
+} & { readonly native: ReadonlySet<OpName>; dispose(): Promise<void> };
 
 export interface OpSuiteOptions {
   threads?: number;
+  /** Loads the backend instead of the registry's loadBackend (async backends such as webgpu). */
+  load?: () => Promise<SuiteKernels>;
   /** Only run the ops the backend implements itself (default true: fallbacks are tested on `ref`). */
   nativeOnly?: boolean;
 }
@@ -36,7 +43,7 @@ function randn(r: () => number, n: number, std = 1): Float32Array {
 }
 
 /** A weight in `dtype` filled from random values, plus its exact dequantised f64 values. */
-async function makeWeight(k: Kernels, dtype: WeightDType, rows: number, cols: number, r: () => number): Promise<{ w: WeightMatrix; dense: Float64Array }> {
+async function makeWeight(k: SuiteKernels, dtype: WeightDType, rows: number, cols: number, r: () => number): Promise<{ w: WeightMatrix; dense: Float64Array }> {
   const w = await k.allocWeight(dtype, rows, cols);
   const vals = randn(r, rows * cols, 1 / Math.sqrt(cols));
   const dense = new Float64Array(rows * cols);
@@ -87,10 +94,10 @@ function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<numbe
 
 export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void {
   describe(`kernel ops on backend "${backendName}"`, () => {
-    let k: Kernels;
+    let k: SuiteKernels;
     const nativeOnly = opts.nativeOnly ?? true;
     before(async () => {
-      k = await loadBackend(backendName, { threads: opts.threads ?? 1 });
+      k = opts.load ? await opts.load() : await loadBackend(backendName, { threads: opts.threads ?? 1 });
     });
     after(async () => {
       await k?.dispose();

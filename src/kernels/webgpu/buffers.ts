@@ -93,3 +93,41 @@ export async function readBuffer(ctx: GpuContext, buf: GPUBuffer, byteLength: nu
   ctx.device.queue.submit([enc.finish()]);
   return readStaging(staging, byteLength);
 }
+
+const resident = new WeakMap<GPUDevice, WeakMap<object, GPUBuffer>>();
+
+/**
+ * A storage buffer holding `data`, uploaded on first request and kept for the device's lifetime, keyed by
+ * the array object (weights: loaded once, used by many calls). The array must not change afterwards
+ * unless releaseResident() is called first.
+ */
+export function residentStorage(ctx: GpuContext, data: ArrayBufferView, label: string): GPUBuffer {
+  let m = resident.get(ctx.device);
+  if (!m) resident.set(ctx.device, (m = new WeakMap()));
+  let b = m.get(data);
+  if (!b) {
+    b = uploadStorage(ctx, data, label);
+    m.set(data, b);
+  }
+  return b;
+}
+
+/** Drops (and destroys) the resident copy of `data`, if any. */
+export function releaseResident(ctx: GpuContext, data: ArrayBufferView): void {
+  const m = resident.get(ctx.device);
+  const b = m?.get(data);
+  if (b) {
+    m!.delete(data);
+    b.destroy();
+  }
+}
+
+/** Runs `fn` with a list to push per-call buffers onto; they are destroyed when it settles. */
+export async function withTemps<T>(fn: (temps: GPUBuffer[]) => Promise<T>): Promise<T> {
+  const temps: GPUBuffer[] = [];
+  try {
+    return await fn(temps);
+  } finally {
+    for (const b of temps) b.destroy();
+  }
+}

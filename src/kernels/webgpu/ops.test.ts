@@ -8,6 +8,7 @@ import { emptyStorage, packWords, readBuffer, uploadStorage } from './buffers.ts
 import { WebGpuLimitError, WebGpuShaderError, WebGpuShapeError } from './errors.ts';
 import { getPipeline, pipelinesCreated } from './pipelines.ts';
 import { loadWebGpuBackend } from './ops.ts';
+import { runOpSuite } from '../ops.test-suite.ts';
 import { randn, rng, worstRatio } from './testutil.ts';
 
 after(closeDevice);
@@ -210,3 +211,6 @@ test('after closeDevice the next op opens a fresh device and recompiles', async 
   assert.equal(pipelinesCreated(), created + 1);
   assert.ok(Math.abs(y[0]! - 1 / (1 + Math.exp(-1))) < 1e-6);
 });
+
+// The generic op suite every backend runs (src/kernels/ops.test-suite.ts), on the async WebGPU ops.
+runOpSuite('webgpu', { load: loadWebGpuBackend });

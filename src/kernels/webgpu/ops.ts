@@ -3,11 +3,12 @@
 // backend is not registered there: the model runs on `ref` / `wasm` for now and this is the op set of the
 // GPU path (`loadWebGpuBackend()`), tested against the same semantics.
 //
-// Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array, so a
-// weight must not be modified after its first matmul (call releaseWeight() first if it must).
-import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
+// Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array
+// (buffers.ts residentStorage), so a weight must not be modified after its first matmul (call
+// releaseWeight() first if it must).
+import { FP8_BLOCK, OP_NAMES, type KernelOps, type OpName, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
 import { closeDevice, getDevice, type GpuContext } from './device.ts';
-import { emptyStorage, uploadParams, uploadStorage } from './buffers.ts';
+import { emptyStorage, releaseResident, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { WebGpuShapeError } from './errors.ts';
 import { getPipeline, runPasses } from './pipelines.ts';
 import { ELEM_WG, MATMUL_WG, matmulWgsl, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
@@ -20,8 +21,10 @@ export type AsyncKernelOps = {
 
 export interface WebGpuBackend extends AsyncKernelOps {
   readonly backend: 'webgpu';
+  /** Every op is this backend's own (no fallback). */
+  readonly native: ReadonlySet<OpName>;
   /** Drops a weight's GPU copy (after changing its data, or to free memory). */
-  releaseWeight(w: WeightMatrix): void;
+  releaseWeight(w: WeightMatrix): Promise<void>;
   /** Destroys the process's device (all cached weights and pipelines with it). */
   dispose(): Promise<void>;
 }
@@ -36,20 +39,12 @@ function checkOut(op: string, out: Float32Array | undefined, len: number): Float
 }
 
 interface GpuWeight { data: GPUBuffer; scales: GPUBuffer | null }
-const weightCache = new WeakMap<GPUDevice, WeakMap<object, GpuWeight>>();
 
 function gpuWeight(ctx: GpuContext, w: WeightMatrix): GpuWeight {
-  let m = weightCache.get(ctx.device);
-  if (!m) weightCache.set(ctx.device, (m = new WeakMap()));
-  let g = m.get(w.data);
-  if (!g) {
-    g = {
-      data: uploadStorage(ctx, w.data, `weight:${w.dtype}:${w.rows}x${w.cols}`),
-      scales: w.dtype === 'fp8' ? uploadStorage(ctx, w.scaleInv, 'weight:scaleInv') : null,
-    };
-    m.set(w.data, g);
-  }
-  return g;
+  return {
+    data: residentStorage(ctx, w.data, `weight:${w.dtype}:${w.rows}x${w.cols}`),
+    scales: w.dtype === 'fp8' ? residentStorage(ctx, w.scaleInv, 'weight:scaleInv') : null,
+  };
 }
 
 /** Row-major [rows, ceil-div] dispatch of `perRow` workgroups per row, rows spread over y and z. */
@@ -62,17 +57,8 @@ function elemGroups(n: number): [number, number] {
   return grid(Math.ceil(n / ELEM_WG));
 }
 
-async function withTemps<T>(fn: (temps: GPUBuffer[]) => Promise<T>): Promise<T> {
-  const temps: GPUBuffer[] = [];
-  try {
-    return await fn(temps);
-  } finally {
-    for (const b of temps) b.destroy();
-  }
-}
-
 export function allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
-  check('allocWeight', Number.isInteger(rows) && Number.isInteger(cols) && rows >= 0 && cols >= 0, `bad shape ${rows}x${cols}`);
+  check('allocWeight', Number.isSafeInteger(rows) && Number.isSafeInteger(cols) && rows > 0 && cols > 0, `bad shape ${rows}x${cols}`);
   const n = rows * cols;
   switch (dtype) {
     case 'f32': return { dtype, rows, cols, data: new Float32Array(n) };
@@ -87,7 +73,7 @@ export function allocWeight(dtype: WeightDType, rows: number, cols: number): Wei
 
 export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float32Array): Promise<Float32Array> {
   const { rows: n, cols: k } = w;
-  check('matmul', x.length >= m * k, `x has ${x.length} values, need ${m}x${k}`);
+  check('matmul', Number.isInteger(m) && m >= 0 && x.length === m * k, `x has ${x.length} values, need ${m}x${k}`);
   check('matmul', w.data.length === n * k, `weight data has ${w.data.length} values, need ${n}x${k}`);
   const kb = Math.ceil(k / FP8_BLOCK);
   if (w.dtype === 'fp8') check('matmul', w.scaleInv.length === Math.ceil(n / FP8_BLOCK) * kb, `scaleInv has ${w.scaleInv.length} values`);
@@ -99,7 +85,7 @@ export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: 
   const gw = gpuWeight(ctx, w);
   return withTemps(async (t) => {
     const params = uploadParams(ctx, [['u32', m], ['u32', n], ['u32', k], ['u32', kb]], 'matmul:params');
-    const xb = uploadStorage(ctx, x.subarray(0, m * k), 'matmul:x');
+    const xb = uploadStorage(ctx, x, 'matmul:x');
     const yb = emptyStorage(ctx, m * n * 4, 'matmul:y');
     t.push(params, xb, yb);
     const buffers = [params, xb, gw.data, yb, ...(gw.scales ? [gw.scales] : [])];
@@ -111,7 +97,7 @@ export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: 
 
 export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Promise<Float32Array> {
   const cols = weight.length;
-  check('rmsNorm', x.length >= rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
+  check('rmsNorm', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
   const y = checkOut('rmsNorm', out, rows * cols);
   if (rows === 0 || cols === 0) return y;
   const ctx = await getDevice();
@@ -131,7 +117,7 @@ export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Arra
 export async function rope(x: Float32Array, rows: number, stride: number, offset: number, dim: number, cos: Float32Array, sin: Float32Array): Promise<void> {
   check('rope', dim % 2 === 0, `dim ${dim} must be even`);
   const half = dim / 2;
-  check('rope', cos.length >= rows * half && sin.length >= rows * half, `cos/sin need ${rows}x${half} values`);
+  check('rope', cos.length === rows * half && sin.length === rows * half, `cos/sin need ${rows}x${half} values`);
   check('rope', rows === 0 || x.length >= (rows - 1) * stride + offset + dim,
     `x of ${x.length} values cannot hold ${rows} rows of stride ${stride} with ${dim} values at offset ${offset}`);
   if (rows === 0 || half === 0) return;
@@ -150,7 +136,7 @@ export async function rope(x: Float32Array, rows: number, stride: number, offset
 }
 
 export async function softmax(x: Float32Array, rows: number, cols: number): Promise<void> {
-  check('softmax', x.length >= rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
+  check('softmax', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
   if (rows === 0 || cols === 0) return;
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'softmax', softmaxWgsl);
@@ -183,11 +169,11 @@ export async function siluMul(gate: Float32Array, up: Float32Array, out?: Float3
 }
 
 export async function topk(x: Float32Array, rows: number, cols: number, k: number): Promise<TopK> {
-  check('topk', x.length >= rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
-  check('topk', Number.isInteger(k) && k >= 0 && k <= cols, `k = ${k} must be in [0, cols = ${cols}]`);
+  check('topk', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
+  check('topk', Number.isInteger(k) && k >= 1 && k <= cols, `k = ${k} must be in [1, cols = ${cols}]`);
   const indices = new Int32Array(rows * k);
   const values = new Float32Array(rows * k);
-  if (rows === 0 || k === 0) return { indices, values };
+  if (rows === 0) return { indices, values };
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'topk', topkWgsl);
   return withTemps(async (t) => {
@@ -209,16 +195,13 @@ export async function loadWebGpuBackend(): Promise<WebGpuBackend> {
   await getDevice();
   return {
     backend: 'webgpu',
+    native: new Set(OP_NAMES),
     allocWeight: async (dtype, rows, cols) => allocWeight(dtype, rows, cols),
     matmul, rmsNorm, rope, softmax, siluMul, topk,
-    releaseWeight(w) {
-      void getDevice().then((ctx) => {
-        const g = weightCache.get(ctx.device)?.get(w.data);
-        if (!g) return;
-        weightCache.get(ctx.device)!.delete(w.data);
-        g.data.destroy();
-        g.scales?.destroy();
-      });
+    async releaseWeight(w) {
+      const ctx = await getDevice();
+      releaseResident(ctx, w.data);
+      if (w.dtype === 'fp8') releaseResident(ctx, w.scaleInv);
     },
     dispose: closeDevice,
   };
