@@ -6,6 +6,9 @@ import { quantizeGrouped, quantizePerBlock, quantizePerToken } from '../src/kern
 import { closeDevice, getDevice } from '../src/kernels/webgpu/device.ts';
 import { fp8GemmNt, webgpuDeepGemm } from '../src/kernels/webgpu/deepgemm.ts';
 import { matmul } from '../src/kernels/webgpu/ops.ts';
+import { createWebGpuFlashMla, flashMlaWithKvcacheWebGpu } from '../src/kernels/webgpu/flashmla.ts';
+import { getMlaMetadata } from '../src/kernels/flashmla/metadata.ts';
+import { buildCase } from '../src/kernels/flashmla/testing.ts';
 import { median, timeRunsAsync, type BenchReport, type BenchRow } from './lib/report.ts';
 
 function rand(n: number, seed: number): Float32Array {
@@ -53,11 +56,22 @@ export default async function webgpuBench(args: string[]): Promise<BenchReport> 
     const s = await time(() => webgpuDeepGemm.mGroupedFp8GemmNtMasked(a, b, maskedM, mMax));
     rows.push({ case: `masked G=${G} ${N}x${K} m=${used}`, threads: 1, metric: 'compute', value: (2 * used * N * K) / s / 1e9, unit: 'GFLOP/s', ratio: null });
   }
+  // FlashMLA decode: V3 absorbed MLA (dQK 576, dV 512, hKv 1, hQ 128 in full / 16 scaled), bf16 cache.
+  {
+    const [b, sK, hQ] = full ? [16, 4096, 128] : [2, 512, 16]; // full: 75 MB of cache, under a 128 MiB binding
+    const built = buildCase({ b, sQ: 1, sK, hQ, hKv: 1, varlen: false, causal: false }, { seed: 1, dtype: 'bf16', numParts: 1 });
+    const kernel = createWebGpuFlashMla();
+    const meta = getMlaMetadata(built.args.cacheSeqlens, hQ, 1, kernel.numParts(b, 1, hQ, 1));
+    const args = { ...built.args, meta };
+    const s = await time(() => flashMlaWithKvcacheWebGpu(args));
+    rows.push({ case: `flashmla b=${b} sK=${sK} hQ=${hQ} bf16`, threads: 1, metric: 'compute', value: (2 * b * hQ * sK * (576 + 512)) / s / 1e9, unit: 'GFLOP/s', ratio: null });
+    rows.push({ case: `flashmla b=${b} sK=${sK} hQ=${hQ} bf16`, threads: 1, metric: 'kv read', value: (b * sK * 576 * 2) / s / 1e9, unit: 'GB/s', ratio: null });
+  }
   await closeDevice();
   return {
     bench: 'webgpu',
     baseline: { device: `${ctx.platform} ${ctx.adapterDescription}`, shapes: full ? 'DeepSeek-V3' : `V3 N,K / ${d}` },
     rows,
-    notes: ['per-call time includes activation upload and readback; weights resident'],
+    notes: ['per-call time includes activation upload and readback; weights resident; FlashMLA uploads q and the whole K cache per call'],
   };
 }
