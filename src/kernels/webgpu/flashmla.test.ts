@@ -11,6 +11,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getMlaMetadata } from '../flashmla/metadata.ts';
+import { loadFlashMla } from '../flashmla/index.ts';
 import { buildCase, checkIsAllclose, denseSdpaF64, TOL, type MlaCase } from '../flashmla/testing.ts';
 import { FlashMlaError, type FlashMlaResult, type KvCacheDType } from '../flashmla/types.ts';
 import { closeDevice } from './device.ts';
@@ -144,8 +145,9 @@ test('a second call compiles no pipeline; results land in the given out/lse; sta
   await assert.rejects(flashMlaWithKvcacheWebGpu({ ...built.args, meta: stale }), FlashMlaError);
 });
 
-test('createWebGpuFlashMla exposes the FlashMlaKernel contract', async () => {
-  const k = createWebGpuFlashMla();
+test('loadFlashMla("webgpu") gives the WebGPU kernel with the FlashMlaKernel contract', async () => {
+  const k = await loadFlashMla('webgpu');
+  assert.equal(createWebGpuFlashMla().backend, 'webgpu');
   assert.equal(k.backend, 'webgpu');
   assert.ok(k.numParts(2, 1, 128, 1) >= 1);
   const c: MlaCase = { b: 1, sQ: 1, sK: 20, hQ: 1, hKv: 1, varlen: false, causal: false };
