@@ -21,16 +21,18 @@ export class UnknownFlashMlaBackendError extends Error {
   }
 }
 
-export const FLASH_MLA_BACKENDS = ['ref', 'wasm'] as const;
+export const FLASH_MLA_BACKENDS = ['ref', 'wasm', 'webgpu'] as const;
 
 /**
- * The FlashMLA kernel of a backend: 'ref' (plain TS, f64) or 'wasm' (SIMD128, `threads` participants
- * over one shared memory; pass `runtime` to share a wasm backend's memory and pool).
+ * The FlashMLA kernel of a backend: 'ref' (plain TS, f64), 'wasm' (SIMD128, `threads` participants
+ * over one shared memory; pass `runtime` to share a wasm backend's memory and pool) or 'webgpu' (WGSL).
  */
 export async function loadFlashMla(backend: string, opts: WasmFlashMlaOptions = {}): Promise<FlashMlaKernel> {
   switch (backend) {
     case 'ref': return createRefFlashMla();
     case 'wasm': return WasmFlashMla.create(opts);
+    // Imported on demand so that loading FlashMLA does not load Dawn.
+    case 'webgpu': return (await import('../webgpu/flashmla.ts')).createWebGpuFlashMla();
     default: throw new UnknownFlashMlaBackendError(backend);
   }
 }
