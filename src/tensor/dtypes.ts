@@ -1,12 +1,21 @@
 // Number formats of DeepSeek checkpoints: f32, bf16, f16 and FP8 e4m3fn (OCP), with exact codecs.
-// Reference: OCP 8-bit Floating Point Specification (OFP8) rev 1.0; torch.float8_e4m3fn; ml_dtypes.
+// Reference: OCP 8-bit Floating Point Specification (OFP8) rev 1.0; torch.float8_e4m3fn; ml_dtypes;
+// IEEE 754 binary16; dtype names and sizes: huggingface/safetensors safetensors/src/tensor.rs `Dtype`.
+// Encoders take the value as an f32 first (a float64 argument is rounded to f32, then to the target),
+// which is exact for every f32 input: the path weights take. Byte order is little-endian throughout.
 // This module imports nothing and is shared by every layer.
 
-/** Element types as spelled in safetensors headers. */
-export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+/**
+ * Element types as spelled in safetensors headers: every whole-byte dtype of the reference parser.
+ * (Its sub-byte F4/F6 types are not supported and are rejected by the reader with a typed error.)
+ */
+export type DType =
+  | 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'F8_E8M0' | 'C64'
+  | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
 export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, F8_E8M0: 1, C64: 8,
+  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
 };
 
 export function isDType(s: string): s is DType {
@@ -85,9 +94,18 @@ export function f32ToF16(x: number): number {
   let q = m >>> 13;
   const rem = m & 0x1fff;
   if (rem > 0x1000 || (rem === 0x1000 && (q & 1))) q++;
-  let bits = (ue << 10) + q; // mantissa overflow carries into the exponent
-  if (bits >= 0x7c00) bits = 0x7c00;
-  return sign | bits;
+  // A mantissa carry bumps the exponent; from ue = 30 it lands exactly on 0x7C00 (Inf), as RNE wants.
+  return sign | ((ue << 10) + q);
+}
+
+export function decodeF16(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+  for (let i = 0; i < src.length; i++) out[i] = f16ToF32(src[i]!);
+  return out;
+}
+
+export function encodeF16(src: ArrayLike<number>, out = new Uint16Array(src.length)): Uint16Array {
+  for (let i = 0; i < src.length; i++) out[i] = f32ToF16(src[i]!);
+  return out;
 }
 
 // ---------------------------------------------------------------- FP8 e4m3fn (OCP): no infinities
@@ -154,22 +172,65 @@ export function encodeFp8e4m3(src: ArrayLike<number>, out = new Uint8Array(src.l
   return out;
 }
 
-/** Converts raw little-endian bytes of any float dtype to f32 values. */
+// ---------------------------------------------------------------- other 8-bit formats (decode only)
+
+/** FP8 e5m2 (IEEE-like, with infinities and NaNs): exactly the top byte of an f16. */
+export function fp8e5m2ToF32(code: number): number {
+  return f16ToF32((code & 0xff) << 8);
+}
+
+/** E8M0 (OCP MX scale): 2^(code-127), code 0xFF is NaN; no sign, no zero. */
+export function e8m0ToF32(code: number): number {
+  const c = code & 0xff;
+  return c === 0xff ? NaN : 2 ** (c - 127);
+}
+
+// ---------------------------------------------------------------- whole tensors
+
+/** True for the dtypes `toF32` can widen. */
+export function isFloatDType(d: DType): boolean {
+  return d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16' || d === 'F8_E4M3' || d === 'F8_E5M2' || d === 'F8_E8M0';
+}
+
+/**
+ * Converts raw little-endian bytes of a floating-point dtype to f32 values (a new array; F64 is rounded
+ * to f32). Throws a RangeError when the byte count is not a whole number of elements.
+ */
 export function toF32(bytes: Uint8Array, dtype: DType): Float32Array {
-  const n = bytes.byteLength / DTYPE_BYTES[dtype];
-  const aligned = (bytes.byteOffset % DTYPE_BYTES[dtype]) === 0;
-  const src = aligned ? bytes : bytes.slice();
+  const size = DTYPE_BYTES[dtype];
+  if (!isFloatDType(dtype)) throw new TypeError(`toF32: ${dtype} is not a floating-point dtype`);
+  if (bytes.byteLength % size !== 0) throw new RangeError(`toF32: ${bytes.byteLength} bytes is not a whole number of ${dtype}`);
+  const n = bytes.byteLength / size;
+  // Typed views need aligned offsets; an unaligned input is copied once.
+  const src = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
   switch (dtype) {
     case 'F32': return new Float32Array(src.buffer, src.byteOffset, n).slice();
     case 'F64': return Float32Array.from(new Float64Array(src.buffer, src.byteOffset, n));
     case 'BF16': return decodeBf16(new Uint16Array(src.buffer, src.byteOffset, n));
-    case 'F16': {
-      const h = new Uint16Array(src.buffer, src.byteOffset, n);
+    case 'F16': return decodeF16(new Uint16Array(src.buffer, src.byteOffset, n));
+    case 'F8_E4M3': return decodeFp8e4m3(src);
+    case 'F8_E5M2': {
       const out = new Float32Array(n);
-      for (let i = 0; i < n; i++) out[i] = f16ToF32(h[i]!);
+      for (let i = 0; i < n; i++) out[i] = fp8e5m2ToF32(src[i]!);
       return out;
     }
-    case 'F8_E4M3': return decodeFp8e4m3(src);
-    default: throw new TypeError(`toF32: ${dtype} is not a floating-point dtype`);
+    default: { // F8_E8M0
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = e8m0ToF32(src[i]!);
+      return out;
+    }
+  }
+}
+
+/** Encodes f32 values as little-endian bytes of F32, BF16, F16 or F8_E4M3 (RNE; FP8 saturates). */
+export function fromF32(values: ArrayLike<number>, dtype: 'F32' | 'BF16' | 'F16' | 'F8_E4M3'): Uint8Array {
+  switch (dtype) {
+    case 'F32': {
+      const out = Float32Array.from(values);
+      return new Uint8Array(out.buffer);
+    }
+    case 'BF16': return new Uint8Array(encodeBf16(values).buffer);
+    case 'F16': return new Uint8Array(encodeF16(values).buffer);
+    case 'F8_E4M3': return encodeFp8e4m3(values);
   }
 }

@@ -1,12 +1,16 @@
 // safetensors writer, for checkpoints the project makes itself (test variants, benchmark models,
-// the built-in model). Tensors are laid out in the given order with no padding.
+// the built-in model). Tensors are laid out in the given order with no padding; the header is
+// space-padded so the data area starts at a multiple of 8, as the reference writer does.
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { DTYPE_BYTES, type DType } from '../tensor/dtypes.ts';
 
-export interface TensorToWrite {
+export interface TensorSpec {
   name: string;
   dtype: DType;
   shape: number[];
+}
+
+export interface TensorToWrite extends TensorSpec {
   /** Little-endian bytes; a typed array view is accepted as is. */
   data: ArrayBufferView;
 }
@@ -15,20 +19,47 @@ function bytesOf(v: ArrayBufferView): Uint8Array {
   return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
 
-/** Builds the header JSON bytes (space-padded to a multiple of 8, as the reference writer does). */
-export function buildHeader(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
+export function byteSizeOf(t: TensorSpec): number {
+  return t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+}
+
+/**
+ * Lays tensors out back to back and builds the header JSON bytes. Returns the header and the size of
+ * the data area. Throws a RangeError for a reserved or repeated name or a bad shape.
+ */
+export function layoutHeader(specs: readonly TensorSpec[], metadata?: Record<string, string>): { header: Uint8Array; dataBytes: number } {
+  // A null-prototype object: a tensor called `__proto__` becomes an ordinary key, not a prototype.
+  const header = Object.create(null) as Record<string, unknown>;
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
-  for (const t of tensors) {
-    const n = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
-    if (n !== t.data.byteLength) throw new RangeError(`${t.name}: shape needs ${n} bytes, data has ${t.data.byteLength}`);
+  for (const t of specs) {
+    if (t.name === '__metadata__') throw new RangeError('"__metadata__" is reserved and cannot name a tensor');
+    if (Object.prototype.hasOwnProperty.call(header, t.name)) throw new RangeError(`tensor ${JSON.stringify(t.name)} given twice`);
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new RangeError(`${t.name}: bad shape ${JSON.stringify(t.shape)}`);
+    const n = byteSizeOf(t);
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + n] };
     offset += n;
   }
   let text = JSON.stringify(header);
-  while ((Buffer.byteLength(text) + 8) % 8 !== 0) text += ' ';
-  return new TextEncoder().encode(text);
+  const len = Buffer.byteLength(text);
+  text += ' '.repeat((8 - (len % 8)) % 8);
+  return { header: new TextEncoder().encode(text), dataBytes: offset };
+}
+
+/** Builds the header JSON bytes (space-padded to a multiple of 8) and checks each data size. */
+export function buildHeader(tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
+  for (const t of tensors) {
+    const n = byteSizeOf(t);
+    if (n !== t.data.byteLength) throw new RangeError(`${t.name}: shape needs ${n} bytes, data has ${t.data.byteLength}`);
+  }
+  return layoutHeader(tensors, metadata).header;
+}
+
+/** The 8-byte little-endian header length prefix. */
+export function lengthPrefix(headerBytes: number): Uint8Array {
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(headerBytes), true);
+  return len;
 }
 
 /** Serializes to one buffer (small files and tests). */
@@ -36,7 +67,7 @@ export function serializeSafetensors(tensors: readonly TensorToWrite[], metadata
   const header = buildHeader(tensors, metadata);
   const total = 8 + header.byteLength + tensors.reduce((a, t) => a + t.data.byteLength, 0);
   const out = new Uint8Array(total);
-  new DataView(out.buffer).setBigUint64(0, BigInt(header.byteLength), true);
+  out.set(lengthPrefix(header.byteLength), 0);
   out.set(header, 8);
   let p = 8 + header.byteLength;
   for (const t of tensors) {
@@ -46,20 +77,19 @@ export function serializeSafetensors(tensors: readonly TensorToWrite[], metadata
   return out;
 }
 
+function writeAll(fd: number, b: Uint8Array): void {
+  let done = 0;
+  while (done < b.byteLength) done += writeSync(fd, b, done, Math.min(b.byteLength - done, 1 << 30));
+}
+
 /** Streams tensors to a file without concatenating them in memory. */
 export function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): void {
   const header = buildHeader(tensors, metadata);
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(header.byteLength), true);
   const fd = openSync(path, 'w');
   try {
-    writeSync(fd, len);
-    writeSync(fd, header);
-    for (const t of tensors) {
-      const b = bytesOf(t.data);
-      let done = 0;
-      while (done < b.byteLength) done += writeSync(fd, b, done, b.byteLength - done);
-    }
+    writeAll(fd, lengthPrefix(header.byteLength));
+    writeAll(fd, header);
+    for (const t of tensors) writeAll(fd, bytesOf(t.data));
   } finally {
     closeSync(fd);
   }

@@ -1,7 +1,10 @@
 // The list of subcommands. Add one line per command module.
 import type { Command } from 'commander';
 import { register as eplb } from './eplb.ts';
+import { register as generate } from './generate.ts';
+import { register as info } from './info.ts';
+import { register as score } from './score.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [eplb];
+export const COMMANDS: RegisterCommand[] = [eplb, generate, info, score];

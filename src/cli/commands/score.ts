@@ -1,0 +1,45 @@
+// `seekd score`: logits of a token sequence (last position, or every position with --all-positions).
+import type { Command } from 'commander';
+import { LatentCache } from '../../model/latent-cache.ts';
+import { checkVocab, modelOptions, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
+import { UsageError } from '../errors.ts';
+
+interface ScoreOptions extends ModelCliOptions { ids?: string; allPositions?: boolean; json?: boolean }
+
+export function register(program: Command): void {
+  modelOptions(program.command('score').description('print the next-token logits of a sequence of token ids'))
+    .requiredOption('--ids <list>', 'comma-separated token ids, e.g. 0,5,17')
+    .option('--all-positions', 'logits for every position, not only the last')
+    .option('--json', 'print {"logits": [...]} (an array of rows with --all-positions)')
+    .action(async (opts: ScoreOptions) => {
+      const ids = parseIds(opts.ids);
+      const attn = parseAttn(opts.attn);
+      const { model, kernels } = await openModel(opts);
+      try {
+        const V = model.config.vocab_size;
+        checkVocab(ids, V);
+        const cache = model.createCache(LatentCache.blocksFor(ids.length));
+        const blockTable = Int32Array.from({ length: cache.numBlocks }, (_, i) => i);
+        const logits = model.forward({ tokens: Int32Array.from(ids), seqs: [{ blockTable, numCached: 0, numNew: ids.length }] }, cache, {
+          attn, allPositions: !!opts.allPositions,
+        });
+        const rows = opts.allPositions ? ids.map((_, i) => rowToJson(logits.subarray(i * V, (i + 1) * V))) : null;
+        if (opts.json) {
+          process.stdout.write(JSON.stringify({ logits: rows ?? rowToJson(logits) }) + '\n');
+        } else {
+          const show = (r: Float32Array, i: number) => {
+            let best = 0;
+            for (let j = 1; j < r.length; j++) if (r[j]! > r[best]!) best = j;
+            return `position ${i}: argmax ${best} (logit ${r[best]!.toFixed(4)})`;
+          };
+          const lines = opts.allPositions ? ids.map((_, i) => show(logits.subarray(i * V, (i + 1) * V), i)) : [show(logits, ids.length - 1)];
+          process.stdout.write(lines.join('\n') + '\n');
+        }
+      } finally {
+        model.close();
+        await kernels.dispose();
+      }
+    });
+}
+
+export { UsageError };

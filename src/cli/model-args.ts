@@ -1,0 +1,91 @@
+// Options shared by the model commands (score, generate, info): parsing of --model, --ids, --attn,
+// --backend, --threads into checked values, and loading a model with errors the user can act on.
+import { existsSync, statSync } from 'node:fs';
+import type { Command } from 'commander';
+import { UsageError } from './errors.ts';
+import { backendNames, loadBackend, type Kernels } from '../kernels/index.ts';
+import { UnknownBackendError } from '../kernels/api.ts';
+import { ConfigError } from '../model/config.ts';
+import { DeepseekModel } from '../model/deepseek.ts';
+import { SafetensorsError } from '../weights/errors.ts';
+
+export interface ModelCliOptions {
+  model: string;
+  backend?: string;
+  threads?: string;
+  attn?: string;
+}
+
+/** Adds --model, --backend, --threads (and --attn when `attn`) to a command. */
+export function modelOptions(cmd: Command, attn = true): Command {
+  cmd.requiredOption('--model <dir>', 'model directory (Hugging Face layout: config.json + safetensors)')
+    .option('--backend <name>', 'kernel backend (ref, wasm, ...)', 'ref')
+    .option('--threads <n>', 'worker threads for the backend', '1');
+  if (attn) cmd.option('--attn <form>', 'MLA form: absorb (default) or naive', 'absorb');
+  return cmd;
+}
+
+export function positiveInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${v}'`);
+  return n;
+}
+
+export function nonNegativeInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name} must be a non-negative integer, got '${v}'`);
+  return n;
+}
+
+/** "0,5,17" -> [0, 5, 17]; every entry a non-negative integer. */
+export function parseIds(v: string | undefined): number[] {
+  if (v === undefined || v.trim() === '') throw new UsageError('--ids must list at least one token id, e.g. --ids 0,5,17');
+  return v.split(',').map((s) => {
+    const t = s.trim();
+    if (!/^\d+$/.test(t) || !Number.isSafeInteger(Number(t))) throw new UsageError(`--ids: '${s}' is not a token id (non-negative integer)`);
+    return Number(t);
+  });
+}
+
+export function parseAttn(v: string | undefined): 'absorb' | 'naive' {
+  if (v === undefined || v === 'absorb' || v === 'naive') return v ?? 'absorb';
+  throw new UsageError(`--attn must be absorb or naive, got '${v}'`);
+}
+
+export function checkModelDir(dir: string): void {
+  if (!existsSync(dir)) throw new UsageError(`model directory '${dir}' does not exist`);
+  if (!statSync(dir).isDirectory()) throw new UsageError(`--model '${dir}' is not a directory`);
+}
+
+export async function openKernels(opts: ModelCliOptions): Promise<Kernels> {
+  const threads = positiveInt('threads', opts.threads ?? '1');
+  try {
+    return await loadBackend(opts.backend ?? 'ref', { threads });
+  } catch (e) {
+    if (e instanceof UnknownBackendError) throw new UsageError(`unknown --backend '${opts.backend}' (available: ${backendNames().join(', ')})`);
+    throw e;
+  }
+}
+
+/** Loads the model; config and checkpoint problems become one-line usage errors (exit 2). */
+export async function openModel(opts: ModelCliOptions): Promise<{ model: DeepseekModel; kernels: Kernels }> {
+  checkModelDir(opts.model);
+  const kernels = await openKernels(opts);
+  try {
+    const model = await DeepseekModel.load(opts.model, kernels);
+    return { model, kernels };
+  } catch (e) {
+    await kernels.dispose();
+    if (e instanceof ConfigError || e instanceof SafetensorsError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+export function checkVocab(ids: readonly number[], vocab: number): void {
+  for (const id of ids) if (id >= vocab) throw new UsageError(`--ids: token id ${id} is outside the vocabulary [0, ${vocab})`);
+}
+
+/** Float32 logits as plain numbers for JSON (each the exact f32 value). */
+export function rowToJson(x: Float32Array): number[] {
+  return Array.from(x);
+}

@@ -1,0 +1,340 @@
+// The engine loop: requests in, deltas out. Each step asks the (pure) scheduler what to compute,
+// runs one varlen forward over the whole batch, samples the sequences whose chunk reached their last
+// known token, and turns new tokens into text deltas (streaming detokenizer, stop strings/ids,
+// max_tokens). Logits are computed per sequence exactly as alone, so batching changes no token.
+import { AsyncQueue } from './async-queue.ts';
+import type { Delta, FinishReason, ModelRunner, SamplingParams, SchedulerOutput, TokenLogprob, Usage } from './contracts.ts';
+import { StopMatcher, StreamingDetokenizer, type TokenDecoder } from './detokenizer.ts';
+import { Rng } from './rng.ts';
+import { sample, type Counts } from './sampler.ts';
+import { Scheduler } from './scheduler.ts';
+
+export interface EngineConfig {
+  /** Longest sequence (prompt + output) a request may reach. */
+  maxModelLen: number;
+  maxNumSeqs: number;
+  /** Per-step token budget (chunked prefill). */
+  maxNumBatchedTokens: number;
+  /** Waiting requests beyond which new ones are refused (EngineOverloadedError). */
+  maxWaiting: number;
+  prefixCaching?: boolean;
+}
+
+export interface EngineRequest {
+  prompt: number[];
+  params: SamplingParams;
+  signal?: AbortSignal;
+}
+
+export interface EngineTokenizer extends TokenDecoder {
+  /** Token ids that end generation unless ignore_eos. */
+  readonly eosTokenIds: readonly number[];
+  /** Text of one token for logprobs (may show U+FFFD for partial characters). */
+  tokenText(id: number): string;
+}
+
+/** Refused because too many requests are waiting. */
+export class EngineOverloadedError extends Error {
+  override name = 'EngineOverloadedError';
+  constructor(readonly waiting: number) {
+    super(`too many requests waiting (${waiting})`);
+  }
+}
+
+/** Refused because the engine is shutting down. */
+export class EngineClosedError extends Error {
+  override name = 'EngineClosedError';
+}
+
+/** A request whose prompt cannot be served (too long for the context or the KV cache). */
+export class PromptTooLongError extends Error {
+  override name = 'PromptTooLongError';
+  constructor(readonly promptTokens: number, readonly maxTokens: number, readonly limit: number) {
+    super(`prompt of ${promptTokens} tokens plus ${maxTokens} output tokens exceeds ${limit}`);
+  }
+}
+
+/** Timings (ms, monotonic) and counts of one finished sequence, for metrics. */
+export interface SeqStats {
+  arrival: number;
+  firstScheduled: number | null;
+  firstToken: number | null;
+  finished: number;
+  /** Gaps between consecutive output tokens, ms. */
+  interTokenMs: number[];
+  promptTokens: number;
+  outputTokens: number;
+  cachedTokens: number;
+  reason: FinishReason;
+}
+
+export interface EngineObserver {
+  onStep?(out: SchedulerOutput, ms: number): void;
+  onSeqFinished?(s: SeqStats): void;
+}
+
+interface Live {
+  seqId: number;
+  index: number;
+  params: SamplingParams;
+  queue: AsyncQueue<Delta>;
+  rng: Rng;
+  promptSeen: Set<number>;
+  counts: Counts;
+  detok: StreamingDetokenizer;
+  stops: StopMatcher;
+  stopIds: Set<number>;
+  output: number[];
+  stats: SeqStats;
+  lastTokenAt: number | null;
+}
+
+const now = () => performance.now();
+
+export class Engine {
+  readonly scheduler: Scheduler;
+  private readonly live = new Map<number, Live>();
+  private nextSeqId = 1;
+  private running = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+  observer: EngineObserver = {};
+  /** Last step's failure, if the runner threw (every live request is failed with it). */
+  lastError: Error | null = null;
+
+  constructor(readonly runner: ModelRunner, readonly tokenizer: EngineTokenizer, readonly config: EngineConfig) {
+    this.scheduler = new Scheduler({
+      numBlocks: runner.numBlocks,
+      maxNumSeqs: config.maxNumSeqs,
+      maxNumBatchedTokens: config.maxNumBatchedTokens,
+      prefixCaching: config.prefixCaching ?? true,
+    });
+    const cap = this.scheduler.capacityTokens;
+    if (config.maxModelLen > cap) throw new RangeError(`maxModelLen ${config.maxModelLen} exceeds the KV cache (${cap} tokens)`);
+  }
+
+  get numRunning(): number {
+    return this.scheduler.numRunning;
+  }
+
+  get numWaiting(): number {
+    return this.scheduler.numWaiting;
+  }
+
+  /** Live sequences (waiting + running). */
+  get numLive(): number {
+    return this.live.size;
+  }
+
+  kvUsage(): number {
+    return this.scheduler.blocks.usage();
+  }
+
+  /** Checks a request against the context limit without queueing it. */
+  checkLength(promptTokens: number, maxTokens: number): void {
+    if (promptTokens + maxTokens > this.config.maxModelLen) throw new PromptTooLongError(promptTokens, maxTokens, this.config.maxModelLen);
+  }
+
+  /** Stops admitting requests; resolves when every live request has finished. */
+  async drain(): Promise<void> {
+    this.closed = true;
+    if (this.live.size === 0) return;
+    await new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Queues a request (throws at once on refusal) and returns its deltas. With params.n > 1 the deltas
+   * of all choices interleave, told apart by `index`. Aborting the signal frees its blocks at the next
+   * step boundary and ends the stream with a 'finish' delta of reason 'abort'.
+   */
+  generate(req: EngineRequest): AsyncIterable<Delta> {
+    if (this.closed) throw new EngineClosedError('engine is shutting down');
+    const p = req.params;
+    this.checkLength(req.prompt.length, p.maxTokens);
+    if (this.scheduler.numWaiting >= this.config.maxWaiting) throw new EngineOverloadedError(this.scheduler.numWaiting);
+    const queue = new AsyncQueue<Delta>();
+    const ids: number[] = [];
+    const arrival = now();
+    const promptSeen = new Set(req.prompt);
+    let open = p.n;
+    const baseSeed = p.seed ?? Math.floor(Math.random() * 2 ** 52);
+    const stopIds = new Set(p.stopTokenIds);
+    if (!p.ignoreEos) for (const e of this.tokenizer.eosTokenIds) stopIds.add(e);
+    for (let i = 0; i < p.n; i++) {
+      const seqId = this.nextSeqId++;
+      ids.push(seqId);
+      const sub = new AsyncQueue<Delta>();
+      const live: Live = {
+        seqId, index: i, params: p, queue: sub, rng: new Rng(baseSeed + i), promptSeen, counts: new Map(),
+        detok: new StreamingDetokenizer(this.tokenizer), stops: new StopMatcher(p.stop), stopIds, output: [],
+        stats: {
+          arrival, firstScheduled: null, firstToken: null, finished: 0, interTokenMs: [], promptTokens: req.prompt.length,
+          outputTokens: 0, cachedTokens: 0, reason: 'stop',
+        },
+        lastTokenAt: null,
+      };
+      // Forward every choice's deltas into the request's queue; close it after the last choice ends.
+      void (async () => {
+        for await (const d of sub) queue.push(d);
+        if (--open === 0) queue.close();
+      })();
+      this.live.set(seqId, live);
+      this.scheduler.add(seqId, req.prompt);
+    }
+    if (req.signal) {
+      const onAbort = () => { for (const id of ids) this.finishSeq(id, 'abort'); };
+      if (req.signal.aborted) onAbort();
+      else req.signal.addEventListener('abort', onAbort, { once: true });
+    }
+    this.kick();
+    return queue;
+  }
+
+  /** Aborts every live request (used after a drain deadline). */
+  abortAll(): void {
+    for (const id of [...this.live.keys()]) this.finishSeq(id, 'abort');
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    setImmediate(() => void this.loop());
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (this.scheduler.hasWork()) {
+        const t0 = now();
+        const out = this.scheduler.schedule();
+        if (out.seqs.length === 0) throw new Error('scheduler made no progress with work queued');
+        await this.step(out);
+        this.observer.onStep?.(out, now() - t0);
+        // Let I/O (new requests, aborts, socket writes) run between steps.
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    } catch (err) {
+      this.lastError = err instanceof Error ? err : new Error(String(err));
+      for (const [id, l] of [...this.live]) {
+        l.queue.push({ type: 'finish', index: l.index, reason: 'abort', stopReason: `error: ${this.lastError.message}`, usage: this.usageOf(l) });
+        this.finishSeq(id, null);
+      }
+    } finally {
+      this.running = false;
+      if (this.scheduler.hasWork()) this.kick();
+      else if (this.live.size === 0) this.notifyIdle();
+    }
+  }
+
+  private async step(out: SchedulerOutput): Promise<void> {
+    const t = now();
+    let total = 0;
+    for (const s of out.seqs) total += s.numNew;
+    const tokens = new Int32Array(total);
+    let off = 0;
+    const seqs = out.seqs.map((s) => {
+      tokens.set(s.tokens, off);
+      off += s.numNew;
+      const l = this.live.get(s.seqId);
+      if (l && l.stats.firstScheduled === null) l.stats.firstScheduled = t;
+      return { blockTable: Int32Array.from(s.blockTable), numCached: s.numCached, numNew: s.numNew };
+    });
+    const logits = await this.runner.forward({ tokens, seqs });
+    const V = this.runner.vocabSize;
+    const sampled: (number | null)[] = [];
+    const results: ({ l: Live; token: number; lp?: TokenLogprob } | null)[] = [];
+    out.seqs.forEach((s, i) => {
+      const l = this.live.get(s.seqId);
+      if (!s.sample || !l) { sampled.push(null); results.push(null); return; }
+      const row = logits.subarray(i * V, (i + 1) * V);
+      const r = sample(row, l.params, l.rng, l.promptSeen, l.counts);
+      sampled.push(r.token);
+      let lp: TokenLogprob | undefined;
+      if (r.logprob !== undefined) {
+        lp = { ...this.tokenInfo(r.token), logprob: r.logprob, top: (r.top ?? []).map((x) => ({ ...this.tokenInfo(x.tokenId), logprob: x.logprob })) };
+      }
+      results.push({ l, token: r.token, lp });
+    });
+    this.scheduler.update(out, sampled);
+    const tt = now();
+    for (const r of results) if (r) this.onToken(r.l, r.token, r.lp, tt);
+  }
+
+  private tokenInfo(id: number): { token: string; tokenId: number; bytes: number[] } {
+    const b = this.tokenizer.tokenBytes(id);
+    const token = this.tokenizer.tokenText(id);
+    return { token, tokenId: id, bytes: b ? Array.from(b) : Array.from(Buffer.from(token, 'utf8')) };
+  }
+
+  private onToken(l: Live, token: number, lp: TokenLogprob | undefined, t: number): void {
+    const st = l.stats;
+    if (st.firstToken === null) st.firstToken = t;
+    else if (l.lastTokenAt !== null) st.interTokenMs.push(t - l.lastTokenAt);
+    l.lastTokenAt = t;
+    const p = l.params;
+    if (l.stopIds.has(token)) {
+      // The stop token itself is neither returned nor counted as text; it is counted as output.
+      l.output.push(token);
+      st.outputTokens++;
+      const tail = l.stops.push(l.detok.flush());
+      this.emitText(l, tail.emit + (tail.stop === null ? l.stops.flush() : ''), [], undefined);
+      this.finishSeq(l.seqId, 'stop', token);
+      return;
+    }
+    l.output.push(token);
+    st.outputTokens++;
+    l.counts.set(token, (l.counts.get(token) ?? 0) + 1);
+    const piece = l.detok.push(token);
+    const { emit, stop } = l.stops.push(piece);
+    const lps = lp ? [lp] : undefined;
+    if (stop !== null) {
+      this.emitText(l, emit, [token], lps);
+      this.finishSeq(l.seqId, 'stop', stop);
+      return;
+    }
+    const seqLen = st.promptTokens + l.output.length;
+    if (l.output.length >= p.maxTokens || seqLen >= this.config.maxModelLen) {
+      const rest = l.stops.push(l.detok.flush());
+      this.emitText(l, emit + rest.emit + (rest.stop === null ? l.stops.flush() : ''), [token], lps);
+      this.finishSeq(l.seqId, rest.stop !== null ? 'stop' : 'length', rest.stop ?? undefined);
+      return;
+    }
+    this.emitText(l, emit, [token], lps);
+  }
+
+  private emitText(l: Live, text: string, tokenIds: number[], logprobs: TokenLogprob[] | undefined): void {
+    if (text === '' && tokenIds.length === 0) return;
+    l.queue.push({ type: 'text', index: l.index, text, tokenIds, ...(logprobs ? { logprobs } : {}) });
+  }
+
+  private usageOf(l: Live): Usage {
+    const s = this.scheduler.has(l.seqId) ? this.scheduler.get(l.seqId) : null;
+    const cached = s?.cachedPromptTokens ?? l.stats.cachedTokens;
+    return { promptTokens: l.stats.promptTokens, completionTokens: l.output.length, cachedTokens: cached };
+  }
+
+  /** Ends a live sequence: frees its blocks, sends its finish delta (unless reason is null), records stats. */
+  private finishSeq(seqId: number, reason: FinishReason | null, stopReason?: string | number): void {
+    const l = this.live.get(seqId);
+    if (!l) return;
+    const usage = this.usageOf(l);
+    l.stats.cachedTokens = usage.cachedTokens;
+    this.scheduler.finish(seqId);
+    this.live.delete(seqId);
+    l.stats.finished = now();
+    l.stats.reason = reason ?? 'abort';
+    if (reason !== null) l.queue.push({ type: 'finish', index: l.index, reason, ...(stopReason !== undefined ? { stopReason } : {}), usage });
+    l.queue.close();
+    this.observer.onSeqFinished?.(l.stats);
+    if (this.live.size === 0 && !this.running) this.notifyIdle();
+  }
+
+  private notifyIdle(): void {
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const r of w) r();
+  }
+}

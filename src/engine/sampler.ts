@@ -1,0 +1,141 @@
+// Token sampling for one sequence's logits row, in vLLM's order (vllm/v1/sample/sampler.py):
+// penalties (repetition over prompt+output, frequency and presence over output) → greedy if
+// temperature is 0 → temperature → top-k → top-p → min-p → draw from the softmax with the request's
+// own PRNG. Logprobs are the log-softmax of the raw model logits (vLLM's default "raw_logprobs").
+import type { SamplingParams } from './contracts.ts';
+import type { Rng } from './rng.ts';
+
+export interface SampleResult {
+  token: number;
+  /** Present when params.logprobs !== null: the sampled token's logprob and the top-k alternatives. */
+  logprob?: number;
+  top?: { tokenId: number; logprob: number }[];
+}
+
+/** Token id → count in the sequence's output so far (for frequency/presence penalties). */
+export type Counts = Map<number, number>;
+
+export function logSoftmax(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(row.length);
+  for (let i = 0; i < row.length; i++) out[i] = row[i]! - lse;
+  return out;
+}
+
+/** Index of the maximum (ties to the lower index; NaN never wins). */
+export function argmax(row: ArrayLike<number>): number {
+  let best = 0;
+  let bv = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    if (v > bv) { bv = v; best = i; }
+  }
+  return best;
+}
+
+/** Indices of the k largest values, descending, ties to the lower index. */
+export function topIndices(row: ArrayLike<number>, k: number): number[] {
+  const idx = Array.from({ length: row.length }, (_, i) => i);
+  idx.sort((a, b) => (row[b]! - row[a]!) || (a - b));
+  return idx.slice(0, k);
+}
+
+/**
+ * Samples one token. `logits` is not modified. `promptSeen` holds the prompt's token ids (for the
+ * repetition penalty), `outputCounts` the output's counts. `allowed` masks out nothing when absent.
+ */
+export function sample(
+  logits: Float32Array,
+  p: SamplingParams,
+  rng: Rng,
+  promptSeen: ReadonlySet<number>,
+  outputCounts: Counts,
+): SampleResult {
+  const V = logits.length;
+  let x: Float32Array = logits;
+  const penalize = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+  if (penalize) {
+    x = logits.slice();
+    if (p.repetitionPenalty !== 1) {
+      const r = p.repetitionPenalty;
+      const apply = (t: number) => { if (t < V) x[t] = x[t]! > 0 ? x[t]! / r : x[t]! * r; };
+      const seen = new Set<number>(promptSeen);
+      for (const t of outputCounts.keys()) seen.add(t);
+      for (const t of seen) apply(t);
+    }
+    for (const [t, c] of outputCounts) {
+      if (t >= V) continue;
+      x[t] = x[t]! - p.frequencyPenalty * c - (c > 0 ? p.presencePenalty : 0);
+    }
+  }
+
+  let token: number;
+  if (p.temperature === 0) {
+    token = argmax(x);
+  } else {
+    token = drawFiltered(x, p, rng);
+  }
+
+  if (p.logprobs === null) return { token };
+  const lp = logSoftmax(logits);
+  const top = p.logprobs > 0 ? topIndices(lp, p.logprobs).map((t) => ({ tokenId: t, logprob: lp[t]! })) : [];
+  return { token, logprob: lp[token]!, top };
+}
+
+function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {
+  const V = x.length;
+  const inv = 1 / p.temperature;
+  if ((p.topK <= 0 || p.topK >= V) && p.topP >= 1 && p.minP <= 0) {
+    // Plain temperature sampling: no ordering needed.
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) if (x[i]! > max) max = x[i]!;
+    const w = new Float64Array(V);
+    let total = 0;
+    for (let i = 0; i < V; i++) total += w[i] = Math.exp((x[i]! - max) * inv);
+    let u = rng.next() * total;
+    for (let i = 0; i < V; i++) {
+      u -= w[i]!;
+      if (u < 0) return i;
+    }
+    return argmax(x);
+  }
+  // Candidates sorted by logit, descending (ties to the lower id) so filtering is deterministic.
+  let cand: number[];
+  if (p.topK > 0 && p.topK < V) cand = topIndices(x, p.topK);
+  else {
+    cand = Array.from({ length: V }, (_, i) => i);
+    cand.sort((a, b) => (x[b]! - x[a]!) || (a - b));
+  }
+  const max = x[cand[0]!]! * inv;
+  let probs = cand.map((t) => Math.exp(x[t]! * inv - max));
+  let sum = probs.reduce((a, b) => a + b, 0);
+  probs = probs.map((v) => v / sum);
+
+  let keep = probs.length;
+  if (p.topP < 1) {
+    let acc = 0;
+    for (let i = 0; i < probs.length; i++) {
+      acc += probs[i]!;
+      if (acc >= p.topP) { keep = i + 1; break; }
+    }
+  }
+  if (p.minP > 0) {
+    const thr = p.minP * probs[0]!;
+    let k = 0;
+    while (k < keep && probs[k]! >= thr) k++;
+    keep = Math.max(1, k);
+  }
+  cand = cand.slice(0, keep);
+  probs = probs.slice(0, keep);
+  sum = probs.reduce((a, b) => a + b, 0);
+  let u = rng.next() * sum;
+  for (let i = 0; i < probs.length; i++) {
+    u -= probs[i]!;
+    if (u < 0) return cand[i]!;
+  }
+  return cand[cand.length - 1]!;
+}

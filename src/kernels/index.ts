@@ -1,0 +1,4 @@
+// Imports every backend so that `loadBackend(name)` finds it. Add one line per backend.
+import './ref/index.ts';
+
+export { loadBackend, backendNames, type Kernels, type WeightMatrix } from './api.ts';

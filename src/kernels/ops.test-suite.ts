@@ -1,0 +1,243 @@
+// One op test suite for every backend: each op is compared against a float64 computation written
+// here (not the ref backend), with the tolerance stated next to each check. Calls are awaited so a
+// backend whose ops return promises can reuse the suite unchanged.
+// Usage (in a backend's test file):  runOpSuite('wasm', { threads: 2 });
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { encodeBf16, f32ToFp8e4m3, FP8_E4M3_TABLE, bf16ToF32 } from '../tensor/dtypes.ts';
+import { FP8_BLOCK, loadBackend, type KernelOps, type WeightMatrix, type WeightDType, type OpName } from './api.ts';
+import './index.ts';
+
+/** What the suite needs of a backend: the ops, each returning its result or a promise of it (webgpu). */
+export type SuiteKernels = {
+  [K in keyof KernelOps]: (...args: Parameters<KernelOps[K]>) => ReturnType<KernelOps[K]> | Promise<ReturnType<KernelOps[K]>>;
+} & { readonly native: ReadonlySet<OpName>; dispose(): Promise<void> };
+
+export interface OpSuiteOptions {
+  threads?: number;
+  /** Loads the backend instead of the registry's loadBackend (async backends such as webgpu). */
+  load?: () => Promise<SuiteKernels>;
+  /** Only run the ops the backend implements itself (default true: fallbacks are tested on `ref`). */
+  nativeOnly?: boolean;
+}
+
+/** Deterministic PRNG (mulberry32) so failures reproduce. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randn(r: () => number, n: number, std = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(r(), 1e-12);
+    out[i] = std * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * r());
+  }
+  return out;
+}
+
+/** A weight in `dtype` filled from random values, plus its exact dequantised f64 values. */
+async function makeWeight(k: SuiteKernels, dtype: WeightDType, rows: number, cols: number, r: () => number): Promise<{ w: WeightMatrix; dense: Float64Array }> {
+  const w = await k.allocWeight(dtype, rows, cols);
+  const vals = randn(r, rows * cols, 1 / Math.sqrt(cols));
+  const dense = new Float64Array(rows * cols);
+  if (w.dtype === 'f32') {
+    w.data.set(vals);
+    for (let i = 0; i < vals.length; i++) dense[i] = vals[i]!;
+  } else if (w.dtype === 'bf16') {
+    const b = encodeBf16(vals);
+    w.data.set(b);
+    for (let i = 0; i < b.length; i++) dense[i] = bf16ToF32(b[i]!);
+  } else {
+    const sc = Math.ceil(cols / FP8_BLOCK);
+    const sr = Math.ceil(rows / FP8_BLOCK);
+    for (let bi = 0; bi < sr; bi++) {
+      for (let bj = 0; bj < sc; bj++) {
+        // Different magnitudes per block so a wrong scale index is caught.
+        const s = Math.fround((0.5 + r()) / 448 * (1 + ((bi * 3 + bj) % 4)));
+        w.scaleInv[bi * sc + bj] = s;
+        for (let i = bi * FP8_BLOCK; i < Math.min(rows, (bi + 1) * FP8_BLOCK); i++) {
+          for (let j = bj * FP8_BLOCK; j < Math.min(cols, (bj + 1) * FP8_BLOCK); j++) {
+            const q = f32ToFp8e4m3(vals[i * cols + j]! * 300 * (1 + ((bi + bj) % 2)));
+            w.data[i * cols + j] = q;
+            dense[i * cols + j] = Math.fround(FP8_E4M3_TABLE[q]! * s);
+          }
+        }
+      }
+    }
+  }
+  return { w, dense };
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
+
+function assertClose(name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol = 0): void {
+  assert.equal(got.length, want.length, `${name}: length`);
+  let worst = 0, at = -1;
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!, w = want[i]!;
+    const err = Math.abs(g - w) - (atol + rtol * Math.abs(w));
+    if (!(err <= 0) && (Number.isNaN(err) || err > worst)) { worst = Number.isNaN(err) ? Infinity : err; at = i; }
+  }
+  assert.ok(at < 0, `${name}: element ${at} is ${got[at]} but expected ${want[at]} (atol ${atol}, rtol ${rtol})`);
+}
+
+export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void {
+  describe(`kernel ops on backend "${backendName}"`, () => {
+    let k: SuiteKernels;
+    const nativeOnly = opts.nativeOnly ?? true;
+    before(async () => {
+      k = opts.load ? await opts.load() : await loadBackend(backendName, { threads: opts.threads ?? 1 });
+    });
+    after(async () => {
+      await k?.dispose();
+    });
+    const skip = (op: OpName) => nativeOnly && backendName !== 'ref' && k && !k.native.has(op);
+
+    // Shapes: partial FP8 blocks on both axes (200 = 128 + 72, 300 = 2*128 + 44), M = 1 (decode) and
+    // M > 1 (prefill), and a K that is not a multiple of 4 or 8 (SIMD tails).
+    const shapes: [number, number, number][] = [[1, 200, 300], [7, 300, 200], [3, 130, 37], [16, 64, 256]];
+    for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
+      it(`matmul ${dtype}: y = x·Wᵀ matches float64 within 1e-6·Σ|x||w| + 1e-6`, async (t) => {
+        if (skip('matmul')) return t.skip('not native');
+        const r = rng(1000 + dtype.length);
+        for (const [m, n, kk] of shapes) {
+          const { w, dense } = await makeWeight(k, dtype, n, kk, r);
+          const x = randn(r, m * kk);
+          const got = await k.matmul(x, m, w);
+          assert.equal(got.length, m * n);
+          for (let i = 0; i < m; i++) {
+            for (let j = 0; j < n; j++) {
+              let s = 0, mag = 0;
+              for (let q = 0; q < kk; q++) { s += x[i * kk + q]! * dense[j * kk + q]!; mag += Math.abs(x[i * kk + q]! * dense[j * kk + q]!); }
+              const g = got[i * n + j]!;
+              // f32 accumulation of K terms: error bound ~ K·2^-24·Σ|x w|; 1e-6·Σ is generous for K ≤ 300
+              // yet catches any dequantisation error (FP8 steps are 6% of a value).
+              assert.ok(Math.abs(g - s) <= 1e-6 * mag + 1e-6, `${dtype} [${m},${n},${kk}] y[${i},${j}] = ${g}, expected ${s}`);
+            }
+          }
+          // `out` is honoured.
+          const out = new Float32Array(m * n);
+          const got2 = await k.matmul(x, m, w, out);
+          assert.equal(got2, out);
+          assertClose('matmul out', out, got, 0);
+        }
+      });
+    }
+
+    it('matmul rejects mismatched shapes', async (t) => {
+      if (skip('matmul')) return t.skip('not native');
+      const w = await k.allocWeight('f32', 4, 8);
+      await assert.rejects(async () => k.matmul(new Float32Array(9), 1, w));
+    });
+
+    it('allocWeight gives zeroed storage of the right size (fp8 with ceil-div scale grid)', async (t) => {
+      if (skip('allocWeight')) return t.skip('not native');
+      const w = await k.allocWeight('fp8', 200, 300);
+      assert.equal(w.data.length, 60000);
+      assert.ok(w.dtype === 'fp8' && w.scaleInv.length === 2 * 3);
+      const b = await k.allocWeight('bf16', 3, 5);
+      assert.ok(b.data instanceof Uint16Array && b.data.length === 15);
+      const f = await k.allocWeight('f32', 3, 5);
+      assert.ok(f.data instanceof Float32Array && maxAbs(f.data) === 0);
+    });
+
+    it('rmsNorm matches float64 within 2e-6 relative', async (t) => {
+      if (skip('rmsNorm')) return t.skip('not native');
+      const r = rng(7);
+      for (const [rows, d] of [[1, 256], [5, 96], [3, 7]] as const) {
+        const x = randn(r, rows * d, 3);
+        const wt = randn(r, d);
+        const want = new Float64Array(rows * d);
+        for (let i = 0; i < rows; i++) {
+          let ss = 0;
+          for (let j = 0; j < d; j++) ss += x[i * d + j]! ** 2;
+          const inv = 1 / Math.sqrt(ss / d + 1e-6);
+          for (let j = 0; j < d; j++) want[i * d + j] = x[i * d + j]! * inv * wt[j]!;
+        }
+        assertClose('rmsNorm', await k.rmsNorm(x, rows, wt, 1e-6), want, 1e-6, 2e-6);
+        const out = new Float32Array(rows * d);
+        assert.equal(await k.rmsNorm(x, rows, wt, 1e-6, out), out);
+      }
+    });
+
+    it('rope rotates interleaved pairs with stride/offset, leaving other values alone (1e-6)', async (t) => {
+      if (skip('rope')) return t.skip('not native');
+      const r = rng(9);
+      const rows = 6, stride = 40, offset = 8, dim = 32, half = 16;
+      const x = randn(r, rows * stride);
+      const orig = Float64Array.from(x);
+      const cos = new Float32Array(rows * half), sin = new Float32Array(rows * half);
+      for (let i = 0; i < rows * half; i++) { const a = r() * 20; cos[i] = Math.cos(a); sin[i] = Math.sin(a); }
+      await k.rope(x, rows, stride, offset, dim, cos, sin);
+      const want = Float64Array.from(orig);
+      for (let i = 0; i < rows; i++) {
+        for (let j = 0; j < half; j++) {
+          const p = i * stride + offset + 2 * j;
+          const c = cos[i * half + j]!, s = sin[i * half + j]!;
+          want[p] = orig[p]! * c - orig[p + 1]! * s;
+          want[p + 1] = orig[p]! * s + orig[p + 1]! * c;
+        }
+      }
+      assertClose('rope', x, want, 1e-6, 1e-6);
+    });
+
+    it('softmax matches float64 (1e-7 abs), rows sum to 1, stable for large inputs', async (t) => {
+      if (skip('softmax')) return t.skip('not native');
+      const r = rng(11);
+      const rows = 4, cols = 77;
+      const x = randn(r, rows * cols, 5);
+      x[3] = 1000; // would overflow exp without max subtraction
+      const want = new Float64Array(rows * cols);
+      for (let i = 0; i < rows; i++) {
+        let mx = -Infinity;
+        for (let j = 0; j < cols; j++) mx = Math.max(mx, x[i * cols + j]!);
+        let s = 0;
+        for (let j = 0; j < cols; j++) s += Math.exp(x[i * cols + j]! - mx);
+        for (let j = 0; j < cols; j++) want[i * cols + j] = Math.exp(x[i * cols + j]! - mx) / s;
+      }
+      await k.softmax(x, rows, cols);
+      assertClose('softmax', x, want, 1e-7, 1e-6);
+    });
+
+    it('siluMul matches float64 within 1e-6 relative', async (t) => {
+      if (skip('siluMul')) return t.skip('not native');
+      const r = rng(13);
+      const n = 1003;
+      const g = randn(r, n, 4), u = randn(r, n);
+      const want = Float64Array.from(g, (v, i) => (v / (1 + Math.exp(-v))) * u[i]!);
+      assertClose('siluMul', await k.siluMul(g, u), want, 1e-7, 1e-6);
+      const out = new Float32Array(n);
+      assert.equal(await k.siluMul(g, u, out), out);
+    });
+
+    it('topk returns the k largest in descending order, ties to the lower index', async (t) => {
+      if (skip('topk')) return t.skip('not native');
+      const r = rng(17);
+      const rows = 9, cols = 64, kk = 6;
+      const x = randn(r, rows * cols);
+      // Ties: row 0 has equal values at 5, 9, 40 (and they are the largest).
+      x[5] = x[9] = x[40] = 10;
+      x[cols + 3] = x[cols + 2] = -0.5; // a tie further down the order
+      const got = await k.topk(x, rows, cols, kk);
+      for (let i = 0; i < rows; i++) {
+        const order = Array.from({ length: cols }, (_, j) => j).sort((a, b) => x[i * cols + b]! - x[i * cols + a]! || a - b);
+        assert.deepEqual(Array.from(got.indices.subarray(i * kk, (i + 1) * kk)), order.slice(0, kk), `row ${i}`);
+        assert.deepEqual(Array.from(got.values.subarray(i * kk, (i + 1) * kk)), order.slice(0, kk).map((j) => x[i * cols + j]!));
+      }
+      assert.deepEqual(Array.from(got.indices.subarray(0, 3)), [5, 9, 40]);
+      const all = await k.topk(new Float32Array([1, 3, 2]), 1, 3, 3);
+      assert.deepEqual(Array.from(all.indices), [1, 2, 0]);
+    });
+  });
+}

@@ -1,0 +1,197 @@
+// The `ref` backend: plain TypeScript implementations of every op in KernelOps (src/kernels/api.ts).
+// It is the oracle every other backend is tested against, so clarity beats speed here — but the hot
+// loop (matmul) still decodes each weight row once per call and reuses it for all M activation rows,
+// so BF16/FP8 weights are never widened as a whole matrix.
+// Reference for FP8 block dequantisation: deepseek-ai/DeepSeek-V3 inference/kernel.py `weight_dequant`
+// (weight[i, j] = e4m3fn(q[i, j]) * scale_inv[i // 128, j // 128]).
+import { FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
+import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
+
+export class KernelShapeError extends Error {
+  override name = 'KernelShapeError';
+  constructor(readonly op: string, message: string) {
+    super(`${op}: ${message}`);
+  }
+}
+
+function need(op: string, what: string, got: number, want: number): void {
+  if (got !== want) throw new KernelShapeError(op, `${what} has length ${got}, expected ${want}`);
+}
+
+function dest(op: string, out: Float32Array | undefined, n: number): Float32Array {
+  if (!out) return new Float32Array(n);
+  need(op, 'out', out.length, n);
+  return out;
+}
+
+export function allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
+  if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows <= 0 || cols <= 0) {
+    throw new KernelShapeError('allocWeight', `bad shape [${rows}, ${cols}]`);
+  }
+  const n = rows * cols;
+  switch (dtype) {
+    case 'f32': return { dtype, rows, cols, data: new Float32Array(n) };
+    case 'bf16': return { dtype, rows, cols, data: new Uint16Array(n) };
+    case 'fp8': {
+      const sr = Math.ceil(rows / FP8_BLOCK);
+      const sc = Math.ceil(cols / FP8_BLOCK);
+      return { dtype, rows, cols, data: new Uint8Array(n), scaleInv: new Float32Array(sr * sc) };
+    }
+    default: throw new KernelShapeError('allocWeight', `unknown weight dtype ${String(dtype)}`);
+  }
+}
+
+/**
+ * Writes row `n` of W, dequantised to f32, into `row` (length K). f32 rows are returned as views.
+ * FP8: each value is the f32 product table[q] * scale, exactly as the reference's weight_dequant.
+ */
+export function decodeWeightRow(w: WeightMatrix, n: number, row: Float32Array): Float32Array {
+  const K = w.cols;
+  const off = n * K;
+  switch (w.dtype) {
+    case 'f32': return w.data.subarray(off, off + K);
+    case 'bf16': {
+      const bits = new Uint32Array(row.buffer, row.byteOffset, K);
+      const d = w.data;
+      for (let k = 0; k < K; k++) bits[k] = d[off + k]! << 16;
+      return row;
+    }
+    case 'fp8': {
+      const d = w.data;
+      const scaleCols = Math.ceil(K / FP8_BLOCK);
+      const srow = Math.floor(n / FP8_BLOCK) * scaleCols;
+      for (let b = 0; b < scaleCols; b++) {
+        const s = w.scaleInv[srow + b]!;
+        const end = Math.min(K, (b + 1) * FP8_BLOCK);
+        for (let k = b * FP8_BLOCK; k < end; k++) row[k] = FP8_E4M3_TABLE[d[off + k]!]! * s;
+      }
+      return row;
+    }
+  }
+}
+
+// Reusable scratch row for decoding weights (grown on demand; ops are synchronous).
+let scratch = new Float32Array(1024);
+function scratchRow(k: number): Float32Array {
+  if (scratch.length < k) scratch = new Float32Array(k);
+  return scratch.subarray(0, k);
+}
+
+export function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float32Array): Float32Array {
+  const N = w.rows;
+  const K = w.cols;
+  need('matmul', 'x', x.length, m * K);
+  need('matmul', 'w.data', w.data.length, N * K);
+  const y = dest('matmul', out, m * N);
+  const buf = scratchRow(K);
+  const K4 = K - (K % 4);
+  for (let n = 0; n < N; n++) {
+    const r = decodeWeightRow(w, n, buf);
+    for (let i = 0; i < m; i++) {
+      const xo = i * K;
+      // Four partial sums in f64 (JS numbers): at least as accurate as an f32 accumulator.
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      let k = 0;
+      for (; k < K4; k += 4) {
+        a0 += x[xo + k]! * r[k]!;
+        a1 += x[xo + k + 1]! * r[k + 1]!;
+        a2 += x[xo + k + 2]! * r[k + 2]!;
+        a3 += x[xo + k + 3]! * r[k + 3]!;
+      }
+      for (; k < K; k++) a0 += x[xo + k]! * r[k]!;
+      y[i * N + n] = a0 + a1 + a2 + a3;
+    }
+  }
+  return y;
+}
+
+export function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array {
+  const D = weight.length;
+  need('rmsNorm', 'x', x.length, rows * D);
+  const y = dest('rmsNorm', out, rows * D);
+  for (let r = 0; r < rows; r++) {
+    const o = r * D;
+    let ss = 0;
+    for (let i = 0; i < D; i++) ss += x[o + i]! * x[o + i]!;
+    const inv = 1 / Math.sqrt(ss / D + eps);
+    for (let i = 0; i < D; i++) y[o + i] = x[o + i]! * inv * weight[i]!;
+  }
+  return y;
+}
+
+export function rope(x: Float32Array, rows: number, stride: number, offset: number, dim: number, cos: Float32Array, sin: Float32Array): void {
+  if (dim % 2 !== 0) throw new KernelShapeError('rope', `dim ${dim} is odd`);
+  const half = dim / 2;
+  need('rope', 'cos', cos.length, rows * half);
+  need('rope', 'sin', sin.length, rows * half);
+  if (rows > 0 && (rows - 1) * stride + offset + dim > x.length) {
+    throw new KernelShapeError('rope', `rows ${rows} x stride ${stride} + offset ${offset} + dim ${dim} runs past x (${x.length})`);
+  }
+  for (let r = 0; r < rows; r++) {
+    const base = r * stride + offset;
+    const cb = r * half;
+    for (let i = 0; i < half; i++) {
+      const a = x[base + 2 * i]!;
+      const b = x[base + 2 * i + 1]!;
+      const c = cos[cb + i]!;
+      const s = sin[cb + i]!;
+      x[base + 2 * i] = a * c - b * s;
+      x[base + 2 * i + 1] = a * s + b * c;
+    }
+  }
+}
+
+export function softmax(x: Float32Array, rows: number, cols: number): void {
+  need('softmax', 'x', x.length, rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let mx = -Infinity;
+    for (let i = 0; i < cols; i++) if (x[o + i]! > mx) mx = x[o + i]!;
+    let sum = 0;
+    for (let i = 0; i < cols; i++) {
+      const e = Math.exp(x[o + i]! - mx);
+      x[o + i] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let i = 0; i < cols; i++) x[o + i] = x[o + i]! * inv;
+  }
+}
+
+export function siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array {
+  need('siluMul', 'up', up.length, gate.length);
+  const y = dest('siluMul', out, gate.length);
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i]!;
+    y[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+  return y;
+}
+
+export function topk(x: Float32Array, rows: number, cols: number, k: number): TopK {
+  need('topk', 'x', x.length, rows * cols);
+  if (!Number.isInteger(k) || k < 1 || k > cols) throw new KernelShapeError('topk', `k=${k} must be in 1..${cols}`);
+  const indices = new Int32Array(rows * k);
+  const values = new Float32Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    const base = r * k;
+    let filled = 0;
+    for (let c = 0; c < cols; c++) {
+      const v = x[o + c]!;
+      // Strictly greater moves ahead, so equal values keep the lower index first.
+      if (filled === k && !(v > values[base + k - 1]!)) continue;
+      let p = filled < k ? filled++ : k - 1;
+      while (p > 0 && v > values[base + p - 1]!) {
+        values[base + p] = values[base + p - 1]!;
+        indices[base + p] = indices[base + p - 1]!;
+        p--;
+      }
+      values[base + p] = v;
+      indices[base + p] = c;
+    }
+  }
+  return { indices, values };
+}
+
+export const refOps: KernelOps = { allocWeight, matmul, rmsNorm, rope, softmax, siluMul, topk };

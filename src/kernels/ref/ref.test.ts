@@ -1,0 +1,3 @@
+import { runOpSuite } from '../ops.test-suite.ts';
+
+runOpSuite('ref');

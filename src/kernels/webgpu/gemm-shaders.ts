@@ -1,0 +1,108 @@
+// WGSL generator for the DeepGEMM family (see deepgemm.ts): D = A·Bᵀ ("NT") with
+//   A: fp8 e4m3 with 1x128 scales [rows, kb]  |  f32 (weight-only variants)
+//   B: fp8 e4m3 with 128x128 scales [G, nb, kb]  |  bf16 bits, G stacked [n, k] matrices
+//   grouping: none (G = 1) | contiguous (row r uses B[mIndices[r]], -1 rows written 0)
+//             | masked (row r = g·mMax + i uses B[g] when i < maskedM[g], other rows not written).
+// One invocation per output element (64 along N; rows over y/z). Per 128-wide K block the f32 partial sum
+// is promoted: acc += (sA·sB)·partial for fp8×fp8, acc += sB·partial for f32×fp8, acc += partial for bf16.
+// When K % 4 == 0 every row starts on a u32 word, and the inner loop decodes 4 fp8 codes (or 2 words of
+// bf16) per step; otherwise it decodes byte by byte.
+import { BF16_DECODE, FP8_E4M3_DECODE } from './wgsl.ts';
+
+export type GemmA = 'fp8' | 'f32';
+export type GemmB = 'fp8' | 'bf16';
+export type Grouping = 'none' | 'contiguous' | 'masked';
+
+export interface GemmVariant {
+  a: GemmA;
+  b: GemmB;
+  grouping: Grouping;
+  /** K % 4 == 0: word-aligned rows, vectorized inner loop. */
+  k4: boolean;
+}
+
+export const GEMM_WG = 64;
+
+export function gemmKey(v: GemmVariant): string {
+  return `deepgemm:${v.a}x${v.b}:${v.grouping}:${v.k4 ? 'k4' : 'k1'}`;
+}
+
+/** Bindings after the fixed ones (0 params, 1 a, 2 b, 3 out), in order, for a variant. */
+export function gemmExtraBindings(v: GemmVariant): ('aScales' | 'bScales' | 'groupIndex')[] {
+  const out: ('aScales' | 'bScales' | 'groupIndex')[] = [];
+  if (v.a === 'fp8') out.push('aScales');
+  if (v.b === 'fp8') out.push('bScales');
+  if (v.grouping !== 'none') out.push('groupIndex');
+  return out;
+}
+
+const FP8X4_DECODE = /* wgsl */ `
+fn fp8x4(w: u32) -> vec4f {
+  let c = vec4u(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u);
+  let e = (c >> vec4u(3u)) & vec4u(15u);
+  let m = c & vec4u(7u);
+  let normal = bitcast<vec4f>(((e + vec4u(120u)) << vec4u(23u)) | (m << vec4u(20u)));
+  let sub = vec4f(m) * 0.001953125;
+  let nan = bitcast<vec4f>(vec4u(0x7f800000u) | (m << vec4u(20u)));
+  var v = select(normal, sub, e == vec4u(0u));
+  v = select(v, nan, (e == vec4u(15u)) & (m == vec4u(7u)));
+  return select(v, -v, (c & vec4u(0x80u)) != vec4u(0u));
+}`;
+
+export function gemmWgsl(v: GemmVariant): string {
+  let binding = 4;
+  const extra = gemmExtraBindings(v).map((name) => {
+    const type = name === 'groupIndex' ? 'array<i32>' : 'array<f32>';
+    return `@group(0) @binding(${binding++}) var<storage, read> ${name}: ${type};`;
+  }).join('\n');
+  const aScalar = v.a === 'fp8' ? 'fp8e4m3(byteAt(a[(i) >> 2u], i))' : 'a[i]';
+  const bScalar = v.b === 'fp8' ? 'fp8e4m3(byteAt(b[(i) >> 2u], i))' : 'bf16At(b[(i) >> 1u], i)';
+  const aVec = v.a === 'fp8' ? 'fp8x4(a[i >> 2u])' : 'vec4f(a[i], a[i + 1u], a[i + 2u], a[i + 3u])';
+  const bVec = v.b === 'fp8' ? 'fp8x4(b[i >> 2u])'
+    : 'vec4f(bf16At(b[i >> 1u], 0u), bf16At(b[i >> 1u], 1u), bf16At(b[(i >> 1u) + 1u], 0u), bf16At(b[(i >> 1u) + 1u], 1u))';
+  const scale = v.a === 'fp8' && v.b === 'fp8' ? '(aScales[row * p.kb + kb] * bScales[bso + kb])'
+    : v.b === 'fp8' ? 'bScales[bso + kb]' : '1.0';
+  const group = v.grouping === 'contiguous' ? /* wgsl */ `
+  let gi = groupIndex[row];
+  if (gi < 0) { out[row * p.n + n] = 0.0; return; }
+  let g = u32(gi);`
+    : v.grouping === 'masked' ? /* wgsl */ `
+  let g = row / p.mMax;
+  if (row % p.mMax >= u32(groupIndex[g])) { return; }`
+    : `let g = 0u;`;
+  return /* wgsl */ `
+struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<${v.a === 'fp8' ? 'u32' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${extra}
+${FP8_E4M3_DECODE}
+${FP8X4_DECODE}
+${BF16_DECODE}
+fn aAt(i: u32) -> f32 { return ${aScalar}; }
+fn bAt(i: u32) -> f32 { return ${bScalar}; }
+fn aAt4(i: u32) -> vec4f { return ${aVec}; }
+fn bAt4(i: u32) -> vec4f { return ${bVec}; }
+@compute @workgroup_size(${GEMM_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let n = gid.x;
+  let row = gid.y + gid.z * nwg.y;
+  if (n >= p.n || row >= p.rows) { return; }
+  ${group}
+  let ao = row * p.k;
+  let bo = (g * p.n + n) * p.k;
+  let bso = (g * p.nb + n / 128u) * p.kb;
+  var acc = 0.0;
+  for (var kb = 0u; kb < p.kb; kb++) {
+    let k0 = kb * 128u;
+    let k1 = min(k0 + 128u, p.k);
+    var part = 0.0;
+    ${v.k4
+      ? 'var part4 = vec4f(0.0);\n    for (var kk = k0; kk < k1; kk += 4u) { part4 += aAt4(ao + kk) * bAt4(bo + kk); }\n    part = (part4.x + part4.y) + (part4.z + part4.w);'
+      : 'for (var kk = k0; kk < k1; kk++) { part += aAt(ao + kk) * bAt(bo + kk); }'}
+    acc += ${scale} * part;
+  }
+  out[row * p.n + n] = acc;
+}`;
+}

@@ -1,0 +1,208 @@
+// The WebGPU forward ops: KernelOps semantics (src/kernels/api.ts), but asynchronous, because a GPU result
+// only comes back through mapAsync. The kernel registry's `loadBackend` hands out synchronous ops, so this
+// backend is not registered there: the model runs on `ref` / `wasm` for now and this is the op set of the
+// GPU path (`loadWebGpuBackend()`), tested against the same semantics.
+//
+// Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array
+// (buffers.ts residentStorage), so a weight must not be modified after its first matmul (call
+// releaseWeight() first if it must).
+import { FP8_BLOCK, OP_NAMES, type KernelOps, type OpName, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
+import { closeDevice, getDevice, type GpuContext } from './device.ts';
+import { emptyStorage, releaseResident, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
+import { WebGpuShapeError } from './errors.ts';
+import { getPipeline, runPasses } from './pipelines.ts';
+import { ELEM_WG, MATMUL_WG, matmulWgsl, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
+import { grid } from './wgsl.ts';
+
+/** KernelOps with every method returning a Promise of what the synchronous op returns. */
+export type AsyncKernelOps = {
+  [K in keyof KernelOps]: (...args: Parameters<KernelOps[K]>) => Promise<Awaited<ReturnType<KernelOps[K]>>>;
+};
+
+export interface WebGpuBackend extends AsyncKernelOps {
+  readonly backend: 'webgpu';
+  /** Every op is this backend's own (no fallback). */
+  readonly native: ReadonlySet<OpName>;
+  /** Drops a weight's GPU copy (after changing its data, or to free memory). */
+  releaseWeight(w: WeightMatrix): Promise<void>;
+  /** Destroys the process's device (all cached weights and pipelines with it). */
+  dispose(): Promise<void>;
+}
+
+function check(op: string, ok: boolean, detail: string): void {
+  if (!ok) throw new WebGpuShapeError(op, detail);
+}
+
+function checkOut(op: string, out: Float32Array | undefined, len: number): Float32Array {
+  if (out && out.length !== len) throw new WebGpuShapeError(op, `out has length ${out.length}, expected ${len}`);
+  return out ?? new Float32Array(len);
+}
+
+interface GpuWeight { data: GPUBuffer; scales: GPUBuffer | null }
+
+function gpuWeight(ctx: GpuContext, w: WeightMatrix): GpuWeight {
+  return {
+    data: residentStorage(ctx, w.data, `weight:${w.dtype}:${w.rows}x${w.cols}`),
+    scales: w.dtype === 'fp8' ? residentStorage(ctx, w.scaleInv, 'weight:scaleInv') : null,
+  };
+}
+
+/** Row-major [rows, ceil-div] dispatch of `perRow` workgroups per row, rows spread over y and z. */
+function rowGrid(perRow: number, rows: number): [number, number, number] {
+  const [y, z] = grid(rows);
+  return [perRow, y, z];
+}
+
+function elemGroups(n: number): [number, number] {
+  return grid(Math.ceil(n / ELEM_WG));
+}
+
+export function allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
+  check('allocWeight', Number.isSafeInteger(rows) && Number.isSafeInteger(cols) && rows > 0 && cols > 0, `bad shape ${rows}x${cols}`);
+  const n = rows * cols;
+  switch (dtype) {
+    case 'f32': return { dtype, rows, cols, data: new Float32Array(n) };
+    case 'bf16': return { dtype, rows, cols, data: new Uint16Array(n) };
+    case 'fp8': return {
+      dtype, rows, cols, data: new Uint8Array(n),
+      scaleInv: new Float32Array(Math.ceil(rows / FP8_BLOCK) * Math.ceil(cols / FP8_BLOCK)),
+    };
+    default: throw new WebGpuShapeError('allocWeight', `unknown weight dtype ${dtype as string}`);
+  }
+}
+
+export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float32Array): Promise<Float32Array> {
+  const { rows: n, cols: k } = w;
+  check('matmul', Number.isInteger(m) && m >= 0 && x.length === m * k, `x has ${x.length} values, need ${m}x${k}`);
+  check('matmul', w.data.length === n * k, `weight data has ${w.data.length} values, need ${n}x${k}`);
+  const kb = Math.ceil(k / FP8_BLOCK);
+  if (w.dtype === 'fp8') check('matmul', w.scaleInv.length === Math.ceil(n / FP8_BLOCK) * kb, `scaleInv has ${w.scaleInv.length} values`);
+  const y = checkOut('matmul', out, m * n);
+  if (m === 0 || n === 0) return y;
+  if (k === 0) { y.fill(0); return y; }
+  const ctx = await getDevice();
+  const pipeline = await getPipeline(ctx, `matmul:${w.dtype}`, () => matmulWgsl(w.dtype));
+  const gw = gpuWeight(ctx, w);
+  return withTemps(async (t) => {
+    const params = uploadParams(ctx, [['u32', m], ['u32', n], ['u32', k], ['u32', kb]], 'matmul:params');
+    const xb = uploadStorage(ctx, x, 'matmul:x');
+    const yb = emptyStorage(ctx, m * n * 4, 'matmul:y');
+    t.push(params, xb, yb);
+    const buffers = [params, xb, gw.data, yb, ...(gw.scales ? [gw.scales] : [])];
+    const [bytes] = await runPasses(ctx, 'matmul', [{ pipeline, buffers, groups: rowGrid(Math.ceil(n / MATMUL_WG), m) }], [{ buffer: yb, byteLength: m * n * 4 }]);
+    y.set(new Float32Array(bytes!));
+    return y;
+  });
+}
+
+export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Promise<Float32Array> {
+  const cols = weight.length;
+  check('rmsNorm', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
+  const y = checkOut('rmsNorm', out, rows * cols);
+  if (rows === 0 || cols === 0) return y;
+  const ctx = await getDevice();
+  const pipeline = await getPipeline(ctx, 'rmsNorm', rmsNormWgsl);
+  return withTemps(async (t) => {
+    const params = uploadParams(ctx, [['u32', rows], ['u32', cols], ['f32', eps], ['u32', 0]], 'rmsNorm:params');
+    const xb = uploadStorage(ctx, x.subarray(0, rows * cols), 'rmsNorm:x');
+    const wb = uploadStorage(ctx, weight, 'rmsNorm:w');
+    const yb = emptyStorage(ctx, rows * cols * 4, 'rmsNorm:y');
+    t.push(params, xb, wb, yb);
+    const [bytes] = await runPasses(ctx, 'rmsNorm', [{ pipeline, buffers: [params, xb, wb, yb], groups: grid(rows) }], [{ buffer: yb, byteLength: rows * cols * 4 }]);
+    y.set(new Float32Array(bytes!));
+    return y;
+  });
+}
+
+export async function rope(x: Float32Array, rows: number, stride: number, offset: number, dim: number, cos: Float32Array, sin: Float32Array): Promise<void> {
+  check('rope', dim % 2 === 0, `dim ${dim} must be even`);
+  const half = dim / 2;
+  check('rope', cos.length === rows * half && sin.length === rows * half, `cos/sin need ${rows}x${half} values`);
+  check('rope', rows === 0 || x.length >= (rows - 1) * stride + offset + dim,
+    `x of ${x.length} values cannot hold ${rows} rows of stride ${stride} with ${dim} values at offset ${offset}`);
+  if (rows === 0 || half === 0) return;
+  const ctx = await getDevice();
+  const pipeline = await getPipeline(ctx, 'rope', ropeWgsl);
+  const span = (rows - 1) * stride + offset + dim;
+  await withTemps(async (t) => {
+    const params = uploadParams(ctx, [['u32', rows], ['u32', stride], ['u32', offset], ['u32', half]], 'rope:params');
+    const xb = uploadStorage(ctx, x.subarray(0, span), 'rope:x');
+    const cb = uploadStorage(ctx, cos.subarray(0, rows * half), 'rope:cos');
+    const sb = uploadStorage(ctx, sin.subarray(0, rows * half), 'rope:sin');
+    t.push(params, xb, cb, sb);
+    const [bytes] = await runPasses(ctx, 'rope', [{ pipeline, buffers: [params, xb, cb, sb], groups: elemGroups(rows * half) }], [{ buffer: xb, byteLength: span * 4 }]);
+    x.set(new Float32Array(bytes!));
+  });
+}
+
+export async function softmax(x: Float32Array, rows: number, cols: number): Promise<void> {
+  check('softmax', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
+  if (rows === 0 || cols === 0) return;
+  const ctx = await getDevice();
+  const pipeline = await getPipeline(ctx, 'softmax', softmaxWgsl);
+  await withTemps(async (t) => {
+    const params = uploadParams(ctx, [['u32', rows], ['u32', cols], ['u32', 0], ['u32', 0]], 'softmax:params');
+    const xb = uploadStorage(ctx, x.subarray(0, rows * cols), 'softmax:x');
+    t.push(params, xb);
+    const [bytes] = await runPasses(ctx, 'softmax', [{ pipeline, buffers: [params, xb], groups: grid(rows) }], [{ buffer: xb, byteLength: rows * cols * 4 }]);
+    x.set(new Float32Array(bytes!));
+  });
+}
+
+export async function siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  check('siluMul', gate.length === up.length, `gate has ${gate.length} values, up ${up.length}`);
+  const n = gate.length;
+  const y = checkOut('siluMul', out, n);
+  if (n === 0) return y;
+  const ctx = await getDevice();
+  const pipeline = await getPipeline(ctx, 'siluMul', siluMulWgsl);
+  return withTemps(async (t) => {
+    const params = uploadParams(ctx, [['u32', n], ['u32', 0], ['u32', 0], ['u32', 0]], 'siluMul:params');
+    const gb = uploadStorage(ctx, gate, 'siluMul:gate');
+    const ub = uploadStorage(ctx, up, 'siluMul:up');
+    const yb = emptyStorage(ctx, n * 4, 'siluMul:y');
+    t.push(params, gb, ub, yb);
+    const [bytes] = await runPasses(ctx, 'siluMul', [{ pipeline, buffers: [params, gb, ub, yb], groups: elemGroups(n) }], [{ buffer: yb, byteLength: n * 4 }]);
+    y.set(new Float32Array(bytes!));
+    return y;
+  });
+}
+
+export async function topk(x: Float32Array, rows: number, cols: number, k: number): Promise<TopK> {
+  check('topk', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
+  check('topk', Number.isInteger(k) && k >= 1 && k <= cols, `k = ${k} must be in [1, cols = ${cols}]`);
+  const indices = new Int32Array(rows * k);
+  const values = new Float32Array(rows * k);
+  if (rows === 0) return { indices, values };
+  const ctx = await getDevice();
+  const pipeline = await getPipeline(ctx, 'topk', topkWgsl);
+  return withTemps(async (t) => {
+    const params = uploadParams(ctx, [['u32', rows], ['u32', cols], ['u32', k], ['u32', 0]], 'topk:params');
+    const xb = uploadStorage(ctx, x.subarray(0, rows * cols), 'topk:x');
+    const ib = emptyStorage(ctx, rows * k * 4, 'topk:indices');
+    const vb = emptyStorage(ctx, rows * k * 4, 'topk:values');
+    t.push(params, xb, ib, vb);
+    const [ibytes, vbytes] = await runPasses(ctx, 'topk', [{ pipeline, buffers: [params, xb, ib, vb], groups: grid(rows) }],
+      [{ buffer: ib, byteLength: rows * k * 4 }, { buffer: vb, byteLength: rows * k * 4 }]);
+    indices.set(new Int32Array(ibytes!));
+    values.set(new Float32Array(vbytes!));
+    return { indices, values };
+  });
+}
+
+/** The WebGPU op set. Opens the device now (so a missing GPU fails here, not in the first op). */
+export async function loadWebGpuBackend(): Promise<WebGpuBackend> {
+  await getDevice();
+  return {
+    backend: 'webgpu',
+    native: new Set(OP_NAMES),
+    allocWeight: async (dtype, rows, cols) => allocWeight(dtype, rows, cols),
+    matmul, rmsNorm, rope, softmax, siluMul, topk,
+    async releaseWeight(w) {
+      const ctx = await getDevice();
+      releaseResident(ctx, w.data);
+      if (w.dtype === 'fp8') releaseResident(ctx, w.scaleInv);
+    },
+    dispose: closeDevice,
+  };
+}

@@ -1,0 +1,269 @@
+// The DeepSeek-V2/V3 forward pass, top to bottom like DeepSeek's inference/model.py:
+//   embedding → for each layer: x += MLA(RMSNorm(x)); x += (MLP | MoE)(RMSNorm(x)) → RMSNorm → lm_head.
+// Batches are varlen (vLLM-style): the new tokens of all sequences are concatenated, T rows in all,
+// and every matmul runs once over all T rows. The KV cache is the paged latent cache (latent-cache.ts).
+// References: deepseek-ai/DeepSeek-V3 inference/model.py (Transformer, Block, MLA, MoE) and HF
+// modeling_deepseek.py (DeepSeek-V2/V3); exact semantics in /work/shared/testdata/deepseek-ref/README.md.
+import { existsSync, statSync } from 'node:fs';
+import type { Kernels, WeightMatrix } from '../kernels/api.ts';
+import { Checkpoint } from '../weights/checkpoint.ts';
+import type { Tracer } from '../platform/tracer.ts';
+import { ConfigError, isMoeLayer, loadConfig, qkHeadDim, softmaxScale, type DeepseekConfig } from './config.ts';
+import { LatentCache } from './latent-cache.ts';
+import {
+  deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
+} from './mla.ts';
+import { localMoeExecutor, mlp, route, type MoeExecutor, type MoeExecutorFactory } from './moe.ts';
+import { RopeTable } from './rope.ts';
+import { loadWeights, type LayerWeights, type ModelWeights } from './weight-map.ts';
+
+export type { SeqSlice } from './mla.ts';
+export type { MoeExecutor, MoeExecutorFactory, MoeContext } from './moe.ts';
+export type { Tracer } from '../platform/tracer.ts';
+
+export interface ForwardBatch {
+  /** Tokens of all sequences concatenated in sequence order (varlen). */
+  tokens: Int32Array;
+  seqs: SeqSlice[];
+}
+
+export interface ForwardOptions {
+  /** MLA form: 'absorb' (default; FlashMLA's) or 'naive' (decompress K/V per head). */
+  attn?: 'absorb' | 'naive';
+  /** Logits for every token instead of the last new token of each sequence. */
+  allPositions?: boolean;
+  /** Called per MoE layer with the routing of all T tokens: experts/weights [T, k]. */
+  onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
+  /** Called after each decoder layer with the residual stream [T, H]. */
+  onBlockOut?: (layer: number, hidden: Float32Array) => void;
+  tracer?: Tracer;
+}
+
+export interface LoadOptions {
+  onProgress?: (done: number, total: number) => void;
+  /** Routed-expert executor (default: local, grouped by expert). */
+  moe?: MoeExecutorFactory;
+  /** Load the MTP modules (default true; they never affect next-token logits). */
+  mtp?: boolean;
+}
+
+export class ModelInputError extends Error {
+  override name = 'ModelInputError';
+  readonly exitCode = 2;
+}
+
+export class DeepseekModel {
+  readonly #k: Kernels;
+  #w: ModelWeights;
+  readonly #absorbed: AbsorbedWeights[];
+  readonly #rope: RopeTable;
+  readonly #moe: MoeExecutor;
+  readonly #scale: number;
+
+  private constructor(readonly config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, moe: MoeExecutorFactory) {
+    this.#k = kernels;
+    this.#w = weights;
+    const c = config;
+    this.#absorbed = weights.layers.map((l) =>
+      deriveAbsorbed(kernels, l.attn.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim));
+    this.#rope = new RopeTable(c);
+    this.#scale = softmaxScale(c);
+    this.#moe = moe({ config: c, kernels, moe: (layer) => this.#w.layers[layer]?.moe });
+  }
+
+  /** Reads config.json and the safetensors checkpoint of `dir` into backend memory. */
+  static async load(dir: string, kernels: Kernels, opts: LoadOptions = {}): Promise<DeepseekModel> {
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError('', `model directory ${dir} does not exist`, dir);
+    const config = loadConfig(dir);
+    const ck = Checkpoint.open(dir);
+    try {
+      const weights = loadWeights(ck, kernels, config, { mtp: opts.mtp ?? true, onProgress: opts.onProgress });
+      return new DeepseekModel(config, kernels, weights, opts.moe ?? localMoeExecutor);
+    } finally {
+      ck.close();
+    }
+  }
+
+  get kernels(): Kernels {
+    return this.#k;
+  }
+
+  /** The loaded weights (MTP modules under `.mtp`), for tools and future speculative decoding. */
+  get weights(): ModelWeights {
+    return this.#w;
+  }
+
+  createCache(numBlocks: number): LatentCache {
+    const c = this.config;
+    return new LatentCache(c.num_hidden_layers, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim);
+  }
+
+  /** Logits [numSeqs, vocab] (last new token of each sequence) or [T, vocab] with allPositions. */
+  forward(batch: ForwardBatch, cache: LatentCache, opts: ForwardOptions = {}): Float32Array {
+    const c = this.config;
+    const k = this.#k;
+    const T = this.#validate(batch, cache);
+    const positions = new Int32Array(T);
+    {
+      let t = 0;
+      for (const s of batch.seqs) for (let i = 0; i < s.numNew; i++) positions[t++] = s.numCached + i;
+    }
+    let x = this.#embed(batch.tokens);
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      const lw = this.#w.layers[l]!;
+      const tr = opts.tracer;
+      const attnIn = k.rmsNorm(x, T, lw.inputNorm, c.rms_norm_eps);
+      const attnOut = tr
+        ? tr.span(`layer.${l}.attn`, 'compute', () => this.#attention(l, lw, attnIn, T, positions, batch.seqs, cache, opts.attn ?? 'absorb'))
+        : this.#attention(l, lw, attnIn, T, positions, batch.seqs, cache, opts.attn ?? 'absorb');
+      addInPlace(x, attnOut);
+      const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps);
+      const ffnOut = tr
+        ? tr.span(`layer.${l}.${lw.moe ? 'moe' : 'mlp'}`, 'compute', () => this.#ffn(l, lw, ffnIn, T, opts))
+        : this.#ffn(l, lw, ffnIn, T, opts);
+      addInPlace(x, ffnOut);
+      opts.onBlockOut?.(l, x);
+    }
+    // Final norm and lm_head only on the rows whose logits are wanted.
+    let rows = T;
+    if (!opts.allPositions) {
+      rows = batch.seqs.length;
+      const last = new Float32Array(rows * c.hidden_size);
+      let end = 0;
+      batch.seqs.forEach((s, i) => {
+        end += s.numNew;
+        last.set(x.subarray((end - 1) * c.hidden_size, end * c.hidden_size), i * c.hidden_size);
+      });
+      x = last;
+    }
+    const h = k.rmsNorm(x, rows, this.#w.norm, c.rms_norm_eps);
+    return k.matmul(h, rows, this.#w.lmHead);
+  }
+
+  close(): void {
+    // Backend memory belongs to the kernels instance; dropping the references releases JS-side arrays.
+    this.#w = { embed: this.#w.embed, norm: new Float32Array(0), lmHead: this.#w.lmHead, layers: [], mtp: [] };
+    this.#absorbed.length = 0;
+  }
+
+  // ------------------------------------------------------------------ pieces of the story
+
+  #validate(batch: ForwardBatch, cache: LatentCache): number {
+    const c = this.config;
+    if (batch.seqs.length === 0) throw new ModelInputError('forward: batch has no sequences');
+    let T = 0;
+    for (const s of batch.seqs) {
+      if (!Number.isSafeInteger(s.numNew) || s.numNew < 1) throw new ModelInputError(`forward: numNew must be >= 1, got ${s.numNew}`);
+      if (!Number.isSafeInteger(s.numCached) || s.numCached < 0) throw new ModelInputError(`forward: numCached must be >= 0, got ${s.numCached}`);
+      if (s.blockTable.length * cache.blockSize < s.numCached + s.numNew) {
+        throw new ModelInputError(`forward: block table of ${s.blockTable.length} blocks cannot hold ${s.numCached + s.numNew} positions`);
+      }
+      T += s.numNew;
+    }
+    if (batch.tokens.length !== T) throw new ModelInputError(`forward: ${batch.tokens.length} tokens for ${T} new positions`);
+    for (const id of batch.tokens) {
+      if (!(id >= 0 && id < c.vocab_size)) throw new ModelInputError(`forward: token id ${id} outside the vocabulary [0, ${c.vocab_size})`);
+    }
+    if (cache.layers.length !== c.num_hidden_layers || cache.kvLoraRank !== c.kv_lora_rank || cache.ropeDim !== c.qk_rope_head_dim) {
+      throw new ModelInputError('forward: cache was not created for this model');
+    }
+    return T;
+  }
+
+  /** Embedding rows widened to f32: [T, H]. */
+  #embed(tokens: Int32Array): Float32Array {
+    const H = this.config.hidden_size;
+    const e = this.#w.embed;
+    const x = new Float32Array(tokens.length * H);
+    for (let t = 0; t < tokens.length; t++) widenRow(e, tokens[t]!, x, t * H);
+    return x;
+  }
+
+  /**
+   * MLA for T tokens: projects q and the latent [c_kv | k_pe], writes the latents of the new positions
+   * into the paged cache, attends (absorbed or naive) and applies o_proj. Returns [T, H].
+   */
+  #attention(l: number, lw: LayerWeights, x: Float32Array, T: number, positions: Int32Array,
+    seqs: readonly SeqSlice[], cache: LatentCache, form: 'absorb' | 'naive'): Float32Array {
+    const c = this.config;
+    const k = this.#k;
+    const a = lw.attn;
+    const Hd = c.num_attention_heads;
+    const nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vDim = c.v_head_dim, kvLora = c.kv_lora_rank;
+    const qk = qkHeadDim(c);
+    const R = kvLora + rope;
+
+    // Queries [T, Hd, nope + rope]; RoPE on the rope part of every head.
+    const q = a.q ? k.matmul(x, T, a.q)
+      : k.matmul(k.rmsNorm(k.matmul(x, T, a.qA!), T, a.qANorm!, c.rms_norm_eps), T, a.qB!);
+    const qr = this.#rope.rows(positions, Hd);
+    k.rope(q, T * Hd, qk, nope, rope, qr.cos, qr.sin);
+
+    // Latent rows [T, R] = [kv_a_layernorm(c_kv) | RoPE(k_pe)], stored in the cache.
+    const kv = k.matmul(x, T, a.kvA);
+    const kr = this.#rope.rows(positions, 1);
+    k.rope(kv, T, R, kvLora, rope, kr.cos, kr.sin);
+    const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora), T, a.kvANorm, c.rms_norm_eps);
+    scatterCols(ckv, T, kvLora, kv, R, 0);
+    const kc = cache.layers[l]!;
+    {
+      let t = 0;
+      for (const s of seqs) {
+        for (let i = 0; i < s.numNew; i++, t++) kc.set(kv.subarray(t * R, (t + 1) * R), cache.rowOffset(s.blockTable, s.numCached + i));
+      }
+    }
+
+    let o: Float32Array; // [T, Hd, v]
+    if (form === 'naive') {
+      o = naiveAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale);
+    } else {
+      // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
+      const ab = this.#absorbed[l]!;
+      const qf = new Float32Array(T * Hd * R);
+      for (let h = 0; h < Hd; h++) {
+        const qLat = k.matmul(gatherCols(q, T, Hd * qk, h * qk, nope), T, ab.kT[h]!);
+        scatterCols(qLat, T, kvLora, qf, Hd * R, h * R);
+        scatterCols(gatherCols(q, T, Hd * qk, h * qk + nope, rope), T, rope, qf, Hd * R, h * R + kvLora);
+      }
+      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale); // [T, Hd, kvLora]
+      o = new Float32Array(T * Hd * vDim);
+      for (let h = 0; h < Hd; h++) {
+        const oh = k.matmul(gatherCols(oLat, T, Hd * kvLora, h * kvLora, kvLora), T, ab.v[h]!);
+        scatterCols(oh, T, vDim, o, Hd * vDim, h * vDim);
+      }
+    }
+    return k.matmul(o, T, a.o);
+  }
+
+  /** Dense MLP, or MoE = routed experts (through the executor) + shared experts. Returns [T, H]. */
+  #ffn(l: number, lw: LayerWeights, x: Float32Array, T: number, opts: ForwardOptions): Float32Array {
+    const k = this.#k;
+    if (lw.dense) return mlp(k, lw.dense, x, T);
+    const m = lw.moe!;
+    const logits = k.matmul(x, T, m.router);
+    const r = route(k, this.config, logits, T, m.bias);
+    opts.onRouting?.(l, r.experts, r.weights);
+    const y = this.#moe.run(l, x, T, r.experts, r.weights);
+    if (m.shared) addInPlace(y, mlp(k, m.shared, x, T));
+    return y;
+  }
+}
+
+function addInPlace(x: Float32Array, y: Float32Array): void {
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! + y[i]!;
+}
+
+/** Row `r` of an embedding matrix (f32 or bf16) widened into out[off..]. */
+function widenRow(w: WeightMatrix, r: number, out: Float32Array, off: number): void {
+  const K = w.cols;
+  if (w.dtype === 'f32') {
+    out.set(w.data.subarray(r * K, (r + 1) * K), off);
+  } else if (w.dtype === 'bf16') {
+    const bits = new Uint32Array(out.buffer, out.byteOffset + off * 4, K);
+    for (let i = 0; i < K; i++) bits[i] = w.data[r * K + i]! << 16;
+  } else {
+    throw new ModelInputError('embedding must be f32 or bf16');
+  }
+}
+
+export { isMoeLayer };

@@ -1,0 +1,86 @@
+// A minimal single-sequence generation loop on the model: prefill the prompt, then decode one token at
+// a time through the latent cache, greedily (temperature 0) or by seeded temperature sampling.
+// (The engine in src/engine does batching and scheduling; this is for the CLI and tests.)
+import { LatentCache } from './latent-cache.ts';
+import type { DeepseekModel, ForwardOptions } from './deepseek.ts';
+
+export interface GenerateOptions {
+  maxTokens: number;
+  /** 0 (default) = greedy argmax. */
+  temperature?: number;
+  /** PRNG seed for temperature sampling (default 0). */
+  seed?: number;
+  /** Stop after generating one of these ids (it is included in the output). */
+  stopIds?: readonly number[];
+  attn?: ForwardOptions['attn'];
+  /** Prefill in chunks of this many tokens (default: the whole prompt at once). */
+  prefillChunk?: number;
+}
+
+export interface GenerateResult {
+  ids: number[];
+  /** logits[j] is the distribution that produced ids[j] ([vocab] each). */
+  logits: Float32Array[];
+}
+
+/** Deterministic 32-bit PRNG (mulberry32) returning floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
+
+/** Samples from softmax(logits / temperature) with `rand` in [0, 1). */
+export function sampleToken(logits: Float32Array, temperature: number, rand: () => number): number {
+  if (!(temperature > 0)) return argmax(logits);
+  let mx = -Infinity;
+  for (const v of logits) mx = Math.max(mx, v);
+  const p = new Float64Array(logits.length);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) { p[i] = Math.exp((logits[i]! - mx) / temperature); sum += p[i]!; }
+  let u = rand() * sum;
+  for (let i = 0; i < p.length; i++) {
+    u -= p[i]!;
+    if (u < 0) return i;
+  }
+  return p.length - 1;
+}
+
+export function generate(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions): GenerateResult {
+  if (prompt.length === 0) throw new RangeError('generate: empty prompt');
+  const maxTokens = Math.max(0, Math.floor(opts.maxTokens));
+  const cache: LatentCache = model.createCache(Math.max(1, LatentCache.blocksFor(prompt.length + maxTokens)));
+  const blockTable = Int32Array.from({ length: cache.numBlocks }, (_, i) => i);
+  const rand = seededRandom(opts.seed ?? 0);
+  const fo: ForwardOptions = { attn: opts.attn };
+  const ids: number[] = [];
+  const logits: Float32Array[] = [];
+  if (maxTokens === 0) return { ids, logits };
+  const chunk = Math.max(1, opts.prefillChunk ?? prompt.length);
+  let row!: Float32Array;
+  for (let s = 0; s < prompt.length; s += chunk) {
+    const n = Math.min(chunk, prompt.length - s);
+    row = model.forward({ tokens: Int32Array.from(prompt.slice(s, s + n)), seqs: [{ blockTable, numCached: s, numNew: n }] }, cache, fo);
+  }
+  let pos = prompt.length;
+  for (;;) {
+    const id = sampleToken(row, opts.temperature ?? 0, rand);
+    ids.push(id);
+    logits.push(row);
+    if (ids.length >= maxTokens || opts.stopIds?.includes(id)) break;
+    row = model.forward({ tokens: Int32Array.of(id), seqs: [{ blockTable, numCached: pos, numNew: 1 }] }, cache, fo);
+    pos++;
+  }
+  return { ids, logits };
+}

@@ -1,0 +1,196 @@
+// Multi-head Latent Attention (DeepSeek-V2 §2.1) over the paged latent cache, in both forms:
+// - naive: decompress K_nope and V per head from the cached latents with kv_b_proj, then standard
+//   attention (mathematically the reference's naive k/v cache);
+// - absorbed: fold kv_b_proj's K part into the query and its V part into the output, and attend over
+//   the cached rows [c_kv | k_pe] directly (what FlashMLA computes: q is [q_lat | q_pe] of rowDim).
+// References: deepseek-ai/DeepSeek-V3 inference/model.py `MLA.forward` (attn_impl naive / absorb);
+// deepseek-ai/FlashMLA `flash_mla_with_kvcache`.
+// Shapes: T new tokens of all sequences (varlen, concatenated), Hd heads, R = rowDim = kv_lora + rope.
+import { FP8_BLOCK, type Kernels, type WeightMatrix } from '../kernels/api.ts';
+import { FP8_E4M3_TABLE } from '../tensor/dtypes.ts';
+import type { LatentCache } from './latent-cache.ts';
+
+/** Positions numCached..numCached+numNew-1 of one sequence. */
+export interface SeqSlice { blockTable: Int32Array; numCached: number; numNew: number }
+
+/** Per-head weights derived from kv_b_proj for the absorbed form. */
+export interface AbsorbedWeights {
+  /** [Hd] of W_UK(h)ᵀ: [kv_lora, nope], so q_lat = q_nope · W_UK(h) is a matmul x·Wᵀ. */
+  kT: WeightMatrix[];
+  /** [Hd] of W_UV(h): [v, kv_lora], so out = o_lat · W_UV(h)ᵀ. */
+  v: WeightMatrix[];
+}
+
+/**
+ * Copies rows [rowStart, rowStart + rowCount) of W (optionally transposed) into a new backend
+ * weight. Keeps the stored format when it can: BF16/F32 always, FP8 when rowStart is on a 128-row
+ * block boundary (the scale grid then maps block to block); otherwise the slice is dequantised
+ * exactly to f32 (only for shapes where head boundaries split FP8 blocks, e.g. tiny test models).
+ */
+export function sliceWeight(k: Kernels, w: WeightMatrix, rowStart: number, rowCount: number, transpose: boolean): WeightMatrix {
+  const K = w.cols;
+  const outRows = transpose ? K : rowCount;
+  const outCols = transpose ? rowCount : K;
+  const src = (r: number, c: number) => (rowStart + r) * K + c; // element (r, c) of the slice
+  if (w.dtype === 'fp8' && rowStart % FP8_BLOCK === 0) {
+    const o = k.allocWeight('fp8', outRows, outCols);
+    if (o.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
+    for (let r = 0; r < rowCount; r++) {
+      for (let c = 0; c < K; c++) o.data[transpose ? c * outCols + r : r * outCols + c] = w.data[src(r, c)]!;
+    }
+    const inSc = Math.ceil(K / FP8_BLOCK);
+    const outSc = Math.ceil(outCols / FP8_BLOCK);
+    const rb0 = rowStart / FP8_BLOCK;
+    for (let rb = 0; rb < Math.ceil(rowCount / FP8_BLOCK); rb++) {
+      for (let cb = 0; cb < inSc; cb++) {
+        const s = w.scaleInv[(rb0 + rb) * inSc + cb]!;
+        if (transpose) o.scaleInv[cb * outSc + rb] = s;
+        else o.scaleInv[rb * outSc + cb] = s;
+      }
+    }
+    return o;
+  }
+  const dtype = w.dtype === 'fp8' ? 'f32' : w.dtype;
+  const o = k.allocWeight(dtype, outRows, outCols);
+  for (let r = 0; r < rowCount; r++) {
+    for (let c = 0; c < K; c++) {
+      const d = transpose ? c * outCols + r : r * outCols + c;
+      const i = src(r, c);
+      if (w.dtype === 'fp8') {
+        const s = w.scaleInv[Math.floor((rowStart + r) / FP8_BLOCK) * Math.ceil(K / FP8_BLOCK) + Math.floor(c / FP8_BLOCK)]!;
+        (o.data as Float32Array)[d] = FP8_E4M3_TABLE[w.data[i]!]! * s;
+      } else {
+        (o.data as Float32Array | Uint16Array)[d] = w.data[i]!;
+      }
+    }
+  }
+  return o;
+}
+
+export function deriveAbsorbed(k: Kernels, kvB: WeightMatrix, heads: number, nope: number, v: number): AbsorbedWeights {
+  const kT: WeightMatrix[] = [];
+  const vv: WeightMatrix[] = [];
+  for (let h = 0; h < heads; h++) {
+    kT.push(sliceWeight(k, kvB, h * (nope + v), nope, true));
+    vv.push(sliceWeight(k, kvB, h * (nope + v) + nope, v, false));
+  }
+  return { kT, v: vv };
+}
+
+/** Copies column block [off, off + n) of each row of x[rows, stride] into out[rows, n]. */
+export function gatherCols(x: Float32Array, rows: number, stride: number, off: number, n: number, out = new Float32Array(rows * n)): Float32Array {
+  for (let r = 0; r < rows; r++) out.set(x.subarray(r * stride + off, r * stride + off + n), r * n);
+  return out;
+}
+
+/** Writes src[rows, n] into column block [off, off + n) of each row of x[rows, stride]. */
+export function scatterCols(src: Float32Array, rows: number, n: number, x: Float32Array, stride: number, off: number): void {
+  for (let r = 0; r < rows; r++) x.set(src.subarray(r * n, (r + 1) * n), r * stride + off);
+}
+
+/**
+ * Absorbed attention over the paged latent cache (FlashMLA semantics, varlen, causal):
+ * q [T, Hd, R] = [q_lat | q_pe]; each new token at position p attends to positions 0..p of its
+ * sequence; out [T, Hd, kvLora] = Σ softmax(q·row · scale) · c_kv.
+ */
+export function latentAttention(
+  q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number, scale: number,
+): Float32Array {
+  const R = cache.rowDim;
+  const dv = cache.kvLoraRank;
+  const kc = cache.layers[layer]!;
+  const T = q.length / (heads * R);
+  const out = new Float32Array(T * heads * dv);
+  let t0 = 0;
+  for (const s of seqs) {
+    const total = s.numCached + s.numNew;
+    const offs = new Int32Array(total);
+    for (let p = 0; p < total; p++) offs[p] = cache.rowOffset(s.blockTable, p);
+    const scores = new Float64Array(total);
+    for (let i = 0; i < s.numNew; i++) {
+      const t = t0 + i;
+      const n = s.numCached + i + 1; // causal: positions 0..numCached+i
+      for (let h = 0; h < heads; h++) {
+        const qo = (t * heads + h) * R;
+        let mx = -Infinity;
+        for (let p = 0; p < n; p++) {
+          const ko = offs[p]!;
+          let acc = 0;
+          for (let d = 0; d < R; d++) acc += q[qo + d]! * kc[ko + d]!;
+          const sc = acc * scale;
+          scores[p] = sc;
+          if (sc > mx) mx = sc;
+        }
+        let sum = 0;
+        for (let p = 0; p < n; p++) { const e = Math.exp(scores[p]! - mx); scores[p] = e; sum += e; }
+        const oo = (t * heads + h) * dv;
+        for (let p = 0; p < n; p++) {
+          const wgt = scores[p]! / sum;
+          const ko = offs[p]!;
+          for (let d = 0; d < dv; d++) out[oo + d] = out[oo + d]! + wgt * kc[ko + d]!;
+        }
+      }
+    }
+    t0 += s.numNew;
+  }
+  return out;
+}
+
+/**
+ * Naive attention: decompresses K_nope and V of every cached position of each sequence with
+ * kv_b_proj, then attends with q = [q_nope | q_pe] per head.
+ * q [T, Hd, nope + rope] (HF/reference layout), returns [T, Hd, v].
+ */
+export function naiveAttention(
+  k: Kernels, q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number,
+  nope: number, rope: number, vDim: number, kvB: WeightMatrix, scale: number,
+): Float32Array {
+  const R = cache.rowDim;
+  const kvLora = cache.kvLoraRank;
+  const kc = cache.layers[layer]!;
+  const qk = nope + rope;
+  const T = q.length / (heads * qk);
+  const out = new Float32Array(T * heads * vDim);
+  const kvw = nope + vDim;
+  let t0 = 0;
+  for (const s of seqs) {
+    const total = s.numCached + s.numNew;
+    // Latents and rotated k_pe of all positions of the sequence.
+    const lat = new Float32Array(total * kvLora);
+    const kpe = new Float32Array(total * rope);
+    for (let p = 0; p < total; p++) {
+      const o = cache.rowOffset(s.blockTable, p);
+      lat.set(kc.subarray(o, o + kvLora), p * kvLora);
+      kpe.set(kc.subarray(o + kvLora, o + R), p * rope);
+    }
+    const kv = k.matmul(lat, total, kvB); // [total, Hd, nope + v]
+    const scores = new Float64Array(total);
+    for (let i = 0; i < s.numNew; i++) {
+      const t = t0 + i;
+      const n = s.numCached + i + 1;
+      for (let h = 0; h < heads; h++) {
+        const qo = (t * heads + h) * qk;
+        let mx = -Infinity;
+        for (let p = 0; p < n; p++) {
+          const ko = (p * heads + h) * kvw;
+          let acc = 0;
+          for (let d = 0; d < nope; d++) acc += q[qo + d]! * kv[ko + d]!;
+          for (let d = 0; d < rope; d++) acc += q[qo + nope + d]! * kpe[p * rope + d]!;
+          const sc = acc * scale;
+          scores[p] = sc;
+          if (sc > mx) mx = sc;
+        }
+        let sum = 0;
+        for (let p = 0; p < n; p++) { const e = Math.exp(scores[p]! - mx); scores[p] = e; sum += e; }
+        const oo = (t * heads + h) * vDim;
+        for (let p = 0; p < n; p++) {
+          const wgt = scores[p]! / sum;
+          const vo = (p * heads + h) * kvw + nope;
+          for (let d = 0; d < vDim; d++) out[oo + d] = out[oo + d]! + wgt * kv[vo + d]!;
+        }
+      }
+    }
+    t0 += s.numNew;
+  }
+  return out;
+}

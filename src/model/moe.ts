@@ -1,0 +1,146 @@
+// DeepSeekMoE: the router (all three topk_methods, softmax or sigmoid scores) and the routed-expert
+// computation behind a pluggable executor (the default runs experts locally; an expert-parallel
+// executor can run them on other ranks).
+// References: HF modeling_deepseek.py `MoEGate` (DeepSeek-V2: greedy / group_limited_greedy with softmax;
+// DeepSeek-V3: noaux_tc with sigmoid + e_score_correction_bias) and deepseek-ai/DeepSeek-V3
+// inference/model.py `Gate` / `MoE`.
+import type { Kernels } from '../kernels/api.ts';
+import type { DeepseekConfig } from './config.ts';
+import type { MlpWeights, MoeWeights } from './weight-map.ts';
+
+export interface Routing {
+  /** [T, k] expert ids, in descending order of the choice score (biased for noaux_tc). */
+  experts: Int32Array;
+  /** [T, k] final weights (after normalisation and routed_scaling_factor). */
+  weights: Float32Array;
+}
+
+/**
+ * Chooses k experts per token from router logits [T, E].
+ * - scores: softmax over experts or sigmoid per expert (f32);
+ * - choice = scores + e_score_correction_bias (noaux_tc) or scores;
+ * - group-limited methods keep topk_group groups ranked by max score (group_limited_greedy) or by the
+ *   sum of the top-2 biased scores (noaux_tc); other experts' choice scores become 0, as both HF
+ *   (masked_fill 0.0) and the reference (multiply by the group mask) do;
+ * - weights = unbiased scores of the chosen experts; normalised to sum 1 when norm_topk_prob and k > 1
+ *   (HF semantics; DeepSeek's reference instead normalises iff sigmoid — the configs of the family
+ *   agree: sigmoid ⇔ norm_topk_prob); then × routed_scaling_factor. One HF V2 quirk is kept: for
+ *   model_type deepseek_v2, normalised weights are NOT scaled (DeepseekV2 MoEGate's `else` branch).
+ */
+export function route(k: Kernels, c: DeepseekConfig, logits: Float32Array, T: number, bias: Float32Array | undefined): Routing {
+  const E = c.n_routed_experts!;
+  const K = c.num_experts_per_tok!;
+  const scores = new Float32Array(logits);
+  if (c.scoring_func === 'softmax') k.softmax(scores, T, E);
+  else for (let i = 0; i < scores.length; i++) scores[i] = 1 / (1 + Math.exp(-scores[i]!));
+  const choice = new Float32Array(scores);
+  if (c.topk_method === 'noaux_tc') {
+    if (!bias) throw new Error('noaux_tc routing needs e_score_correction_bias');
+    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) choice[t * E + e] = choice[t * E + e]! + bias[e]!;
+  }
+  if (c.topk_method !== 'greedy' && c.n_group! > 1) {
+    const G = c.n_group!;
+    const per = E / G;
+    const gscore = new Float32Array(T * G);
+    for (let t = 0; t < T; t++) {
+      for (let g = 0; g < G; g++) {
+        const o = t * E + g * per;
+        if (c.topk_method === 'group_limited_greedy') {
+          let m = -Infinity;
+          for (let j = 0; j < per; j++) m = Math.max(m, choice[o + j]!);
+          gscore[t * G + g] = m;
+        } else {
+          let a = -Infinity, b = -Infinity; // top-2
+          for (let j = 0; j < per; j++) {
+            const v = choice[o + j]!;
+            if (v > a) { b = a; a = v; } else if (v > b) b = v;
+          }
+          gscore[t * G + g] = a + b;
+        }
+      }
+    }
+    const keep = k.topk(gscore, T, G, c.topk_group!);
+    const mask = new Uint8Array(G);
+    for (let t = 0; t < T; t++) {
+      mask.fill(0);
+      for (let j = 0; j < c.topk_group!; j++) mask[keep.indices[t * c.topk_group! + j]!] = 1;
+      for (let g = 0; g < G; g++) if (!mask[g]) choice.fill(0, t * E + g * per, t * E + (g + 1) * per);
+    }
+  }
+  const top = k.topk(choice, T, E, K);
+  const weights = new Float32Array(T * K);
+  const v2 = c.model_type === 'deepseek_v2';
+  for (let t = 0; t < T; t++) {
+    let sum = 0;
+    for (let j = 0; j < K; j++) {
+      const w = scores[t * E + top.indices[t * K + j]!]!;
+      weights[t * K + j] = w;
+      sum += w;
+    }
+    const norm = K > 1 && c.norm_topk_prob;
+    const mul = (norm ? 1 / (sum + 1e-20) : 1) * (norm && v2 ? 1 : c.routed_scaling_factor);
+    for (let j = 0; j < K; j++) weights[t * K + j] = weights[t * K + j]! * mul;
+  }
+  return { experts: top.indices, weights };
+}
+
+/** Runs the routed experts for a layer: returns [T, H] = Σ_j weights[t, j] · expert_{experts[t, j]}(x[t]). */
+export interface MoeExecutor {
+  run(layer: number, x: Float32Array, numTokens: number, topkIdx: Int32Array, topkWeights: Float32Array): Float32Array;
+}
+
+/** What an executor factory sees of the model. */
+export interface MoeContext {
+  config: DeepseekConfig;
+  kernels: Kernels;
+  /** MoE weights of a decoder layer (undefined for dense layers). */
+  moe(layer: number): MoeWeights | undefined;
+}
+
+export type MoeExecutorFactory = (ctx: MoeContext) => MoeExecutor;
+
+/** y[M, H] = down(silu(gate x) * up x). */
+export function mlp(k: Kernels, w: MlpWeights, x: Float32Array, m: number): Float32Array {
+  const g = k.matmul(x, m, w.gate);
+  const u = k.matmul(x, m, w.up);
+  return k.matmul(k.siluMul(g, u, g), m, w.down);
+}
+
+/**
+ * The default executor: groups the (token, slot) pairs by expert, gathers each expert's rows, runs the
+ * expert once on its whole group, and scatters the weighted outputs back.
+ */
+export const localMoeExecutor: MoeExecutorFactory = (ctx) => ({
+  run(layer, x, T, idx, wts) {
+    const w = ctx.moe(layer);
+    if (!w) throw new Error(`layer ${layer} is not an MoE layer`);
+    const H = ctx.config.hidden_size;
+    const K = ctx.config.num_experts_per_tok!;
+    const E = w.experts.length;
+    // Counting sort of the T·K assignments by expert.
+    const counts = new Int32Array(E + 1);
+    for (let i = 0; i < T * K; i++) counts[idx[i]! + 1]!++;
+    for (let e = 0; e < E; e++) counts[e + 1]! += counts[e]!;
+    const order = new Int32Array(T * K);
+    const fill = counts.slice(0, E);
+    for (let i = 0; i < T * K; i++) order[fill[idx[i]!]!++] = i;
+    const out = new Float32Array(T * H);
+    for (let e = 0; e < E; e++) {
+      const start = counts[e]!, n = counts[e + 1]! - start;
+      if (n === 0) continue;
+      const xe = new Float32Array(n * H);
+      for (let r = 0; r < n; r++) {
+        const t = Math.floor(order[start + r]! / K);
+        xe.set(x.subarray(t * H, (t + 1) * H), r * H);
+      }
+      const ye = mlp(ctx.kernels, w.experts[e]!, xe, n);
+      for (let r = 0; r < n; r++) {
+        const a = order[start + r]!;
+        const t = Math.floor(a / K);
+        const wt = wts[a]!;
+        for (let j = 0; j < H; j++) out[t * H + j] = out[t * H + j]! + wt * ye[r * H + j]!;
+      }
+    }
+    return out;
+  },
+});

@@ -1,0 +1,280 @@
+// Hugging Face tensor names → model parameters, in ONE table (names verbatim, as in DeepSeek-V2/V3
+// checkpoints), and the loader that copies each tensor once into backend memory.
+// - Linear weights keep their stored format: BF16/F32 as is, FP8 e4m3fn codes (one byte per parameter)
+//   with the `<name>_scale_inv` 128x128 block scales next to them. Nothing is widened as a whole.
+// - Norm weights and the router bias are widened to f32 (small vectors).
+// - The embedding stays in its stored format; rows are widened on lookup.
+// Shapes follow the HF convention [out, in]; see /work/shared/testdata/deepseek-ref/README.md.
+import { Checkpoint } from '../weights/checkpoint.ts';
+import type { DType } from '../tensor/dtypes.ts';
+import { FP8_BLOCK, type KernelOps, type WeightMatrix } from '../kernels/api.ts';
+import { isMoeLayer, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
+
+/** Weights of one MLP (dense FFN, one routed expert, or the shared experts): w2(silu(w1 x) * w3 x). */
+export interface MlpWeights { gate: WeightMatrix; up: WeightMatrix; down: WeightMatrix }
+
+export interface AttnWeights {
+  /** q_lora_rank set: q_a_proj [q_lora, H], q_a_layernorm [q_lora], q_b_proj [heads·qk_head_dim, q_lora]. */
+  qA?: WeightMatrix; qANorm?: Float32Array; qB?: WeightMatrix;
+  /** q_lora_rank null: q_proj [heads·qk_head_dim, H]. */
+  q?: WeightMatrix;
+  /** kv_a_proj_with_mqa [kv_lora + rope, H]; rows [c_kv | k_pe]. */
+  kvA: WeightMatrix;
+  kvANorm: Float32Array;
+  /** kv_b_proj [heads·(nope + v), kv_lora]; rows [head][k_nope | v]. */
+  kvB: WeightMatrix;
+  /** o_proj [H, heads·v]. */
+  o: WeightMatrix;
+}
+
+export interface MoeWeights {
+  /** Router mlp.gate.weight [n_routed_experts, H]. */
+  router: WeightMatrix;
+  /** mlp.gate.e_score_correction_bias [n_routed_experts] (noaux_tc only). */
+  bias?: Float32Array;
+  experts: MlpWeights[];
+  /** mlp.shared_experts.* (absent when n_shared_experts is 0/null). */
+  shared?: MlpWeights;
+}
+
+export interface LayerWeights {
+  inputNorm: Float32Array;
+  postAttnNorm: Float32Array;
+  attn: AttnWeights;
+  /** Exactly one of dense / moe. */
+  dense?: MlpWeights;
+  moe?: MoeWeights;
+}
+
+/** Multi-token-prediction module (DeepSeek-V3 §2.2), stored as layer num_hidden_layers + j. */
+export interface MtpWeights {
+  enorm: Float32Array;
+  hnorm: Float32Array;
+  /** eh_proj [H, 2H]: projects [enorm(embed) ; hnorm(hidden)]. */
+  ehProj: WeightMatrix;
+  embed?: WeightMatrix;
+  headNorm: Float32Array;
+  head?: WeightMatrix;
+  block: LayerWeights;
+}
+
+export interface ModelWeights {
+  embed: WeightMatrix;
+  norm: Float32Array;
+  /** lm_head.weight, or the embedding when tie_word_embeddings. */
+  lmHead: WeightMatrix;
+  layers: LayerWeights[];
+  mtp: MtpWeights[];
+}
+
+// ---------------------------------------------------------------- the table
+
+type Kind = 'linear' | 'vector' | 'embed';
+type Scope = 'model' | 'layer' | 'mtp';
+type Cfg = DeepseekConfig;
+
+/**
+ * One row per tensor name pattern. `{L}` = layer index, `{E}` = expert index. `when` says whether a
+ * layer has it; `shape` is [out, in] (vectors: [n]). `path` is where it lands in ModelWeights.
+ */
+interface Row {
+  hf: string;
+  scope: Scope;
+  kind: Kind;
+  shape: (c: Cfg) => number[];
+  when?: (c: Cfg, layer: number) => boolean;
+  optional?: boolean;
+  perExpert?: boolean;
+  path: string;
+}
+
+const qlora = (c: Cfg) => c.q_lora_rank !== null;
+const moe = (c: Cfg, l: number) => isMoeLayer(c, l);
+const dense = (c: Cfg, l: number) => !isMoeLayer(c, l);
+const shared = (c: Cfg, l: number) => isMoeLayer(c, l) && sharedIntermediate(c) > 0;
+const H = (c: Cfg) => c.hidden_size;
+
+export const WEIGHT_TABLE: readonly Row[] = [
+  { hf: 'model.embed_tokens.weight', scope: 'model', kind: 'embed', shape: (c) => [c.vocab_size, H(c)], path: 'embed' },
+  { hf: 'model.norm.weight', scope: 'model', kind: 'vector', shape: (c) => [H(c)], path: 'norm' },
+  { hf: 'lm_head.weight', scope: 'model', kind: 'linear', shape: (c) => [c.vocab_size, H(c)], when: (c) => !c.tie_word_embeddings, path: 'lmHead' },
+
+  { hf: 'model.layers.{L}.input_layernorm.weight', scope: 'layer', kind: 'vector', shape: (c) => [H(c)], path: 'inputNorm' },
+  { hf: 'model.layers.{L}.post_attention_layernorm.weight', scope: 'layer', kind: 'vector', shape: (c) => [H(c)], path: 'postAttnNorm' },
+  { hf: 'model.layers.{L}.self_attn.q_a_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.q_lora_rank!, H(c)], when: qlora, path: 'attn.qA' },
+  { hf: 'model.layers.{L}.self_attn.q_a_layernorm.weight', scope: 'layer', kind: 'vector', shape: (c) => [c.q_lora_rank!], when: qlora, path: 'attn.qANorm' },
+  { hf: 'model.layers.{L}.self_attn.q_b_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.num_attention_heads * qkHeadDim(c), c.q_lora_rank!], when: qlora, path: 'attn.qB' },
+  { hf: 'model.layers.{L}.self_attn.q_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.num_attention_heads * qkHeadDim(c), H(c)], when: (c) => !qlora(c), path: 'attn.q' },
+  { hf: 'model.layers.{L}.self_attn.kv_a_proj_with_mqa.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.kv_lora_rank + c.qk_rope_head_dim, H(c)], path: 'attn.kvA' },
+  { hf: 'model.layers.{L}.self_attn.kv_a_layernorm.weight', scope: 'layer', kind: 'vector', shape: (c) => [c.kv_lora_rank], path: 'attn.kvANorm' },
+  { hf: 'model.layers.{L}.self_attn.kv_b_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.num_attention_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank], path: 'attn.kvB' },
+  { hf: 'model.layers.{L}.self_attn.o_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), c.num_attention_heads * c.v_head_dim], path: 'attn.o' },
+
+  { hf: 'model.layers.{L}.mlp.gate_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.intermediate_size, H(c)], when: dense, path: 'dense.gate' },
+  { hf: 'model.layers.{L}.mlp.up_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.intermediate_size, H(c)], when: dense, path: 'dense.up' },
+  { hf: 'model.layers.{L}.mlp.down_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), c.intermediate_size], when: dense, path: 'dense.down' },
+
+  { hf: 'model.layers.{L}.mlp.gate.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.n_routed_experts!, H(c)], when: moe, path: 'moe.router' },
+  { hf: 'model.layers.{L}.mlp.gate.e_score_correction_bias', scope: 'layer', kind: 'vector', shape: (c) => [c.n_routed_experts!], when: (c, l) => moe(c, l) && c.topk_method === 'noaux_tc', path: 'moe.bias' },
+  { hf: 'model.layers.{L}.mlp.experts.{E}.gate_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.moe_intermediate_size, H(c)], when: moe, perExpert: true, path: 'moe.experts.{E}.gate' },
+  { hf: 'model.layers.{L}.mlp.experts.{E}.up_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.moe_intermediate_size, H(c)], when: moe, perExpert: true, path: 'moe.experts.{E}.up' },
+  { hf: 'model.layers.{L}.mlp.experts.{E}.down_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), c.moe_intermediate_size], when: moe, perExpert: true, path: 'moe.experts.{E}.down' },
+  { hf: 'model.layers.{L}.mlp.shared_experts.gate_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [sharedIntermediate(c), H(c)], when: shared, path: 'moe.shared.gate' },
+  { hf: 'model.layers.{L}.mlp.shared_experts.up_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [sharedIntermediate(c), H(c)], when: shared, path: 'moe.shared.up' },
+  { hf: 'model.layers.{L}.mlp.shared_experts.down_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), sharedIntermediate(c)], when: shared, path: 'moe.shared.down' },
+
+  // MTP module j at layer index L = num_hidden_layers + j (plus a full decoder block, rows above with
+  // scope 'layer' applied to L). embed_tokens / shared_head.head may be omitted by some exports (they
+  // equal the main ones), hence optional.
+  { hf: 'model.layers.{L}.enorm.weight', scope: 'mtp', kind: 'vector', shape: (c) => [H(c)], path: 'enorm' },
+  { hf: 'model.layers.{L}.hnorm.weight', scope: 'mtp', kind: 'vector', shape: (c) => [H(c)], path: 'hnorm' },
+  { hf: 'model.layers.{L}.eh_proj.weight', scope: 'mtp', kind: 'linear', shape: (c) => [H(c), 2 * H(c)], path: 'ehProj' },
+  { hf: 'model.layers.{L}.embed_tokens.weight', scope: 'mtp', kind: 'embed', shape: (c) => [c.vocab_size, H(c)], optional: true, path: 'embed' },
+  { hf: 'model.layers.{L}.shared_head.norm.weight', scope: 'mtp', kind: 'vector', shape: (c) => [H(c)], path: 'headNorm' },
+  { hf: 'model.layers.{L}.shared_head.head.weight', scope: 'mtp', kind: 'linear', shape: (c) => [c.vocab_size, H(c)], optional: true, path: 'head' },
+];
+
+/** One concrete tensor to load. */
+export interface TensorSpec {
+  name: string;
+  kind: Kind;
+  shape: number[];
+  optional: boolean;
+  /** Where it lands, e.g. ['layers', 3, 'moe', 'experts', 7, 'gate']. */
+  target: (string | number)[];
+}
+
+/** Expands the table for a config: every tensor the model needs, in a stable order. */
+export function tensorSpecs(c: Cfg, opts: { mtp?: boolean } = {}): TensorSpec[] {
+  const out: TensorSpec[] = [];
+  const expand = (row: Row, layer: number | null, prefix: (string | number)[]) => {
+    if (row.when && !row.when(c, layer ?? -1)) return;
+    const experts = row.perExpert ? c.n_routed_experts! : 1;
+    for (let e = 0; e < experts; e++) {
+      const name = row.hf.replace('{L}', String(layer)).replace('{E}', String(e));
+      const path = row.path.replace('{E}', String(e)).split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+      out.push({ name, kind: row.kind, shape: row.shape(c), optional: row.optional ?? false, target: [...prefix, ...path] });
+    }
+  };
+  for (const row of WEIGHT_TABLE) if (row.scope === 'model') expand(row, null, []);
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    for (const row of WEIGHT_TABLE) if (row.scope === 'layer') expand(row, l, ['layers', l]);
+  }
+  if (opts.mtp ?? true) {
+    for (let j = 0; j < c.num_nextn_predict_layers; j++) {
+      const l = c.num_hidden_layers + j;
+      for (const row of WEIGHT_TABLE) if (row.scope === 'mtp') expand(row, l, ['mtp', j]);
+      for (const row of WEIGHT_TABLE) if (row.scope === 'layer') expand(row, l, ['mtp', j, 'block']);
+    }
+  }
+  return out;
+}
+
+export class WeightError extends Error {
+  override name = 'WeightError';
+  readonly exitCode = 2;
+  constructor(readonly tensor: string, message: string) {
+    super(`${tensor}: ${message}`);
+  }
+}
+
+const LINEAR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F8_E4M3'];
+const VECTOR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F16'];
+const EMBED_DTYPES: readonly DType[] = ['F32', 'BF16'];
+
+function view<T extends ArrayBufferView>(bytes: Uint8Array, ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number }): T {
+  // readBytes returns a fresh buffer at offset 0, so the view is aligned.
+  return new ctor(bytes.buffer, bytes.byteOffset, bytes.byteLength / ctor.BYTES_PER_ELEMENT);
+}
+
+/** Loads one matrix into backend memory in its stored format (FP8 with its block scales). */
+function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec): WeightMatrix {
+  const [rows, cols] = spec.shape as [number, number];
+  const info = ck.expect(spec.name, spec.kind === 'embed' ? EMBED_DTYPES : LINEAR_DTYPES, spec.shape);
+  const bytes = ck.readBytes(spec.name);
+  switch (info.dtype) {
+    case 'F32': {
+      const w = k.allocWeight('f32', rows, cols);
+      (w.data as Float32Array).set(view(bytes, Float32Array));
+      return w;
+    }
+    case 'BF16': {
+      const w = k.allocWeight('bf16', rows, cols);
+      (w.data as Uint16Array).set(view(bytes, Uint16Array));
+      return w;
+    }
+    case 'F8_E4M3': {
+      if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
+      const scaleName = `${spec.name}_scale_inv`;
+      const shape = [Math.ceil(rows / FP8_BLOCK), Math.ceil(cols / FP8_BLOCK)];
+      if (!ck.has(scaleName)) throw new WeightError(spec.name, `FP8 weight without ${scaleName}`);
+      ck.expect(scaleName, ['F32'], shape);
+      const w = k.allocWeight('fp8', rows, cols);
+      if (w.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
+      w.data.set(bytes);
+      w.scaleInv.set(view(ck.readBytes(scaleName), Float32Array));
+      return w;
+    }
+    default:
+      throw new WeightError(spec.name, `unsupported dtype ${info.dtype}`);
+  }
+}
+
+function setPath(root: Record<string | number, unknown>, path: (string | number)[], value: unknown): void {
+  let o = root;
+  for (let i = 0; i < path.length - 1; i++) {
+    const key = path[i]!;
+    const next = path[i + 1]!;
+    if (o[key] === undefined) o[key] = typeof next === 'number' ? [] : {};
+    o = o[key] as Record<string | number, unknown>;
+  }
+  o[path[path.length - 1]!] = value;
+}
+
+export interface LoadWeightsOptions {
+  /** Load the MTP modules (default true). */
+  mtp?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Loads every tensor of the table from an open checkpoint into backend memory. */
+export function loadWeights(ck: Checkpoint, k: KernelOps, c: Cfg, opts: LoadWeightsOptions = {}): ModelWeights {
+  const specs = tensorSpecs(c, opts);
+  const root: Record<string | number, unknown> = { layers: [], mtp: [] };
+  let done = 0;
+  for (const s of specs) {
+    if (!ck.has(s.name)) {
+      if (s.optional) { done++; continue; }
+      throw new WeightError(s.name, `missing from the checkpoint in ${ck.dir}`);
+    }
+    let value: unknown;
+    if (s.kind === 'vector') {
+      ck.expect(s.name, VECTOR_DTYPES, s.shape);
+      value = ck.readF32(s.name);
+    } else {
+      value = loadMatrix(ck, k, c, s);
+    }
+    setPath(root, s.target, value);
+    opts.onProgress?.(++done, specs.length);
+  }
+  const w = root as unknown as ModelWeights;
+  if (c.tie_word_embeddings) w.lmHead = w.embed;
+  return w;
+}
+
+/** Parameter counts from the config alone (what `seekd info` reports). */
+export function parameterCounts(c: Cfg): { total: number; activePerToken: number; mtp: number } {
+  let total = 0, active = 0, mtp = 0;
+  for (const s of tensorSpecs(c, { mtp: true })) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    if (s.target[0] === 'mtp') { mtp += n; continue; }
+    total += n;
+    // Per token: one embedding row, all attention/dense/shared/router weights, k of the routed experts.
+    if (s.kind === 'embed') active += c.hidden_size;
+    else if (s.target.includes('experts')) active += n * (c.num_experts_per_tok! / c.n_routed_experts!);
+    else active += n;
+  }
+  // Tied: lm_head reads the whole embedding matrix per token (counted once in total).
+  if (c.tie_word_embeddings) active += c.vocab_size * c.hidden_size - c.hidden_size;
+  return { total, activePerToken: Math.round(active), mtp };
+}
