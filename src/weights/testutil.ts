@@ -1,6 +1,6 @@
 // Helpers shared by the weights tests: hand-built safetensors bytes, temp dirs, a seeded PRNG.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsc, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +19,19 @@ export function craft(headerText: string, data: Uint8Array | number = 0, lengthO
   return out;
 }
 
-/** A temp directory removed by the returned cleanup function. */
-export function tempDir(prefix = 'seekd-weights-'): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+/**
+ * A temp directory removed by the returned cleanup function. `inMemory` puts it on /dev/shm when that
+ * exists (for I/O-heavy tests on small files; falls back to the OS temp dir).
+ */
+export function tempDir(prefix = 'seekd-weights-', inMemory = false): { dir: string; cleanup: () => void } {
+  let base = tmpdir();
+  if (inMemory) {
+    try {
+      accessSync('/dev/shm', fsc.W_OK);
+      base = '/dev/shm';
+    } catch { /* no tmpfs: use the temp dir */ }
+  }
+  const dir = mkdtempSync(join(base, prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

@@ -1,0 +1,31 @@
+// FlashMLA port: public entry. `loadFlashMla(backend)` returns the kernel of a backend; the scheduler
+// (`getMlaMetadata`), cache formats and types are backend-independent.
+// Reference: https://github.com/deepseek-ai/FlashMLA (flash_mla/flash_mla_interface.py).
+import { createRefFlashMla } from './ref.ts';
+import type { FlashMlaKernel } from './types.ts';
+
+export * from './types.ts';
+export { getMlaMetadata, numSmParts, partWorkItems, allWorkItems, validateMetadata, type MlaWorkItem } from './metadata.ts';
+export { planFlashMla, keyLimit, type FlashMlaPlan } from './validate.ts';
+export { combineSplits } from './combine.ts';
+export { flashMlaWithKvcacheRef, createRefFlashMla } from './ref.ts';
+export { PagedLatentCache, KvCacheFullError, KvCacheSequenceError, type PagedLatentCacheOptions } from './paged-cache.ts';
+export { allocCacheLayer, readRow, writeRow, fp8TileScale, validateCacheLayer } from './kv-format.ts';
+
+export class UnknownFlashMlaBackendError extends Error {
+  override name = 'UnknownFlashMlaBackendError';
+  constructor(readonly backend: string) {
+    super(`no FlashMLA kernel for backend "${backend}" (available: ${FLASH_MLA_BACKENDS.join(', ')})`);
+  }
+}
+
+export const FLASH_MLA_BACKENDS = ['ref'] as const;
+
+/** The FlashMLA kernel of a backend ('ref', ...), with `threads` workers where the backend has them. */
+export async function loadFlashMla(backend: string, opts: { threads?: number } = {}): Promise<FlashMlaKernel> {
+  void opts;
+  switch (backend) {
+    case 'ref': return createRefFlashMla();
+    default: throw new UnknownFlashMlaBackendError(backend);
+  }
+}
