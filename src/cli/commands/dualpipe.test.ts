@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { validateChromeTrace } from '../../parallel/trace/validate.ts';
 
 const BIN = new URL('../../../bin/seekd.mjs', import.meta.url).pathname;
 const run = (...args: string[]) => spawnSync(process.execPath, [BIN, 'dualpipe', ...args], { encoding: 'utf8' });
@@ -27,4 +28,18 @@ test('seekd dualpipe: measured bubbles next to closed forms, SVG, usage errors',
     assert.equal(e.status, 2, bad.join(' '));
     assert.equal(e.stderr.trim().split('\n').length, 1);
   }
+});
+
+test('seekd dualpipe --run trains on worker threads, matches the loop and writes a valid trace', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'seekd-dprun-'));
+  const trace = join(dir, 'run.json');
+  const r = run('--run', '--v', '--pp', '4', '--chunks', '4', '--hidden', '8', '--seq', '1', '--mb', '2', '--json', '--trace', trace);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { schedule: string; ranks: number; lossesBitIdenticalToLoop: boolean };
+  assert.deepEqual([out.schedule, out.ranks, out.lossesBitIdenticalToLoop], ['dualpipev', 2, true]);
+  const s = validateChromeTrace(JSON.parse(readFileSync(trace, 'utf8')));
+  assert.deepEqual([...s.processes.values()].sort(), ['rank 0', 'rank 1']);
+  assert.ok(s.names.has('W') && s.names.has('p2p wait'));
+  const bad = run('--trace', join(dir, 'x.json'));
+  assert.equal(bad.status, 2);
 });
