@@ -1,4 +1,5 @@
 // Imports every backend so that `loadBackend(name)` finds it. Add one line per backend.
 import './ref/index.ts';
+import './wasm/index.ts';
 
 export { loadBackend, backendNames, type Kernels, type WeightMatrix } from './api.ts';

@@ -6,8 +6,9 @@
 // - The embedding stays in its stored format; rows are widened on lookup.
 // Shapes follow the HF convention [out, in]; see /work/shared/testdata/deepseek-ref/README.md.
 import { Checkpoint } from '../weights/checkpoint.ts';
+import { readFp8Into } from '../weights/pairing.ts';
 import type { DType } from '../tensor/dtypes.ts';
-import { FP8_BLOCK, type KernelOps, type WeightMatrix } from '../kernels/api.ts';
+import type { KernelOps, WeightMatrix } from '../kernels/api.ts';
 import { isMoeLayer, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
 
 /** Weights of one MLP (dense FFN, one routed expert, or the shared experts): w2(silu(w1 x) * w3 x). */
@@ -182,37 +183,23 @@ const LINEAR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F8_E4M3'];
 const VECTOR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F16'];
 const EMBED_DTYPES: readonly DType[] = ['F32', 'BF16'];
 
-function view<T extends ArrayBufferView>(bytes: Uint8Array, ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number }): T {
-  // readBytes returns a fresh buffer at offset 0, so the view is aligned.
-  return new ctor(bytes.buffer, bytes.byteOffset, bytes.byteLength / ctor.BYTES_PER_ELEMENT);
-}
-
-/** Loads one matrix into backend memory in its stored format (FP8 with its block scales). */
+/** Loads one matrix straight into backend memory in its stored format (FP8 with its block scales). */
 function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec): WeightMatrix {
   const [rows, cols] = spec.shape as [number, number];
   const info = ck.expect(spec.name, spec.kind === 'embed' ? EMBED_DTYPES : LINEAR_DTYPES, spec.shape);
-  const bytes = ck.readBytes(spec.name);
   switch (info.dtype) {
-    case 'F32': {
-      const w = k.allocWeight('f32', rows, cols);
-      (w.data as Float32Array).set(view(bytes, Float32Array));
-      return w;
-    }
+    case 'F32':
     case 'BF16': {
-      const w = k.allocWeight('bf16', rows, cols);
-      (w.data as Uint16Array).set(view(bytes, Uint16Array));
+      const w = k.allocWeight(info.dtype === 'F32' ? 'f32' : 'bf16', rows, cols);
+      ck.readInto(spec.name, w.data);
       return w;
     }
     case 'F8_E4M3': {
       if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
-      const scaleName = `${spec.name}_scale_inv`;
-      const shape = [Math.ceil(rows / FP8_BLOCK), Math.ceil(cols / FP8_BLOCK)];
-      if (!ck.has(scaleName)) throw new WeightError(spec.name, `FP8 weight without ${scaleName}`);
-      ck.expect(scaleName, ['F32'], shape);
       const w = k.allocWeight('fp8', rows, cols);
       if (w.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
-      w.data.set(bytes);
-      w.scaleInv.set(view(ck.readBytes(scaleName), Float32Array));
+      // Validates the `<name>_scale_inv` partner (F32, [ceil(rows/128), ceil(cols/128)]) and reads both.
+      readFp8Into(ck, spec.name, w.data, w.scaleInv, c.quantization_config.weight_block_size);
       return w;
     }
     default:

@@ -13,9 +13,9 @@ import { SHARED_REF, tempDir } from './testutil.ts';
 const tmp = tempDir('seekd-fuzz-', true); // ~25 MB of files rewritten thousands of times: keep it off the disk
 after(tmp.cleanup);
 
-// Sized to finish in well under 15 s on 2 cores (measured ~8 s with the machine at load 15).
-const FILE_ITERATIONS = 2500;
-const INDEX_ITERATIONS = 400;
+// Sized for about 4 s of CPU on 2 cores (wall time ~10 s measured with the machine at load 20).
+const FILE_ITERATIONS = 2000;
+const INDEX_ITERATIONS = 300;
 const DEADLINE_MS = 60_000;
 
 test('fuzz: byte flips and truncations of real checkpoints give success or a SafetensorsError, never anything else', async () => {
@@ -41,12 +41,12 @@ test('fuzz: byte flips and truncations of real checkpoints give success or a Saf
   const errors = Object.values(result.rules).reduce((a, b) => a + b, 0);
   assert.equal(result.ok + errors, FILE_ITERATIONS + INDEX_ITERATIONS);
   // The loop must exercise both outcomes and many different rules, or it tests nothing.
-  assert.ok(result.ok > 300, `only ${result.ok} successes`);
+  assert.ok(result.ok > 200, `only ${result.ok} successes`);
   assert.ok(errors > 1000, `only ${errors} errors`);
   const rules = Object.keys(result.rules);
   for (const r of ['header-not-json', 'header-out-of-bounds', 'file-too-small', 'data-out-of-bounds', 'bad-index']) {
     assert.ok(rules.includes(r), `rule ${r} never hit: ${JSON.stringify(result.rules)}`);
   }
   assert.ok(rules.length >= 10, `only ${rules.length} rules hit: ${JSON.stringify(result.rules)}`);
-  assert.ok(result.dataFlipsChecked > 50, `only ${result.dataFlipsChecked} data flips verified`);
+  assert.ok(result.dataFlipsChecked > 30, `only ${result.dataFlipsChecked} data flips verified`);
 });

@@ -296,3 +296,20 @@ test('parseHeader is usable on its own and reports the file name', () => {
   assert.equal(err.file, 'mem.safetensors');
   assert.match(err.message, /mem\.safetensors \["t"\]/);
 });
+
+test('readInto fills shared memory (wasm threads) in place; the writer refuses what the reader would reject', () => {
+  const path = join(tmp.dir, 'shared-mem.safetensors');
+  writeSafetensors(path, [{ name: 'w', dtype: 'F32', shape: [3], data: Float32Array.of(1, 2, 3) }]);
+  const f = SafetensorsFile.open(path);
+  const mem = new SharedArrayBuffer(256); // what a shared wasm Memory's buffer is
+  const dest = new Float32Array(mem, 64, 3);
+  f.readInto('w', dest);
+  assert.deepEqual([...new Float32Array(mem, 64, 3)], [1, 2, 3]);
+  f.close();
+  const t = { name: 'x', dtype: 'U8' as const, shape: [1], data: Uint8Array.of(1) };
+  assert.throws(() => serializeSafetensors([t, t]), RangeError);
+  assert.throws(() => serializeSafetensors([{ ...t, name: '__metadata__' }]), RangeError);
+  assert.throws(() => serializeSafetensors([{ ...t, shape: [2] }]), RangeError);
+  assert.throws(() => serializeSafetensors([{ ...t, shape: [-1] }]), RangeError);
+  assert.throws(() => serializeSafetensors([{ ...t, shape: [0.5] }]), RangeError);
+});

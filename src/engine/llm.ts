@@ -1,0 +1,103 @@
+// The engine as the server and CLI see it: a model directory (or the built-in model) loaded into a
+// runner, its tokenizer and chat template, and the Engine that schedules requests over them.
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { BLOCK_SIZE, type ModelRunner } from './contracts.ts';
+import { Engine, type EngineConfig } from './engine.ts';
+import { BUILTIN_MODEL_ID, ensureBuiltinModel } from './builtin/builtin.ts';
+import { DeepseekRunner } from './model-runner.ts';
+import { ChatTokenizer, type ChatMessage, type ChatTool, type RenderedPrompt } from './tokenizer.ts';
+
+export interface LlmOptions {
+  /** Model directory; omitted = the built-in model (generated on first use). */
+  model?: string;
+  /** Served model id (default: the directory name, or "seekd-builtin"). */
+  modelId?: string;
+  backend?: string;
+  threads?: number;
+  /** Context limit (default: min(config max_position_embeddings, 4096)). */
+  maxModelLen?: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  maxWaiting?: number;
+  /** KV blocks (default: enough for maxNumSeqs sequences of maxModelLen, capped at 4096 blocks). */
+  numBlocks?: number;
+  onStatus?: (msg: string) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export class Llm {
+  private constructor(
+    readonly modelId: string,
+    readonly modelDir: string,
+    readonly engine: Engine,
+    readonly tokenizer: ChatTokenizer,
+    readonly runner: ModelRunner,
+  ) {}
+
+  get maxModelLen(): number {
+    return this.engine.config.maxModelLen;
+  }
+
+  static async load(opts: LlmOptions = {}): Promise<Llm> {
+    const dir = opts.model ? resolve(opts.model) : ensureBuiltinModel(undefined, opts.onStatus);
+    const modelId = opts.modelId ?? (opts.model ? dir.split(/[\\/]/).filter(Boolean).pop()! : BUILTIN_MODEL_ID);
+    const tokenizer = ChatTokenizer.load(dir);
+    let maxPos = 4096;
+    try {
+      const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { max_position_embeddings?: number };
+      if (typeof cfg.max_position_embeddings === 'number') maxPos = cfg.max_position_embeddings;
+    } catch {
+      // the model loader reports a missing or bad config.json with its own typed error
+    }
+    const maxModelLen = opts.maxModelLen ?? Math.min(maxPos, 4096);
+    const maxNumSeqs = opts.maxNumSeqs ?? 32;
+    const perSeq = Math.ceil(maxModelLen / BLOCK_SIZE);
+    const numBlocks = opts.numBlocks ?? Math.max(perSeq, Math.min(4096, perSeq * maxNumSeqs));
+    const runner = await DeepseekRunner.load(dir, { backend: opts.backend, threads: opts.threads, numBlocks, onProgress: opts.onProgress });
+    const config: EngineConfig = {
+      maxModelLen,
+      maxNumSeqs,
+      maxNumBatchedTokens: opts.maxNumBatchedTokens ?? 512,
+      maxWaiting: opts.maxWaiting ?? 256,
+    };
+    return new Llm(modelId, dir, new Engine(runner, tokenizer, config), tokenizer, runner);
+  }
+
+  /** For tests: an Llm over any runner and tokenizer. */
+  static fromParts(modelId: string, runner: ModelRunner, tokenizer: ChatTokenizer, config: EngineConfig): Llm {
+    return new Llm(modelId, '', new Engine(runner, tokenizer, config), tokenizer, runner);
+  }
+
+  renderChat(messages: ChatMessage[], tools?: ChatTool[], extra?: Record<string, unknown>): RenderedPrompt {
+    return this.tokenizer.applyChatTemplate(messages, { tools, addGenerationPrompt: true, extra });
+  }
+
+  /** A /v1/completions prompt: text (BOS added per tokenizer_config) or token ids as given; FIM when a suffix is given. */
+  encodeCompletion(prompt: string | number[], suffix?: string): number[] {
+    if (Array.isArray(prompt)) return prompt;
+    if (suffix !== undefined) {
+      const t = this.tokenizer;
+      const [b, h, e] = ['<｜fim▁begin｜>', '<｜fim▁hole｜>', '<｜fim▁end｜>'].map((s) => t.idOf(s));
+      if (b === undefined || h === undefined || e === undefined) throw new FimUnsupportedError();
+      const ids = [b, ...t.encodePlain(prompt), h, ...t.encodePlain(suffix), e];
+      return t.addBos ? [t.bosId!, ...ids] : ids;
+    }
+    return this.tokenizer.encodePrompt(prompt);
+  }
+
+  async close(): Promise<void> {
+    await this.runner.dispose?.();
+  }
+}
+
+export class FimUnsupportedError extends Error {
+  override name = 'FimUnsupportedError';
+  constructor() {
+    super('this model has no fill-in-the-middle tokens, so `suffix` is not supported');
+  }
+}
+
+export function modelDirExists(dir: string): boolean {
+  return existsSync(join(dir, 'config.json'));
+}

@@ -1,0 +1,373 @@
+// Matrix products y[M, N] = x[M, K] · W[N, K]ᵀ on WebAssembly SIMD128 (f32x4).
+// Every function computes output columns [n0, n1) only, so a thread pool splits N across threads.
+// Pointers are byte offsets into the shared memory; shapes are row-major.
+//
+// Two code paths:
+//  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, 4 accumulators of 4 lanes
+//    (16 partial sums, lane l takes k ≡ l mod 16), codes decoded in registers (see decode.ts).
+//  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
+//    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
+//    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked
+//    micro-kernel (8 f32x4 accumulators, broadcast x, two panel loads per k) sums each output element
+//    sequentially over k and adds the 128-K partial into y.
+// Kinds: 0 f32 weights, 1 bf16 weights, 2 FP8 weights with 128x128 scales (weight-only: the panel holds
+// fround(q·s)), 3 FP8 x FP8 (x holds the exact decoded FP8 activations, the panel exact FP8 weight
+// values, and each 128-K partial is promoted as DeepGEMM does: y += fround(sA[i,kb]·sB[j/128,kb]) · partial).
+import { bf16, fp8Hi, fp8Lo, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
+
+const KC: i32 = 128;
+const NC: i32 = 64;
+const MC: i32 = 256;
+/** Bytes of per-thread scratch gemm() needs: the packed panels plus 32 bytes for partial stores. */
+export const PANEL_BYTES: i32 = NC * KC * 4 + 64;
+
+export function panelBytes(): i32 {
+  return PANEL_BYTES;
+}
+
+@inline function hsum(v: v128): f32 {
+  const u = f32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(u, 0) + f32x4.extract_lane(u, 1);
+}
+
+// ------------------------------------------------------------------------------------------- GEMV
+
+/** y[n] = Σ_k x[k]·W[n,k] for f32 weights, n in [n0, n1). */
+export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+  const full = K & ~15;
+  for (let n = n0; n < n1; n++) {
+    const row = w + <usize>n * <usize>K * 4;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let k = 0; k < full; k += 16) {
+      const xp = x + <usize>k * 4, wp = row + <usize>k * 4;
+      a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), v128.load(wp)));
+      a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), v128.load(wp, 16)));
+      a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), v128.load(wp, 32)));
+      a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), v128.load(wp, 48)));
+    }
+    let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+    for (let k = full; k < K; k++) s += load<f32>(x + <usize>k * 4) * load<f32>(row + <usize>k * 4);
+    store<f32>(y + <usize>n * 4, s);
+  }
+}
+
+/** y[n] = Σ_k x[k]·W[n,k] for bf16 weights. */
+export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+  const full = K & ~15;
+  for (let n = n0; n < n1; n++) {
+    const row = w + <usize>n * <usize>K * 2;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let k = 0; k < full; k += 16) {
+      const xp = x + <usize>k * 4, wp = row + <usize>k * 2;
+      const h0 = v128.load(wp), h1 = v128.load(wp, 16);
+      a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), hiHalvesLo(h0)));
+      a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), hiHalvesHi(h0)));
+      a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), hiHalvesLo(h1)));
+      a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), hiHalvesHi(h1)));
+    }
+    let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+    for (let k = full; k < K; k++) s += load<f32>(x + <usize>k * 4) * bf16(<u32>load<u16>(row + <usize>k * 2));
+    store<f32>(y + <usize>n * 4, s);
+  }
+}
+
+/** Σ over one 128-K block (len values) of xs[k]·raw(W[k]) in 'lanes16' order, tail added last. */
+@inline function fp8BlockDot(xs: usize, wp: usize, len: i32): f32 {
+  const full = len & ~15;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let t = 0; t < full; t += 16) {
+    const b = v128.load(wp + <usize>t);
+    const lo = fp8Lo(b), hi = fp8Hi(b);
+    const w0 = fp8W0(lo, hi), w1 = fp8W1(lo, hi);
+    const xp = xs + <usize>t * 4;
+    a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), hiHalvesLo(w0)));
+    a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), hiHalvesHi(w0)));
+    a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), hiHalvesLo(w1)));
+    a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), hiHalvesHi(w1)));
+  }
+  let p = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  for (let t = full; t < len; t++) p += load<f32>(xs + <usize>t * 4) * fp8Raw(<u32>load<u8>(wp + <usize>t));
+  return p;
+}
+
+/**
+ * Weight-only FP8 GEMV. xs[K] = x·2^(120-E_kb) per 128-block (prepared by prepFp8Gemv, so the raw
+ * decoded weight times xs is x·w·2^-E_kb: no overflow, no underflow that matters); bmul[kb] = 2^E_kb.
+ * y[n] = Σ_kb (s[n/128,kb]·bmul[kb]) · Σ_{k in kb} xs[k]·raw(W[n,k]).
+ */
+export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+  const KB = (K + 127) >> 7;
+  for (let n = n0; n < n1; n++) {
+    const row = w + <usize>n * <usize>K;
+    const srow = sc + <usize>(n >> 7) * <usize>KB * 4;
+    let acc: f32 = 0;
+    for (let kb = 0; kb < KB; kb++) {
+      const c0 = kb << 7;
+      const len = min(K - c0, 128);
+      const p = fp8BlockDot(xs + <usize>c0 * 4, row + <usize>c0, len);
+      acc += p * (load<f32>(srow + <usize>kb * 4) * load<f32>(bmul + <usize>kb * 4));
+    }
+    store<f32>(y + <usize>n * 4, acc);
+  }
+}
+
+/** Prepares x[K] for gemvFp8: per 128-block exponent E (max|x| < 2^E, E >= -7), xs = x·2^(120-E), bmul = 2^E. */
+export function prepFp8Gemv(x: usize, xs: usize, bmul: usize, K: i32): void {
+  const KB = (K + 127) >> 7;
+  for (let kb = 0; kb < KB; kb++) {
+    const c0 = kb << 7, c1 = min(K, c0 + 128);
+    let m: f32 = 0;
+    for (let k = c0; k < c1; k++) m = max(m, abs(load<f32>(x + <usize>k * 4)));
+    // E = floor(log2(m)) + 1 from the f32 exponent field; clamp so that 2^(120-E) <= 2^127.
+    let e: i32 = m > 0 ? <i32>((reinterpret<u32>(m) >> 23) & 0xff) - 126 : -7;
+    if (e < -7) e = -7;
+    const up = reinterpret<f32>(<u32>(120 - e + 127) << 23);
+    store<f32>(bmul + <usize>kb * 4, reinterpret<f32>(<u32>(e + 127) << 23));
+    for (let k = c0; k < c1; k++) store<f32>(xs + <usize>k * 4, load<f32>(x + <usize>k * 4) * up);
+  }
+}
+
+/**
+ * FP8 x FP8 GEMV (DeepGEMM promotion, 'lanes16' order). xa[K] = decoded A row · 2^118 (decodeFp8),
+ * sa[KB] its scales; each product xa·raw(w) is exactly a·w/4, so y = Σ_kb fround(sA·sB)·4 · partial/4.
+ */
+export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+  const KB = (K + 127) >> 7;
+  for (let n = n0; n < n1; n++) {
+    const row = w + <usize>n * <usize>K;
+    const srow = sc + <usize>(n >> 7) * <usize>KB * 4;
+    let acc: f32 = 0;
+    for (let kb = 0; kb < KB; kb++) {
+      const c0 = kb << 7;
+      const p = fp8BlockDot(xa + <usize>c0 * 4, row + <usize>c0, min(K - c0, 128));
+      const s: f32 = load<f32>(sa + <usize>kb * 4) * load<f32>(srow + <usize>kb * 4);
+      acc += p * (s * 4);
+    }
+    store<f32>(y + <usize>n * 4, acc);
+  }
+}
+
+/** dst[i] = decode(src[i]) · mul (mul is a power of two: 2^120 gives exact values, 2^238 = value·2^118 via two factors). */
+export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): void {
+  const f1 = f32x4.splat(TWO120);
+  const f2a = f32x4.splat(TWO119);
+  const full = count & ~15;
+  for (let i = 0; i < full; i += 16) {
+    const b = v128.load(src + <usize>i);
+    const lo = fp8Lo(b), hi = fp8Hi(b);
+    const w0 = fp8W0(lo, hi), w1 = fp8W1(lo, hi);
+    const d = dst + <usize>i * 4;
+    if (twoFactors) {
+      v128.store(d, f32x4.mul(f32x4.mul(hiHalvesLo(w0), f2a), f2a));
+      v128.store(d, f32x4.mul(f32x4.mul(hiHalvesHi(w0), f2a), f2a), 16);
+      v128.store(d, f32x4.mul(f32x4.mul(hiHalvesLo(w1), f2a), f2a), 32);
+      v128.store(d, f32x4.mul(f32x4.mul(hiHalvesHi(w1), f2a), f2a), 48);
+    } else {
+      v128.store(d, f32x4.mul(hiHalvesLo(w0), f1));
+      v128.store(d, f32x4.mul(hiHalvesHi(w0), f1), 16);
+      v128.store(d, f32x4.mul(hiHalvesLo(w1), f1), 32);
+      v128.store(d, f32x4.mul(hiHalvesHi(w1), f1), 48);
+    }
+  }
+  for (let i = full; i < count; i++) {
+    const r = fp8Raw(<u32>load<u8>(src + <usize>i));
+    store<f32>(dst + <usize>i * 4, twoFactors ? r * TWO119 * TWO119 : r * TWO120);
+  }
+}
+
+// ------------------------------------------------------------------------------------------- GEMM
+
+/** 4x4 transpose of rows r0..r3 (each 4 k values) stored as 4 panel rows of stride 32 bytes. */
+@inline function storeT(p: usize, r0: v128, r1: v128, r2: v128, r3: v128): void {
+  const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+  const t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+  v128.store(p, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+  v128.store(p, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 32);
+  v128.store(p, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 64);
+  v128.store(p, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 96);
+}
+
+/** Weight row pointer for column j (or 0 past the end: packed as zeros). */
+@inline function rowPtr(kind: i32, w: usize, K: i32, j: i32, n1: i32): usize {
+  if (j >= n1) return 0;
+  const es: usize = kind == 0 ? 4 : kind == 1 ? 2 : 1;
+  return w + <usize>j * <usize>K * es;
+}
+
+/** Per-column multiplier of the decoded codes: s·2^120 folded as two factors (weight-only) or 2^120. */
+@inline function colScale(kind: i32, sc: usize, KB: i32, j: i32, kb: i32, n1: i32): f32 {
+  if (j >= n1) return 0;
+  if (kind == 2) return load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4);
+  return 1;
+}
+
+@inline function scalarAt(kind: i32, r: usize, k: i32): f32 {
+  if (r == 0) return 0;
+  if (kind == 0) return load<f32>(r + <usize>k * 4);
+  if (kind == 1) return bf16(<u32>load<u16>(r + <usize>k * 2));
+  return fp8Raw(<u32>load<u8>(r + <usize>k));
+}
+
+@inline function vec4(a: f32, b: f32, c: f32, d: f32): v128 {
+  return f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(a), 1, b), 2, c), 3, d);
+}
+
+/** Packs 4 weight rows (q0..q3, 0 = zeros) into panel columns at byte offset p (0 or 16), k in [k0, k0+kl). */
+@inline function pack4(kind: i32, q0: usize, q1: usize, q2: usize, q3: usize, k0: i32, kl: i32, p: usize): i32 {
+  const z = f32x4.splat(0);
+  let t = 0;
+  if (kind == 0) {
+    for (; t + 4 <= kl; t += 4) {
+      const o = <usize>(k0 + t) * 4;
+      storeT(p + <usize>t * 32, q0 ? v128.load(q0 + o) : z, q1 ? v128.load(q1 + o) : z, q2 ? v128.load(q2 + o) : z, q3 ? v128.load(q3 + o) : z);
+    }
+  } else if (kind == 1) {
+    for (; t + 8 <= kl; t += 8) {
+      const o = <usize>(k0 + t) * 2;
+      const h0 = q0 ? v128.load(q0 + o) : z, h1 = q1 ? v128.load(q1 + o) : z, h2 = q2 ? v128.load(q2 + o) : z, h3 = q3 ? v128.load(q3 + o) : z;
+      storeT(p + <usize>t * 32, hiHalvesLo(h0), hiHalvesLo(h1), hiHalvesLo(h2), hiHalvesLo(h3));
+      storeT(p + <usize>(t + 4) * 32, hiHalvesHi(h0), hiHalvesHi(h1), hiHalvesHi(h2), hiHalvesHi(h3));
+    }
+  } else {
+    for (; t + 16 <= kl; t += 16) {
+      const o = <usize>(k0 + t);
+      const b0 = q0 ? v128.load(q0 + o) : z, b1 = q1 ? v128.load(q1 + o) : z, b2 = q2 ? v128.load(q2 + o) : z, b3 = q3 ? v128.load(q3 + o) : z;
+      const u0 = fp8W0(fp8Lo(b0), fp8Hi(b0)), u1 = fp8W0(fp8Lo(b1), fp8Hi(b1)), u2 = fp8W0(fp8Lo(b2), fp8Hi(b2)), u3 = fp8W0(fp8Lo(b3), fp8Hi(b3));
+      storeT(p + <usize>t * 32, hiHalvesLo(u0), hiHalvesLo(u1), hiHalvesLo(u2), hiHalvesLo(u3));
+      storeT(p + <usize>(t + 4) * 32, hiHalvesHi(u0), hiHalvesHi(u1), hiHalvesHi(u2), hiHalvesHi(u3));
+      const v0 = fp8W1(fp8Lo(b0), fp8Hi(b0)), v1 = fp8W1(fp8Lo(b1), fp8Hi(b1)), v2 = fp8W1(fp8Lo(b2), fp8Hi(b2)), v3 = fp8W1(fp8Lo(b3), fp8Hi(b3));
+      storeT(p + <usize>(t + 8) * 32, hiHalvesLo(v0), hiHalvesLo(v1), hiHalvesLo(v2), hiHalvesLo(v3));
+      storeT(p + <usize>(t + 12) * 32, hiHalvesHi(v0), hiHalvesHi(v1), hiHalvesHi(v2), hiHalvesHi(v3));
+    }
+  }
+  for (; t < kl; t++) {
+    const q = p + <usize>t * 32, k = k0 + t;
+    store<f32>(q, scalarAt(kind, q0, k));
+    store<f32>(q, scalarAt(kind, q1, k), 4);
+    store<f32>(q, scalarAt(kind, q2, k), 8);
+    store<f32>(q, scalarAt(kind, q3, k), 12);
+  }
+  return 0;
+}
+
+/**
+ * Packs one panel: columns j0..j0+7 of W, k in [k0, k0+kl) -> panel[k][8] f32 (FP8: exact code values
+ * q, times the column's block scale for the weight-only kind). Columns at or past n1 are zeros.
+ */
+function packPanel(kind: i32, w: usize, sc: usize, K: i32, KB: i32, j0: i32, n1: i32, k0: i32, kl: i32, panel: usize): void {
+  pack4(kind, rowPtr(kind, w, K, j0, n1), rowPtr(kind, w, K, j0 + 1, n1), rowPtr(kind, w, K, j0 + 2, n1), rowPtr(kind, w, K, j0 + 3, n1), k0, kl, panel);
+  pack4(kind, rowPtr(kind, w, K, j0 + 4, n1), rowPtr(kind, w, K, j0 + 5, n1), rowPtr(kind, w, K, j0 + 6, n1), rowPtr(kind, w, K, j0 + 7, n1), k0, kl, panel + 16);
+  if (kind >= 2) {
+    // raw · 2^120 is the exact code value; the weight-only kind then multiplies by its column's scale.
+    const kb = k0 >> 7;
+    const m0 = vec4(colScale(kind, sc, KB, j0, kb, n1), colScale(kind, sc, KB, j0 + 1, kb, n1),
+      colScale(kind, sc, KB, j0 + 2, kb, n1), colScale(kind, sc, KB, j0 + 3, kb, n1));
+    const m1 = vec4(colScale(kind, sc, KB, j0 + 4, kb, n1), colScale(kind, sc, KB, j0 + 5, kb, n1),
+      colScale(kind, sc, KB, j0 + 6, kb, n1), colScale(kind, sc, KB, j0 + 7, kb, n1));
+    const two = f32x4.splat(TWO120);
+    for (let t = 0; t < kl; t++) {
+      const p = panel + <usize>t * 32;
+      v128.store(p, f32x4.mul(f32x4.mul(v128.load(p), two), m0));
+      v128.store(p, f32x4.mul(f32x4.mul(v128.load(p, 16), two), m1), 16);
+    }
+  }
+}
+
+/** Adds (c0, c1)·scale to y[j0..j0+ncols) (scale 1: plain add). */
+@inline function addOut(yp: usize, c0: v128, c1: v128, scale: f32, promote: bool, ncols: i32, tmp: usize): void {
+  let v0 = c0, v1 = c1;
+  if (promote) {
+    const s = f32x4.splat(scale);
+    v0 = f32x4.mul(v0, s);
+    v1 = f32x4.mul(v1, s);
+  }
+  if (ncols == 8) {
+    v128.store(yp, f32x4.add(v128.load(yp), v0));
+    v128.store(yp, f32x4.add(v128.load(yp, 16), v1), 16);
+  } else {
+    v128.store(tmp, v0);
+    v128.store(tmp, v1, 16);
+    for (let c = 0; c < ncols; c++) {
+      const q = yp + <usize>c * 4;
+      store<f32>(q, load<f32>(q) + load<f32>(tmp + <usize>c * 4));
+    }
+  }
+}
+
+/** 4 rows x 8 columns over kl k: x rows at a (stride lda bytes), panel p; adds into y (stride ldy bytes). */
+function kernel4x8(a: usize, lda: usize, p: usize, kl: i32, yp: usize, ldy: usize, promote: bool, sa: usize, lds: usize, sb: f32, ncols: i32, tmp: usize): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda;
+  for (let k = 0; k < kl; k++) {
+    const pk = p + <usize>k * 32, ak = <usize>k * 4;
+    const b0 = v128.load(pk), b1 = v128.load(pk, 16);
+    const x0 = v128.load32_splat(a + ak);
+    c00 = f32x4.add(c00, f32x4.mul(x0, b0));
+    c01 = f32x4.add(c01, f32x4.mul(x0, b1));
+    const x1 = v128.load32_splat(a1 + ak);
+    c10 = f32x4.add(c10, f32x4.mul(x1, b0));
+    c11 = f32x4.add(c11, f32x4.mul(x1, b1));
+    const x2 = v128.load32_splat(a2 + ak);
+    c20 = f32x4.add(c20, f32x4.mul(x2, b0));
+    c21 = f32x4.add(c21, f32x4.mul(x2, b1));
+    const x3 = v128.load32_splat(a3 + ak);
+    c30 = f32x4.add(c30, f32x4.mul(x3, b0));
+    c31 = f32x4.add(c31, f32x4.mul(x3, b1));
+  }
+  addOut(yp, c00, c01, promote ? load<f32>(sa) * sb : 1, promote, ncols, tmp);
+  addOut(yp + ldy, c10, c11, promote ? load<f32>(sa + lds) * sb : 1, promote, ncols, tmp);
+  addOut(yp + 2 * ldy, c20, c21, promote ? load<f32>(sa + 2 * lds) * sb : 1, promote, ncols, tmp);
+  addOut(yp + 3 * ldy, c30, c31, promote ? load<f32>(sa + 3 * lds) * sb : 1, promote, ncols, tmp);
+}
+
+function kernel1x8(a: usize, p: usize, kl: i32, yp: usize, promote: bool, sa: usize, sb: f32, ncols: i32, tmp: usize): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
+  for (let k = 0; k < kl; k++) {
+    const pk = p + <usize>k * 32;
+    const x0 = v128.load32_splat(a + <usize>k * 4);
+    c0 = f32x4.add(c0, f32x4.mul(x0, v128.load(pk)));
+    c1 = f32x4.add(c1, f32x4.mul(x0, v128.load(pk, 16)));
+  }
+  addOut(yp, c0, c1, promote ? load<f32>(sa) * sb : 1, promote, ncols, tmp);
+}
+
+/**
+ * y[i, j] for i in [0, M), j in [n0, n1): see the top of the file. y's columns [n0, n1) are
+ * overwritten. x is f32 [M, K] (kind 3: exact decoded FP8 values), w the weight in its format, sc its
+ * 128x128 scales (kinds 2, 3), sa the activation scales [M, KB] (kind 3), panel per-thread scratch of
+ * PANEL_BYTES. n0 must be a multiple of 8 (panels never straddle a 128-column scale block).
+ */
+export function gemm(kind: i32, x: usize, M: i32, K: i32, w: usize, sc: usize, sa: usize, y: usize, N: i32, n0: i32, n1: i32, panel: usize): void {
+  const KB = (K + 127) >> 7;
+  const promote = kind == 3;
+  const lda = <usize>K * 4, ldy = <usize>N * 4, lds = <usize>KB * 4;
+  const tmp = panel + <usize>(NC * KC * 4);
+  for (let i = 0; i < M; i++) memory.fill(y + <usize>i * ldy + <usize>n0 * 4, 0, <usize>(n1 - n0) * 4);
+  for (let ic = 0; ic < M; ic += MC) {
+    const ie = min(M, ic + MC);
+    for (let jc = n0; jc < n1; jc += NC) {
+      const je = min(n1, jc + NC);
+      for (let k0 = 0; k0 < K; k0 += KC) {
+        const kl = min(KC, K - k0);
+        const kb = k0 >> 7;
+        for (let j = jc; j < je; j += 8) packPanel(kind, w, sc, K, KB, j, n1, k0, kl, panel + <usize>((j - jc) * KC * 4));
+        let i = ic;
+        for (; i + 4 <= ie; i += 4) {
+          for (let j = jc; j < je; j += 8) {
+            const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
+            kernel4x8(x + <usize>i * lda + <usize>k0 * 4, lda, panel + <usize>((j - jc) * KC * 4), kl,
+              y + <usize>i * ldy + <usize>j * 4, ldy, promote, sa + <usize>i * lds + <usize>kb * 4, lds, sb, min(8, n1 - j), tmp);
+          }
+        }
+        for (; i < ie; i++) {
+          for (let j = jc; j < je; j += 8) {
+            const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
+            kernel1x8(x + <usize>i * lda + <usize>k0 * 4, panel + <usize>((j - jc) * KC * 4), kl,
+              y + <usize>i * ldy + <usize>j * 4, promote, sa + <usize>i * lds + <usize>kb * 4, sb, min(8, n1 - j), tmp);
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,118 @@
+// Element-wise and row-wise ops of KernelOps on SIMD128 (see src/kernels/api.ts for the semantics).
+// Pointers are byte offsets into the shared memory; arrays are f32 unless stated.
+
+@inline function hsum(v: v128): f32 {
+  const u = f32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(u, 0) + f32x4.extract_lane(u, 1);
+}
+
+/** y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · w, rows [r0, r1). Sum of squares in f64 per 4 lanes. */
+export function rmsNorm(x: usize, w: usize, y: usize, cols: i32, eps: f32, r0: i32, r1: i32): void {
+  const full = cols & ~3;
+  for (let r = r0; r < r1; r++) {
+    const xr = x + <usize>r * <usize>cols * 4, yr = y + <usize>r * <usize>cols * 4;
+    let lo = f64x2.splat(0), hi = f64x2.splat(0);
+    for (let c = 0; c < full; c += 4) {
+      const v = v128.load(xr + <usize>c * 4);
+      const a = f64x2.promote_low_f32x4(v), b = f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1));
+      lo = f64x2.add(lo, f64x2.mul(a, a));
+      hi = f64x2.add(hi, f64x2.mul(b, b));
+    }
+    const s2 = f64x2.add(lo, hi);
+    let ss = f64x2.extract_lane(s2, 0) + f64x2.extract_lane(s2, 1);
+    for (let c = full; c < cols; c++) {
+      const v = <f64>load<f32>(xr + <usize>c * 4);
+      ss += v * v;
+    }
+    const inv = <f32>(1.0 / Math.sqrt(ss / <f64>cols + <f64>eps));
+    const iv = f32x4.splat(inv);
+    for (let c = 0; c < full; c += 4) {
+      const o = <usize>c * 4;
+      v128.store(yr + o, f32x4.mul(f32x4.mul(v128.load(xr + o), iv), v128.load(w + o)));
+    }
+    for (let c = full; c < cols; c++) {
+      const o = <usize>c * 4;
+      store<f32>(yr + o, load<f32>(xr + o) * inv * load<f32>(w + o));
+    }
+  }
+}
+
+/** Interleaved-pair rotation in place; x rows of `stride` floats, pairs at offset..offset+dim; cos/sin [rows, dim/2]. */
+export function rope(x: usize, rows: i32, stride: i32, offset: i32, dim: i32, cs: usize, sn: usize): void {
+  const half = dim >> 1;
+  const fullPairs = half & ~1;
+  const sign = f32x4(-1, 1, -1, 1);
+  for (let r = 0; r < rows; r++) {
+    const xr = x + (<usize>r * <usize>stride + <usize>offset) * 4;
+    const cr = cs + <usize>r * <usize>half * 4, sr = sn + <usize>r * <usize>half * 4;
+    for (let i = 0; i < fullPairs; i += 2) {
+      const v = v128.load(xr + <usize>i * 8);
+      const c2 = v128.load64_zero(cr + <usize>i * 4), s2 = v128.load64_zero(sr + <usize>i * 4);
+      const c = i32x4.shuffle(c2, c2, 0, 0, 1, 1), s = f32x4.mul(i32x4.shuffle(s2, s2, 0, 0, 1, 1), sign);
+      const sw = i32x4.shuffle(v, v, 1, 0, 3, 2);
+      // (x0·c - x1·s, x1·c + x0·s)
+      v128.store(xr + <usize>i * 8, f32x4.add(f32x4.mul(v, c), f32x4.mul(sw, s)));
+    }
+    for (let i = fullPairs; i < half; i++) {
+      const p = xr + <usize>i * 8;
+      const x0 = load<f32>(p), x1 = load<f32>(p, 4);
+      const c = load<f32>(cr + <usize>i * 4), s = load<f32>(sr + <usize>i * 4);
+      store<f32>(p, x0 * c - x1 * s);
+      store<f32>(p, x1 * c + x0 * s, 4);
+    }
+  }
+}
+
+/** Row-wise softmax in place, rows [r0, r1): max-subtracted, f32 exp, f64 sum. */
+export function softmax(x: usize, cols: i32, r0: i32, r1: i32): void {
+  for (let r = r0; r < r1; r++) {
+    const xr = x + <usize>r * <usize>cols * 4;
+    let m: f32 = -Infinity;
+    for (let c = 0; c < cols; c++) m = max(m, load<f32>(xr + <usize>c * 4));
+    let s: f64 = 0;
+    for (let c = 0; c < cols; c++) {
+      const e = Mathf.exp(load<f32>(xr + <usize>c * 4) - m);
+      store<f32>(xr + <usize>c * 4, e);
+      s += e;
+    }
+    const inv = <f32>(1.0 / s);
+    for (let c = 0; c < cols; c++) store<f32>(xr + <usize>c * 4, load<f32>(xr + <usize>c * 4) * inv);
+  }
+}
+
+/** out[i] = silu(g[i])·u[i] for i in [i0, i1). */
+export function siluMul(g: usize, u: usize, out: usize, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
+    const o = <usize>i * 4;
+    const a = load<f32>(g + o);
+    store<f32>(out + o, a / (1 + Mathf.exp(-a)) * load<f32>(u + o));
+  }
+}
+
+/** Per row of x[rows, cols]: the k largest values descending (ties: lower index first). idx i32 [rows, k], val f32. */
+export function topk(x: usize, rows: i32, cols: i32, k: i32, idx: usize, val: usize): void {
+  for (let r = 0; r < rows; r++) {
+    const xr = x + <usize>r * <usize>cols * 4;
+    const ir = idx + <usize>r * <usize>k * 4, vr = val + <usize>r * <usize>k * 4;
+    let n = 0;
+    for (let c = 0; c < cols; c++) {
+      const v = load<f32>(xr + <usize>c * 4);
+      if (v != v) continue; // NaN never selected
+      if (n == k && !(v > load<f32>(vr + <usize>(k - 1) * 4))) continue;
+      // Insert after every kept value >= v (equal values keep index order).
+      let p = n < k ? n : k - 1;
+      while (p > 0 && load<f32>(vr + <usize>(p - 1) * 4) < v) {
+        store<f32>(vr + <usize>p * 4, load<f32>(vr + <usize>(p - 1) * 4));
+        store<i32>(ir + <usize>p * 4, load<i32>(ir + <usize>(p - 1) * 4));
+        p--;
+      }
+      store<f32>(vr + <usize>p * 4, v);
+      store<i32>(ir + <usize>p * 4, c);
+      if (n < k) n++;
+    }
+    for (let p = n; p < k; p++) {
+      store<f32>(vr + <usize>p * 4, NaN);
+      store<i32>(ir + <usize>p * 4, -1);
+    }
+  }
+}

@@ -1,0 +1,114 @@
+// A simple allocator over the shared WebAssembly.Memory: bump pointer plus a first-fit free list with
+// coalescing, every block 64-byte aligned (cache lines; SIMD loads never straddle a block start).
+// Weights live here permanently (allocWeight); activations are staged in scratch blocks.
+// The memory only grows (never moves or shrinks), and views of a shared memory's buffer stay valid
+// after growth: a view made before `grow` keeps addressing the same bytes.
+export const ALIGN = 64;
+const PAGE = 65536;
+
+export class WasmOutOfMemoryError extends Error {
+  override name = 'WasmOutOfMemoryError';
+  constructor(readonly requested: number, readonly inUse: number) {
+    super(`wasm heap: cannot allocate ${requested} bytes (${inUse} in use; wasm32 memory is limited to 4 GiB)`);
+  }
+}
+
+interface Span { off: number; size: number }
+
+const align = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
+
+export class WasmHeap {
+  private top: number;
+  private readonly freeList: Span[] = [];
+  private readonly sizes = new Map<number, number>();
+  private readonly buffers = new WeakSet<ArrayBufferLike>();
+  private used = 0;
+
+  constructor(readonly memory: WebAssembly.Memory, base: number, private readonly maxPages = 65536) {
+    this.top = align(Math.max(base, ALIGN));
+    this.buffers.add(memory.buffer);
+  }
+
+  /** Bytes currently allocated (aligned sizes). */
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Allocates `bytes` (rounded up to 64) and returns the 64-aligned offset. Contents are not cleared. */
+  alloc(bytes: number): number {
+    const size = align(Math.max(1, bytes));
+    for (let i = 0; i < this.freeList.length; i++) {
+      const s = this.freeList[i]!;
+      if (s.size >= size) {
+        const off = s.off;
+        if (s.size === size) this.freeList.splice(i, 1);
+        else { s.off += size; s.size -= size; }
+        return this.take(off, size);
+      }
+    }
+    const off = this.top;
+    const end = off + size;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      const pages = Math.ceil((end - have) / PAGE);
+      if (have / PAGE + pages > this.maxPages) throw new WasmOutOfMemoryError(bytes, this.used);
+      try {
+        this.memory.grow(pages);
+      } catch {
+        throw new WasmOutOfMemoryError(bytes, this.used);
+      }
+      this.buffers.add(this.memory.buffer);
+    }
+    this.top = end;
+    return this.take(off, size);
+  }
+
+  /** Allocates and zero-fills. */
+  allocZeroed(bytes: number): number {
+    const off = this.alloc(bytes);
+    new Uint8Array(this.memory.buffer, off, align(Math.max(1, bytes))).fill(0);
+    return off;
+  }
+
+  private take(off: number, size: number): number {
+    this.sizes.set(off, size);
+    this.used += size;
+    return off;
+  }
+
+  /** Returns a block to the free list (merging neighbours; a block at the top lowers the bump pointer). */
+  free(off: number): void {
+    const size = this.sizes.get(off);
+    if (size === undefined) throw new RangeError(`wasm heap: ${off} is not an allocated block`);
+    this.sizes.delete(off);
+    this.used -= size;
+    let i = 0;
+    while (i < this.freeList.length && this.freeList[i]!.off < off) i++;
+    this.freeList.splice(i, 0, { off, size });
+    // Coalesce with the next and previous spans.
+    const cur = this.freeList[i]!;
+    const next = this.freeList[i + 1];
+    if (next && cur.off + cur.size === next.off) { cur.size += next.size; this.freeList.splice(i + 1, 1); }
+    const prev = this.freeList[i - 1];
+    if (prev && prev.off + prev.size === cur.off) { prev.size += cur.size; this.freeList.splice(i, 1); i--; }
+    const last = this.freeList[this.freeList.length - 1];
+    if (last && last.off + last.size === this.top) { this.top = last.off; this.freeList.pop(); }
+  }
+
+  /** The current buffer (a new object after each growth). */
+  get buffer(): SharedArrayBuffer {
+    const b = this.memory.buffer as unknown as SharedArrayBuffer;
+    this.buffers.add(b);
+    return b;
+  }
+
+  /** True when the view addresses this memory; its byteOffset is then the wasm pointer. */
+  owns(view: ArrayBufferView): boolean {
+    return this.buffers.has(view.buffer);
+  }
+
+  f32(off: number, len: number): Float32Array { return new Float32Array(this.buffer, off, len); }
+  u16(off: number, len: number): Uint16Array { return new Uint16Array(this.buffer, off, len); }
+  u8(off: number, len: number): Uint8Array { return new Uint8Array(this.buffer, off, len); }
+  i32(off: number, len: number): Int32Array { return new Int32Array(this.buffer, off, len); }
+}

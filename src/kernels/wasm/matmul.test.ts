@@ -1,0 +1,79 @@
+// The wasm matmul paths beyond the op suite's shapes: GEMV (M = 1) and packed GEMM (M > 1) with tails
+// on every axis, more than one 256-row / 64-column block, activations spanning many binades (the FP8
+// GEMV pre-scales x per 128-block), 1 and 2 threads. Oracle: float64 product of the exact weights.
+// Tolerance: |y - y64| <= 2^-22·(K/16 + 8)·Σ|x·w| + 1e-30 — a bound of f32 summation over K terms,
+// tight enough that a wrong scale, a dropped block or a wrong tail shows immediately.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { encodeBf16, bf16ToF32, f32ToFp8e4m3, FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
+import { WasmOps } from './backend.ts';
+import type { WeightMatrix } from '../api.ts';
+import { randn } from '../deepgemm/testutil.ts';
+
+function check(name: string, x: Float32Array, m: number, dense: Float64Array, n: number, k: number, got: Float32Array): void {
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0, mag = 0;
+      for (let q = 0; q < k; q++) { const p = x[i * k + q]! * dense[j * k + q]!; s += p; mag += Math.abs(p); }
+      const g = got[i * n + j]!;
+      assert.ok(Math.abs(g - s) <= 2 ** -22 * (k / 16 + 8) * mag + 1e-30, `${name} y[${i},${j}] = ${g}, want ${s}`);
+    }
+  }
+}
+
+function fill(ops: WasmOps, dtype: 'f32' | 'bf16' | 'fp8', n: number, k: number, seed: number): { w: WeightMatrix; dense: Float64Array } {
+  const w = ops.allocWeight(dtype, n, k);
+  const v = randn(n * k, seed, 0.1);
+  const dense = new Float64Array(n * k);
+  if (w.dtype === 'f32') { w.data.set(v); dense.set(v); }
+  else if (w.dtype === 'bf16') { w.data.set(encodeBf16(v)); w.data.forEach((b, i) => { dense[i] = bf16ToF32(b); }); }
+  else {
+    const kb = Math.ceil(k / 128);
+    for (let i = 0; i < w.scaleInv.length; i++) w.scaleInv[i] = 2 ** -(i % 5) * 1e-3 * (1 + i / 7);
+    for (let r = 0; r < n; r++) {
+      for (let c = 0; c < k; c++) {
+        // Every code magnitude appears, subnormals (|code| < 8) included.
+        const q = f32ToFp8e4m3(v[r * k + c]! * 3000);
+        w.data[r * k + c] = q;
+        dense[r * k + c] = Math.fround(FP8_E4M3_TABLE[q]! * w.scaleInv[Math.floor(r / 128) * kb + Math.floor(c / 128)]!);
+      }
+    }
+  }
+  return { w, dense };
+}
+
+for (const threads of [1, 2]) {
+  test(`wasm matmul GEMV and GEMM paths match float64 (${threads} thread${threads > 1 ? 's' : ''})`, async () => {
+    const ops = await WasmOps.create(threads);
+    try {
+      let seed = 100;
+      for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
+        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7]] as const) {
+          const { w, dense } = fill(ops, dtype, n, k, seed++);
+          const x = randn(m * k, seed++);
+          // Activations over ~60 binades: blocks of tiny values next to blocks of huge ones.
+          for (let i = 0; i < x.length; i++) x[i] = x[i]! * 2 ** (((i >> 7) % 5) * 12 - 24);
+          check(`${dtype} [${m},${n},${k}]`, x, m, dense, n, k, ops.matmul(x, m, w));
+        }
+      }
+    } finally {
+      await ops.dispose();
+    }
+  });
+}
+
+test('wasm matmul accepts weights and activations that live outside wasm memory', async () => {
+  const ops = await WasmOps.create(1);
+  try {
+    const n = 40, k = 48, m = 3;
+    const w: WeightMatrix = { dtype: 'f32', rows: n, cols: k, data: randn(n * k, 7) };
+    const x = randn(m * k, 8);
+    check('foreign f32', x, m, Float64Array.from(w.data), n, k, ops.matmul(x, m, w));
+    assert.equal(ops.runtime.heap.inUse > 0, true);
+    const before = ops.runtime.heap.inUse;
+    ops.matmul(x, m, w);
+    assert.equal(ops.runtime.heap.inUse, before, 'staging blocks are freed');
+  } finally {
+    await ops.dispose();
+  }
+});

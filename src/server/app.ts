@@ -1,0 +1,408 @@
+// The OpenAI-compatible HTTP API over the engine (hono). Routes: /v1/chat/completions,
+// /v1/completions, /v1/models[/{id}], /health, /metrics, and the chat page at /.
+// Streaming follows OpenAI: a role chunk first, content deltas, a finish_reason chunk, then (with
+// stream_options.include_usage) a usage chunk with choices: [], then `data: [DONE]`; `: keep-alive`
+// comments while the request waits for its first token. A client that disconnects aborts its request,
+// which frees its KV blocks at the next step.
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { z } from 'zod';
+import { ChatOutputParser } from '../engine/chat-output.ts';
+import { defaultSamplingParams, type Delta, type SamplingParams, type TokenLogprob, type Usage, type FinishReason } from '../engine/contracts.ts';
+import { EngineClosedError, EngineOverloadedError, PromptTooLongError } from '../engine/engine.ts';
+import { FimUnsupportedError, type Llm } from '../engine/llm.ts';
+import { ChatTemplateError, type ChatMessage, type ChatTool } from '../engine/tokenizer.ts';
+import {
+  ApiError, bodyTooLarge, contextLengthExceeded, internalError, invalidRequest, modelNotFound, overloaded, unauthorized, unavailable, unknownUrl,
+} from './errors.ts';
+import { ServerMetrics } from './metrics.ts';
+import { chatLogprobs, completionLogprobs, finishReasonJson, newId, sumUsage } from './openai-format.ts';
+import { chatRequestSchema, completionRequestSchema, type ChatRequest, type CompletionRequest } from './schemas.ts';
+
+export interface ServerOptions {
+  /** Required as "Authorization: Bearer <key>" on every route but /health and the chat page. */
+  apiKey?: string | null;
+  maxBodyBytes?: number;
+  /** max_tokens when a request gives none (capped by the context left). */
+  defaultMaxTokens?: number;
+  /** Interval of `: keep-alive` SSE comments while a streamed request waits for its first token. */
+  keepAliveMs?: number;
+  /** Folder of the chat page; null disables it. */
+  webDir?: string | null;
+}
+
+export interface ServerState {
+  llm: Llm | null;
+  draining: boolean;
+  metrics: ServerMetrics | null;
+}
+
+const WEB_DIR = new URL('../../web/', import.meta.url).pathname;
+const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+
+function zodError(err: z.ZodError): ApiError {
+  const issue = err.issues[0]!;
+  const param = issue.path.map(String).join('.') || null;
+  return invalidRequest(`${param ? `${param}: ` : ''}${issue.message}`, param, 'invalid_value');
+}
+
+async function readJson(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw invalidRequest('We could not parse the JSON body of your request. Expected a JSON object.', null, 'invalid_json');
+  }
+}
+
+function textOf(content: string | { text: string }[] | null | undefined): string | null {
+  if (content === null || content === undefined) return null;
+  return typeof content === 'string' ? content : content.map((p) => p.text).join('');
+}
+
+export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
+  const app = new Hono();
+  const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  const defaultMaxTokens = opts.defaultMaxTokens ?? 512;
+  const keepAliveMs = opts.keepAliveMs ?? 10_000;
+  const webDir = opts.webDir === undefined ? WEB_DIR : opts.webDir;
+  const web = new Map<string, string>();
+  if (webDir && existsSync(webDir)) {
+    for (const [route, file] of Object.entries(STATIC)) {
+      const p = join(webDir, file);
+      if (existsSync(p)) web.set(route, readFileSync(p, 'utf8'));
+    }
+  }
+
+  app.onError((err, c) => {
+    const e = err instanceof ApiError ? err : internalError();
+    if (!(err instanceof ApiError)) console.error('seekd: internal error:', err);
+    return c.json(e.body(), e.status);
+  });
+  app.notFound((c) => {
+    const e = unknownUrl(c.req.method, c.req.path);
+    return c.json(e.body(), e.status);
+  });
+
+  app.use('*', async (c, next) => {
+    await next();
+    state.metrics?.httpRequests.inc({ method: c.req.method, path: c.req.routePath, status: String(c.res.status) });
+  });
+
+  app.use('*', async (c, next) => {
+    const open = c.req.path === '/health' || (c.req.method === 'GET' && web.has(c.req.path));
+    if (opts.apiKey && !open) {
+      const h = c.req.header('authorization') ?? '';
+      const m = /^Bearer\s+(.+)$/i.exec(h);
+      if (!m || m[1]!.trim() !== opts.apiKey) throw unauthorized();
+    }
+    await next();
+  });
+
+  app.use('/v1/*', bodyLimit({ maxSize: maxBody, onError: () => { throw bodyTooLarge(maxBody); } }));
+
+  const ready = (): Llm => {
+    if (state.draining) throw unavailable('The server is shutting down.');
+    if (!state.llm) throw unavailable('Loading model');
+    return state.llm;
+  };
+
+  app.get('/health', (c) => {
+    if (state.draining) return c.json({ status: 'draining' }, 503);
+    if (!state.llm) return c.json({ status: 'loading' }, 503);
+    return c.json({ status: 'ok' });
+  });
+
+  app.get('/metrics', async (c) => {
+    if (!state.metrics) throw unavailable('Loading model');
+    return c.text(await state.metrics.text(), 200, { 'content-type': state.metrics.registry.contentType });
+  });
+
+  const modelCard = (llm: Llm) => ({ id: llm.modelId, object: 'model', created: 0, owned_by: 'seekd', max_model_len: llm.maxModelLen });
+  app.get('/v1/models', (c) => {
+    const llm = ready();
+    return c.json({ object: 'list', data: [modelCard(llm)] });
+  });
+  app.get('/v1/models/:id{.+}', (c) => {
+    const llm = ready();
+    const id = c.req.param('id');
+    if (id !== llm.modelId) throw modelNotFound(id);
+    return c.json(modelCard(llm));
+  });
+
+  for (const [route, body] of web) {
+    const ext = STATIC[route]!.split('.').pop()!;
+    app.get(route, (c) => c.body(body, 200, { 'content-type': MIME[ext]!, 'cache-control': 'no-cache' }));
+  }
+
+  /** Maps the shared sampling fields; maxTokens is decided by the caller. */
+  function samplingOf(b: ChatRequest | CompletionRequest, maxTokens: number, logprobs: number | null): SamplingParams {
+    const stop = b.stop === null || b.stop === undefined ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
+    return defaultSamplingParams({
+      temperature: b.temperature ?? 1,
+      topP: b.top_p ?? 1,
+      topK: b.top_k && b.top_k > 0 ? b.top_k : 0,
+      minP: b.min_p ?? 0,
+      seed: b.seed ?? null,
+      maxTokens,
+      stop: stop.filter((s) => s.length > 0),
+      stopTokenIds: b.stop_token_ids ?? [],
+      ignoreEos: b.ignore_eos ?? false,
+      presencePenalty: b.presence_penalty ?? 0,
+      frequencyPenalty: b.frequency_penalty ?? 0,
+      repetitionPenalty: b.repetition_penalty ?? 1,
+      logprobs,
+      n: b.n ?? 1,
+    });
+  }
+
+  function checkModel(llm: Llm, model: string | undefined): void {
+    if (model !== undefined && model !== llm.modelId) throw modelNotFound(model);
+  }
+
+  function decideMaxTokens(llm: Llm, promptLen: number, requested: number | null | undefined, param: string): number {
+    const limit = llm.maxModelLen;
+    if (requested !== null && requested !== undefined) {
+      if (promptLen + requested > limit) throw contextLengthExceeded(limit, promptLen, requested, param);
+      return requested;
+    }
+    if (promptLen + 1 > limit) throw contextLengthExceeded(limit, promptLen, 1, param);
+    return Math.min(defaultMaxTokens, limit - promptLen);
+  }
+
+  function start(llm: Llm, prompt: number[], params: SamplingParams, signal: AbortSignal, param: string): AsyncIterable<Delta> {
+    try {
+      return llm.engine.generate({ prompt, params, signal });
+    } catch (e) {
+      if (e instanceof EngineOverloadedError) throw overloaded();
+      if (e instanceof EngineClosedError) throw unavailable('The server is shutting down.');
+      if (e instanceof PromptTooLongError) throw contextLengthExceeded(e.limit, e.promptTokens, e.maxTokens, param);
+      throw e;
+    }
+  }
+
+  /** A finish with reason 'abort' that the client did not cause: engine failure or shutdown deadline. */
+  function serverAbort(d: Delta, ac: AbortController): void {
+    if (d.type !== 'finish' || d.reason !== 'abort' || ac.signal.aborted) return;
+    if (typeof d.stopReason === 'string' && d.stopReason.startsWith('error:')) throw internalError();
+    throw unavailable('The request was aborted because the server is shutting down.');
+  }
+
+  /** An AbortController that fires when the client goes away. */
+  function clientAbort(c: Context): AbortController {
+    const ac = new AbortController();
+    const sig = c.req.raw.signal;
+    if (sig.aborted) ac.abort();
+    else sig.addEventListener('abort', () => ac.abort(), { once: true });
+    return ac;
+  }
+
+  /** Streams SSE: keep-alive comments until the first delta; aborts the request if the client leaves. */
+  function sse(c: Context, ac: AbortController, body: (s: SSEStreamingApi, send: (obj: unknown) => Promise<void>, gotFirst: () => void) => Promise<void>) {
+    return streamSSE(c, async (s) => {
+      s.onAbort(() => ac.abort());
+      let timer: NodeJS.Timeout | null = setInterval(() => { void s.write(': keep-alive\n\n'); }, keepAliveMs);
+      const gotFirst = () => { if (timer) { clearInterval(timer); timer = null; } };
+      try {
+        await body(s, (obj) => s.writeSSE({ data: JSON.stringify(obj) }), gotFirst);
+        await s.writeSSE({ data: '[DONE]' });
+      } catch (err) {
+        // Mid-stream failure (vLLM's convention): an error event, then [DONE].
+        const e = err instanceof ApiError ? err : internalError();
+        if (!(err instanceof ApiError)) console.error('seekd: stream error:', err);
+        if (!s.aborted) {
+          await s.writeSSE({ data: JSON.stringify(e.body()) });
+          await s.writeSSE({ data: '[DONE]' });
+        }
+      } finally {
+        gotFirst();
+        ac.abort(); // no-op when finished; frees blocks if the handler threw
+      }
+    }, async () => { /* errors handled above */ });
+  }
+
+  // ---------------------------------------------------------------- chat
+  app.post('/v1/chat/completions', async (c) => {
+    const raw = await readJson(c);
+    const parsed = chatRequestSchema.safeParse(raw);
+    if (!parsed.success) throw zodError(parsed.error);
+    const b = parsed.data;
+    const llm = ready();
+    checkModel(llm, b.model);
+    if (b.response_format && b.response_format.type !== 'text') throw invalidRequest('response_format json_object/json_schema is not supported by this server (no guided decoding).', 'response_format', 'unsupported');
+    if (b.tool_choice && typeof b.tool_choice === 'object') throw invalidRequest('Only tool_choice "auto" and "none" are supported (no guided decoding).', 'tool_choice', 'unsupported');
+    if (b.tool_choice === 'required') throw invalidRequest('Only tool_choice "auto" and "none" are supported (no guided decoding).', 'tool_choice', 'unsupported');
+    if (b.top_logprobs !== null && b.top_logprobs !== undefined && !b.logprobs) throw invalidRequest('top_logprobs requires logprobs: true.', 'top_logprobs');
+    const messages: ChatMessage[] = b.messages.map((m) => ({
+      role: m.role,
+      content: textOf(m.content as string | { text: string }[] | null | undefined),
+      ...(m.role === 'assistant' && m.tool_calls ? { tool_calls: m.tool_calls.map((t) => ({ id: t.id, type: 'function' as const, function: { name: t.function.name, arguments: t.function.arguments } })) } : {}),
+      ...(m.role === 'tool' && m.tool_call_id ? { tool_call_id: m.tool_call_id } : {}),
+      ...('name' in m && typeof m.name === 'string' ? { name: m.name } : {}),
+    }));
+    const tools = (b.tools ?? []) as ChatTool[];
+    let rendered;
+    try {
+      rendered = llm.renderChat(messages, tools.length > 0 ? tools : undefined, b.chat_template_kwargs ?? undefined);
+    } catch (e) {
+      if (e instanceof ChatTemplateError) throw invalidRequest(e.message, 'messages', 'chat_template_error');
+      throw e;
+    }
+    const promptLen = rendered.ids.length;
+    const maxTokens = decideMaxTokens(llm, promptLen, b.max_completion_tokens ?? b.max_tokens, 'messages');
+    const params = samplingOf(b, maxTokens, b.logprobs ? (b.top_logprobs ?? 0) : null);
+    const reasoning = llm.tokenizer.thinkStart !== null && llm.tokenizer.thinkEnd !== null;
+    const parseTools = tools.length > 0 && b.tool_choice !== 'none';
+    const mkParser = () => new ChatOutputParser({ reasoning, thinking: rendered.thinking, tools: parseTools });
+    const ac = clientAbort(c);
+    const it = start(llm, rendered.ids, params, ac.signal, 'messages');
+    const id = newId('chatcmpl');
+    const created = Math.floor(Date.now() / 1000);
+    const model = llm.modelId;
+    const n = params.n;
+
+    if (!b.stream) {
+      const parsers = Array.from({ length: n }, mkParser);
+      const acc = Array.from({ length: n }, () => ({ reasoning: '', content: '', lps: [] as TokenLogprob[], finish: null as FinishReason | null, usage: undefined as Usage | undefined }));
+      for await (const d of it) {
+        if (d.type === 'text') {
+          const o = parsers[d.index]!.push(d.text);
+          acc[d.index]!.reasoning += o.reasoning;
+          acc[d.index]!.content += o.content;
+          if (d.logprobs) acc[d.index]!.lps.push(...d.logprobs);
+        } else if (d.type === 'finish') {
+          serverAbort(d, ac);
+          acc[d.index]!.finish = d.reason;
+          acc[d.index]!.usage = d.usage;
+        }
+      }
+      if (ac.signal.aborted) return c.body(null, 499 as never);
+      const choices = acc.map((a, i) => {
+        const f = parsers[i]!.finish();
+        const reasoningText = a.reasoning + f.reasoning;
+        const content = a.content + f.content;
+        const toolCalls = f.toolCalls.map((t, k) => ({ id: newId('call').slice(0, 29), type: 'function', function: { name: t.name, arguments: t.arguments }, index: k }));
+        const message: Record<string, unknown> = { role: 'assistant', content: toolCalls.length > 0 && content === '' ? null : content };
+        if (reasoning) message.reasoning_content = reasoningText === '' && !rendered.thinking ? null : reasoningText;
+        if (toolCalls.length > 0) message.tool_calls = toolCalls.map(({ index: _i, ...t }) => t);
+        return {
+          index: i, message, logprobs: params.logprobs !== null ? chatLogprobs(a.lps) : null,
+          finish_reason: toolCalls.length > 0 ? 'tool_calls' : finishReasonJson(a.finish),
+        };
+      });
+      return c.json({ id, object: 'chat.completion', created, model, choices, usage: sumUsage(promptLen, acc.map((a) => a.usage)), system_fingerprint: null });
+    }
+
+    const includeUsage = b.stream_options?.include_usage === true;
+    const chunk = (choices: unknown[], usage?: unknown) => ({
+      id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices, ...(includeUsage ? { usage: usage ?? null } : {}),
+    });
+    return sse(c, ac, async (_s, send, gotFirst) => {
+      const parsers = Array.from({ length: n }, mkParser);
+      const usages: (Usage | undefined)[] = new Array(n);
+      for (let i = 0; i < n; i++) await send(chunk([{ index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
+      for await (const d of it) {
+        if (ac.signal.aborted) return;
+        if (d.type === 'text') {
+          gotFirst();
+          const o = parsers[d.index]!.push(d.text);
+          const delta: Record<string, string> = {};
+          if (o.reasoning) delta.reasoning_content = o.reasoning;
+          if (o.content) delta.content = o.content;
+          const lp = d.logprobs && params.logprobs !== null ? chatLogprobs(d.logprobs) : null;
+          if (Object.keys(delta).length > 0 || lp) await send(chunk([{ index: d.index, delta, logprobs: lp, finish_reason: null }]));
+        } else if (d.type === 'finish') {
+          usages[d.index] = d.usage;
+          if (d.reason === 'abort' && ac.signal.aborted) return;
+          serverAbort(d, ac);
+          const f = parsers[d.index]!.finish();
+          const delta: Record<string, unknown> = {};
+          if (f.reasoning) delta.reasoning_content = f.reasoning;
+          if (f.content) delta.content = f.content;
+          if (Object.keys(delta).length > 0) await send(chunk([{ index: d.index, delta, logprobs: null, finish_reason: null }]));
+          if (f.toolCalls.length > 0) {
+            await send(chunk([{
+              index: d.index, logprobs: null, finish_reason: null,
+              delta: { tool_calls: f.toolCalls.map((t, k) => ({ index: k, id: newId('call').slice(0, 29), type: 'function', function: { name: t.name, arguments: t.arguments } })) },
+            }]));
+          }
+          await send(chunk([{ index: d.index, delta: {}, logprobs: null, finish_reason: f.toolCalls.length > 0 ? 'tool_calls' : finishReasonJson(d.reason) }]));
+        }
+      }
+      if (includeUsage) await send(chunk([], sumUsage(promptLen, usages)));
+    });
+  });
+
+  // ---------------------------------------------------------------- completions
+  app.post('/v1/completions', async (c) => {
+    const raw = await readJson(c);
+    const parsed = completionRequestSchema.safeParse(raw);
+    if (!parsed.success) throw zodError(parsed.error);
+    const b = parsed.data;
+    const llm = ready();
+    checkModel(llm, b.model);
+    const promptText = Array.isArray(b.prompt) ? (typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : null) : b.prompt;
+    let ids: number[];
+    try {
+      ids = llm.encodeCompletion(promptText ?? (b.prompt as number[]), b.suffix ?? undefined);
+    } catch (e) {
+      if (e instanceof FimUnsupportedError) throw invalidRequest(e.message, 'suffix', 'unsupported');
+      throw e;
+    }
+    if (ids.length === 0) throw invalidRequest('prompt is empty.', 'prompt');
+    const vocab = llm.runner.vocabSize;
+    if (ids.some((t) => t >= vocab)) throw invalidRequest(`prompt token ids must be < ${vocab}.`, 'prompt');
+    const promptLen = ids.length;
+    const maxTokens = decideMaxTokens(llm, promptLen, b.max_tokens ?? 16, 'prompt');
+    const params = samplingOf(b, maxTokens, b.logprobs ?? null);
+    const echo = b.echo === true && promptText !== null ? promptText : '';
+    const ac = clientAbort(c);
+    const it = start(llm, ids, params, ac.signal, 'prompt');
+    const id = newId('cmpl');
+    const created = Math.floor(Date.now() / 1000);
+    const model = llm.modelId;
+    const n = params.n;
+
+    if (!b.stream) {
+      const acc = Array.from({ length: n }, () => ({ text: echo, lps: [] as TokenLogprob[], finish: null as FinishReason | null, usage: undefined as Usage | undefined }));
+      for await (const d of it) {
+        if (d.type === 'text') { acc[d.index]!.text += d.text; if (d.logprobs) acc[d.index]!.lps.push(...d.logprobs); }
+        else if (d.type === 'finish') { serverAbort(d, ac); acc[d.index]!.finish = d.reason; acc[d.index]!.usage = d.usage; }
+      }
+      if (ac.signal.aborted) return c.body(null, 499 as never);
+      const choices = acc.map((a, i) => ({
+        index: i, text: a.text, logprobs: params.logprobs !== null ? completionLogprobs(a.lps, echo.length) : null, finish_reason: finishReasonJson(a.finish),
+      }));
+      return c.json({ id, object: 'text_completion', created, model, choices, usage: sumUsage(promptLen, acc.map((a) => a.usage)), system_fingerprint: null });
+    }
+
+    const includeUsage = b.stream_options?.include_usage === true;
+    const chunk = (choices: unknown[], usage?: unknown) => ({ id, object: 'text_completion', created, model, system_fingerprint: null, choices, ...(includeUsage ? { usage: usage ?? null } : {}) });
+    return sse(c, ac, async (_s, send, gotFirst) => {
+      const usages: (Usage | undefined)[] = new Array(n);
+      const offsets = new Array<number>(n).fill(echo.length);
+      if (echo) for (let i = 0; i < n; i++) await send(chunk([{ index: i, text: echo, logprobs: null, finish_reason: null }]));
+      for await (const d of it) {
+        if (ac.signal.aborted) return;
+        if (d.type === 'text') {
+          gotFirst();
+          const lp = d.logprobs && params.logprobs !== null ? completionLogprobs(d.logprobs, offsets[d.index]!) : null;
+          offsets[d.index]! += d.text.length;
+          if (d.text || lp) await send(chunk([{ index: d.index, text: d.text, logprobs: lp, finish_reason: null }]));
+        } else if (d.type === 'finish') {
+          usages[d.index] = d.usage;
+          if (d.reason === 'abort' && ac.signal.aborted) return;
+          serverAbort(d, ac);
+          await send(chunk([{ index: d.index, text: '', logprobs: null, finish_reason: finishReasonJson(d.reason) }]));
+        }
+      }
+      if (includeUsage) await send(chunk([], sumUsage(promptLen, usages)));
+    });
+  });
+
+  return app;
+}
