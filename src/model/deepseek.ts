@@ -9,6 +9,8 @@ import type { Kernels, WeightMatrix } from '../kernels/api.ts';
 import { Checkpoint } from '../weights/checkpoint.ts';
 import type { Tracer } from '../platform/tracer.ts';
 import { ConfigError, isMoeLayer, loadConfig, qkHeadDim, softmaxScale, type DeepseekConfig } from './config.ts';
+import { createRefFlashMla } from '../kernels/flashmla/ref.ts';
+import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { LatentCache } from './latent-cache.ts';
 import {
   deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
@@ -59,6 +61,8 @@ export class DeepseekModel {
   readonly #rope: RopeTable;
   readonly #moe: MoeExecutor;
   readonly #scale: number;
+  /** FlashMLA kernel of the backend (absorbed attention over the paged latent cache). */
+  readonly #mla: SyncFlashMlaKernel;
 
   private constructor(readonly config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, moe: MoeExecutorFactory) {
     this.#k = kernels;
@@ -68,6 +72,7 @@ export class DeepseekModel {
       deriveAbsorbed(kernels, l.attn.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim));
     this.#rope = new RopeTable(c);
     this.#scale = softmaxScale(c);
+    this.#mla = flashMlaFor(kernels);
     this.#moe = moe({ config: c, kernels, moe: (layer) => this.#w.layers[layer]?.moe });
   }
 
@@ -225,7 +230,7 @@ export class DeepseekModel {
         scatterCols(qLat, T, kvLora, qf, Hd * R, h * R);
         scatterCols(gatherCols(q, T, Hd * qk, h * qk + nope, rope), T, rope, qf, Hd * R, h * R + kvLora);
       }
-      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale); // [T, Hd, kvLora]
+      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale, this.#mla); // [T, Hd, kvLora]
       o = new Float32Array(T * Hd * vDim);
       for (let h = 0; h < Hd; h++) {
         const oh = k.matmul(gatherCols(oLat, T, Hd * kvLora, h * kvLora, kvLora), T, ab.v[h]!);
@@ -247,6 +252,11 @@ export class DeepseekModel {
     if (m.shared) addInPlace(y, mlp(k, m.shared, x, T));
     return y;
   }
+}
+
+/** The FlashMLA kernel the model attends with (the plain-TS reference port for every backend for now). */
+function flashMlaFor(_k: Kernels): SyncFlashMlaKernel {
+  return createRefFlashMla();
 }
 
 function addInPlace(x: Float32Array, y: Float32Array): void {
