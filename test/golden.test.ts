@@ -30,12 +30,13 @@ function checkRouting(where: string, layer: number, experts: Int32Array, weights
   return worst;
 }
 
-for (const variant of VARIANTS) {
-  describe(`golden ${variant}`, () => {
+// Every compute backend that runs on the CPU (wasm with 2 threads: matmul columns split across them).
+for (const backend of ['ref', 'wasm'] as const) for (const variant of VARIANTS) {
+  describe(`golden ${variant} on ${backend}`, () => {
     let kernels: Kernels;
     let model: DeepseekModel;
     before(async () => {
-      kernels = await loadBackend('ref');
+      kernels = await loadBackend(backend, { threads: backend === 'wasm' ? 2 : 1 });
       model = await DeepseekModel.load(join(REF_DIR, variant), kernels);
     });
     after(async () => {
@@ -104,9 +105,9 @@ for (const variant of VARIANTS) {
             }
           }
         }
-        measured[`${variant} ${attn} logits`] = worstLogit;
-        measured[`${variant} ${attn} routing weights`] = worstW;
-        measured[`${variant} ${attn} block out (rel)`] = worstBlock;
+        measured[`${backend} ${variant} ${attn} logits`] = worstLogit;
+        measured[`${backend} ${variant} ${attn} routing weights`] = worstW;
+        measured[`${backend} ${variant} ${attn} block out (rel)`] = worstBlock;
       });
     }
   });
