@@ -49,6 +49,13 @@ export interface LoadOptions {
   mtp?: boolean;
 }
 
+/**
+ * eps of q_a_layernorm and kv_a_layernorm: HF builds them as DeepseekV2RMSNorm(rank) with the default
+ * eps 1e-6, whatever config.rms_norm_eps says (DeepSeek's reference uses 1e-6 for every norm).
+ * The decoder-layer norms and the final norm use config.rms_norm_eps.
+ */
+export const LORA_NORM_EPS = 1e-6;
+
 export class ModelInputError extends Error {
   override name = 'ModelInputError';
   readonly exitCode = 2;
@@ -200,7 +207,7 @@ export class DeepseekModel {
 
     // Queries [T, Hd, nope + rope]; RoPE on the rope part of every head.
     const q = a.q ? k.matmul(x, T, a.q)
-      : k.matmul(k.rmsNorm(k.matmul(x, T, a.qA!), T, a.qANorm!, c.rms_norm_eps), T, a.qB!);
+      : k.matmul(k.rmsNorm(k.matmul(x, T, a.qA!), T, a.qANorm!, LORA_NORM_EPS), T, a.qB!);
     const qr = this.#rope.rows(positions, Hd);
     k.rope(q, T * Hd, qk, nope, rope, qr.cos, qr.sin);
 
@@ -208,7 +215,7 @@ export class DeepseekModel {
     const kv = k.matmul(x, T, a.kvA);
     const kr = this.#rope.rows(positions, 1);
     k.rope(kv, T, R, kvLora, rope, kr.cos, kr.sin);
-    const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora), T, a.kvANorm, c.rms_norm_eps);
+    const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora), T, a.kvANorm, LORA_NORM_EPS);
     scatterCols(ckv, T, kvLora, kv, R, 0);
     const kc = cache.layers[l]!;
     {
