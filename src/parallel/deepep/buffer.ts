@@ -167,17 +167,55 @@ export class Buffer {
         }
         if (x.dtype === 'fp8') mf.set(x.scales.subarray(t * S, t * S + S), oS + i * S);
       }
-      // Rows go out as views of x, one per run of consecutive tokens (no gather copy here).
-      const p: Uint8Array[] = [new Uint8Array(meta)];
-      for (let i = 0; i < n;) {
-        let j = i + 1;
-        while (j < n && idx[j] === idx[j - 1]! + 1) j++;
-        p.push(rowBytes(x, idx[i]!, idx[j - 1]! + 1));
-        i = j;
-      }
-      parts.push(p);
+      parts.push([new Uint8Array(meta), ...rowRuns(x, idx)]);
     }
     return { parts, finish: (msgs) => this.#unpackDispatch(msgs, x, K, S, perRank, sendIdx) };
+  }
+
+  /**
+   * Cached dispatch (DeepEP's dispatch with a `handle`): new rows x [T, H] sent exactly where the dispatch
+   * that made `handle` sent its tokens; returns the received rows in the same order as that dispatch.
+   */
+  async dispatchCached(x: Tokens, handle: DispatchHandle): Promise<Tokens> {
+    const p = this.#planCached(x, handle);
+    return p.finish(await this.#startAsync(p.parts, 'cached_dispatch')());
+  }
+
+  dispatchCachedSync(x: Tokens, handle: DispatchHandle): Tokens {
+    const p = this.#planCached(x, handle);
+    return p.finish(this.#startSync(p.parts, 'cached_dispatch')());
+  }
+
+  #planCached(x: Tokens, handle: DispatchHandle): Plan<Tokens> {
+    const op = 'cached_dispatch';
+    const T = numRows(x, op);
+    if (T !== handle.numTokens || x.hidden !== handle.hidden) throw new DeepEPShapeError(op, 'x', `is [${T}, ${x.hidden}], the handle is for [${handle.numTokens}, ${handle.hidden}]`);
+    const S = scalesPerRow(x.dtype, x.hidden);
+    const parts = handle.sendIdx.map((idx) => {
+      const n = idx.length;
+      const meta = new ArrayBuffer((HEADER_WORDS + n + n * S) * 4);
+      const mi = new Int32Array(meta);
+      mi.set([n, 0, DTYPE_CODE[x.dtype], x.hidden]);
+      mi.set(idx, HEADER_WORDS);
+      if (x.dtype === 'fp8') {
+        const mf = new Float32Array(meta);
+        for (let i = 0; i < n; i++) mf.set(x.scales.subarray(idx[i]! * S, idx[i]! * S + S), HEADER_WORDS + n + i * S);
+      }
+      return [new Uint8Array(meta), ...rowRuns(x, idx)];
+    });
+    return {
+      parts,
+      finish: (msgs) => {
+        const r = this.#unpackDispatch(msgs, x, 0, S, 0, [...handle.sendIdx]);
+        const R = this.comm.size;
+        for (let s = 0; s < R; s++) {
+          if (r.handle.recvCountPerRank[s] !== handle.recvCountPerRank[s]) {
+            throw new DeepEPShapeError(op, 'handle', `rank ${s} sent ${r.handle.recvCountPerRank[s]} rows, the handle expects ${handle.recvCountPerRank[s]}`);
+          }
+        }
+        return r.recvX;
+      },
+    };
   }
 
   #unpackDispatch(msgs: Uint8Array[], x: Tokens, ownK: number, S: number, perRank: number, sendIdx: Int32Array[]): DispatchResult {
@@ -264,8 +302,7 @@ export class Buffer {
     const H = x.hidden;
     const T = handle.numTokens;
     const out = new Float32Array(T * H);
-    const bf = new Float32Array(new Uint32Array(1).buffer);
-    const bits = new Uint32Array(bf.buffer);
+    const row = new Float32Array(H);
     msgs.forEach((m, r) => {
       const h = int32View(m, 0, HEADER_WORDS);
       const idx = handle.sendIdx[r]!;
@@ -274,16 +311,8 @@ export class Buffer {
       }
       const v = dataView(x.dtype, m, HEADER_WORDS * 4, idx.length * H);
       for (let i = 0; i < idx.length; i++) {
-        const o = idx[i]! * H;
-        const src = i * H;
-        if (x.dtype === 'f32') {
-          for (let c = 0; c < H; c++) out[o + c] += v[src + c]!;
-        } else {
-          for (let c = 0; c < H; c++) {
-            bits[0] = v[src + c]! << 16;
-            out[o + c] += bf[0]!;
-          }
-        }
+        const src = x.dtype === 'f32' ? (v as Float32Array).subarray(i * H, (i + 1) * H) : bf16RowToF32(v as Uint16Array, i * H, row);
+        addScaled(out, idx[i]! * H, src, 1);
       }
     });
     if (x.dtype === 'f32') return { dtype: 'f32', hidden: H, data: out };
@@ -477,24 +506,15 @@ export class Buffer {
         }
         views.push(dataView(x.dtype, msgs[r]!, HEADER_WORDS * 4, j * H) as Float32Array | Uint16Array);
       }
-      const bf = new Float32Array(1);
-      const bits = new Uint32Array(bf.buffer);
+      const row = new Float32Array(H);
       for (let t = 0; t < T; t++) {
-        const o = t * H;
         for (let k = 0; k < K; k++) {
           const p = t * K + k;
           if (pairMsg[p]! < 0) continue;
-          const wgt = topkWeights[p]!;
           const v = views[pairMsg[p]!]!;
-          const src = pairRow[p]! * H;
-          if (x.dtype === 'f32') {
-            for (let c = 0; c < H; c++) out[o + c] += wgt * v[src + c]!;
-          } else {
-            for (let c = 0; c < H; c++) {
-              bits[0] = v[src + c]! << 16;
-              out[o + c] += wgt * bf[0]!;
-            }
-          }
+          const r0 = pairRow[p]! * H;
+          const src = x.dtype === 'f32' ? (v as Float32Array).subarray(r0, r0 + H) : bf16RowToF32(v as Uint16Array, r0, row);
+          addScaled(out, t * H, src, topkWeights[p]!);
         }
       }
     };
@@ -552,6 +572,32 @@ function once(wait: () => Uint8Array[], finish: (m: Uint8Array[]) => void): () =
     finish(wait());
     done = true;
   };
+}
+
+/** Rows idx (ascending) of x as views, one per run of consecutive tokens (no gather copy). */
+function rowRuns(x: Tokens, idx: Int32Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < idx.length;) {
+    let j = i + 1;
+    while (j < idx.length && idx[j] === idx[j - 1]! + 1) j++;
+    out.push(rowBytes(x, idx[i]!, idx[j - 1]! + 1));
+    i = j;
+  }
+  return out;
+}
+
+/** out[o..o+n) += w · src (f32 accumulation); monomorphic so the loop stays fast. */
+function addScaled(out: Float32Array, o: number, src: Float32Array, w: number): void {
+  const n = src.length;
+  if (w === 1) for (let c = 0; c < n; c++) out[o + c] += src[c]!;
+  else for (let c = 0; c < n; c++) out[o + c] += w * src[c]!;
+}
+
+/** bf16 bits src[off..off+row.length) -> row (f32 bits = u16 << 16, written through a Uint32 view). */
+function bf16RowToF32(src: Uint16Array, off: number, row: Float32Array): Float32Array {
+  const u = new Uint32Array(row.buffer, row.byteOffset, row.length);
+  for (let c = 0; c < u.length; c++) u[c] = src[off + c]! << 16;
+  return row;
 }
 
 /** bucket[e] = pair indices t·K + k routed to expert e, in increasing order (token-major). */
