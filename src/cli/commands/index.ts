@@ -4,7 +4,8 @@ import { register as eplb } from './eplb.ts';
 import { register as generate } from './generate.ts';
 import { register as info } from './info.ts';
 import { register as score } from './score.ts';
+import { register as serve } from './serve.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [eplb, generate, info, score];
+export const COMMANDS: RegisterCommand[] = [eplb, generate, info, score, serve];
