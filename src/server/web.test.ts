@@ -32,22 +32,21 @@ test('chat page: type a message, see a streamed answer, stop a generation', { sk
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(srv.url + '/');
-  await page.waitForFunction(() => (document.getElementById('model') as HTMLSelectElement).options.length > 0);
+  await page.waitForFunction("document.getElementById('model').options.length > 0");
   assert.equal(await page.inputValue('#model'), llm.modelId);
 
   // Count streamed updates of the answer bubble: a streamed answer changes many times.
-  await page.evaluate(() => {
-    (window as unknown as { updates: number }).updates = 0;
-    new MutationObserver(() => { (window as unknown as { updates: number }).updates++; })
-      .observe(document.getElementById('log')!, { subtree: true, characterData: true, childList: true });
-  });
+  // (Browser-side code as strings: this project's TypeScript has no DOM types.)
+  await page.evaluate(`window.updates = 0;
+    new MutationObserver(() => { window.updates++; })
+      .observe(document.getElementById('log'), { subtree: true, characterData: true, childList: true });`);
   await page.fill('#maxtokens', '24');
   await page.fill('#input', 'Hello! Who are you?');
   await page.press('#input', 'Enter');
-  await page.waitForFunction(() => document.getElementById('status')!.textContent!.startsWith('Done'), null, { timeout: 60_000 });
+  await page.waitForFunction("document.getElementById('status').textContent.startsWith('Done')", null, { timeout: 60_000 });
   const answer = await page.textContent('.assistant .content');
   assert.ok(answer && answer.length > 0, 'an answer appeared');
-  assert.ok(await page.evaluate(() => (window as unknown as { updates: number }).updates) > 5, 'the answer arrived in pieces');
+  assert.ok((await page.evaluate('window.updates')) as number > 5, 'the answer arrived in pieces');
   assert.equal(await page.textContent('.user'), 'Hello! Who are you?');
   await page.screenshot({ path: join(process.env.SEEKD_SCREENSHOT_DIR ?? tmpdir(), 'seekd-chat.png') });
 
@@ -55,9 +54,9 @@ test('chat page: type a message, see a streamed answer, stop a generation', { sk
   await page.fill('#maxtokens', '900');
   await page.fill('#input', 'Tell me a long story.');
   await page.press('#input', 'Enter');
-  await page.waitForFunction(() => (document.querySelectorAll('.assistant .content')[1]?.textContent ?? '').length > 0, null, { timeout: 60_000 });
+  await page.waitForFunction("(document.querySelectorAll('.assistant .content')[1]?.textContent ?? '').length > 0", null, { timeout: 60_000 });
   await page.click('#stop');
-  await page.waitForFunction(() => document.getElementById('status')!.textContent === 'Stopped.');
+  await page.waitForFunction("document.getElementById('status').textContent === 'Stopped.'");
   for (let i = 0; i < 100 && llm.engine.numLive > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(llm.engine.kvUsage(), 0);
   assert.deepEqual(errors, []);
