@@ -7,6 +7,12 @@ import { loadBackend, type Kernels } from '../src/kernels/index.ts';
 import { DeepseekModel, ModelInputError } from '../src/model/deepseek.ts';
 import { CacheError } from '../src/model/latent-cache.ts';
 import { REF_DIR, expected, maxAbsDiff } from './helpers.ts';
+import { mkdirSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Checkpoint } from '../src/weights/checkpoint.ts';
+import { writeSafetensors, type TensorToWrite } from '../src/weights/writer.ts';
+import { WeightError } from '../src/model/weight-map.ts';
+import { SafetensorsError } from '../src/weights/errors.ts';
 
 describe('forward (tiny-v3-fp8)', () => {
   let kernels: Kernels;
@@ -123,5 +129,29 @@ describe('forward (tiny-v3-fp8)', () => {
     const tracer = { span<T>(name: string, cat: string, fn: () => T): T { assert.equal(cat, 'compute'); names.push(name); return fn(); } };
     model.forward({ tokens: Int32Array.of(1, 2), seqs: [{ blockTable: Int32Array.of(0), numCached: 0, numNew: 2 }] }, model.createCache(1), { tracer });
     assert.deepEqual(names, ['layer.0.attn', 'layer.0.mlp', 'layer.1.attn', 'layer.1.moe', 'layer.2.attn', 'layer.2.moe']);
+  });
+
+  it('a checkpoint missing a tensor or an FP8 scale is refused with an error naming the tensor', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'seekd-badck-'));
+    try {
+      const src = join(REF_DIR, 'tiny-v3-fp8');
+      const ck = Checkpoint.open(src);
+      const all: TensorToWrite[] = [...ck.tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape], data: ck.readBytes(t.name) }));
+      ck.close();
+      const cfg = readFileSync(join(src, 'config.json'), 'utf8');
+      const write = (dir: string, drop: string) => {
+        const d = join(tmp, dir);
+        mkdirSync(d);
+        writeFileSync(join(d, 'config.json'), cfg);
+        writeSafetensors(join(d, 'model.safetensors'), all.filter((t) => t.name !== drop));
+        return d;
+      };
+      const noO = write('no-o', 'model.layers.1.self_attn.o_proj.weight');
+      await assert.rejects(DeepseekModel.load(noO, kernels), (e: unknown) => e instanceof WeightError && e.tensor === 'model.layers.1.self_attn.o_proj.weight');
+      const noScale = write('no-scale', 'model.layers.2.mlp.experts.5.down_proj.weight_scale_inv');
+      await assert.rejects(DeepseekModel.load(noScale, kernels), (e: unknown) => e instanceof SafetensorsError && /experts\.5\.down_proj/.test(e.message));
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

@@ -22,13 +22,14 @@ export const VARIANT_CONFIGS: Record<VariantName, Record<string, unknown>> = {
     rope_scaling: { type: 'yarn', factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale: 0.707, mscale_all_dim: 0.707 },
   },
   // DeepSeek-V2 style: group-limited greedy over softmax scores, routed_scaling_factor 16, v_head_dim ≠
-  // qk_nope_head_dim, every other layer MoE from layer 0, YaRN mscale (1.0) ≠ mscale_all_dim (0.5).
+  // qk_nope_head_dim, every other layer MoE from layer 0, YaRN mscale (1.0) ≠ mscale_all_dim (0.5),
+  // and a large rms_norm_eps (HF applies it to the layer norms only, 1e-6 to q_a/kv_a_layernorm).
   'v2-group': {
     model_type: 'deepseek_v2', architectures: ['DeepseekV2ForCausalLM'], num_hidden_layers: 3,
     q_lora_rank: 48, qk_nope_head_dim: 32, qk_rope_head_dim: 16, v_head_dim: 48, num_attention_heads: 2,
     n_routed_experts: 8, num_experts_per_tok: 2, n_shared_experts: 1, n_group: 4, topk_group: 2,
     scoring_func: 'softmax', topk_method: 'group_limited_greedy', norm_topk_prob: false, routed_scaling_factor: 16.0,
-    first_k_dense_replace: 0, moe_layer_freq: 2, num_nextn_predict_layers: 0,
+    first_k_dense_replace: 0, moe_layer_freq: 2, num_nextn_predict_layers: 0, rms_norm_eps: 1e-2,
     rope_scaling: { type: 'yarn', factor: 16, original_max_position_embeddings: 2048, beta_fast: 32, beta_slow: 1, mscale: 1.0, mscale_all_dim: 0.5 },
   },
   // DeepSeek-V3 style routing (sigmoid, noaux_tc with bias) but plain RoPE, no shared experts, tied

@@ -6,7 +6,7 @@ import { UsageError } from './errors.ts';
 import { backendNames, loadBackend, type Kernels } from '../kernels/index.ts';
 import { UnknownBackendError } from '../kernels/api.ts';
 import { ConfigError } from '../model/config.ts';
-import { DeepseekModel } from '../model/deepseek.ts';
+import { DeepseekModel, type LoadOptions } from '../model/deepseek.ts';
 import { SafetensorsError } from '../weights/errors.ts';
 
 export interface ModelCliOptions {
@@ -68,11 +68,11 @@ export async function openKernels(opts: ModelCliOptions): Promise<Kernels> {
 }
 
 /** Loads the model; config and checkpoint problems become one-line usage errors (exit 2). */
-export async function openModel(opts: ModelCliOptions): Promise<{ model: DeepseekModel; kernels: Kernels }> {
+export async function openModel(opts: ModelCliOptions, load: LoadOptions = {}): Promise<{ model: DeepseekModel; kernels: Kernels }> {
   checkModelDir(opts.model);
   const kernels = await openKernels(opts);
   try {
-    const model = await DeepseekModel.load(opts.model, kernels);
+    const model = await DeepseekModel.load(opts.model, kernels, load);
     return { model, kernels };
   } catch (e) {
     await kernels.dispose();

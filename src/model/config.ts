@@ -217,6 +217,7 @@ function parseQuant(r: Reader): Fp8QuantizationConfig | null {
 export function parseConfig(json: unknown, source = 'config.json'): DeepseekConfig {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError('', 'config must be a JSON object', source);
   const r = new Reader(json as Json, source);
+  if (!r.has('model_type')) throw r.err('model_type', 'missing required field model_type (deepseek_v2 or deepseek_v3)');
   const model_type = r.oneOf<ModelType>('model_type', ['deepseek_v2', 'deepseek_v3'], undefined as unknown as ModelType);
   const d = model_type === 'deepseek_v2' ? V2_DEFAULTS : V3_DEFAULTS;
   const num_attention_heads = r.int('num_attention_heads');

@@ -9,6 +9,8 @@ import type { Kernels, WeightMatrix } from '../kernels/api.ts';
 import { Checkpoint } from '../weights/checkpoint.ts';
 import type { Tracer } from '../platform/tracer.ts';
 import { ConfigError, isMoeLayer, loadConfig, qkHeadDim, softmaxScale, type DeepseekConfig } from './config.ts';
+import { createRefFlashMla } from '../kernels/flashmla/ref.ts';
+import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { LatentCache } from './latent-cache.ts';
 import {
   deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
@@ -47,6 +49,13 @@ export interface LoadOptions {
   mtp?: boolean;
 }
 
+/**
+ * eps of q_a_layernorm and kv_a_layernorm: HF builds them as DeepseekV2RMSNorm(rank) with the default
+ * eps 1e-6, whatever config.rms_norm_eps says (DeepSeek's reference uses 1e-6 for every norm).
+ * The decoder-layer norms and the final norm use config.rms_norm_eps.
+ */
+export const LORA_NORM_EPS = 1e-6;
+
 export class ModelInputError extends Error {
   override name = 'ModelInputError';
   readonly exitCode = 2;
@@ -59,6 +68,8 @@ export class DeepseekModel {
   readonly #rope: RopeTable;
   readonly #moe: MoeExecutor;
   readonly #scale: number;
+  /** FlashMLA kernel of the backend (absorbed attention over the paged latent cache). */
+  readonly #mla: SyncFlashMlaKernel;
 
   private constructor(readonly config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, moe: MoeExecutorFactory) {
     this.#k = kernels;
@@ -68,6 +79,7 @@ export class DeepseekModel {
       deriveAbsorbed(kernels, l.attn.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim));
     this.#rope = new RopeTable(c);
     this.#scale = softmaxScale(c);
+    this.#mla = flashMlaFor(kernels);
     this.#moe = moe({ config: c, kernels, moe: (layer) => this.#w.layers[layer]?.moe });
   }
 
@@ -195,7 +207,7 @@ export class DeepseekModel {
 
     // Queries [T, Hd, nope + rope]; RoPE on the rope part of every head.
     const q = a.q ? k.matmul(x, T, a.q)
-      : k.matmul(k.rmsNorm(k.matmul(x, T, a.qA!), T, a.qANorm!, c.rms_norm_eps), T, a.qB!);
+      : k.matmul(k.rmsNorm(k.matmul(x, T, a.qA!), T, a.qANorm!, LORA_NORM_EPS), T, a.qB!);
     const qr = this.#rope.rows(positions, Hd);
     k.rope(q, T * Hd, qk, nope, rope, qr.cos, qr.sin);
 
@@ -203,7 +215,7 @@ export class DeepseekModel {
     const kv = k.matmul(x, T, a.kvA);
     const kr = this.#rope.rows(positions, 1);
     k.rope(kv, T, R, kvLora, rope, kr.cos, kr.sin);
-    const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora), T, a.kvANorm, c.rms_norm_eps);
+    const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora), T, a.kvANorm, LORA_NORM_EPS);
     scatterCols(ckv, T, kvLora, kv, R, 0);
     const kc = cache.layers[l]!;
     {
@@ -225,7 +237,7 @@ export class DeepseekModel {
         scatterCols(qLat, T, kvLora, qf, Hd * R, h * R);
         scatterCols(gatherCols(q, T, Hd * qk, h * qk + nope, rope), T, rope, qf, Hd * R, h * R + kvLora);
       }
-      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale); // [T, Hd, kvLora]
+      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale, this.#mla); // [T, Hd, kvLora]
       o = new Float32Array(T * Hd * vDim);
       for (let h = 0; h < Hd; h++) {
         const oh = k.matmul(gatherCols(oLat, T, Hd * kvLora, h * kvLora, kvLora), T, ab.v[h]!);
@@ -247,6 +259,11 @@ export class DeepseekModel {
     if (m.shared) addInPlace(y, mlp(k, m.shared, x, T));
     return y;
   }
+}
+
+/** The FlashMLA kernel the model attends with (the plain-TS reference port for every backend for now). */
+function flashMlaFor(_k: Kernels): SyncFlashMlaKernel {
+  return createRefFlashMla();
 }
 
 function addInPlace(x: Float32Array, y: Float32Array): void {

@@ -5,8 +5,11 @@
 // A sequence owns a block table (Int32Array of block ids): position p lives in block
 // blockTable[p / 64], row p % 64. Reference: deepseek-ai/FlashMLA `flash_mla_with_kvcache`
 // (k_cache [num_blocks, page_block_size = 64, h_k = 1, d = 576], head_dim_v = 512).
+// The layer arrays ARE the FlashMLA port's cache layers (src/kernels/flashmla/types.ts KvCacheLayer,
+// f32 storage): `kvLayer(l)` hands them to flashMlaWithKvcache without a copy.
+import { MLA_BLOCK_SIZE, type KvCacheLayer } from '../kernels/flashmla/types.ts';
 
-export const CACHE_BLOCK_SIZE = 64;
+export const CACHE_BLOCK_SIZE = MLA_BLOCK_SIZE;
 
 export class CacheError extends Error {
   override name = 'CacheError';
@@ -31,6 +34,13 @@ export class LatentCache {
     if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) throw new CacheError(`numBlocks must be a positive integer, got ${numBlocks}`);
     this.rowDim = kvLoraRank + ropeDim;
     this.layers = Array.from({ length: numLayers }, () => new Float32Array(numBlocks * CACHE_BLOCK_SIZE * this.rowDim));
+  }
+
+  /** Layer `l` as a FlashMLA k_cache [numBlocks, 64, 1, rowDim] (f32, shares the array). */
+  kvLayer(l: number): KvCacheLayer {
+    const data = this.layers[l];
+    if (!data) throw new CacheError(`layer ${l} outside [0, ${this.numLayers})`);
+    return { dtype: 'f32', numBlocks: this.numBlocks, numKvHeads: 1, headDim: this.rowDim, data };
   }
 
   /** Bytes held by the cache. */

@@ -8,7 +8,9 @@
 // Shapes: T new tokens of all sequences (varlen, concatenated), Hd heads, R = rowDim = kv_lora + rope.
 import { FP8_BLOCK, type Kernels, type WeightMatrix } from '../kernels/api.ts';
 import { FP8_E4M3_TABLE } from '../tensor/dtypes.ts';
-import type { LatentCache } from './latent-cache.ts';
+import { getMlaMetadata } from '../kernels/flashmla/metadata.ts';
+import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
+import { CACHE_BLOCK_SIZE, type LatentCache } from './latent-cache.ts';
 
 /** Positions numCached..numCached+numNew-1 of one sequence. */
 export interface SeqSlice { blockTable: Int32Array; numCached: number; numNew: number }
@@ -89,51 +91,54 @@ export function scatterCols(src: Float32Array, rows: number, n: number, x: Float
 }
 
 /**
- * Absorbed attention over the paged latent cache (FlashMLA semantics, varlen, causal):
+ * Absorbed attention over the paged latent cache through the FlashMLA port (varlen, causal):
  * q [T, Hd, R] = [q_lat | q_pe]; each new token at position p attends to positions 0..p of its
- * sequence; out [T, Hd, kvLora] = Σ softmax(q·row · scale) · c_kv.
+ * sequence; out [T, Hd, kvLora] = Σ softmax(q·row · scale) · c_kv. Sequences with the same number of
+ * new tokens form one FlashMLA call (q [b, sQ, Hd, R], cache_seqlens = numCached + numNew, causal):
+ * FlashMLA's causal rule lets new token i see keys ≤ numCached + i, which covers decode (sQ = 1),
+ * prefill and chunked prefill (new tokens attend to the cached prefix plus themselves).
  */
 export function latentAttention(
   q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number, scale: number,
+  mla: SyncFlashMlaKernel,
 ): Float32Array {
   const R = cache.rowDim;
   const dv = cache.kvLoraRank;
-  const kc = cache.layers[layer]!;
   const T = q.length / (heads * R);
   const out = new Float32Array(T * heads * dv);
+  const starts: number[] = [];
   let t0 = 0;
-  for (const s of seqs) {
-    const total = s.numCached + s.numNew;
-    const offs = new Int32Array(total);
-    for (let p = 0; p < total; p++) offs[p] = cache.rowOffset(s.blockTable, p);
-    const scores = new Float64Array(total);
-    for (let i = 0; i < s.numNew; i++) {
-      const t = t0 + i;
-      const n = s.numCached + i + 1; // causal: positions 0..numCached+i
-      for (let h = 0; h < heads; h++) {
-        const qo = (t * heads + h) * R;
-        let mx = -Infinity;
-        for (let p = 0; p < n; p++) {
-          const ko = offs[p]!;
-          let acc = 0;
-          for (let d = 0; d < R; d++) acc += q[qo + d]! * kc[ko + d]!;
-          const sc = acc * scale;
-          scores[p] = sc;
-          if (sc > mx) mx = sc;
-        }
-        let sum = 0;
-        for (let p = 0; p < n; p++) { const e = Math.exp(scores[p]! - mx); scores[p] = e; sum += e; }
-        const oo = (t * heads + h) * dv;
-        for (let p = 0; p < n; p++) {
-          const wgt = scores[p]! / sum;
-          const ko = offs[p]!;
-          for (let d = 0; d < dv; d++) out[oo + d] = out[oo + d]! + wgt * kc[ko + d]!;
-        }
-      }
-    }
-    t0 += s.numNew;
+  for (const s of seqs) { starts.push(t0); t0 += s.numNew; }
+  const groups = new Map<number, number[]>(); // numNew -> sequence indices
+  seqs.forEach((s, i) => { const g = groups.get(s.numNew); if (g) g.push(i); else groups.set(s.numNew, [i]); });
+  const kCache = cache.kvLayer(layer);
+  for (const [sQ, idx] of groups) {
+    const b = idx.length;
+    const rowLen = sQ * heads * R; // one sequence's new-token queries, contiguous in q
+    const qb = new Float32Array(b * rowLen);
+    const maxBlocks = Math.max(...idx.map((i) => blocksOf(seqs[i]!)));
+    const blockTable = new Int32Array(b * maxBlocks);
+    const cacheSeqlens = new Int32Array(b);
+    idx.forEach((i, j) => {
+      const s = seqs[i]!;
+      qb.set(q.subarray(starts[i]! * heads * R, starts[i]! * heads * R + rowLen), j * rowLen);
+      const nb = blocksOf(s);
+      blockTable.set(s.blockTable.subarray(0, nb), j * maxBlocks);
+      cacheSeqlens[j] = s.numCached + s.numNew;
+    });
+    const meta = getMlaMetadata(cacheSeqlens, sQ * heads, 1, mla.numParts(b, sQ, heads, 1));
+    const r = mla.flashMlaWithKvcache({
+      q: qb, batch: b, seqLenQ: sQ, numHeadsQ: heads, kCache, blockTable, cacheSeqlens, dV: dv, meta,
+      softmaxScale: scale, causal: true,
+    });
+    idx.forEach((i, j) => out.set(r.out.subarray(j * sQ * heads * dv, (j + 1) * sQ * heads * dv), starts[i]! * heads * dv));
   }
   return out;
+}
+
+/** Blocks holding a sequence's positions 0 .. numCached + numNew − 1. */
+function blocksOf(s: SeqSlice): number {
+  return Math.ceil((s.numCached + s.numNew) / CACHE_BLOCK_SIZE);
 }
 
 /**

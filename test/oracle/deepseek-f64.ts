@@ -1,8 +1,9 @@
 // An independent float64 oracle of the Hugging Face `modeling_deepseek.py` semantics (DeepSeek-V2 and
 // V3), for checking the engine on checkpoints that have no reference vectors. Deliberately plain:
 // no cache (the whole sequence every time), per-head naive attention, HF's own RoPE formulation
-// (de-interleave then rotate_half), HF's MoEGate branches per model_type. It shares no code with
-// src/model: only the safetensors reader and the number formats.
+// (de-interleave then rotate_half), HF's MoEGate branches per model_type, HF's norm eps (config
+// rms_norm_eps for the layer norms, the DeepseekV2RMSNorm default 1e-6 for q_a/kv_a_layernorm).
+// It shares no code with src/model: only the safetensors reader and the number formats.
 // References: HF modeling_deepseek.py for DeepSeek-V2 (deepseek-ai/DeepSeek-V2, DeepSeek-V2-Lite) and
 // DeepSeek-V3 (deepseek-ai/DeepSeek-V3): DeepseekV2YarnRotaryEmbedding, apply_rotary_pos_emb, MoEGate,
 // DeepseekV2Attention (eager), DeepseekV2DecoderLayer.
@@ -222,12 +223,12 @@ export function oracleForward(dir: string, tokens: readonly number[]): OracleRes
       const h = rmsNorm(x, T, W.get(`${p}.input_layernorm.weight`), eps);
       const q = cfg.q_lora_rank == null
         ? linear(h, T, W.get(`${p}.self_attn.q_proj.weight`), nH * qd)
-        : linear(rmsNorm(linear(h, T, W.get(`${p}.self_attn.q_a_proj.weight`), cfg.q_lora_rank), T, W.get(`${p}.self_attn.q_a_layernorm.weight`), eps),
+        : linear(rmsNorm(linear(h, T, W.get(`${p}.self_attn.q_a_proj.weight`), cfg.q_lora_rank), T, W.get(`${p}.self_attn.q_a_layernorm.weight`), 1e-6),
           T, W.get(`${p}.self_attn.q_b_proj.weight`), nH * qd);
       const ckv = linear(h, T, W.get(`${p}.self_attn.kv_a_proj_with_mqa.weight`), kvl + rope);
       const lat = new Float64Array(T * kvl);
       for (let t = 0; t < T; t++) lat.set(ckv.subarray(t * (kvl + rope), t * (kvl + rope) + kvl), t * kvl);
-      const kv = linear(rmsNorm(lat, T, W.get(`${p}.self_attn.kv_a_layernorm.weight`), eps), T, W.get(`${p}.self_attn.kv_b_proj.weight`), nH * (nope + vd));
+      const kv = linear(rmsNorm(lat, T, W.get(`${p}.self_attn.kv_a_layernorm.weight`), 1e-6), T, W.get(`${p}.self_attn.kv_b_proj.weight`), nH * (nope + vd));
       const kpe = Array.from({ length: T }, (_, t) => applyRope(ckv, t * (kvl + rope) + kvl, cos, sin, t, rope));
       const attn = new Float64Array(T * nH * vd);
       for (let hh = 0; hh < nH; hh++) {

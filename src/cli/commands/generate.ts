@@ -1,15 +1,16 @@
 // `seekd generate`: prefill token ids and decode --max-tokens more, greedily or by seeded sampling.
 import type { Command } from 'commander';
 import { generate } from '../../model/generate.ts';
-import { checkVocab, modelOptions, nonNegativeInt, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
+import { checkModelDir, checkVocab, modelOptions, nonNegativeInt, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
 import { UsageError } from '../errors.ts';
+import { epOptions, startEp, type EpCliOptions } from '../ep-args.ts';
 
-interface GenerateCliOptions extends ModelCliOptions {
+interface GenerateCliOptions extends ModelCliOptions, EpCliOptions {
   ids?: string; maxTokens: string; temperature: string; seed?: string; json?: boolean;
 }
 
 export function register(program: Command): void {
-  modelOptions(program.command('generate').description('generate token ids from a prompt of token ids'))
+  epOptions(modelOptions(program.command('generate').description('generate token ids from a prompt of token ids')))
     .requiredOption('--ids <list>', 'comma-separated prompt token ids, e.g. 0,5,17')
     .option('--max-tokens <n>', 'tokens to generate', '16')
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', '0')
@@ -24,7 +25,12 @@ export function register(program: Command): void {
         throw new UsageError(`--temperature must be a number >= 0, got '${opts.temperature}'`);
       }
       const seed = nonNegativeInt('seed', opts.seed ?? '0');
-      const { model, kernels } = await openModel(opts);
+      checkModelDir(opts.model);
+      const ep = await startEp(opts);
+      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory } : {}).catch(async (e: unknown) => {
+        await ep?.close();
+        throw e;
+      });
       try {
         checkVocab(ids, model.config.vocab_size);
         const t0 = performance.now();
@@ -39,6 +45,7 @@ export function register(program: Command): void {
       } finally {
         model.close();
         await kernels.dispose();
+        await ep?.close();
       }
     });
 }

@@ -19,13 +19,15 @@ export class UnknownFlashMlaBackendError extends Error {
   }
 }
 
-export const FLASH_MLA_BACKENDS = ['ref'] as const;
+export const FLASH_MLA_BACKENDS = ['ref', 'webgpu'] as const;
 
 /** The FlashMLA kernel of a backend ('ref', ...), with `threads` workers where the backend has them. */
 export async function loadFlashMla(backend: string, opts: { threads?: number } = {}): Promise<FlashMlaKernel> {
   void opts;
   switch (backend) {
     case 'ref': return createRefFlashMla();
+    // Imported on demand so that loading FlashMLA does not load Dawn.
+    case 'webgpu': return (await import('../webgpu/flashmla.ts')).createWebGpuFlashMla();
     default: throw new UnknownFlashMlaBackendError(backend);
   }
 }

@@ -67,6 +67,9 @@ async function findGpu(): Promise<{ gpu: GPU; platform: string; featureLevel: 'c
   for (const [k, v] of Object.entries(mod.globals)) {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
+  // Mesa's EGL needs a platform without a display server; Node's process.env writes the real environment,
+  // which EGL reads when Dawn first initializes it (below), so callers need not set it themselves.
+  if (backend === 'opengles' && globalThis.process?.env && !process.env.EGL_PLATFORM) process.env.EGL_PLATFORM = 'surfaceless';
   const gpu = mod.create([`backend=${backend}`]);
   return { gpu, platform: `node:${backend}`, featureLevel: backend === 'opengles' ? 'compatibility' : 'core' };
 }

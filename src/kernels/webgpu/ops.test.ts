@@ -5,8 +5,8 @@ import { bf16ToF32, encodeBf16, encodeFp8e4m3, fp8e4m3ToF32 } from '../../tensor
 import type { WeightMatrix } from '../api.ts';
 import { closeDevice, devicesOpened, getDevice } from './device.ts';
 import { emptyStorage, packWords, readBuffer, uploadStorage } from './buffers.ts';
-import { WebGpuLimitError, WebGpuShaderError, WebGpuShapeError } from './errors.ts';
-import { getPipeline, pipelinesCreated } from './pipelines.ts';
+import { WebGpuDeviceLostError, WebGpuLimitError, WebGpuShaderError, WebGpuShapeError, WebGpuValidationError } from './errors.ts';
+import { getPipeline, pipelinesCreated, runPasses } from './pipelines.ts';
 import { loadWebGpuBackend } from './ops.ts';
 import { runOpSuite } from '../ops.test-suite.ts';
 import { randn, rng, worstRatio } from './testutil.ts';
@@ -214,3 +214,26 @@ test('after closeDevice the next op opens a fresh device and recompiles', async 
 
 // The generic op suite every backend runs (src/kernels/ops.test-suite.ts), on the async WebGPU ops.
 runOpSuite('webgpu', { load: loadWebGpuBackend });
+
+test('a lost device surfaces as WebGpuDeviceLostError and the next call opens a new device', async () => {
+  const ctx = await getDevice();
+  const opened = devicesOpened();
+  ctx.device.destroy();
+  await ctx.device.lost;
+  await assert.rejects(runPasses(ctx, 'after-loss', [], []), WebGpuDeviceLostError);
+  const y = await gpu.siluMul(new Float32Array([0]), new Float32Array([1]));
+  assert.equal(y[0], 0);
+  assert.equal(devicesOpened(), opened + 1);
+});
+
+test('an error outside any scope (uncapturederror) makes the next op fail with WebGpuValidationError', async () => {
+  const ctx = await getDevice();
+  // MAP_READ may only be combined with COPY_DST: invalid, and no error scope is open.
+  ctx.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+  await ctx.device.queue.onSubmittedWorkDone();
+  await new Promise((r) => setTimeout(r, 20));
+  await assert.rejects(gpu.siluMul(new Float32Array([1]), new Float32Array([1])),
+    (e: unknown) => e instanceof WebGpuValidationError && e.kind === 'uncaptured');
+  // Reported once: the device itself is fine afterwards.
+  assert.equal((await gpu.siluMul(new Float32Array([0]), new Float32Array([1])))[0], 0);
+});

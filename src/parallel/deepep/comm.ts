@@ -18,9 +18,10 @@ export interface Communicator {
   nextTag(): number;
   /** Hands a message (the concatenation of `parts`) to the transport; resolves once it is out of the caller's hands. */
   send(dest: number, tag: number, parts: readonly Uint8Array[], op: string): Promise<void>;
-  recv(src: number, tag: number, op: string): Promise<Uint8Array>;
+  /** timeoutMs: override of the communicator's timeout for this receive; 0 waits without limit. */
+  recv(src: number, tag: number, op: string, timeoutMs?: number): Promise<Uint8Array>;
   /** Receives one message with `tag` from each rank in `srcs`; fails as a whole on the first failure. */
-  recvAll(srcs: readonly number[], tag: number, op: string): Promise<Uint8Array[]>;
+  recvAll(srcs: readonly number[], tag: number, op: string, timeoutMs?: number): Promise<Uint8Array[]>;
   /** parts[d] goes to rank d (parts[rank] to itself); returns what each rank sent here, indexed by source. */
   allToAllV(parts: readonly (readonly Uint8Array[])[], op?: string): Promise<Uint8Array[]>;
   /** Every rank's Int32Array (same length everywhere), indexed by rank. */
@@ -51,7 +52,7 @@ interface Waiter {
   readonly op: string;
   resolve(msg: Uint8Array): void;
   reject(err: Error): void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
 }
 
 const key = (src: number, tag: number): string => `${src}:${tag}`;
@@ -100,11 +101,11 @@ export abstract class BaseCommunicator implements Communicator {
     await this.transmit(dest, tag, parts, op);
   }
 
-  recv(src: number, tag: number, op: string): Promise<Uint8Array> {
-    return this.recvAll([src], tag, op).then((m) => m[0]!);
+  recv(src: number, tag: number, op: string, timeoutMs = this.timeoutMs): Promise<Uint8Array> {
+    return this.recvAll([src], tag, op, timeoutMs).then((m) => m[0]!);
   }
 
-  recvAll(srcs: readonly number[], tag: number, op: string): Promise<Uint8Array[]> {
+  recvAll(srcs: readonly number[], tag: number, op: string, timeoutMs = this.timeoutMs): Promise<Uint8Array[]> {
     for (const s of srcs) this.#checkPeer(s);
     return new Promise((resolve, reject) => {
       const out: Uint8Array[] = new Array(srcs.length);
@@ -139,7 +140,7 @@ export abstract class BaseCommunicator implements Communicator {
             if (--remaining === 0) finish(null);
           },
           reject: (e) => finish(e),
-          timer: setTimeout(() => finish(new RankFailedError(src, op, 'timeout', `no message within ${this.timeoutMs} ms`)), this.timeoutMs),
+          timer: timeoutMs > 0 ? setTimeout(() => finish(new RankFailedError(src, op, 'timeout', `no message within ${timeoutMs} ms`)), timeoutMs) : undefined,
         };
         mine.push(w);
         const k = key(src, tag);

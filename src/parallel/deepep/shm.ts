@@ -377,7 +377,7 @@ export class SyncThreadCommunicator extends ThreadCommunicator implements SyncCo
     return Promise.resolve();
   }
 
-  override recvAll(srcs: readonly number[], tag: number, op: string): Promise<Uint8Array[]> {
+  override recvAll(srcs: readonly number[], tag: number, op: string, _timeoutMs?: number): Promise<Uint8Array[]> {
     return Promise.resolve().then(() => this.waitAll(srcs, tag, op));
   }
 }
