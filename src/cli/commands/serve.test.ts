@@ -21,7 +21,12 @@ test('seekd serve: answers, then SIGTERM drains the in-flight stream (503 for ne
   await reader.read();
   const exited = new Promise<number | null>((r) => srv.child.once('exit', (code) => r(code)));
   srv.child.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 100));
+  // The signal is handled between engine steps: wait until /health reports draining.
+  for (let i = 0; i < 200; i++) {
+    const h = await fetch(`${srv.url}/health`).then((r) => r.status, () => 'closed');
+    if (h !== 200) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
   const late = await fetch(`${srv.url}/v1/models`).then((r) => r.status, () => 'closed');
   assert.ok(late === 503 || late === 'closed', String(late));
   let text = '';
