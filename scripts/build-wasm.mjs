@@ -16,6 +16,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
  */
 export const WASM_ENTRIES = {
   kernels: { src: 'src/kernels/wasm/assembly/kernels.ts', memoryBase: 1024 },
+  flashmla: { src: 'src/kernels/wasm/assembly/flashmla.ts', memoryBase: 16384 },
 };
 
 /** Memory limits shared by every module (pages of 64 KiB): 4 GiB maximum, the wasm32 limit. */

@@ -14,7 +14,9 @@ import {
   type MlaCase, type PreparedCase,
 } from './testing.ts';
 
-const BACKENDS: { backend: string; threads: number }[] = [{ backend: 'ref', threads: 1 }];
+const BACKENDS: { backend: string; threads: number }[] = [
+  { backend: 'ref', threads: 1 }, { backend: 'wasm', threads: 1 }, { backend: 'wasm', threads: 2 },
+];
 
 const CASES = coveringCases();
 

@@ -4,7 +4,7 @@
 // Reference: https://github.com/deepseek-ai/FlashMLA/blob/main/csrc/kernels/splitkv_mla.cu and
 // csrc/kernels/mla_combine.cu; interface flash_mla/flash_mla_interface.py (flash_mla_with_kvcache).
 import { combineSplits } from './combine.ts';
-import { readRow } from './kv-format.ts';
+import { allocCacheLayer, readRow } from './kv-format.ts';
 import { keyLimit, planFlashMla, type FlashMlaPlan } from './validate.ts';
 import { MLA_BLOCK_SIZE, type FlashMlaArgs, type FlashMlaResult, type SyncFlashMlaKernel } from './types.ts';
 import type { MlaWorkItem } from './metadata.ts';
@@ -114,6 +114,7 @@ export function createRefFlashMla(): SyncFlashMlaKernel {
     threads: 1,
     numParts: () => 4,
     flashMlaWithKvcache: flashMlaWithKvcacheRef,
+    allocCache: (dtype, numBlocks, numKvHeads, headDim, ropeDim) => allocCacheLayer(dtype, numBlocks, numKvHeads, headDim, ropeDim),
     async dispose() {},
   };
 }

@@ -104,6 +104,11 @@ export interface FlashMlaKernel {
   /** Scheduler parts this backend wants (FlashMLA: num_sm_parts); pass to getMlaMetadata. */
   numParts(batch: number, seqLenQ: number, numHeadsQ: number, numKvHeads: number): number;
   flashMlaWithKvcache(args: FlashMlaArgs): FlashMlaResult | Promise<FlashMlaResult>;
+  /**
+   * A zeroed cache layer in memory this backend reads without staging (wasm: its linear memory).
+   * Caches made elsewhere (allocCacheLayer) work too, at the cost of a copy of the used blocks per call.
+   */
+  allocCache?(dtype: KvCacheDType, numBlocks: number, numKvHeads: number, headDim: number, ropeDim?: number): KvCacheLayer;
   dispose(): Promise<void>;
 }
 

@@ -8,6 +8,7 @@ import { WasmPool } from './pool.ts';
 /** Module name -> committed binary (built by scripts/build-wasm.mjs from WASM_ENTRIES there). */
 export const WASM_MODULES: Record<string, URL> = {
   kernels: new URL('./kernels.wasm', import.meta.url),
+  flashmla: new URL('./flashmla.wasm', import.meta.url),
 };
 
 export class WasmUnsupportedError extends Error {

@@ -264,8 +264,7 @@ export class Buffer {
     const H = x.hidden;
     const T = handle.numTokens;
     const out = new Float32Array(T * H);
-    const bf = new Float32Array(new Uint32Array(1).buffer);
-    const bits = new Uint32Array(bf.buffer);
+    const row = new Float32Array(H);
     msgs.forEach((m, r) => {
       const h = int32View(m, 0, HEADER_WORDS);
       const idx = handle.sendIdx[r]!;
@@ -274,16 +273,8 @@ export class Buffer {
       }
       const v = dataView(x.dtype, m, HEADER_WORDS * 4, idx.length * H);
       for (let i = 0; i < idx.length; i++) {
-        const o = idx[i]! * H;
-        const src = i * H;
-        if (x.dtype === 'f32') {
-          for (let c = 0; c < H; c++) out[o + c] += v[src + c]!;
-        } else {
-          for (let c = 0; c < H; c++) {
-            bits[0] = v[src + c]! << 16;
-            out[o + c] += bf[0]!;
-          }
-        }
+        const src = x.dtype === 'f32' ? (v as Float32Array).subarray(i * H, (i + 1) * H) : bf16RowToF32(v as Uint16Array, i * H, row);
+        addScaled(out, idx[i]! * H, src, 1);
       }
     });
     if (x.dtype === 'f32') return { dtype: 'f32', hidden: H, data: out };
@@ -477,24 +468,15 @@ export class Buffer {
         }
         views.push(dataView(x.dtype, msgs[r]!, HEADER_WORDS * 4, j * H) as Float32Array | Uint16Array);
       }
-      const bf = new Float32Array(1);
-      const bits = new Uint32Array(bf.buffer);
+      const row = new Float32Array(H);
       for (let t = 0; t < T; t++) {
-        const o = t * H;
         for (let k = 0; k < K; k++) {
           const p = t * K + k;
           if (pairMsg[p]! < 0) continue;
-          const wgt = topkWeights[p]!;
           const v = views[pairMsg[p]!]!;
-          const src = pairRow[p]! * H;
-          if (x.dtype === 'f32') {
-            for (let c = 0; c < H; c++) out[o + c] += wgt * v[src + c]!;
-          } else {
-            for (let c = 0; c < H; c++) {
-              bits[0] = v[src + c]! << 16;
-              out[o + c] += wgt * bf[0]!;
-            }
-          }
+          const r0 = pairRow[p]! * H;
+          const src = x.dtype === 'f32' ? (v as Float32Array).subarray(r0, r0 + H) : bf16RowToF32(v as Uint16Array, r0, row);
+          addScaled(out, t * H, src, topkWeights[p]!);
         }
       }
     };
@@ -552,6 +534,20 @@ function once(wait: () => Uint8Array[], finish: (m: Uint8Array[]) => void): () =
     finish(wait());
     done = true;
   };
+}
+
+/** out[o..o+n) += w · src (f32 accumulation); monomorphic so the loop stays fast. */
+function addScaled(out: Float32Array, o: number, src: Float32Array, w: number): void {
+  const n = src.length;
+  if (w === 1) for (let c = 0; c < n; c++) out[o + c] += src[c]!;
+  else for (let c = 0; c < n; c++) out[o + c] += w * src[c]!;
+}
+
+/** bf16 bits src[off..off+row.length) -> row (f32 bits = u16 << 16, written through a Uint32 view). */
+function bf16RowToF32(src: Uint16Array, off: number, row: Float32Array): Float32Array {
+  const u = new Uint32Array(row.buffer, row.byteOffset, row.length);
+  for (let c = 0; c < u.length; c++) u[c] = src[off + c]! << 16;
+  return row;
 }
 
 /** bucket[e] = pair indices t·K + k routed to expert e, in increasing order (token-major). */

@@ -213,7 +213,16 @@ export class ThreadCommunicator extends BaseCommunicator {
     const { hdr, data } = this.out[dest]!;
     const cap = this.world.capacity;
     let w = Atomics.load(hdr, WRITTEN);
+    let free = cap - ((w - Atomics.load(hdr, READ)) | 0);
     let written = 0;
+    let unpublished = 0;
+    const publish = (): void => {
+      // One store + wake-up per batch of segments (many small rows), at least every 1 MiB so the
+      // reader can start early on big messages.
+      Atomics.store(hdr, WRITTEN, w);
+      Atomics.notify(hdr, WRITTEN);
+      unpublished = 0;
+    };
     while (o.seg < o.frames.length) {
       const seg = o.frames[o.seg]!;
       if (o.off >= seg.byteLength) {
@@ -221,17 +230,22 @@ export class ThreadCommunicator extends BaseCommunicator {
         o.off = 0;
         continue;
       }
-      const free = cap - ((w - Atomics.load(hdr, READ)) | 0);
-      if (free === 0) break;
+      if (free === 0) {
+        if (unpublished > 0) publish();
+        free = cap - ((w - Atomics.load(hdr, READ)) | 0);
+        if (free === 0) break;
+      }
       const pos = w & (cap - 1);
       const n = Math.min(free, seg.byteLength - o.off, cap - pos);
       data.set(seg.subarray(o.off, o.off + n), pos);
       o.off += n;
       w = (w + n) | 0;
+      free -= n;
       written += n;
-      Atomics.store(hdr, WRITTEN, w);
-      Atomics.notify(hdr, WRITTEN);
+      unpublished += n;
+      if (unpublished >= 1 << 20) publish();
     }
+    if (unpublished > 0) publish();
     if (written > 0) ring(this.bells, dest);
     return written;
   }

@@ -76,6 +76,13 @@ export function rowToF32(x: Tokens, t: number, out: Float32Array, outOff = 0): v
 /** All of x as f32 [T, H]. */
 export function tokensToF32(x: Tokens): Float32Array {
   if (x.dtype === 'f32') return x.data;
+  if (x.dtype === 'bf16') {
+    const out = new Float32Array(x.data.length);
+    const u = new Uint32Array(out.buffer);
+    const d = x.data;
+    for (let i = 0; i < d.length; i++) u[i] = d[i]! << 16;
+    return out;
+  }
   const t = x.data.length / x.hidden;
   const out = new Float32Array(x.data.length);
   for (let i = 0; i < t; i++) rowToF32(x, i, out, i * x.hidden);

@@ -37,6 +37,8 @@ export interface ExpertParallelOptions {
   redundantExperts?: number;
   /** How long rank 0 waits for a silent expert rank (default 30 s). */
   timeoutMs?: number;
+  /** How long the expert ranks may take to start and load their experts (default max(60 s, timeoutMs)). */
+  startupTimeoutMs?: number;
   /** DeepGEMM implementation for rank 0's experts (workers use the reference one). */
   gemm?: DeepGemmOps;
 }
@@ -85,7 +87,8 @@ export class ExpertParallel {
       const ready = new Set<number>();
       await new Promise<void>((resolve, reject) => {
         if (R === 1) return resolve();
-        const timer = setTimeout(() => reject(new Error(`expert ranks not ready after ${opts.timeoutMs} ms`)), opts.timeoutMs);
+        const startup = o.startupTimeoutMs ?? Math.max(60_000, opts.timeoutMs);
+        const timer = setTimeout(() => reject(new Error(`expert ranks not ready after ${startup} ms`)), startup);
         group.on('signal', (r: number, v: unknown) => {
           if (v !== 'ready') return;
           ready.add(r);

@@ -1,0 +1,287 @@
+// FlashMLA main kernel on WebAssembly SIMD128: online-softmax attention of the folded query rows of one
+// (request, kv head, block range) work unit over a paged latent cache (f32, bf16 bits or the V3.2 FP8
+// layout), writing the final output (unsplit request) or a split partial for the combine.
+// Reference: https://github.com/deepseek-ai/FlashMLA/blob/main/csrc/kernels/splitkv_mla.cu
+// (compute_attn_1rowblock_splitkv_mla) — same work decomposition, CPU-shaped inner loops.
+//
+// Memory (byte offsets into the shared memory; all f32 unless stated):
+//   params  i32[24], see P_* below        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, 0, 0]
+//   q       [b, sQ, hQ, dQK]              cache  [numBlocks, 64, hKv, rowStride] (f32 / u16 bf16 / FP8 bytes)
+//   blockTable i32 [b, maxBlocks]         seqlens i32 [b]
+//   out     [b, sQ, hQ, dV]               lse    [b, hQ, sQ]
+//   oAcc    [slots, hKv, R, dV]           lseAcc [slots, hKv, R]        (R = sQ·g folded rows)
+//   scratch per participant: flashScratchBytes(R, dQK, dV)
+// Keys past the sequence length are never loaded; causal-masked keys get weight exactly 0 and are finite,
+// so NaN in unused cache slots never reaches a result.
+
+const BLOCK: i32 = 64;
+const P_Q = 0, P_CACHE = 1, P_TABLE = 2, P_SEQLENS = 3, P_OUT = 4, P_LSE = 5, P_OACC = 6, P_LSEACC = 7, P_UNITS = 8;
+const P_SQ = 9, P_HQ = 10, P_HKV = 11, P_G = 12, P_DQK = 13, P_DV = 14, P_MAXBLOCKS = 15, P_DTYPE = 16;
+const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R = 22;
+
+@inline function pi(p: usize, i: i32): i32 {
+  return load<i32>(p + (<usize>i << 2));
+}
+
+@inline function hsum(v: v128): f32 {
+  const u = f32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(u, 0) + f32x4.extract_lane(u, 1);
+}
+
+@inline function align64(n: usize): usize {
+  return (n + 63) & ~(<usize>63);
+}
+
+/** Scratch bytes one participant needs: K block f32 [64, dQK], Q rows [R, dQK], S [R, 64], O [R, dV], m, l [R]. */
+export function flashScratchBytes(R: i32, dQK: i32, dV: i32): i32 {
+  return <i32>(align64(<usize>BLOCK * <usize>dQK * 4) + align64(<usize>R * <usize>dQK * 4) + align64(<usize>R * BLOCK * 4)
+    + align64(<usize>R * <usize>dV * 4) + 2 * align64(<usize>R * 4));
+}
+
+/** Converts `n` rows of block `blk` (kv head h) to f32 in kbuf [n, dQK]. */
+function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
+  const cache = <usize>pi(p, P_CACHE);
+  const dtype = pi(p, P_DTYPE);
+  const hKv = pi(p, P_HKV);
+  const dQK = pi(p, P_DQK);
+  const stride = pi(p, P_STRIDE);
+  for (let t = 0; t < n; t++) {
+    const tok = (<usize>blk * BLOCK + <usize>t) * <usize>hKv + <usize>h;
+    const dst = kbuf + <usize>t * <usize>dQK * 4;
+    if (dtype == 1) {
+      const src = cache + tok * <usize>stride * 2;
+      const full = dQK & ~7;
+      for (let e = 0; e < full; e += 8) {
+        const v = v128.load(src + (<usize>e << 1));
+        v128.store(dst + (<usize>e << 2), i32x4.shl(i32x4.extend_low_i16x8_u(v), 16));
+        v128.store(dst + (<usize>e << 2), i32x4.shl(i32x4.extend_high_i16x8_u(v), 16), 16);
+      }
+      for (let e = full; e < dQK; e++) store<u32>(dst + (<usize>e << 2), (<u32>load<u16>(src + (<usize>e << 1))) << 16);
+    } else {
+      // FP8: nope e4m3 codes, f32 scale per 128, rope bf16.
+      const src = cache + tok * <usize>stride;
+      const rope = pi(p, P_ROPE);
+      const nope = dQK - rope;
+      const lut = <usize>pi(p, P_LUT);
+      const scales = src + <usize>nope;
+      for (let tile = 0; tile < nope; tile += 128) {
+        const s = load<f32>(scales + (<usize>(tile >> 7) << 2));
+        for (let e = tile; e < tile + 128; e++) {
+          store<f32>(dst + (<usize>e << 2), load<f32>(lut + (<usize>load<u8>(src + <usize>e) << 2)) * s);
+        }
+      }
+      const rp = scales + (<usize>(nope >> 7) << 2);
+      for (let e = 0; e < rope; e++) store<u32>(dst + (<usize>(nope + e) << 2), (<u32>load<u16>(rp + (<usize>e << 1))) << 16);
+    }
+  }
+}
+
+/** Dot products of 4 query rows with 2 keys over dQK (multiple of 4). Stores S[r][t], S[r][t+1]. */
+@inline function dot4x2(q0: usize, qs: usize, k0: usize, k1: usize, d: i32, s: usize): void {
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
+  for (let e = 0; e < d; e += 4) {
+    const o = <usize>e << 2;
+    const x0 = v128.load(k0 + o), x1 = v128.load(k1 + o);
+    const y0 = v128.load(q0 + o), y1 = v128.load(q0 + qs + o), y2 = v128.load(q0 + 2 * qs + o), y3 = v128.load(q0 + 3 * qs + o);
+    a00 = f32x4.add(a00, f32x4.mul(y0, x0)); a01 = f32x4.add(a01, f32x4.mul(y0, x1));
+    a10 = f32x4.add(a10, f32x4.mul(y1, x0)); a11 = f32x4.add(a11, f32x4.mul(y1, x1));
+    a20 = f32x4.add(a20, f32x4.mul(y2, x0)); a21 = f32x4.add(a21, f32x4.mul(y2, x1));
+    a30 = f32x4.add(a30, f32x4.mul(y3, x0)); a31 = f32x4.add(a31, f32x4.mul(y3, x1));
+  }
+  const row = <usize>BLOCK * 4;
+  store<f32>(s, hsum(a00)); store<f32>(s, hsum(a01), 4);
+  store<f32>(s + row, hsum(a10)); store<f32>(s + row, hsum(a11), 4);
+  store<f32>(s + 2 * row, hsum(a20)); store<f32>(s + 2 * row, hsum(a21), 4);
+  store<f32>(s + 3 * row, hsum(a30)); store<f32>(s + 3 * row, hsum(a31), 4);
+}
+
+/** Scalar-tail dot product (dQK not a multiple of 4, or a single leftover row/key). */
+function dot1(q: usize, k: usize, d: i32): f32 {
+  let a = f32x4.splat(0);
+  const full = d & ~3;
+  for (let e = 0; e < full; e += 4) a = f32x4.add(a, f32x4.mul(v128.load(q + (<usize>e << 2)), v128.load(k + (<usize>e << 2))));
+  let s = hsum(a);
+  for (let e = full; e < d; e++) s += load<f32>(q + (<usize>e << 2)) * load<f32>(k + (<usize>e << 2));
+  return s;
+}
+
+/**
+ * Runs work units [u0, u1) of the table. Each unit: rows r = 0..R−1 of kv head h of request b over blocks
+ * [blockBegin, blockEnd), online softmax in f32, result to out/lse (final) or oAcc/lseAcc (partial).
+ */
+export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void {
+  const sQ = pi(p, P_SQ), hQ = pi(p, P_HQ), hKv = pi(p, P_HKV), g = pi(p, P_G);
+  const dQK = pi(p, P_DQK), dV = pi(p, P_DV), maxBlocks = pi(p, P_MAXBLOCKS), dtype = pi(p, P_DTYPE);
+  const stride = pi(p, P_STRIDE), causal = pi(p, P_CAUSAL), R = pi(p, P_R);
+  const scale = reinterpret<f32>(pi(p, P_SCALE));
+  const qBase = <usize>pi(p, P_Q), cache = <usize>pi(p, P_CACHE);
+  const table = <usize>pi(p, P_TABLE), seqlens = <usize>pi(p, P_SEQLENS), units = <usize>pi(p, P_UNITS);
+  const kbuf = scratch;
+  const qbuf = kbuf + align64(<usize>BLOCK * <usize>dQK * 4);
+  const sbuf = qbuf + align64(<usize>R * <usize>dQK * 4);
+  const obuf = sbuf + align64(<usize>R * BLOCK * 4);
+  const mbuf = obuf + align64(<usize>R * <usize>dV * 4);
+  const lbuf = mbuf + align64(<usize>R * 4);
+  const qs = <usize>dQK * 4;
+  const simdD = (dQK & 3) == 0;
+  const dV4 = dV & ~3;
+
+  for (let u = u0; u < u1; u++) {
+    const up = units + (<usize>u << 5);
+    const bi = load<i32>(up), bb = load<i32>(up, 4), be = load<i32>(up, 8), h = load<i32>(up, 12);
+    const isFinal = load<i32>(up, 16), slot = load<i32>(up, 20);
+    const len = load<i32>(seqlens + (<usize>bi << 2));
+    // Gather the unit's query rows: r = s·g + j -> q[b, s, h·g + j].
+    for (let r = 0; r < R; r++) {
+      const s = r / g, j = r % g;
+      memory.copy(qbuf + <usize>r * qs, qBase + ((<usize>(bi * sQ + s) * <usize>hQ + <usize>(h * g + j)) * qs), qs);
+      store<f32>(mbuf + (<usize>r << 2), -Infinity);
+      store<f32>(lbuf + (<usize>r << 2), 0);
+    }
+    memory.fill(obuf, 0, <usize>R * <usize>dV * 4);
+
+    for (let blkIdx = bb; blkIdx < be; blkIdx++) {
+      const t0 = blkIdx * BLOCK;
+      const n = min(BLOCK, len - t0);
+      if (n <= 0) break;
+      const blk = load<i32>(table + ((<usize>bi * <usize>maxBlocks + <usize>blkIdx) << 2));
+      let kp: usize;
+      let kstride: usize; // bytes between consecutive keys
+      if (dtype == 0) {
+        kp = cache + ((<usize>blk * BLOCK) * <usize>hKv + <usize>h) * <usize>stride * 4;
+        kstride = <usize>hKv * <usize>stride * 4;
+      } else {
+        loadBlock(p, blk, h, n, kbuf);
+        kp = kbuf;
+        kstride = qs;
+      }
+      // S = q · kᵀ for 4-row × 2-key tiles (keys the row may not see are masked below, all are finite).
+      let r = 0;
+      if (simdD) {
+        for (; r + 4 <= R; r += 4) {
+          let t = 0;
+          for (; t + 2 <= n; t += 2) {
+            dot4x2(qbuf + <usize>r * qs, qs, kp + <usize>t * kstride, kp + <usize>(t + 1) * kstride, dQK, sbuf + (<usize>(r * BLOCK + t) << 2));
+          }
+          for (; t < n; t++) {
+            for (let rr = r; rr < r + 4; rr++) store<f32>(sbuf + (<usize>(rr * BLOCK + t) << 2), dot1(qbuf + <usize>rr * qs, kp + <usize>t * kstride, dQK));
+          }
+        }
+      }
+      for (; r < R; r++) {
+        for (let t = 0; t < n; t++) store<f32>(sbuf + (<usize>(r * BLOCK + t) << 2), dot1(qbuf + <usize>r * qs, kp + <usize>t * kstride, dQK));
+      }
+      // Online softmax per row: new max, rescale O and l, p = exp(s − m) (0 for masked keys).
+      for (r = 0; r < R; r++) {
+        // Keys of this block row r may see: FlashMLA's col ≤ sK − 1 − (sQ − 1 − ⌊r/g⌋).
+        let lim = n;
+        if (causal) lim = min(n, len - sQ + 1 + r / g - t0);
+        const srow = sbuf + (<usize>(r * BLOCK) << 2);
+        if (lim <= 0) {
+          for (let t = 0; t < n; t++) store<f32>(srow + (<usize>t << 2), 0);
+          continue;
+        }
+        let mx: f32 = -Infinity;
+        for (let t = 0; t < lim; t++) {
+          const v = load<f32>(srow + (<usize>t << 2)) * scale;
+          store<f32>(srow + (<usize>t << 2), v);
+          mx = max(mx, v);
+        }
+        const mOld = load<f32>(mbuf + (<usize>r << 2));
+        const mNew = max(mOld, mx);
+        const alpha = Mathf.exp(mOld - mNew); // mOld = −inf -> 0
+        let sum: f32 = 0;
+        for (let t = 0; t < lim; t++) {
+          const e = Mathf.exp(load<f32>(srow + (<usize>t << 2)) - mNew);
+          store<f32>(srow + (<usize>t << 2), e);
+          sum += e;
+        }
+        for (let t = lim; t < n; t++) store<f32>(srow + (<usize>t << 2), 0);
+        store<f32>(mbuf + (<usize>r << 2), mNew);
+        store<f32>(lbuf + (<usize>r << 2), load<f32>(lbuf + (<usize>r << 2)) * alpha + sum);
+        if (alpha != 1) {
+          const orow = obuf + <usize>r * <usize>dV * 4;
+          const av = f32x4.splat(alpha);
+          for (let e = 0; e < dV4; e += 4) v128.store(orow + (<usize>e << 2), f32x4.mul(v128.load(orow + (<usize>e << 2)), av));
+          for (let e = dV4; e < dV; e++) store<f32>(orow + (<usize>e << 2), load<f32>(orow + (<usize>e << 2)) * alpha);
+        }
+      }
+      // O[r] += Σ_t p[r][t] · v_t, tiles of 4 rows × 8 values, V = the first dV values of each key row.
+      r = 0;
+      for (; r + 4 <= R; r += 4) {
+        const o0 = obuf + <usize>r * <usize>dV * 4;
+        const ob = <usize>dV * 4;
+        const s0 = sbuf + (<usize>(r * BLOCK) << 2);
+        let e = 0;
+        for (; e + 8 <= dV; e += 8) {
+          const eo = <usize>e << 2;
+          let c00 = v128.load(o0 + eo), c01 = v128.load(o0 + eo, 16);
+          let c10 = v128.load(o0 + ob + eo), c11 = v128.load(o0 + ob + eo, 16);
+          let c20 = v128.load(o0 + 2 * ob + eo), c21 = v128.load(o0 + 2 * ob + eo, 16);
+          let c30 = v128.load(o0 + 3 * ob + eo), c31 = v128.load(o0 + 3 * ob + eo, 16);
+          for (let t = 0; t < n; t++) {
+            const vp = kp + <usize>t * kstride + eo;
+            const v0 = v128.load(vp), v1 = v128.load(vp, 16);
+            const to = <usize>t << 2;
+            const p0 = f32x4.splat(load<f32>(s0 + to)), p1 = f32x4.splat(load<f32>(s0 + to, BLOCK * 4));
+            const p2 = f32x4.splat(load<f32>(s0 + to, BLOCK * 8)), p3 = f32x4.splat(load<f32>(s0 + to, BLOCK * 12));
+            c00 = f32x4.add(c00, f32x4.mul(p0, v0)); c01 = f32x4.add(c01, f32x4.mul(p0, v1));
+            c10 = f32x4.add(c10, f32x4.mul(p1, v0)); c11 = f32x4.add(c11, f32x4.mul(p1, v1));
+            c20 = f32x4.add(c20, f32x4.mul(p2, v0)); c21 = f32x4.add(c21, f32x4.mul(p2, v1));
+            c30 = f32x4.add(c30, f32x4.mul(p3, v0)); c31 = f32x4.add(c31, f32x4.mul(p3, v1));
+          }
+          v128.store(o0 + eo, c00); v128.store(o0 + eo, c01, 16);
+          v128.store(o0 + ob + eo, c10); v128.store(o0 + ob + eo, c11, 16);
+          v128.store(o0 + 2 * ob + eo, c20); v128.store(o0 + 2 * ob + eo, c21, 16);
+          v128.store(o0 + 3 * ob + eo, c30); v128.store(o0 + 3 * ob + eo, c31, 16);
+        }
+        for (; e < dV; e++) {
+          for (let rr = 0; rr < 4; rr++) {
+            let acc = load<f32>(o0 + <usize>rr * ob + (<usize>e << 2));
+            for (let t = 0; t < n; t++) acc += load<f32>(s0 + (<usize>(rr * BLOCK + t) << 2)) * load<f32>(kp + <usize>t * kstride + (<usize>e << 2));
+            store<f32>(o0 + <usize>rr * ob + (<usize>e << 2), acc);
+          }
+        }
+      }
+      for (; r < R; r++) {
+        const orow = obuf + <usize>r * <usize>dV * 4;
+        const srow = sbuf + (<usize>(r * BLOCK) << 2);
+        for (let t = 0; t < n; t++) {
+          const pv = load<f32>(srow + (<usize>t << 2));
+          const ps = f32x4.splat(pv);
+          const vp = kp + <usize>t * kstride;
+          for (let e = 0; e < dV4; e += 4) v128.store(orow + (<usize>e << 2), f32x4.add(v128.load(orow + (<usize>e << 2)), f32x4.mul(ps, v128.load(vp + (<usize>e << 2)))));
+          for (let e = dV4; e < dV; e++) store<f32>(orow + (<usize>e << 2), load<f32>(orow + (<usize>e << 2)) + pv * load<f32>(vp + (<usize>e << 2)));
+        }
+      }
+    }
+
+    // Normalize and write out. No keys: O 0 and lse +inf (final) / −inf (partial, drops out of the combine).
+    for (let r = 0; r < R; r++) {
+      const l = load<f32>(lbuf + (<usize>r << 2));
+      const m = load<f32>(mbuf + (<usize>r << 2));
+      const s = r / g, j = r % g;
+      const qh = h * g + j;
+      let dst: usize, lsePtr: usize;
+      if (isFinal) {
+        dst = <usize>pi(p, P_OUT) + (<usize>(bi * sQ + s) * <usize>hQ + <usize>qh) * <usize>dV * 4;
+        lsePtr = <usize>pi(p, P_LSE) + ((<usize>(bi * hQ + qh) * <usize>sQ + <usize>s) << 2);
+      } else {
+        dst = <usize>pi(p, P_OACC) + ((<usize>slot * <usize>hKv + <usize>h) * <usize>R + <usize>r) * <usize>dV * 4;
+        lsePtr = <usize>pi(p, P_LSEACC) + (((<usize>slot * <usize>hKv + <usize>h) * <usize>R + <usize>r) << 2);
+      }
+      const orow = obuf + <usize>r * <usize>dV * 4;
+      if (l == 0) {
+        memory.fill(dst, 0, <usize>dV * 4);
+        store<f32>(lsePtr, isFinal ? Infinity : -Infinity);
+        continue;
+      }
+      const inv = <f32>1 / l;
+      const iv = f32x4.splat(inv);
+      for (let e = 0; e < dV4; e += 4) v128.store(dst + (<usize>e << 2), f32x4.mul(v128.load(orow + (<usize>e << 2)), iv));
+      for (let e = dV4; e < dV; e++) store<f32>(dst + (<usize>e << 2), load<f32>(orow + (<usize>e << 2)) * inv);
+      store<f32>(lsePtr, <f32>(Math.log(<f64>l) + <f64>m));
+    }
+  }
+}
