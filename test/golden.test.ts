@@ -6,7 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadBackend, type Kernels } from '../src/kernels/index.ts';
+import { backendNames, loadBackend, type Kernels } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
 import { LatentCache } from '../src/model/latent-cache.ts';
 import { RopeTable } from '../src/model/rope.ts';
@@ -30,12 +30,16 @@ function checkRouting(where: string, layer: number, experts: Int32Array, weights
   return worst;
 }
 
-for (const variant of VARIANTS) {
-  describe(`golden ${variant}`, () => {
+// Every registered CPU backend runs the whole model: `ref` (the oracle backend) and the optimized ones
+// (wasm with 2 threads, so its worker pool is exercised too).
+const BACKENDS = ['ref', ...backendNames().filter((b) => b !== 'ref')];
+
+for (const backend of BACKENDS) for (const variant of VARIANTS) {
+  describe(`golden ${variant} on ${backend}`, () => {
     let kernels: Kernels;
     let model: DeepseekModel;
     before(async () => {
-      kernels = await loadBackend('ref');
+      kernels = await loadBackend(backend, { threads: backend === 'ref' ? 1 : 2 });
       model = await DeepseekModel.load(join(REF_DIR, variant), kernels);
     });
     after(async () => {
@@ -104,9 +108,9 @@ for (const variant of VARIANTS) {
             }
           }
         }
-        measured[`${variant} ${attn} logits`] = worstLogit;
-        measured[`${variant} ${attn} routing weights`] = worstW;
-        measured[`${variant} ${attn} block out (rel)`] = worstBlock;
+        measured[`${backend} ${variant} ${attn} logits`] = worstLogit;
+        measured[`${backend} ${variant} ${attn} routing weights`] = worstW;
+        measured[`${backend} ${variant} ${attn} block out (rel)`] = worstBlock;
       });
     }
   });

@@ -36,7 +36,7 @@ export interface ForwardOptions {
   allPositions?: boolean;
   /** Called per MoE layer with the routing of all T tokens: experts/weights [T, k]. */
   onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
-  /** Called after each decoder layer with the residual stream [T, H]. */
+  /** Called after each decoder layer with the residual stream [T, H] (a live buffer: copy what you keep). */
   onBlockOut?: (layer: number, hidden: Float32Array) => void;
   tracer?: Tracer;
 }
