@@ -167,17 +167,55 @@ export class Buffer {
         }
         if (x.dtype === 'fp8') mf.set(x.scales.subarray(t * S, t * S + S), oS + i * S);
       }
-      // Rows go out as views of x, one per run of consecutive tokens (no gather copy here).
-      const p: Uint8Array[] = [new Uint8Array(meta)];
-      for (let i = 0; i < n;) {
-        let j = i + 1;
-        while (j < n && idx[j] === idx[j - 1]! + 1) j++;
-        p.push(rowBytes(x, idx[i]!, idx[j - 1]! + 1));
-        i = j;
-      }
-      parts.push(p);
+      parts.push([new Uint8Array(meta), ...rowRuns(x, idx)]);
     }
     return { parts, finish: (msgs) => this.#unpackDispatch(msgs, x, K, S, perRank, sendIdx) };
+  }
+
+  /**
+   * Cached dispatch (DeepEP's dispatch with a `handle`): new rows x [T, H] sent exactly where the dispatch
+   * that made `handle` sent its tokens; returns the received rows in the same order as that dispatch.
+   */
+  async dispatchCached(x: Tokens, handle: DispatchHandle): Promise<Tokens> {
+    const p = this.#planCached(x, handle);
+    return p.finish(await this.#startAsync(p.parts, 'cached_dispatch')());
+  }
+
+  dispatchCachedSync(x: Tokens, handle: DispatchHandle): Tokens {
+    const p = this.#planCached(x, handle);
+    return p.finish(this.#startSync(p.parts, 'cached_dispatch')());
+  }
+
+  #planCached(x: Tokens, handle: DispatchHandle): Plan<Tokens> {
+    const op = 'cached_dispatch';
+    const T = numRows(x, op);
+    if (T !== handle.numTokens || x.hidden !== handle.hidden) throw new DeepEPShapeError(op, 'x', `is [${T}, ${x.hidden}], the handle is for [${handle.numTokens}, ${handle.hidden}]`);
+    const S = scalesPerRow(x.dtype, x.hidden);
+    const parts = handle.sendIdx.map((idx) => {
+      const n = idx.length;
+      const meta = new ArrayBuffer((HEADER_WORDS + n + n * S) * 4);
+      const mi = new Int32Array(meta);
+      mi.set([n, 0, DTYPE_CODE[x.dtype], x.hidden]);
+      mi.set(idx, HEADER_WORDS);
+      if (x.dtype === 'fp8') {
+        const mf = new Float32Array(meta);
+        for (let i = 0; i < n; i++) mf.set(x.scales.subarray(idx[i]! * S, idx[i]! * S + S), HEADER_WORDS + n + i * S);
+      }
+      return [new Uint8Array(meta), ...rowRuns(x, idx)];
+    });
+    return {
+      parts,
+      finish: (msgs) => {
+        const r = this.#unpackDispatch(msgs, x, 0, S, 0, [...handle.sendIdx]);
+        const R = this.comm.size;
+        for (let s = 0; s < R; s++) {
+          if (r.handle.recvCountPerRank[s] !== handle.recvCountPerRank[s]) {
+            throw new DeepEPShapeError(op, 'handle', `rank ${s} sent ${r.handle.recvCountPerRank[s]} rows, the handle expects ${handle.recvCountPerRank[s]}`);
+          }
+        }
+        return r.recvX;
+      },
+    };
   }
 
   #unpackDispatch(msgs: Uint8Array[], x: Tokens, ownK: number, S: number, perRank: number, sendIdx: Int32Array[]): DispatchResult {
@@ -534,6 +572,18 @@ function once(wait: () => Uint8Array[], finish: (m: Uint8Array[]) => void): () =
     finish(wait());
     done = true;
   };
+}
+
+/** Rows idx (ascending) of x as views, one per run of consecutive tokens (no gather copy). */
+function rowRuns(x: Tokens, idx: Int32Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < idx.length;) {
+    let j = i + 1;
+    while (j < idx.length && idx[j] === idx[j - 1]! + 1) j++;
+    out.push(rowBytes(x, idx[i]!, idx[j - 1]! + 1));
+    i = j;
+  }
+  return out;
 }
 
 /** out[o..o+n) += w · src (f32 accumulation); monomorphic so the loop stays fast. */

@@ -131,6 +131,19 @@ export async function runDeepEPChecks(comm: Communicator, p: CheckParams, sync =
       assert.equal(res.handle.recvRankPrefix[s + 1], row, `${dtype}: rank prefix ${s}`);
     }
     assert.equal(row, expectedRecv);
+    // Cached dispatch: new rows (x + 1) along the same routing arrive in the same order.
+    const shifted = asTokens(mine.x.map((v) => v + 1));
+    const cached = tokensToF32(sync ? buf.dispatchCachedSync(shifted, res.handle) : await buf.dispatchCached(shifted, res.handle));
+    const expectShifted = new Float32Array(recvF32.length);
+    row = 0;
+    for (let s = 0; s < R; s++) {
+      const srcF32 = tokensToF32(asTokens(inputs[s]!.x.map((v) => v + 1)));
+      for (let i = res.handle.recvRankPrefix[s]!; i < res.handle.recvRankPrefix[s + 1]!; i++) {
+        const t = res.handle.recvSrcIdx[i]!;
+        expectShifted.set(srcF32.subarray(t * p.H, (t + 1) * p.H), i * p.H);
+      }
+    }
+    assert.deepEqual(cached, expectShifted, `${dtype}: cached dispatch`);
     for (const e of res.recvTopkIdx) assert.ok(e >= -1 && e < perRank, 'recvTopkIdx range');
     checks += 5;
 
