@@ -138,6 +138,8 @@ export class WasmPool {
       w.removeAllListeners('exit');
       w.removeAllListeners('error');
       w.on('error', () => { /* reported through the shared state; see the worker's exit hook */ });
+      // Workers only ever talk through shared memory; a forgotten dispose() must not keep the process alive.
+      w.unref();
     }
     return pool;
   }
