@@ -123,7 +123,10 @@ export default async function mlaBench(args: string[]): Promise<BenchReport> {
       rows.push({ case: label, threads: r.threads, metric: 'time', value: m.sec * 1e3, unit: 'ms', ratio: null });
       rows.push({ case: label, threads: r.threads, metric: 'bandwidth', value: gbs, unit: 'GB/s', ratio: gbs / copyOf(r.threads) });
       rows.push({ case: label, threads: r.threads, metric: 'compute', value: m.flops / m.sec / 1e9, unit: 'GFLOP/s', ratio: null });
-      notes.push(`${label} x${r.threads}: median ${(m.sec * 1e3).toFixed(1)} ms (min ${(m.min * 1e3).toFixed(1)}, max ${(m.max * 1e3).toFixed(1)}), ${(m.flops / m.bytes).toFixed(1)} flop/byte`);
+      // Roofline: 0.8 of the copy bandwidth at this flop/byte needs this much compute; SIMD128 f32x4
+      // mul+add peaks near 62 GFLOP/s per core (shared/notes/machine-limits.md), so hQ·sQ ≥ 2 is compute-bound.
+      const need = 0.8 * copyOf(r.threads) * (m.flops / m.bytes);
+      notes.push(`${label} x${r.threads}: median ${(m.sec * 1e3).toFixed(1)} ms (min ${(m.min * 1e3).toFixed(1)}, max ${(m.max * 1e3).toFixed(1)}), ${(m.flops / m.bytes).toFixed(1)} flop/byte: 0.8 of copy bandwidth would need ${need.toFixed(0)} GFLOP/s`);
     }
   }
   return {
