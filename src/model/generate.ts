@@ -15,6 +15,8 @@ export interface GenerateOptions {
   attn?: ForwardOptions['attn'];
   /** Prefill in chunks of this many tokens (default: the whole prompt at once). */
   prefillChunk?: number;
+  /** Records per-layer spans of every forward pass (see src/platform/tracer.ts). */
+  tracer?: ForwardOptions['tracer'];
 }
 
 export interface GenerateResult {
@@ -63,7 +65,7 @@ export function generate(model: DeepseekModel, prompt: readonly number[], opts: 
   const cache: LatentCache = model.createCache(Math.max(1, LatentCache.blocksFor(prompt.length + maxTokens)));
   const blockTable = Int32Array.from({ length: cache.numBlocks }, (_, i) => i);
   const rand = seededRandom(opts.seed ?? 0);
-  const fo: ForwardOptions = { attn: opts.attn };
+  const fo: ForwardOptions = { attn: opts.attn, tracer: opts.tracer };
   const ids: number[] = [];
   const logits: Float32Array[] = [];
   if (maxTokens === 0) return { ids, logits };

@@ -4,9 +4,10 @@ import { generate } from '../../model/generate.ts';
 import { checkModelDir, checkVocab, modelOptions, nonNegativeInt, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
 import { UsageError } from '../errors.ts';
 import { epOptions, startEp, type EpCliOptions } from '../ep-args.ts';
+import { ChromeTraceRecorder } from '../../parallel/trace/chrome-trace.ts';
 
 interface GenerateCliOptions extends ModelCliOptions, EpCliOptions {
-  ids?: string; maxTokens: string; temperature: string; seed?: string; json?: boolean;
+  ids?: string; maxTokens: string; temperature: string; seed?: string; json?: boolean; trace?: string;
 }
 
 export function register(program: Command): void {
@@ -16,6 +17,7 @@ export function register(program: Command): void {
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', '0')
     .option('--seed <s>', 'sampling seed', '0')
     .option('--json', 'print {"ids": [...], "logits": [[...] per generated token]}')
+    .option('--trace <file>', 'write a Chrome trace (Perfetto, chrome://tracing) with per-layer attention / MoE spans')
     .action(async (opts: GenerateCliOptions) => {
       const ids = parseIds(opts.ids);
       const attn = parseAttn(opts.attn);
@@ -34,7 +36,10 @@ export function register(program: Command): void {
       try {
         checkVocab(ids, model.config.vocab_size);
         const t0 = performance.now();
-        const r = generate(model, ids, { maxTokens, temperature, seed, attn });
+        const rec = opts.trace ? new ChromeTraceRecorder({ processName: 'seekd generate' }) : null;
+        const run = () => generate(model, ids, { maxTokens, temperature, seed, attn, tracer: rec ?? undefined });
+        const r = rec ? rec.span('generate', 'compute', run, { prompt: ids.length, maxTokens }) : run();
+        if (rec) rec.writeFile(opts.trace!, { command: 'generate', backend: kernels.backend, threads: kernels.threads });
         const ms = performance.now() - t0;
         if (opts.json) {
           process.stdout.write(JSON.stringify({ ids: r.ids, logits: r.logits.map(rowToJson) }) + '\n');

@@ -1,5 +1,6 @@
 // The list of subcommands. Add one line per command module.
 import type { Command } from 'commander';
+import { register as dualpipe } from './dualpipe.ts';
 import { register as eplb } from './eplb.ts';
 import { register as generate } from './generate.ts';
 import { register as info } from './info.ts';
@@ -7,4 +8,4 @@ import { register as score } from './score.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [eplb, generate, info, score];
+export const COMMANDS: RegisterCommand[] = [dualpipe, eplb, generate, info, score];

@@ -15,7 +15,7 @@ import {
 import { refDeepGemm } from '../deepgemm/ref.ts';
 import { DeepGemmShapeError, M_ALIGNMENT_CONTIGUOUS, type GroupedBf16Weights } from '../deepgemm/types.ts';
 import { closeDevice } from './device.ts';
-import { fp8GemmNt, fp8WeightGemmNt, webgpuDeepGemm as gpu } from './deepgemm.ts';
+import { fp8GemmNt, fp8WeightGemmNt, setGemmStrategy, webgpuDeepGemm as gpu } from './deepgemm.ts';
 import { pipelinesCreated } from './pipelines.ts';
 import { randn, rng, worstRatio } from './testutil.ts';
 
@@ -210,4 +210,66 @@ test('inconsistent shapes are DeepGemmShapeError', async () => {
   const g = quantizeGrouped(randn(2 * 3 * 64, r), 2, 3, 64);
   await assert.rejects(gpu.mGroupedFp8GemmNtContiguous(a, g, Int32Array.from([0, 2])), DeepGemmShapeError);
   await assert.rejects(gpu.mGroupedFp8GemmNtMasked(a, g, Int32Array.from([2, 0]), 2), DeepGemmShapeError); // 2 rows != 2*2
+});
+
+test('split-K kernels (the small-M GPU path) match float64 for every variant, incl. -1 rows and masks', async () => {
+  const old = setGemmStrategy('split');
+  try {
+    const r = rng(18);
+    for (const [n, k] of [[132, 448], [72, 203]] as const) {
+      const b = quantizePerBlock(randn(n * k, r), n, k);
+      const bd = dequantize(b);
+      const a = quantizePerToken(randn(3 * k, r), 3, k);
+      const want = new Float64Array(3 * n);
+      gemm64(dequantize(a), 0, 3, bd, n, k, want);
+      assert.ok(calcDiff(await fp8GemmNt(a, b), want) < 1e-6, `fp8GemmNt ${n}x${k}`);
+      const x = randn(2 * k, r);
+      const wx = new Float64Array(2 * n);
+      gemm64(x, 0, 2, bd, n, k, wx);
+      assert.ok(calcDiff(await fp8WeightGemmNt(x, 2, b), wx) < 1e-6, `fp8WeightGemmNt ${n}x${k}`);
+    }
+    const [groups, n, k, mMax] = [3, 40, 200, 4];
+    const wf = randn(groups * n * k, r);
+    const b = quantizeGrouped(wf, groups, n, k);
+    const bb: GroupedBf16Weights = { groups, n, k, data: encodeBf16(wf) };
+    const bd = Array.from({ length: groups }, (_, g) => dequantizeGroup(b, g));
+    const bbd = Array.from({ length: groups }, (_, g) => bf16Values(bb.data.subarray(g * n * k, (g + 1) * n * k)));
+    const mIndices = Int32Array.from([0, 0, -1, 2, -1, 1]);
+    const m = mIndices.length;
+    const a = quantizePerToken(randn(m * k, r), m, k);
+    const x = randn(m * k, r);
+    const ad = dequantize(a);
+    const cont = (xs: ArrayLike<number>, w: Float64Array[]) => {
+      const y = new Float64Array(m * n);
+      mIndices.forEach((g, row) => { if (g >= 0) gemm64(xs, row, 1, w[g]!, n, k, y); });
+      return y;
+    };
+    for (const [name, got, want] of [
+      ['fp8', await gpu.mGroupedFp8GemmNtContiguous(a, b, mIndices, new Float32Array(m * n).fill(NaN)), cont(ad, bd)],
+      ['fp8-weight', await gpu.mGroupedFp8WeightGemmNtContiguous(x, m, b, mIndices, new Float32Array(m * n).fill(NaN)), cont(x, bd)],
+      ['bf16', await gpu.mGroupedBf16GemmNtContiguous(x, m, bb, mIndices, new Float32Array(m * n).fill(NaN)), cont(x, bbd)],
+    ] as const) {
+      assert.ok(got.subarray(2 * n, 3 * n).every((v) => v === 0), `${name}: -1 row not zeroed`);
+      assert.ok(calcDiff(got, want) < 1e-6, `${name} contiguous`);
+    }
+    const maskedM = Int32Array.from([2, 0, 4]);
+    const am = quantizePerToken(randn(groups * mMax * k, r), groups * mMax, k);
+    const xm = randn(groups * mMax * k, r);
+    const masked = (xs: ArrayLike<number>, w: Float64Array[]) => {
+      const y = new Float64Array(groups * mMax * n).fill(5);
+      for (let g = 0; g < groups; g++) gemm64(xs, g * mMax, maskedM[g]!, w[g]!, n, k, y);
+      return y;
+    };
+    const five = () => new Float32Array(groups * mMax * n).fill(5);
+    for (const [name, got, want] of [
+      ['fp8', await gpu.mGroupedFp8GemmNtMasked(am, b, maskedM, mMax, five()), masked(dequantize(am), bd)],
+      ['fp8-weight', await gpu.mGroupedFp8WeightGemmNtMasked(xm, b, maskedM, mMax, five()), masked(xm, bd)],
+      ['bf16', await gpu.mGroupedBf16GemmNtMasked(xm, bb, maskedM, mMax, five()), masked(xm, bbd)],
+    ] as const) {
+      assert.ok(got.subarray(2 * n, 8 * n).every((v) => v === 5), `${name}: masked rows written`);
+      assert.ok(calcDiff(got, want) < 1e-6, `${name} masked`);
+    }
+  } finally {
+    setGemmStrategy(old);
+  }
 });

@@ -19,9 +19,25 @@ export type AsyncDeepGemmOps = {
   [K in keyof DeepGemmOps]: (...args: Parameters<DeepGemmOps[K]>) => Promise<ReturnType<DeepGemmOps[K]>>;
 };
 
+export type GemmStrategy = 'auto' | 'direct' | 'split';
+let strategy: GemmStrategy = 'auto';
+
+/**
+ * Chooses the GEMM kernel shape: 'direct' (one invocation per output), 'split' (split-K workgroup per
+ * output, for small M on GPUs) or 'auto' (split when M ≤ 8 on a GPU adapter, direct on CPU adapters such
+ * as llvmpipe / SwiftShader / lavapipe). Tests force each one; returns the previous setting.
+ */
+export function setGemmStrategy(s: GemmStrategy): GemmStrategy {
+  const old = strategy;
+  strategy = s;
+  return old;
+}
+
+const CPU_ADAPTER = /llvmpipe|swiftshader|lavapipe|softpipe/i;
+
 interface GemmCall {
   op: string;
-  variant: Omit<GemmVariant, 'k4'>;
+  variant: Omit<GemmVariant, 'k4' | 'split'>;
   rows: number; n: number; k: number; mMax: number;
   a: Float32Array | Uint8Array;
   aScales?: Float32Array;
@@ -36,8 +52,9 @@ interface GemmCall {
 async function runGemm(c: GemmCall): Promise<Float32Array> {
   const { rows, n, k, out } = c;
   if (rows === 0 || n === 0) return out;
-  const v: GemmVariant = { ...c.variant, k4: k % 4 === 0 };
   const ctx = await getDevice();
+  const split = strategy === 'split' || (strategy === 'auto' && rows <= 8 && !CPU_ADAPTER.test(ctx.adapterDescription));
+  const v: GemmVariant = { ...c.variant, k4: k % 4 === 0, split };
   const pipeline = await getPipeline(ctx, gemmKey(v), () => gemmWgsl(v));
   return withTemps(async (t) => {
     const kb = ceilDiv(k, BLOCK);
@@ -53,7 +70,8 @@ async function runGemm(c: GemmCall): Promise<Float32Array> {
       if (e === 'groupIndex') { const s = uploadStorage(ctx, c.groupIndex!, `${c.op}:groupIndex`); t.push(s); buffers.push(s); }
     }
     const [gy, gz] = grid(rows);
-    const [bytes] = await runPasses(ctx, c.op, [{ pipeline, buffers, groups: [Math.ceil(n / GEMM_WG), gy, gz] }], [{ buffer: y, byteLength: rows * n * 4 }]);
+    const groups: readonly [number, number, number] = split ? [...grid(rows * n), 1] : [Math.ceil(n / GEMM_WG), gy, gz];
+    const [bytes] = await runPasses(ctx, c.op, [{ pipeline, buffers, groups }], [{ buffer: y, byteLength: rows * n * 4 }]);
     const got = new Float32Array(bytes!);
     for (let r = 0; r < rows; r++) if (c.rowsWritten(r)) out.set(got.subarray(r * n, (r + 1) * n), r * n);
     return out;

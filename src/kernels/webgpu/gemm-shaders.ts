@@ -19,13 +19,23 @@ export interface GemmVariant {
   grouping: Grouping;
   /** K % 4 == 0: word-aligned rows, vectorized inner loop. */
   k4: boolean;
+  /**
+   * Split-K: one workgroup of 64 per output element, each invocation summing 32-wide K chunks (scaled by
+   * their block's scale: the promotion is linear, so chunk sums can be scaled before adding), then a tree
+   * reduction. Coalesced weight reads for small M (decode) on real GPUs; on CPU adapters the barriers
+   * cost more than they save, so `direct` (one invocation per output) is the default there.
+   */
+  split: boolean;
 }
 
 export const GEMM_WG = 64;
 
 export function gemmKey(v: GemmVariant): string {
-  return `deepgemm:${v.a}x${v.b}:${v.grouping}:${v.k4 ? 'k4' : 'k1'}`;
+  return `deepgemm:${v.a}x${v.b}:${v.grouping}:${v.k4 ? 'k4' : 'k1'}:${v.split ? 'split' : 'direct'}`;
 }
+
+/** Chunk of K one split-K invocation sums at a time (divides the 128-wide scale block). */
+const SPLIT_CHUNK = 32;
 
 /** Bindings after the fixed ones (0 params, 1 a, 2 b, 3 out), in order, for a variant. */
 export function gemmExtraBindings(v: GemmVariant): ('aScales' | 'bScales' | 'groupIndex')[] {
@@ -70,7 +80,7 @@ export function gemmWgsl(v: GemmVariant): string {
   let g = row / p.mMax;
   if (row % p.mMax >= u32(groupIndex[g])) { return; }`
     : `let g = 0u;`;
-  return /* wgsl */ `
+  const HEADER = /* wgsl */ `
 struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<${v.a === 'fp8' ? 'u32' : 'f32'}>;
@@ -84,6 +94,56 @@ fn aAt(i: u32) -> f32 { return ${aScalar}; }
 fn bAt(i: u32) -> f32 { return ${bScalar}; }
 fn aAt4(i: u32) -> vec4f { return ${aVec}; }
 fn bAt4(i: u32) -> vec4f { return ${bVec}; }
+`;
+  if (v.split) {
+    // Group decision made once per workgroup (uniform for the barriers): g ≥ 0, −1 = write 0, −2 = skip.
+    const decide = v.grouping === 'contiguous' ? 'max(groupIndex[row], -1)'
+      : v.grouping === 'masked' ? 'select(i32(row / p.mMax), -2, row % p.mMax >= u32(groupIndex[row / p.mMax]))'
+      : '0';
+    const inner = v.k4
+      ? `var part4 = vec4f(0.0);
+    for (var kk = k0; kk < k1; kk += 4u) { part4 += aAt4(ao + kk) * bAt4(bo + kk); }
+    let part = (part4.x + part4.y) + (part4.z + part4.w);`
+      : `var part = 0.0;
+    for (var kk = k0; kk < k1; kk++) { part += aAt(ao + kk) * bAt(bo + kk); }`;
+    return /* wgsl */ `${HEADER}
+var<workgroup> red: array<f32, ${GEMM_WG}>;
+var<workgroup> gsh: i32;
+@compute @workgroup_size(${GEMM_WG})
+fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= p.rows * p.n) { return; }
+  let n = flat % p.n;
+  let row = flat / p.n;
+  if (lid.x == 0u) { gsh = ${decide}; }
+  let gd = workgroupUniformLoad(&gsh);
+  if (gd == -2) { return; }
+  if (gd == -1) {
+    if (lid.x == 0u) { out[row * p.n + n] = 0.0; }
+    return;
+  }
+  let g = u32(gd);
+  let ao = row * p.k;
+  let bo = (g * p.n + n) * p.k;
+  let bso = (g * p.nb + n / 128u) * p.kb;
+  var acc = 0.0;
+  for (var c = lid.x; c * ${SPLIT_CHUNK}u < p.k; c += ${GEMM_WG}u) {
+    let k0 = c * ${SPLIT_CHUNK}u;
+    let k1 = min(k0 + ${SPLIT_CHUNK}u, p.k);
+    let kb = k0 / 128u;
+    ${inner}
+    acc += ${scale} * part;
+  }
+  red[lid.x] = acc;
+  workgroupBarrier();
+  for (var s = ${GEMM_WG / 2}u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { out[row * p.n + n] = red[0]; }
+}`;
+  }
+  return /* wgsl */ `${HEADER}
 @compute @workgroup_size(${GEMM_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let n = gid.x;

@@ -1,0 +1,3 @@
+// Chrome-trace recording and validation.
+export * from './chrome-trace.ts';
+export * from './validate.ts';
