@@ -3,3 +3,4 @@
 export * from './types.ts';
 export * from './quant.ts';
 export { refDeepGemm } from './ref.ts';
+export { WasmDeepGemm } from './wasm.ts';

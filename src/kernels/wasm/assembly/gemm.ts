@@ -13,7 +13,7 @@
 // Kinds: 0 f32 weights, 1 bf16 weights, 2 FP8 weights with 128x128 scales (weight-only: the panel holds
 // fround(q·s)), 3 FP8 x FP8 (x holds the exact decoded FP8 activations, the panel exact FP8 weight
 // values, and each 128-K partial is promoted as DeepGEMM does: y += fround(sA[i,kb]·sB[j/128,kb]) · partial).
-import { bf16, fp8Hi, fp8Lo, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
+import { bf16, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
 
 const KC: i32 = 128;
 const NC: i32 = 64;
@@ -77,8 +77,7 @@ export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32)
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   for (let t = 0; t < full; t += 16) {
     const b = v128.load(wp + <usize>t);
-    const lo = fp8Lo(b), hi = fp8Hi(b);
-    const w0 = fp8W0(lo, hi), w1 = fp8W1(lo, hi);
+    const w0 = fp8W0(b), w1 = fp8W1(b);
     const xp = xs + <usize>t * 4;
     a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), hiHalvesLo(w0)));
     a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), hiHalvesHi(w0)));
@@ -154,8 +153,7 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
   const full = count & ~15;
   for (let i = 0; i < full; i += 16) {
     const b = v128.load(src + <usize>i);
-    const lo = fp8Lo(b), hi = fp8Hi(b);
-    const w0 = fp8W0(lo, hi), w1 = fp8W1(lo, hi);
+    const w0 = fp8W0(b), w1 = fp8W1(b);
     const d = dst + <usize>i * 4;
     if (twoFactors) {
       v128.store(d, f32x4.mul(f32x4.mul(hiHalvesLo(w0), f2a), f2a));
@@ -232,10 +230,10 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
     for (; t + 16 <= kl; t += 16) {
       const o = <usize>(k0 + t);
       const b0 = q0 ? v128.load(q0 + o) : z, b1 = q1 ? v128.load(q1 + o) : z, b2 = q2 ? v128.load(q2 + o) : z, b3 = q3 ? v128.load(q3 + o) : z;
-      const u0 = fp8W0(fp8Lo(b0), fp8Hi(b0)), u1 = fp8W0(fp8Lo(b1), fp8Hi(b1)), u2 = fp8W0(fp8Lo(b2), fp8Hi(b2)), u3 = fp8W0(fp8Lo(b3), fp8Hi(b3));
+      const u0 = fp8W0(b0), u1 = fp8W0(b1), u2 = fp8W0(b2), u3 = fp8W0(b3);
       storeT(p + <usize>t * 32, hiHalvesLo(u0), hiHalvesLo(u1), hiHalvesLo(u2), hiHalvesLo(u3));
       storeT(p + <usize>(t + 4) * 32, hiHalvesHi(u0), hiHalvesHi(u1), hiHalvesHi(u2), hiHalvesHi(u3));
-      const v0 = fp8W1(fp8Lo(b0), fp8Hi(b0)), v1 = fp8W1(fp8Lo(b1), fp8Hi(b1)), v2 = fp8W1(fp8Lo(b2), fp8Hi(b2)), v3 = fp8W1(fp8Lo(b3), fp8Hi(b3));
+      const v0 = fp8W1(b0), v1 = fp8W1(b1), v2 = fp8W1(b2), v3 = fp8W1(b3);
       storeT(p + <usize>(t + 8) * 32, hiHalvesLo(v0), hiHalvesLo(v1), hiHalvesLo(v2), hiHalvesLo(v3));
       storeT(p + <usize>(t + 12) * 32, hiHalvesHi(v0), hiHalvesHi(v1), hiHalvesHi(v2), hiHalvesHi(v3));
     }

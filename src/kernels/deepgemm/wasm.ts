@@ -1,0 +1,224 @@
+// DeepGEMM port on WebAssembly SIMD + threads (the `wasm` backend's runtime and kernels).
+// Reference: https://github.com/deepseek-ai/DeepGEMM
+// FP8 x FP8: A is decoded once per call into f32 (exact values; for M = 1 values·2^118, see
+// ../wasm/assembly/gemm.ts), B stays FP8 and is decoded in registers: the GEMV kernel (M = 1) sums in
+// the ref's 'lanes16' order, the packed GEMM (M > 1) in 'sequential' order, each 128-K partial promoted
+// with fround(sA·sB) exactly as ref.ts does, so results are bit-identical to ref with that order.
+// Grouped variants run one product per contiguous run of rows that share a group.
+// Weights created with allocFp8Matrix / allocGroupedFp8 / allocGroupedBf16 live in wasm memory; others
+// are copied in per call.
+import { KIND_BF16, KIND_FP8, KIND_FP8_FP8, runGemm, gemmPathIsGemv, type GemmKind } from '../wasm/matmul.ts';
+import { WasmRuntime } from '../wasm/runtime.ts';
+import {
+  BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
+  type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
+} from './types.ts';
+
+type Typed = Float32Array | Uint16Array | Uint8Array;
+
+/** A run of consecutive rows [r0, r0+len) that use group g. */
+interface Run { r0: number; len: number; g: number }
+
+function runsContiguous(mIndices: Int32Array): Run[] {
+  const runs: Run[] = [];
+  for (let r = 0; r < mIndices.length;) {
+    const g = mIndices[r]!;
+    let e = r + 1;
+    while (e < mIndices.length && mIndices[e] === g) e++;
+    if (g >= 0) runs.push({ r0: r, len: e - r, g });
+    r = e;
+  }
+  return runs;
+}
+
+function runsMasked(maskedM: Int32Array, mMax: number): Run[] {
+  const runs: Run[] = [];
+  maskedM.forEach((c, g) => { if (c > 0) runs.push({ r0: g * mMax, len: c, g }); });
+  return runs;
+}
+
+export class WasmDeepGemm implements DeepGemmOps {
+  private readonly blocks: number[] = [];
+  constructor(readonly runtime: WasmRuntime, private readonly ownsRuntime = false) {}
+
+  /** Creates its own runtime (pool of `threads`); or pass a wasm backend's runtime to share its memory. */
+  static async create(threads: number): Promise<WasmDeepGemm> {
+    return new WasmDeepGemm(await WasmRuntime.create({ threads }), true);
+  }
+
+  // ------------------------------------------------------------------------- allocation helpers
+
+  /** An FP8 matrix whose data and scales live in wasm memory (zeroed). */
+  allocFp8Matrix(rows: number, cols: number, scaleBlock: '1x128' | '128x128'): Fp8Matrix {
+    const h = this.runtime.heap;
+    const s = (scaleBlock === '1x128' ? rows : ceilDiv(rows, BLOCK)) * ceilDiv(cols, BLOCK);
+    return { rows, cols, scaleBlock, data: h.u8(h.allocZeroed(rows * cols), rows * cols), scales: h.f32(h.allocZeroed(s * 4), s) };
+  }
+
+  allocGroupedFp8(groups: number, n: number, k: number): GroupedFp8Weights {
+    const h = this.runtime.heap;
+    const s = groups * ceilDiv(n, BLOCK) * ceilDiv(k, BLOCK);
+    return { groups, n, k, data: h.u8(h.allocZeroed(groups * n * k), groups * n * k), scales: h.f32(h.allocZeroed(s * 4), s) };
+  }
+
+  allocGroupedBf16(groups: number, n: number, k: number): GroupedBf16Weights {
+    const h = this.runtime.heap;
+    return { groups, n, k, data: h.u16(h.allocZeroed(groups * n * k * 2), groups * n * k) };
+  }
+
+  // ----------------------------------------------------------------------------- staging
+
+  private input(src: Typed): number {
+    const h = this.runtime.heap;
+    if (h.owns(src)) return src.byteOffset;
+    const p = this.temp(src.byteLength);
+    h.u8(p, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+    return p;
+  }
+
+  private temp(bytes: number): number {
+    const p = this.runtime.heap.alloc(bytes);
+    this.blocks.push(p);
+    return p;
+  }
+
+  private releaseTemps(): void {
+    for (const p of this.blocks) this.runtime.heap.free(p);
+    this.blocks.length = 0;
+  }
+
+  /** Decodes rows [r0, r0+len) of A (FP8 codes at aData) into f32 for the path a run of `len` rows takes. */
+  private decodeRows(aData: number, k: number, r0: number, len: number): number {
+    const p = this.temp(len * k * 4);
+    this.runtime.pool.exports('kernels').decodeFp8!(aData + r0 * k, p, len * k, gemmPathIsGemv(len) ? 1 : 0);
+    return p;
+  }
+
+  /** Runs each run's product into y (f32 [rows, n] at yPtr). */
+  private runAll(kind: GemmKind, runs: Run[], k: number, n: number, yPtr: number,
+    x: (run: Run) => number, aScales: (run: Run) => number, w: number, wBytes: number, scales: number, scalesPer: number): void {
+    for (const run of runs) {
+      runGemm(this.runtime, {
+        kind, x: x(run), m: run.len, k, w: w + run.g * wBytes, scales: scales ? scales + run.g * scalesPer * 4 : 0,
+        aScales: aScales(run), y: yPtr + run.r0 * n * 4, n,
+      });
+    }
+  }
+
+  // ----------------------------------------------------------------------------- FP8 x FP8
+
+  fp8GemmNt(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array): Float32Array {
+    const op = 'fp8GemmNt';
+    checkFp8Matrix(op, 'a', a, '1x128');
+    checkFp8Matrix(op, 'b', b, '128x128');
+    if (a.cols !== b.cols) throw new DeepGemmShapeError(op, `a has k=${a.cols}, b has k=${b.cols}`);
+    const m = a.rows, n = b.rows, k = a.cols;
+    const o = outBuffer(op, out, m * n);
+    if (m === 0 || n === 0) return o;
+    try {
+      const y = this.temp(m * n * 4);
+      const aData = this.input(a.data), aSc = this.input(a.scales);
+      const run: Run = { r0: 0, len: m, g: 0 };
+      this.runAll(KIND_FP8_FP8, [run], k, n, y, () => this.decodeRows(aData, k, 0, m), () => aSc,
+        this.input(b.data), 0, this.input(b.scales), 0);
+      o.set(this.runtime.heap.f32(y, m * n));
+      return o;
+    } finally {
+      this.releaseTemps();
+    }
+  }
+
+  private groupedFp8(a: Fp8Matrix, b: GroupedFp8Weights, runs: Run[], out: Float32Array, copyRows: (y: Float32Array) => void): Float32Array {
+    const { n, k } = b;
+    try {
+      const y = this.temp(a.rows * n * 4);
+      this.runtime.heap.f32(y, a.rows * n).fill(0);
+      const aData = this.input(a.data), aSc = this.input(a.scales), kb = ceilDiv(k, BLOCK);
+      this.runAll(KIND_FP8_FP8, runs, k, n, y, (r) => this.decodeRows(aData, k, r.r0, r.len), (r) => aSc + r.r0 * kb * 4,
+        this.input(b.data), n * k, this.input(b.scales), ceilDiv(n, BLOCK) * kb);
+      copyRows(this.runtime.heap.f32(y, a.rows * n));
+      return out;
+    } finally {
+      this.releaseTemps();
+    }
+  }
+
+  mGroupedFp8GemmNtContiguous(a: Fp8Matrix, b: GroupedFp8Weights, mIndices: Int32Array, out?: Float32Array): Float32Array {
+    const op = 'mGroupedFp8GemmNtContiguous';
+    checkFp8Matrix(op, 'a', a, '1x128');
+    checkGrouped(op, b, a.cols);
+    checkMIndices(op, mIndices, a.rows, b.groups);
+    const o = outBuffer(op, out, a.rows * b.n);
+    if (a.rows === 0 || b.n === 0) return o;
+    return this.groupedFp8(a, b, runsContiguous(mIndices), o, (y) => o.set(y));
+  }
+
+  mGroupedFp8GemmNtMasked(a: Fp8Matrix, b: GroupedFp8Weights, maskedM: Int32Array, mMax: number, out?: Float32Array): Float32Array {
+    const op = 'mGroupedFp8GemmNtMasked';
+    checkFp8Matrix(op, 'a', a, '1x128');
+    checkGrouped(op, b, a.cols);
+    checkMasked(op, maskedM, mMax, b.groups, a.rows);
+    const o = outBuffer(op, out, a.rows * b.n);
+    if (a.rows === 0 || b.n === 0) return o;
+    const runs = runsMasked(maskedM, mMax);
+    return this.groupedFp8(a, b, runs, o, (y) => {
+      for (const r of runs) o.set(y.subarray(r.r0 * b.n, (r.r0 + r.len) * b.n), r.r0 * b.n);
+    });
+  }
+
+  // ------------------------------------------------------------------ weight-only FP8 and bf16
+
+  private dense(op: string, kind: GemmKind, x: Float32Array, m: number, b: GroupedFp8Weights | GroupedBf16Weights,
+    runs: Run[], out: Float32Array, copyAll: boolean): Float32Array {
+    const { n, k } = b;
+    if (x.length !== m * k) throw new DeepGemmShapeError(op, `x has ${x.length} values, want ${m}*${k}`);
+    if (m === 0 || n === 0) return out;
+    try {
+      const y = this.temp(m * n * 4);
+      this.runtime.heap.f32(y, m * n).fill(0);
+      const xp = this.input(x);
+      const es = kind === KIND_BF16 ? 2 : 1;
+      const scales = 'scales' in b ? this.input(b.scales) : 0;
+      this.runAll(kind, runs, k, n, y, (r) => xp + r.r0 * k * 4, () => 0, this.input(b.data), n * k * es, scales,
+        ceilDiv(n, BLOCK) * ceilDiv(k, BLOCK));
+      const yv = this.runtime.heap.f32(y, m * n);
+      if (copyAll) out.set(yv);
+      else for (const r of runs) out.set(yv.subarray(r.r0 * n, (r.r0 + r.len) * n), r.r0 * n);
+      return out;
+    } finally {
+      this.releaseTemps();
+    }
+  }
+
+  mGroupedFp8WeightGemmNtContiguous(x: Float32Array, m: number, b: GroupedFp8Weights, mIndices: Int32Array, out?: Float32Array): Float32Array {
+    const op = 'mGroupedFp8WeightGemmNtContiguous';
+    checkGrouped(op, b, b.k);
+    checkMIndices(op, mIndices, m, b.groups);
+    return this.dense(op, KIND_FP8, x, m, b, runsContiguous(mIndices), outBuffer(op, out, m * b.n), true);
+  }
+
+  mGroupedFp8WeightGemmNtMasked(x: Float32Array, b: GroupedFp8Weights, maskedM: Int32Array, mMax: number, out?: Float32Array): Float32Array {
+    const op = 'mGroupedFp8WeightGemmNtMasked';
+    checkGrouped(op, b, b.k);
+    checkMasked(op, maskedM, mMax, b.groups, b.groups * mMax);
+    return this.dense(op, KIND_FP8, x, b.groups * mMax, b, runsMasked(maskedM, mMax), outBuffer(op, out, b.groups * mMax * b.n), false);
+  }
+
+  mGroupedBf16GemmNtContiguous(x: Float32Array, m: number, b: GroupedBf16Weights, mIndices: Int32Array, out?: Float32Array): Float32Array {
+    const op = 'mGroupedBf16GemmNtContiguous';
+    checkGrouped(op, b, b.k);
+    checkMIndices(op, mIndices, m, b.groups);
+    return this.dense(op, KIND_BF16, x, m, b, runsContiguous(mIndices), outBuffer(op, out, m * b.n), true);
+  }
+
+  mGroupedBf16GemmNtMasked(x: Float32Array, b: GroupedBf16Weights, maskedM: Int32Array, mMax: number, out?: Float32Array): Float32Array {
+    const op = 'mGroupedBf16GemmNtMasked';
+    checkGrouped(op, b, b.k);
+    checkMasked(op, maskedM, mMax, b.groups, b.groups * mMax);
+    return this.dense(op, KIND_BF16, x, b.groups * mMax, b, runsMasked(maskedM, mMax), outBuffer(op, out, b.groups * mMax * b.n), false);
+  }
+
+  async dispose(): Promise<void> {
+    if (this.ownsRuntime) await this.runtime.dispose();
+  }
+}
