@@ -43,6 +43,7 @@ export class DeepseekRunner implements ModelRunner {
   }
 
   async dispose(): Promise<void> {
+    this.model.close();
     await this.kernels.dispose();
   }
 }

@@ -1,0 +1,107 @@
+// `seekd bench serve`: serving benchmark like `vllm bench serve`. Against --url, or against a
+// `seekd serve` it starts itself (a child process, so the load generator does not share the engine's
+// thread). Prints a table (or --json) with request/output throughput and TTFT/TPOT/ITL/E2EL percentiles
+// per concurrency, plus the throughput ratio of each concurrency to the first.
+import type { Command } from 'commander';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { UsageError } from '../errors.ts';
+import { runLoad, type LoadResult } from '../loadgen.ts';
+import { engineOptions, intOpt, type EngineCliOptions } from './serve.ts';
+
+interface BenchServeOptions extends EngineCliOptions {
+  url?: string;
+  apiKey?: string;
+  concurrency: string;
+  numPrompts?: string;
+  inputLen: string;
+  outputLen: string;
+  seed: string;
+  json?: boolean;
+}
+
+const BIN = fileURLToPath(new URL('../../../bin/seekd.mjs', import.meta.url));
+
+/** Starts `seekd serve` on a free port and resolves its base URL once /health is 200. */
+export async function spawnServer(args: string[], timeoutMs = 300_000): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), timeoutMs);
+    child.stderr!.on('data', (d: Buffer) => {
+      log += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(m[1]!); }
+    });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited with ${code}:\n${log}`)); });
+  });
+  for (;;) {
+    const ok = await fetch(`${url}/health`).then((r) => r.status === 200, () => false);
+    if (ok) break;
+    if (child.exitCode !== null) throw new Error(`server exited:\n${log}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url, child,
+    stop: () => new Promise<void>((r) => { if (child.exitCode !== null) return r(); child.once('exit', () => r()); child.kill('SIGTERM'); }),
+  };
+}
+
+function fmt(r: LoadResult, base: LoadResult): string[] {
+  const f = (x: number, d = 1) => x.toFixed(d);
+  return [String(r.concurrency), `${r.completed}/${r.completed + r.failed}`, f(r.requestThroughput, 2), f(r.outputThroughput), f(r.outputThroughput / base.outputThroughput, 2),
+    `${f(r.ttftMs.p50)}/${f(r.ttftMs.p90)}/${f(r.ttftMs.p99)}`, `${f(r.tpotMs.p50)}/${f(r.tpotMs.p90)}/${f(r.tpotMs.p99)}`, `${f(r.itlMs.p50)}/${f(r.itlMs.p90)}/${f(r.itlMs.p99)}`];
+}
+
+export function register(program: Command): void {
+  const bench = program.command('bench').description('benchmarks');
+  engineOptions(bench.command('serve').description('serving benchmark (like vllm bench serve): throughput and latency percentiles per concurrency'))
+    .option('--url <url>', 'benchmark this server instead of starting one')
+    .option('--api-key <key>', 'API key for --url')
+    .option('--concurrency <list>', 'comma-separated concurrencies', '1,16')
+    .option('--num-prompts <n>', 'requests per concurrency (default: max(4, 2 x concurrency))')
+    .option('--input-len <words>', 'prompt length in words', '32')
+    .option('--output-len <n>', 'tokens generated per request (ignore_eos)', '64')
+    .option('--seed <n>', 'prompt seed', '0')
+    .option('--json', 'print the results as JSON')
+    .action(async (opts: BenchServeOptions) => {
+      const levels = opts.concurrency.split(',').map((s) => intOpt('concurrency', s.trim())!);
+      if (levels.length === 0) throw new UsageError('--concurrency needs at least one value');
+      const inputWords = intOpt('input-len', opts.inputLen)!;
+      const outputLen = intOpt('output-len', opts.outputLen)!;
+      const seed = intOpt('seed', opts.seed, 0)!;
+      let url = opts.url?.replace(/\/+$/, '');
+      let server: Awaited<ReturnType<typeof spawnServer>> | null = null;
+      if (!url) {
+        const args = ['--backend', opts.backend, '--threads', opts.threads, '--max-num-seqs', String(Math.max(intOpt('max-num-seqs', opts.maxNumSeqs)!, ...levels)),
+          '--max-num-batched-tokens', opts.maxNumBatchedTokens, '--max-waiting', opts.maxWaiting];
+        if (opts.model) args.push('--model', opts.model);
+        if (opts.maxModelLen) args.push('--max-model-len', opts.maxModelLen);
+        if (!opts.json) process.stderr.write('seekd bench: starting seekd serve...\n');
+        server = await spawnServer(args);
+        url = server.url;
+      }
+      try {
+        // Warm-up (JIT, page-in): a few requests that are not measured.
+        await runLoad({ url, apiKey: opts.apiKey, concurrency: 2, numPrompts: 2, inputWords, outputLen: 8, seed: seed + 1000 });
+        const results: LoadResult[] = [];
+        for (const c of levels) {
+          const numPrompts = intOpt('num-prompts', opts.numPrompts) ?? Math.max(4, 2 * c);
+          if (!opts.json) process.stderr.write(`seekd bench: concurrency ${c}, ${numPrompts} requests...\n`);
+          results.push(await runLoad({ url, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed }));
+        }
+        if (opts.json) {
+          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, results }, null, 2) + '\n');
+        } else {
+          const head = ['concurrency', 'ok/total', 'req/s', 'out tok/s', 'x vs first', 'TTFT ms p50/p90/p99', 'TPOT ms p50/p90/p99', 'ITL ms p50/p90/p99'];
+          const rows = [head, ...results.map((r) => fmt(r, results[0]!))];
+          const w = head.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+          for (const r of rows) process.stdout.write(r.map((x, i) => x.padStart(w[i]!)).join('  ') + '\n');
+          for (const r of results) if (r.errors.length) process.stdout.write(`errors at concurrency ${r.concurrency}: ${r.errors.join('; ')}\n`);
+        }
+        if (results.some((r) => r.completed === 0)) process.exitCode = 1;
+      } finally {
+        await server?.stop();
+      }
+    });
+}

@@ -1,0 +1,106 @@
+// `seekd serve`: the OpenAI-compatible server. Without --model it serves the built-in model (random
+// weights, generated on first run). Binds 127.0.0.1 unless --host says otherwise. SIGTERM/SIGINT:
+// stop admitting (503), drain in-flight requests (up to --drain-timeout), exit 0.
+import type { Command } from 'commander';
+import { backendNames } from '../../kernels/index.ts';
+import { Llm } from '../../engine/llm.ts';
+import { startServer } from '../../server/http.ts';
+import { UsageError } from '../errors.ts';
+import { ProgressBar } from '../progress.ts';
+
+export interface EngineCliOptions {
+  model?: string;
+  servedModelName?: string;
+  backend: string;
+  threads: string;
+  maxNumSeqs: string;
+  maxModelLen?: string;
+  maxNumBatchedTokens: string;
+  maxWaiting: string;
+}
+
+export function intOpt(name: string, v: string | undefined, min = 1): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+export function defaultBackend(): string {
+  return backendNames().includes('wasm') ? 'wasm' : 'ref';
+}
+
+/** The options every engine-backed command shares (serve, run, bench serve). */
+export function engineOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <dir>', 'model directory (HF layout); default: the built-in model (random weights)')
+    .option('--served-model-name <name>', 'model id reported by the API (default: directory name or seekd-builtin)')
+    .option('--backend <name>', `kernel backend (${backendNames().join(', ')})`, defaultBackend())
+    .option('--threads <n>', 'kernel threads', '1')
+    .option('--max-num-seqs <n>', 'sequences in the running batch at most', '32')
+    .option('--max-model-len <n>', 'context limit in tokens (default: min(config, 4096))')
+    .option('--max-num-batched-tokens <n>', 'tokens computed per step at most (chunked prefill)', '512')
+    .option('--max-waiting <n>', 'waiting requests before new ones get 429', '256');
+}
+
+export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Llm> {
+  if (!backendNames().includes(opts.backend)) throw new UsageError(`--backend must be one of ${backendNames().join(', ')}, got '${opts.backend}'`);
+  const bar = quiet ? null : new ProgressBar('Loading weights');
+  return Llm.load({
+    model: opts.model,
+    modelId: opts.servedModelName,
+    backend: opts.backend,
+    threads: intOpt('threads', opts.threads),
+    maxNumSeqs: intOpt('max-num-seqs', opts.maxNumSeqs),
+    maxModelLen: intOpt('max-model-len', opts.maxModelLen),
+    maxNumBatchedTokens: intOpt('max-num-batched-tokens', opts.maxNumBatchedTokens),
+    maxWaiting: intOpt('max-waiting', opts.maxWaiting, 0),
+    onStatus: quiet ? undefined : (m) => process.stderr.write(`seekd: ${m}\n`),
+    onProgress: bar ? (d, t) => bar.update(d, t) : undefined,
+  });
+}
+
+interface ServeOptions extends EngineCliOptions {
+  host: string;
+  port: string;
+  apiKey?: string;
+  defaultMaxTokens: string;
+  drainTimeout: string;
+  maxBodyBytes: string;
+}
+
+export function register(program: Command): void {
+  engineOptions(program.command('serve').description('serve an OpenAI-compatible API (and a chat page at /)'))
+    .option('--host <addr>', 'address to bind', '127.0.0.1')
+    .option('--port <n>', 'port', '8000')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health (env SEEKD_API_KEY)')
+    .option('--default-max-tokens <n>', 'max_tokens for requests that give none', '512')
+    .option('--drain-timeout <s>', 'seconds to let in-flight requests finish on SIGTERM', '30')
+    .option('--max-body-bytes <n>', 'largest request body', String(4 * 1024 * 1024))
+    .action(async (opts: ServeOptions) => {
+      const port = intOpt('port', opts.port, 0)!;
+      const apiKey = opts.apiKey ?? process.env.SEEKD_API_KEY ?? null;
+      const srv = await startServer({
+        host: opts.host, port, apiKey,
+        defaultMaxTokens: intOpt('default-max-tokens', opts.defaultMaxTokens),
+        maxBodyBytes: intOpt('max-body-bytes', opts.maxBodyBytes),
+      });
+      let stopping = false;
+      const stop = async (sig: string) => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`seekd: ${sig}: draining in-flight requests\n`);
+        await srv.shutdown(Number(opts.drainTimeout) * 1000);
+        await srv.state.llm?.close();
+        process.stderr.write('seekd: stopped\n');
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', () => void stop('SIGINT'));
+      process.stderr.write(`seekd: listening on ${srv.url} (loading model; /health answers 503 until ready)\n`);
+      const llm = await loadLlm(opts);
+      srv.setLlm(llm);
+      process.stderr.write(`seekd: serving ${llm.modelId} at ${srv.url}/v1 (chat page: ${srv.url}/, ${opts.backend} backend)\n`);
+      if (!opts.model) process.stderr.write('seekd: note: the built-in model has RANDOM weights; its answers are meaningless\n');
+    });
+}

@@ -1,0 +1,63 @@
+// The chat page in a real browser (playwright-core + Debian chromium): type a message, see a streamed
+// answer, stop a long one. Runs against the real built-in model; skips only where chromium is absent
+// from this machine (CI installs it: see .ci/run).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { Llm } from '../engine/llm.ts';
+import { ensureBuiltinModel } from '../engine/builtin/builtin.ts';
+import { backendNames } from '../kernels/index.ts';
+import { startServer } from './http.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+
+test('chat page: type a message, see a streamed answer, stop a generation', { skip: !existsSync(CHROMIUM) && 'chromium not installed' }, async () => {
+  const llm = await Llm.load({ model: ensureBuiltinModel(), backend: backendNames().includes('wasm') ? 'wasm' : 'ref', maxModelLen: 1024, maxNumSeqs: 4 });
+  const srv = await startServer({ port: 0 }, llm);
+  // A fresh profile directory (playwright passes it to chromium as --user-data-dir).
+  const profile = mkdtempSync(join(tmpdir(), 'seekd-chromium-'));
+  after(async () => { rmSync(profile, { recursive: true, force: true }); await srv.shutdown(1000); await llm.close(); });
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 60_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  after(() => browser.close());
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(srv.url + '/');
+  await page.waitForFunction("document.getElementById('model').options.length > 0");
+  assert.equal(await page.inputValue('#model'), llm.modelId);
+
+  // Count streamed updates of the answer bubble: a streamed answer changes many times.
+  // (Browser-side code as strings: this project's TypeScript has no DOM types.)
+  await page.evaluate(`window.updates = 0;
+    new MutationObserver(() => { window.updates++; })
+      .observe(document.getElementById('log'), { subtree: true, characterData: true, childList: true });`);
+  await page.fill('#maxtokens', '24');
+  await page.fill('#input', 'Hello! Who are you?');
+  await page.press('#input', 'Enter');
+  await page.waitForFunction("document.getElementById('status').textContent.startsWith('Done')", null, { timeout: 60_000 });
+  const answer = await page.textContent('.assistant .content');
+  assert.ok(answer && answer.length > 0, 'an answer appeared');
+  assert.ok((await page.evaluate('window.updates')) as number > 5, 'the answer arrived in pieces');
+  assert.equal(await page.textContent('.user'), 'Hello! Who are you?');
+  await page.screenshot({ path: join(process.env.SEEKD_SCREENSHOT_DIR ?? tmpdir(), 'seekd-chat.png') });
+
+  // Stop: a long generation is cut off and its KV blocks are freed.
+  await page.fill('#maxtokens', '900');
+  await page.fill('#input', 'Tell me a long story.');
+  await page.press('#input', 'Enter');
+  await page.waitForFunction("(document.querySelectorAll('.assistant .content')[1]?.textContent ?? '').length > 0", null, { timeout: 60_000 });
+  await page.click('#stop');
+  await page.waitForFunction("document.getElementById('status').textContent === 'Stopped.'");
+  for (let i = 0; i < 100 && llm.engine.numLive > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(llm.engine.kvUsage(), 0);
+  assert.deepEqual(errors, []);
+});
