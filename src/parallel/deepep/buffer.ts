@@ -302,7 +302,6 @@ export class Buffer {
     const H = x.hidden;
     const T = handle.numTokens;
     const out = new Float32Array(T * H);
-    const row = new Float32Array(H);
     msgs.forEach((m, r) => {
       const h = int32View(m, 0, HEADER_WORDS);
       const idx = handle.sendIdx[r]!;
@@ -310,10 +309,8 @@ export class Buffer {
         throw new DeepEPShapeError(op, 'message', `rank ${r} returned ${h[0]} ${CODE_DTYPE[h[1]!]}[${h[2]}] rows, expected ${idx.length} ${x.dtype}[${H}]`);
       }
       const v = dataView(x.dtype, m, HEADER_WORDS * 4, idx.length * H);
-      for (let i = 0; i < idx.length; i++) {
-        const src = x.dtype === 'f32' ? (v as Float32Array).subarray(i * H, (i + 1) * H) : bf16RowToF32(v as Uint16Array, i * H, row);
-        addScaled(out, idx[i]! * H, src, 1);
-      }
+      if (x.dtype === 'f32') addRowsF32(out, idx, v as Float32Array, H);
+      else addRowsBf16(out, idx, v as Uint16Array, H);
     });
     if (x.dtype === 'f32') return { dtype: 'f32', hidden: H, data: out };
     return { dtype: 'bf16', hidden: H, data: f32ArrayToBf16(out) };
@@ -504,15 +501,14 @@ export class Buffer {
         }
         views.push(dataView(x.dtype, msgs[r]!, HEADER_WORDS * 4, j * H) as Float32Array | Uint16Array);
       }
-      const row = new Float32Array(H);
       for (let t = 0; t < T; t++) {
         for (let k = 0; k < K; k++) {
           const p = t * K + k;
           if (pairMsg[p]! < 0) continue;
           const v = views[pairMsg[p]!]!;
           const r0 = pairRow[p]! * H;
-          const src = x.dtype === 'f32' ? (v as Float32Array).subarray(r0, r0 + H) : bf16RowToF32(v as Uint16Array, r0, row);
-          addScaled(out, t * H, src, topkWeights[p]!);
+          if (x.dtype === 'f32') addScaledF32(out, t * H, v as Float32Array, r0, H, topkWeights[p]!);
+          else addScaledBf16(out, t * H, v as Uint16Array, r0, H, topkWeights[p]!);
         }
       }
     };
@@ -584,17 +580,50 @@ function rowRuns(x: Tokens, idx: Int32Array): Uint8Array[] {
   return out;
 }
 
-/** out[o..o+n) += w · src (f32 accumulation); monomorphic so the loop stays fast. */
-function addScaled(out: Float32Array, o: number, src: Float32Array, w: number): void {
-  const n = src.length;
-  if (w === 1) for (let c = 0; c < n; c++) out[o + c] += src[c]!;
-  else for (let c = 0; c < n; c++) out[o + c] += w * src[c]!;
+// Accumulation kernels: one monomorphic loop per dtype, in f32 (each `+=` rounds to f32 on the store, and
+// a double sum of two f32 values rounded once to f32 equals the f32 sum). BF16 values are read through
+// BF16_TO_F32 (a 64 Ki-entry table: one load instead of a bit-cast round trip through a scratch row).
+
+/** out[idx[i]·H ..][c] += src[i·H + c] for every row i (normal combine, f32 rows). */
+function addRowsF32(out: Float32Array, idx: Int32Array, src: Float32Array, H: number): void {
+  for (let i = 0; i < idx.length; i++) {
+    const o = idx[i]! * H;
+    const s = i * H;
+    for (let c = 0; c < H; c++) out[o + c] += src[s + c]!;
+  }
 }
 
-/** bf16 bits src[off..off+row.length) -> row (f32 bits = u16 << 16, written through a Uint32 view). */
-function bf16RowToF32(src: Uint16Array, off: number, row: Float32Array): Float32Array {
-  decodeBf16(src.subarray(off, off + row.length), row as Float32Array<ArrayBuffer>);
-  return row;
+/** out[idx[i]·H ..][c] += bf16(src[i·H + c]) for every row i (normal combine, bf16 rows). */
+function addRowsBf16(out: Float32Array, idx: Int32Array, src: Uint16Array, H: number): void {
+  const tab = bf16Table();
+  for (let i = 0; i < idx.length; i++) {
+    const o = idx[i]! * H;
+    const s = i * H;
+    for (let c = 0; c < H; c++) out[o + c] += tab[src[s + c]!]!;
+  }
+}
+
+/** out[o + c] += w · src[s + c], c < H (low-latency combine, f32 rows). */
+function addScaledF32(out: Float32Array, o: number, src: Float32Array, s: number, H: number, w: number): void {
+  for (let c = 0; c < H; c++) out[o + c] += w * src[s + c]!;
+}
+
+/** out[o + c] += w · bf16(src[s + c]), c < H (low-latency combine, bf16 rows). */
+function addScaledBf16(out: Float32Array, o: number, src: Uint16Array, s: number, H: number, w: number): void {
+  const tab = bf16Table();
+  for (let c = 0; c < H; c++) out[o + c] += w * tab[src[s + c]!]!;
+}
+
+let BF16_TO_F32: Float32Array | null = null;
+
+/** [65536] f32 value of every bf16 bit pattern (f32 bits = u16 << 16). */
+function bf16Table(): Float32Array {
+  if (BF16_TO_F32 === null) {
+    const codes = new Uint16Array(65536);
+    for (let i = 0; i < 65536; i++) codes[i] = i;
+    BF16_TO_F32 = decodeBf16(codes);
+  }
+  return BF16_TO_F32;
 }
 
 /** bucket[e] = pair indices t·K + k routed to expert e, in increasing order (token-major). */
