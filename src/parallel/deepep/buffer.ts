@@ -14,13 +14,13 @@
 //   combine:       [n, dtype, H, 0] | rows[n·H]
 //   LL dispatch:   [dtype, H, m, E/R] count[E/R] srcIdx[m] scales[m·S] | rows[m·H]  (m = pairs, expert-major)
 //   LL combine:    [dtype, H, m, 0] | rows[m·H]
-import { decodeBf16 } from '../../tensor/dtypes.ts';
 import { int32View, isSyncCommunicator, type Communicator, type SyncCommunicator } from './comm.ts';
 import { DeepEPShapeError } from './errors.ts';
 import { castToFp8, scaleCols } from './fp8.ts';
 import { checkTopk, getDispatchLayout, type DispatchLayout } from './layout.ts';
+import { addRowsF32, addScaledBf16, addScaledF32, combineBf16 } from './reduce.ts';
 import {
-  allocTokens, CODE_DTYPE, f32ArrayToBf16, dataView, DTYPE_CODE, elementBytes, numRows, rowBytes, scalesPerRow, tokensToF32,
+  allocTokens, CODE_DTYPE, dataView, DTYPE_CODE, elementBytes, numRows, rowBytes, scalesPerRow, tokensToF32,
   type TokenDType, type Tokens,
 } from './tokens.ts';
 
@@ -301,19 +301,20 @@ export class Buffer {
     const op = 'combine';
     const H = x.hidden;
     const T = handle.numTokens;
-    const out = new Float32Array(T * H);
-    msgs.forEach((m, r) => {
+    const views = msgs.map((m, r) => {
       const h = int32View(m, 0, HEADER_WORDS);
       const idx = handle.sendIdx[r]!;
       if (h[0] !== idx.length || CODE_DTYPE[h[1]!] !== x.dtype || h[2] !== H) {
         throw new DeepEPShapeError(op, 'message', `rank ${r} returned ${h[0]} ${CODE_DTYPE[h[1]!]}[${h[2]}] rows, expected ${idx.length} ${x.dtype}[${H}]`);
       }
-      const v = dataView(x.dtype, m, HEADER_WORDS * 4, idx.length * H);
-      if (x.dtype === 'f32') addRowsF32(out, idx, v as Float32Array, H);
-      else addRowsBf16(out, idx, v as Uint16Array, H);
+      return dataView(x.dtype, m, HEADER_WORDS * 4, idx.length * H);
     });
-    if (x.dtype === 'f32') return { dtype: 'f32', hidden: H, data: out };
-    return { dtype: 'bf16', hidden: H, data: f32ArrayToBf16(out) };
+    if (x.dtype === 'f32') {
+      const out = new Float32Array(T * H);
+      views.forEach((v, r) => addRowsF32(out, handle.sendIdx[r]!, v as Float32Array, H));
+      return { dtype: 'f32', hidden: H, data: out };
+    }
+    return { dtype: 'bf16', hidden: H, data: combineBf16(views as Uint16Array[], handle.sendIdx, T, H) };
   }
 
   #llSet(dtype: TokenDType, hidden: number, localExperts: number, rowsPerExpert: number): LowLatencySet {
@@ -578,52 +579,6 @@ function rowRuns(x: Tokens, idx: Int32Array): Uint8Array[] {
     i = j;
   }
   return out;
-}
-
-// Accumulation kernels: one monomorphic loop per dtype, in f32 (each `+=` rounds to f32 on the store, and
-// a double sum of two f32 values rounded once to f32 equals the f32 sum). BF16 values are read through
-// BF16_TO_F32 (a 64 Ki-entry table: one load instead of a bit-cast round trip through a scratch row).
-
-/** out[idx[i]·H ..][c] += src[i·H + c] for every row i (normal combine, f32 rows). */
-function addRowsF32(out: Float32Array, idx: Int32Array, src: Float32Array, H: number): void {
-  for (let i = 0; i < idx.length; i++) {
-    const o = idx[i]! * H;
-    const s = i * H;
-    for (let c = 0; c < H; c++) out[o + c] += src[s + c]!;
-  }
-}
-
-/** out[idx[i]·H ..][c] += bf16(src[i·H + c]) for every row i (normal combine, bf16 rows). */
-function addRowsBf16(out: Float32Array, idx: Int32Array, src: Uint16Array, H: number): void {
-  const tab = bf16Table();
-  for (let i = 0; i < idx.length; i++) {
-    const o = idx[i]! * H;
-    const s = i * H;
-    for (let c = 0; c < H; c++) out[o + c] += tab[src[s + c]!]!;
-  }
-}
-
-/** out[o + c] += w · src[s + c], c < H (low-latency combine, f32 rows). */
-function addScaledF32(out: Float32Array, o: number, src: Float32Array, s: number, H: number, w: number): void {
-  for (let c = 0; c < H; c++) out[o + c] += w * src[s + c]!;
-}
-
-/** out[o + c] += w · bf16(src[s + c]), c < H (low-latency combine, bf16 rows). */
-function addScaledBf16(out: Float32Array, o: number, src: Uint16Array, s: number, H: number, w: number): void {
-  const tab = bf16Table();
-  for (let c = 0; c < H; c++) out[o + c] += w * tab[src[s + c]!]!;
-}
-
-let BF16_TO_F32: Float32Array | null = null;
-
-/** [65536] f32 value of every bf16 bit pattern (f32 bits = u16 << 16). */
-function bf16Table(): Float32Array {
-  if (BF16_TO_F32 === null) {
-    const codes = new Uint16Array(65536);
-    for (let i = 0; i < 65536; i++) codes[i] = i;
-    BF16_TO_F32 = decodeBf16(codes);
-  }
-  return BF16_TO_F32;
 }
 
 /** bucket[e] = pair indices t·K + k routed to expert e, in increasing order (token-major). */
