@@ -35,18 +35,31 @@ export function combineBf16(views: readonly Uint16Array[], sendIdx: readonly Int
   const out = new Uint16Array(T * H);
   const acc = new Float32Array(H);
   const accBits = new Uint32Array(acc.buffer);
+  // The token's rows in rank order: views ofV[j], element offsets ofS[j].
+  const ofV: Uint16Array[] = [];
+  const ofS: number[] = [];
   for (let t = 0; t < T; t++) {
     let n = 0;
     for (let r = 0; r < R; r++) {
       const i = rowOf[r * T + t]!;
       if (i < 0) continue;
-      const v = views[r]!;
-      const s = i * H;
-      if (n === 0) for (let c = 0; c < H; c++) acc[c] = tab[v[s + c]!]! + 0;
-      else for (let c = 0; c < H; c++) acc[c] += tab[v[s + c]!]!;
+      ofV[n] = views[r]!;
+      ofS[n] = i * H;
       n++;
     }
     if (n === 0) continue; // no rows: the sum is +0 (bits 0), already there
+    const a = ofV[0]!, sa = ofS[0]!;
+    if (n === 1) {
+      for (let c = 0; c < H; c++) acc[c] = tab[a[sa + c]!]! + 0;
+    } else {
+      // The common case (a token on two ranks) in one pass: (0 + a) + b == a + b exactly.
+      const b = ofV[1]!, sb = ofS[1]!;
+      for (let c = 0; c < H; c++) acc[c] = tab[a[sa + c]!]! + tab[b[sb + c]!]!;
+      for (let j = 2; j < n; j++) {
+        const v = ofV[j]!, s = ofS[j]!;
+        for (let c = 0; c < H; c++) acc[c] += tab[v[s + c]!]!;
+      }
+    }
     const o = t * H;
     for (let c = 0; c < H; c++) {
       // f32 -> bf16 round-to-nearest-even, NaN stays NaN (as f32ArrayToBf16).
