@@ -18,7 +18,7 @@ import { int32View, isSyncCommunicator, type Communicator, type SyncCommunicator
 import { DeepEPShapeError } from './errors.ts';
 import { castToFp8, scaleCols } from './fp8.ts';
 import { checkTopk, getDispatchLayout, type DispatchLayout } from './layout.ts';
-import { addRowsF32, addScaledBf16, addScaledF32, combineBf16 } from './reduce.ts';
+import { addRowsF32, addScaled2Bf16, addScaledBf16, addScaledF32, combineBf16 } from './reduce.ts';
 import {
   allocTokens, CODE_DTYPE, dataView, DTYPE_CODE, elementBytes, numRows, rowBytes, scalesPerRow, tokensToF32,
   type TokenDType, type Tokens,
@@ -502,14 +502,32 @@ export class Buffer {
         }
         views.push(dataView(x.dtype, msgs[r]!, HEADER_WORDS * 4, j * H) as Float32Array | Uint16Array);
       }
+      if (x.dtype === 'bf16') {
+        // A token's (up to K) rows summed two at a time: half the passes over its output row.
+        const rv: Uint16Array[] = [];
+        const ro: number[] = [];
+        const rw: number[] = [];
+        for (let t = 0; t < T; t++) {
+          let n = 0;
+          for (let k = 0; k < K; k++) {
+            const p = t * K + k;
+            if (pairMsg[p]! < 0) continue;
+            rv[n] = views[pairMsg[p]!] as Uint16Array;
+            ro[n] = pairRow[p]! * H;
+            rw[n] = topkWeights[p]!;
+            n++;
+          }
+          let j = 0;
+          for (; j + 1 < n; j += 2) addScaled2Bf16(out, t * H, rv[j]!, ro[j]!, rw[j]!, rv[j + 1]!, ro[j + 1]!, rw[j + 1]!, H);
+          if (j < n) addScaledBf16(out, t * H, rv[j]!, ro[j]!, H, rw[j]!);
+        }
+        return;
+      }
       for (let t = 0; t < T; t++) {
         for (let k = 0; k < K; k++) {
           const p = t * K + k;
           if (pairMsg[p]! < 0) continue;
-          const v = views[pairMsg[p]!]!;
-          const r0 = pairRow[p]! * H;
-          if (x.dtype === 'f32') addScaledF32(out, t * H, v as Float32Array, r0, H, topkWeights[p]!);
-          else addScaledBf16(out, t * H, v as Uint16Array, r0, H, topkWeights[p]!);
+          addScaledF32(out, t * H, views[pairMsg[p]!] as Float32Array, pairRow[p]! * H, H, topkWeights[p]!);
         }
       }
     };

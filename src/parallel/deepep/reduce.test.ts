@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { bf16ToF32, decodeBf16, f32ToBf16 } from '../../tensor/dtypes.ts';
-import { addScaledBf16, addScaledF32, combineBf16 } from './reduce.ts';
+import { addScaled2Bf16, addScaledBf16, addScaledF32, combineBf16 } from './reduce.ts';
 import { f32ArrayToBf16 } from './tokens.ts';
 import { rng } from './testing/data.ts';
 
@@ -47,4 +47,17 @@ test('addScaledBf16 equals decode then w·y accumulation', () => {
   }
   assert.deepEqual(a, b);
   assert.ok(a.subarray(H).some((v) => v !== 0) && a.subarray(0, H).every((v) => v === 0));
+});
+
+test('addScaled2Bf16 equals two addScaledBf16 calls, bit for bit', () => {
+  const rand = rng(9);
+  const H = 64;
+  const y = randomBf16(2 * H, rand);
+  const a = new Float32Array(H), b = new Float32Array(H);
+  for (let i = 0; i < H; i++) a[i] = b[i] = (rand() - 0.5) * 2 ** Math.floor(rand() * 20 - 10);
+  const [wa, wb] = [Math.fround(0.3), Math.fround(-0.7)];
+  addScaledBf16(a, 0, y, 0, H, wa);
+  addScaledBf16(a, 0, y, H, H, wb);
+  addScaled2Bf16(b, 0, y, 0, wa, y, H, wb, H);
+  assert.deepEqual(b, a);
 });

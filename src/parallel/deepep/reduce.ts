@@ -81,6 +81,15 @@ export function addScaledBf16(out: Float32Array, o: number, src: Uint16Array, s:
   for (let c = 0; c < H; c++) out[o + c] += w * tab[src[s + c]!]!;
 }
 
+/**
+ * Two steps of addScaledBf16 in one pass: out = f32(f32(out + wa·a) + wb·b), the same roundings as
+ * calling it for a then for b (each product of an f32 weight and a bf16 value is exact in f64).
+ */
+export function addScaled2Bf16(out: Float32Array, o: number, a: Uint16Array, sa: number, wa: number, b: Uint16Array, sb: number, wb: number, H: number): void {
+  const tab = bf16Table();
+  for (let c = 0; c < H; c++) out[o + c] = Math.fround(out[o + c]! + wa * tab[a[sa + c]!]!) + wb * tab[b[sb + c]!]!;
+}
+
 let BF16_TO_F32: Float32Array | null = null;
 
 /** [65536] f32 value of every bf16 bit pattern (f32 bits = u16 << 16). */
