@@ -49,7 +49,7 @@ export default async function epBench(args: string[]): Promise<BenchReport> {
         res.reduce((a, r) => a + bytes(r) / median(secs(r)) / 1e9, 0) / res.length;
       const us = (secs: (r: EpBenchResult) => number[]): number => median(res.map((r) => median(secs(r)))) * 1e6;
       const base = R >= 2 ? copy2 : copy1;
-      const name = `${p.mode} T=${p.T} H=${p.H} K=${p.K} E=${p.E} ${transport}s=${R}`;
+      const name = `${p.mode} T=${p.T} H=${p.H} K=${p.K} E=${p.E} ${transport === 'thread' ? 'threads' : 'processes'}=${R}`;
       const d = gbs((r) => r.dispatchBytes, (r) => r.dispatchSeconds);
       const c = gbs((r) => r.combineBytes, (r) => r.combineSeconds);
       rows.push(

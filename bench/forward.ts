@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { backendNames, loadBackend } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
 import { LatentCache } from '../src/model/latent-cache.ts';
+import { parseConfig } from '../src/model/config.ts';
 import { parameterCounts, tensorSpecs } from '../src/model/weight-map.ts';
 import { Checkpoint } from '../src/weights/checkpoint.ts';
 import { DTYPE_BYTES } from '../src/tensor/dtypes.ts';
@@ -37,14 +38,14 @@ function posInt(name: string, v: string): number {
 function activeBytesPerToken(dir: string): number {
   const ck = Checkpoint.open(dir);
   try {
-    const c = MEDIUM_CONFIG;
+    const c = parseConfig(MEDIUM_CONFIG);
     let bytes = 0;
-    for (const s of tensorSpecs({ ...(c as unknown as Parameters<typeof tensorSpecs>[0]) }, { mtp: false })) {
+    for (const s of tensorSpecs(c, { mtp: false })) {
       const t = ck.info(s.name);
       let b = t.byteLength;
       if (ck.has(`${s.name}_scale_inv`)) b += ck.info(`${s.name}_scale_inv`).byteLength;
       if (s.kind === 'embed') b = c.hidden_size * DTYPE_BYTES[t.dtype];
-      else if (s.target.includes('experts')) b *= c.num_experts_per_tok / c.n_routed_experts;
+      else if (s.target.includes('experts')) b *= c.num_experts_per_tok! / c.n_routed_experts!;
       bytes += b;
     }
     return bytes;
@@ -68,7 +69,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
   const rows: BenchRow[] = [];
   const baseline: Record<string, number | string> = { backend };
   for (const t of threadList) baseline[`copy_GBs_${t}t`] = copy[t]!;
-  const counts = parameterCounts(MEDIUM_CONFIG as unknown as Parameters<typeof parameterCounts>[0]);
+  const counts = parameterCounts(parseConfig(MEDIUM_CONFIG));
   baseline.params_total = counts.total;
   baseline.params_active_per_token = counts.activePerToken;
 

@@ -10,6 +10,7 @@ import { Checkpoint } from '../weights/checkpoint.ts';
 import type { Tracer } from '../platform/tracer.ts';
 import { ConfigError, isMoeLayer, loadConfig, qkHeadDim, softmaxScale, type DeepseekConfig } from './config.ts';
 import { createRefFlashMla } from '../kernels/flashmla/ref.ts';
+import { WasmFlashMla } from '../kernels/flashmla/wasm.ts';
 import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { LatentCache } from './latent-cache.ts';
 import {
@@ -47,6 +48,11 @@ export interface LoadOptions {
   moe?: MoeExecutorFactory;
   /** Load the MTP modules (default true; they never affect next-token logits). */
   mtp?: boolean;
+  /**
+   * FlashMLA kernel for the absorbed attention: 'auto' (default) = the backend's own ('wasm' for the
+   * wasm backend, same thread count), else the plain-TS reference; or force 'ref' / 'wasm'.
+   */
+  flashMla?: 'auto' | 'ref' | 'wasm';
 }
 
 /**
@@ -71,7 +77,7 @@ export class DeepseekModel {
   /** FlashMLA kernel of the backend (absorbed attention over the paged latent cache). */
   readonly #mla: SyncFlashMlaKernel;
 
-  private constructor(readonly config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, moe: MoeExecutorFactory) {
+  private constructor(readonly config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, moe: MoeExecutorFactory, mla: SyncFlashMlaKernel) {
     this.#k = kernels;
     this.#w = weights;
     const c = config;
@@ -79,7 +85,7 @@ export class DeepseekModel {
       deriveAbsorbed(kernels, l.attn.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim));
     this.#rope = new RopeTable(c);
     this.#scale = softmaxScale(c);
-    this.#mla = flashMlaFor(kernels);
+    this.#mla = mla;
     this.#moe = moe({ config: c, kernels, moe: (layer) => this.#w.layers[layer]?.moe });
   }
 
@@ -90,7 +96,8 @@ export class DeepseekModel {
     const ck = Checkpoint.open(dir);
     try {
       const weights = loadWeights(ck, kernels, config, { mtp: opts.mtp ?? true, onProgress: opts.onProgress });
-      return new DeepseekModel(config, kernels, weights, opts.moe ?? localMoeExecutor);
+      const mla = await flashMlaFor(kernels, opts.flashMla ?? 'auto');
+      return new DeepseekModel(config, kernels, weights, opts.moe ?? localMoeExecutor, mla);
     } finally {
       ck.close();
     }
@@ -107,7 +114,11 @@ export class DeepseekModel {
 
   createCache(numBlocks: number): LatentCache {
     const c = this.config;
-    return new LatentCache(c.num_hidden_layers, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim);
+    const rowDim = c.kv_lora_rank + c.qk_rope_head_dim;
+    // Layers live where the FlashMLA kernel reads them in place (wasm: its linear memory).
+    const mla = this.#mla;
+    const alloc = mla.allocCache ? () => mla.allocCache!('f32', numBlocks, 1, rowDim).data as Float32Array : undefined;
+    return new LatentCache(c.num_hidden_layers, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim, alloc);
   }
 
   /** Logits [numSeqs, vocab] (last new token of each sequence) or [T, vocab] with allPositions. */
@@ -156,6 +167,7 @@ export class DeepseekModel {
     // Backend memory belongs to the kernels instance; dropping the references releases JS-side arrays.
     this.#w = { embed: this.#w.embed, norm: new Float32Array(0), lmHead: this.#w.lmHead, layers: [], mtp: [] };
     this.#absorbed.length = 0;
+    void this.#mla.dispose(); // stops the wasm FlashMLA's worker threads (no-op for the reference)
   }
 
   // ------------------------------------------------------------------ pieces of the story
@@ -261,8 +273,9 @@ export class DeepseekModel {
   }
 }
 
-/** The FlashMLA kernel the model attends with (the plain-TS reference port for every backend for now). */
-function flashMlaFor(_k: Kernels): SyncFlashMlaKernel {
+/** The FlashMLA kernel the model attends with: the wasm backend's SIMD kernel, else the plain-TS reference. */
+async function flashMlaFor(k: Kernels, choice: 'auto' | 'ref' | 'wasm'): Promise<SyncFlashMlaKernel> {
+  if (choice === 'wasm' || (choice === 'auto' && k.backend === 'wasm')) return WasmFlashMla.create({ threads: k.threads });
   return createRefFlashMla();
 }
 

@@ -30,10 +30,17 @@ export class LatentCache {
     readonly numBlocks: number,
     readonly kvLoraRank: number,
     readonly ropeDim: number,
+    /** Allocates one zeroed layer of numBlocks·64·rowDim floats (default: a JS Float32Array). */
+    alloc?: () => Float32Array,
   ) {
     if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) throw new CacheError(`numBlocks must be a positive integer, got ${numBlocks}`);
     this.rowDim = kvLoraRank + ropeDim;
-    this.layers = Array.from({ length: numLayers }, () => new Float32Array(numBlocks * CACHE_BLOCK_SIZE * this.rowDim));
+    const n = numBlocks * CACHE_BLOCK_SIZE * this.rowDim;
+    this.layers = Array.from({ length: numLayers }, () => {
+      const a = alloc ? alloc() : new Float32Array(n);
+      if (a.length !== n) throw new CacheError(`cache layer allocator returned ${a.length} floats, expected ${n}`);
+      return a;
+    });
   }
 
   /** Layer `l` as a FlashMLA k_cache [numBlocks, 64, 1, rowDim] (f32, shares the array). */

@@ -45,20 +45,31 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
     return this.runtime.threads;
   }
 
-  /** A zeroed cache layer inside the wasm memory, so the kernel reads it in place (no staging copy). */
+  /**
+   * A zeroed cache layer inside the wasm memory, so the kernel reads it in place (no staging copy).
+   * Its heap block is freed when the returned `data` view is garbage-collected.
+   */
   allocCache(dtype: KvCacheDType, numBlocks: number, numKvHeads: number, headDim: number, ropeDim = 64): KvCacheLayer {
     const h = this.runtime.heap;
     const rows = numBlocks * MLA_BLOCK_SIZE * numKvHeads;
     const shape = { numBlocks, numKvHeads, headDim };
+    const bytes = dtype === 'fp8' ? rows * fp8BytesPerToken(headDim, ropeDim) : rows * headDim * (dtype === 'f32' ? 4 : 2);
+    const p = h.allocZeroed(bytes);
+    let layer: KvCacheLayer;
     switch (dtype) {
-      case 'f32': return { ...shape, dtype, data: h.f32(h.allocZeroed(rows * headDim * 4), rows * headDim) };
-      case 'bf16': return { ...shape, dtype, data: h.u16(h.allocZeroed(rows * headDim * 2), rows * headDim) };
-      case 'fp8': {
-        const n = rows * fp8BytesPerToken(headDim, ropeDim);
-        return { ...shape, dtype, ropeDim, data: h.u8(h.allocZeroed(n), n) };
-      }
+      case 'f32': layer = { ...shape, dtype, data: h.f32(p, rows * headDim) }; break;
+      case 'bf16': layer = { ...shape, dtype, data: h.u16(p, rows * headDim) }; break;
+      case 'fp8': layer = { ...shape, dtype, ropeDim, data: h.u8(p, bytes) }; break;
     }
+    this.freer.register(layer.data, p);
+    return layer;
   }
+
+  /** Frees cache layers whose views were collected (unless the runtime is gone). */
+  private readonly freer = new FinalizationRegistry<number>((p) => {
+    if (!this.disposed) this.runtime.heap.free(p);
+  });
+  private disposed = false;
 
   private scratchFor(bytes: number): number[] {
     if (this.scratch.bytes < bytes) {
@@ -157,6 +168,8 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
   }
 
   async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
     if (this.ownsRuntime) await this.runtime.dispose();
   }
 }

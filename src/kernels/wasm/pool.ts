@@ -138,6 +138,8 @@ export class WasmPool {
       w.removeAllListeners('exit');
       w.removeAllListeners('error');
       w.on('error', () => { /* reported through the shared state; see the worker's exit hook */ });
+      // Workers only ever talk through shared memory; a forgotten dispose() must not keep the process alive.
+      w.unref();
     }
     return pool;
   }
@@ -230,7 +232,9 @@ export class WasmPool {
   /** Test hook: makes worker t exit as if it crashed (process.exit inside the worker); resolves once it has. */
   killWorkerForTest(t: number): Promise<void> {
     if (t < 1 || t >= this.threads) throw new RangeError(`no worker ${t}`);
-    const exited = new Promise<void>((resolve) => this.workers[t - 1]!.once('exit', () => resolve()));
+    const w = this.workers[t - 1]!;
+    w.ref(); // keep the event loop alive until its exit event arrives
+    const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
     this.args[t * MAX_ARGS] = -2;
     for (let u = 1; u < this.threads; u++) if (u !== t) this.args[u * MAX_ARGS] = -1;
     Atomics.store(this.ctrl, DONE, 0);
@@ -247,6 +251,7 @@ export class WasmPool {
     Atomics.add(this.ctrl, SEQ, 1);
     Atomics.notify(this.ctrl, SEQ);
     await Promise.all(this.workers.map((w) => new Promise<void>((resolve) => {
+      w.ref();
       const timer = setTimeout(() => { void w.terminate().then(() => resolve()); }, 2000);
       w.once('exit', () => { clearTimeout(timer); resolve(); });
       if (w.threadId < 0) { clearTimeout(timer); resolve(); }

@@ -8,6 +8,7 @@ import {
   BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
   type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
 } from '../deepgemm/types.ts';
+import type { WeightMatrix } from '../api.ts';
 import { emptyStorage, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { getDevice } from './device.ts';
 import { GEMM_WG, gemmExtraBindings, gemmKey, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
@@ -41,7 +42,7 @@ interface GemmCall {
   rows: number; n: number; k: number; mMax: number;
   a: Float32Array | Uint8Array;
   aScales?: Float32Array;
-  b: Uint8Array | Uint16Array;
+  b: Uint8Array | Uint16Array | Float32Array;
   bScales?: Float32Array;
   groupIndex?: Int32Array;
   /** Output rows the kernel writes (masked: only the valid ones are copied into `out`). */
@@ -176,6 +177,17 @@ export async function mGroupedBf16GemmNtMasked(x: Float32Array, b: GroupedBf16We
   return runGemm({
     op, variant: { a: 'f32', b: 'bf16', grouping: 'masked' }, rows: b.groups * mMax, n: b.n, k: b.k, mMax,
     a: x, b: b.data, groupIndex: maskedM, rowsWritten: maskedRows(maskedM, mMax), out: outBuffer(op, out, b.groups * mMax * b.n),
+  });
+}
+
+/**
+ * y[m, n] = x[m, k] · Wᵀ for a forward-op WeightMatrix (f32 / bf16 / fp8 with 128x128 scaleInv): the
+ * kernel behind ops.ts matmul. Shapes are checked by the caller.
+ */
+export async function weightMatrixGemmNt(x: Float32Array, m: number, w: WeightMatrix, out: Float32Array): Promise<Float32Array> {
+  return runGemm({
+    op: `matmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'none' }, rows: m, n: w.rows, k: w.cols, mMax: 0,
+    a: x, b: w.data, ...(w.dtype === 'fp8' ? { bScales: w.scaleInv } : {}), rowsWritten: all, out,
   });
 }
 

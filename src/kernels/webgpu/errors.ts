@@ -40,11 +40,3 @@ export class WebGpuLimitError extends Error {
     super(`WebGPU limit ${limit} exceeded: ${requested} > ${allowed}`);
   }
 }
-
-/** Inconsistent shapes or buffer lengths passed to a GPU op. */
-export class WebGpuShapeError extends Error {
-  override name = 'WebGpuShapeError';
-  constructor(readonly op: string, detail: string) {
-    super(`${op}: ${detail}`);
-  }
-}

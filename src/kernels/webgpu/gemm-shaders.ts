@@ -1,16 +1,16 @@
 // WGSL generator for the DeepGEMM family (see deepgemm.ts): D = A·Bᵀ ("NT") with
 //   A: fp8 e4m3 with 1x128 scales [rows, kb]  |  f32 (weight-only variants)
-//   B: fp8 e4m3 with 128x128 scales [G, nb, kb]  |  bf16 bits, G stacked [n, k] matrices
+//   B: fp8 e4m3 with 128x128 scales [G, nb, kb]  |  bf16 bits  |  f32 (the forward op matmul), G stacked [n, k]
 //   grouping: none (G = 1) | contiguous (row r uses B[mIndices[r]], -1 rows written 0)
 //             | masked (row r = g·mMax + i uses B[g] when i < maskedM[g], other rows not written).
 // One invocation per output element (64 along N; rows over y/z). Per 128-wide K block the f32 partial sum
-// is promoted: acc += (sA·sB)·partial for fp8×fp8, acc += sB·partial for f32×fp8, acc += partial for bf16.
+// is promoted: acc += (sA·sB)·partial for fp8×fp8, acc += sB·partial for f32×fp8, acc += partial for bf16/f32.
 // When K % 4 == 0 every row starts on a u32 word, and the inner loop decodes 4 fp8 codes (or 2 words of
 // bf16) per step; otherwise it decodes byte by byte.
 import { BF16_DECODE, FP8_E4M3_DECODE } from './wgsl.ts';
 
 export type GemmA = 'fp8' | 'f32';
-export type GemmB = 'fp8' | 'bf16';
+export type GemmB = 'fp8' | 'bf16' | 'f32';
 export type Grouping = 'none' | 'contiguous' | 'masked';
 
 export interface GemmVariant {
@@ -66,10 +66,11 @@ export function gemmWgsl(v: GemmVariant): string {
     return `@group(0) @binding(${binding++}) var<storage, read> ${name}: ${type};`;
   }).join('\n');
   const aScalar = v.a === 'fp8' ? 'fp8e4m3(byteAt(a[(i) >> 2u], i))' : 'a[i]';
-  const bScalar = v.b === 'fp8' ? 'fp8e4m3(byteAt(b[(i) >> 2u], i))' : 'bf16At(b[(i) >> 1u], i)';
+  const bScalar = v.b === 'fp8' ? 'fp8e4m3(byteAt(b[(i) >> 2u], i))' : v.b === 'bf16' ? 'bf16At(b[(i) >> 1u], i)' : 'b[i]';
   const aVec = v.a === 'fp8' ? 'fp8x4(a[i >> 2u])' : 'vec4f(a[i], a[i + 1u], a[i + 2u], a[i + 3u])';
   const bVec = v.b === 'fp8' ? 'fp8x4(b[i >> 2u])'
-    : 'vec4f(bf16At(b[i >> 1u], 0u), bf16At(b[i >> 1u], 1u), bf16At(b[(i >> 1u) + 1u], 0u), bf16At(b[(i >> 1u) + 1u], 1u))';
+    : v.b === 'bf16' ? 'vec4f(bf16At(b[i >> 1u], 0u), bf16At(b[i >> 1u], 1u), bf16At(b[(i >> 1u) + 1u], 0u), bf16At(b[(i >> 1u) + 1u], 1u))'
+    : 'vec4f(b[i], b[i + 1u], b[i + 2u], b[i + 3u])';
   const scale = v.a === 'fp8' && v.b === 'fp8' ? '(aScales[row * p.kb + kb] * bScales[bso + kb])'
     : v.b === 'fp8' ? 'bScales[bso + kb]' : '1.0';
   const group = v.grouping === 'contiguous' ? /* wgsl */ `
@@ -84,7 +85,7 @@ export function gemmWgsl(v: GemmVariant): string {
 struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<${v.a === 'fp8' ? 'u32' : 'f32'}>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<${v.b === 'f32' ? 'f32' : 'u32'}>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 ${extra}
 ${FP8_E4M3_DECODE}

@@ -2,49 +2,10 @@
 // shader for one parameter set; the caller caches the pipeline under `op:params` (pipelines.ts).
 // Conventions: binding 0 is the uniform parameter block, storage bindings follow in the order the host
 // passes them; flat indices come from a grid() dispatch.
-import type { WeightDType } from '../api.ts';
-import { BF16_DECODE, FLAT_GROUP, FP8_E4M3_DECODE } from './wgsl.ts';
+import { FLAT_GROUP } from './wgsl.ts';
 
-export const MATMUL_WG = 64;
 export const ROW_WG = 64;
 export const ELEM_WG = 256;
-
-/**
- * y[M, N] = x[M, K] · Wᵀ. One invocation per output (workgroup of 64 along N, grid over rows); weights are
- * decoded in the shader. For fp8 the f32 partial sum of each 128-wide K block is scaled by
- * scaleInv[n/128, kb] before it joins the total (DeepGEMM's promotion), for f32/bf16 the blocks just add up.
- */
-export function matmulWgsl(dtype: WeightDType): string {
-  const wDecl = dtype === 'f32' ? 'array<f32>' : 'array<u32>';
-  const wAt = dtype === 'f32' ? 'w[i]' : dtype === 'bf16' ? 'bf16At(w[i >> 1u], i)' : 'fp8e4m3(byteAt(w[i >> 2u], i))';
-  const scale = dtype === 'fp8' ? 's[(n / 128u) * p.kb + kb]' : '1.0';
-  return /* wgsl */ `
-struct P { m: u32, n: u32, k: u32, kb: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: ${wDecl};
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-${dtype === 'fp8' ? '@group(0) @binding(4) var<storage, read> s: array<f32>;' : ''}
-${dtype === 'fp8' ? FP8_E4M3_DECODE : dtype === 'bf16' ? BF16_DECODE : ''}
-fn wAt(i: u32) -> f32 { return ${wAt}; }
-@compute @workgroup_size(${MATMUL_WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let n = gid.x;
-  let row = gid.y + gid.z * nwg.y;
-  if (n >= p.n || row >= p.m) { return; }
-  let xo = row * p.k;
-  let wo = n * p.k;
-  var acc = 0.0;
-  for (var kb = 0u; kb < p.kb; kb++) {
-    let k0 = kb * 128u;
-    let k1 = min(k0 + 128u, p.k);
-    var part = 0.0;
-    for (var kk = k0; kk < k1; kk++) { part += x[xo + kk] * wAt(wo + kk); }
-    acc += part * ${scale};
-  }
-  y[row * p.n + n] = acc;
-}`;
-}
 
 /** Tree reduction over a workgroup array `red` of ROW_WG values with `op`; result in red[0]. */
 function reduce(op: string): string {

@@ -5,9 +5,11 @@ import { bf16ToF32, encodeBf16, encodeFp8e4m3, fp8e4m3ToF32 } from '../../tensor
 import type { WeightMatrix } from '../api.ts';
 import { closeDevice, devicesOpened, getDevice } from './device.ts';
 import { emptyStorage, packWords, readBuffer, uploadStorage } from './buffers.ts';
-import { WebGpuDeviceLostError, WebGpuLimitError, WebGpuShaderError, WebGpuShapeError, WebGpuValidationError } from './errors.ts';
+import { WebGpuDeviceLostError, WebGpuLimitError, WebGpuShaderError, WebGpuValidationError } from './errors.ts';
+import { KernelShapeError } from '../ref/ops.ts';
 import { getPipeline, pipelinesCreated, runPasses } from './pipelines.ts';
 import { loadWebGpuBackend } from './ops.ts';
+import { setGemmStrategy } from './deepgemm.ts';
 import { runOpSuite } from '../ops.test-suite.ts';
 import { randn, rng, worstRatio } from './testutil.ts';
 
@@ -84,6 +86,25 @@ test('matmul with f32, bf16 and fp8 (128x128 scaleInv) weights matches float64',
     const got = await gpu.matmul(x, M, w);
     const ratio = worstRatio(got, want, 1e-4, 1e-4);
     assert.ok(ratio <= 1, `${w.dtype}: worst allclose ratio ${ratio}`);
+  }
+});
+
+test('matmul on the split-K path (GPU adapters, small M) matches float64 for all weight formats', async () => {
+  const old = setGemmStrategy('split');
+  try {
+    const r = rng(21);
+    const x = randn(2 * K, r);
+    const wf = randn(N * K, r, 0.05);
+    const scaleInv = new Float32Array(Math.ceil(N / 128) * Math.ceil(K / 128)).map(() => 0.5 + r());
+    const fp: WeightMatrix = { dtype: 'fp8', rows: N, cols: K, data: encodeFp8e4m3(wf.map((v) => v * 40)), scaleInv };
+    const bf: WeightMatrix = { dtype: 'bf16', rows: N, cols: K, data: encodeBf16(wf) };
+    const want = (at: (i: number) => number, sc: (n: number, k: number) => number) => refMatmul(x, 2, N, K, at, sc);
+    assert.ok(worstRatio(await gpu.matmul(x, 2, { dtype: 'f32', rows: N, cols: K, data: wf }), want((i) => wf[i]!, () => 1), 1e-4, 1e-4) <= 1);
+    assert.ok(worstRatio(await gpu.matmul(x, 2, bf), want((i) => bf16ToF32(bf.data[i]!), () => 1), 1e-4, 1e-4) <= 1);
+    assert.ok(worstRatio(await gpu.matmul(x, 2, fp), want((i) => fp8e4m3ToF32(fp.data[i]!),
+      (n, k) => scaleInv[Math.floor(n / 128) * Math.ceil(K / 128) + Math.floor(k / 128)]!), 1e-4, 1e-4) <= 1);
+  } finally {
+    setGemmStrategy(old);
   }
 });
 
@@ -193,13 +214,13 @@ test('topk: descending values, ties to the lower index, NaN last', async () => {
   assert.deepEqual([...got.indices.subarray(0, 3)], [5, 77, 200]);
 });
 
-test('bad shapes are WebGpuShapeError', async () => {
+test('bad shapes are KernelShapeError (as on every backend)', async () => {
   const w: WeightMatrix = { dtype: 'f32', rows: 2, cols: 3, data: new Float32Array(6) };
-  await assert.rejects(gpu.matmul(new Float32Array(5), 2, w), WebGpuShapeError);
-  await assert.rejects(gpu.matmul(new Float32Array(6), 2, w, new Float32Array(3)), WebGpuShapeError);
-  await assert.rejects(gpu.topk(new Float32Array(4), 1, 4, 5), WebGpuShapeError);
-  await assert.rejects(gpu.siluMul(new Float32Array(4), new Float32Array(3)), WebGpuShapeError);
-  await assert.rejects(gpu.rope(new Float32Array(4), 1, 4, 0, 3, new Float32Array(2), new Float32Array(2)), WebGpuShapeError);
+  await assert.rejects(gpu.matmul(new Float32Array(5), 2, w), KernelShapeError);
+  await assert.rejects(gpu.matmul(new Float32Array(6), 2, w, new Float32Array(3)), KernelShapeError);
+  await assert.rejects(gpu.topk(new Float32Array(4), 1, 4, 5), KernelShapeError);
+  await assert.rejects(gpu.siluMul(new Float32Array(4), new Float32Array(3)), KernelShapeError);
+  await assert.rejects(gpu.rope(new Float32Array(4), 1, 4, 0, 3, new Float32Array(2), new Float32Array(2)), KernelShapeError);
 });
 
 test('after closeDevice the next op opens a fresh device and recompiles', async () => {

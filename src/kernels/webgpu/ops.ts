@@ -6,12 +6,14 @@
 // Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array
 // (buffers.ts residentStorage), so a weight must not be modified after its first matmul (call
 // releaseWeight() first if it must).
-import { FP8_BLOCK, OP_NAMES, type KernelOps, type OpName, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
-import { closeDevice, getDevice, type GpuContext } from './device.ts';
-import { emptyStorage, releaseResident, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
-import { WebGpuShapeError } from './errors.ts';
+import { FP8_BLOCK, OP_NAMES, type KernelOps, type OpName, type TopK, type WeightMatrix } from '../api.ts';
+import { closeDevice, getDevice } from './device.ts';
+import { emptyStorage, releaseResident, uploadParams, uploadStorage, withTemps } from './buffers.ts';
+import { weightMatrixGemmNt } from './deepgemm.ts';
+// Shape errors and weight allocation are the ref backend's, so every backend rejects bad input alike.
+import { allocWeight, KernelShapeError } from '../ref/ops.ts';
 import { getPipeline, runPasses } from './pipelines.ts';
-import { ELEM_WG, MATMUL_WG, matmulWgsl, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
+import { ELEM_WG, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
 import { grid } from './wgsl.ts';
 
 /** KernelOps with every method returning a Promise of what the synchronous op returns. */
@@ -30,45 +32,16 @@ export interface WebGpuBackend extends AsyncKernelOps {
 }
 
 function check(op: string, ok: boolean, detail: string): void {
-  if (!ok) throw new WebGpuShapeError(op, detail);
+  if (!ok) throw new KernelShapeError(op, detail);
 }
 
 function checkOut(op: string, out: Float32Array | undefined, len: number): Float32Array {
-  if (out && out.length !== len) throw new WebGpuShapeError(op, `out has length ${out.length}, expected ${len}`);
+  if (out && out.length !== len) throw new KernelShapeError(op, `out has length ${out.length}, expected ${len}`);
   return out ?? new Float32Array(len);
-}
-
-interface GpuWeight { data: GPUBuffer; scales: GPUBuffer | null }
-
-function gpuWeight(ctx: GpuContext, w: WeightMatrix): GpuWeight {
-  return {
-    data: residentStorage(ctx, w.data, `weight:${w.dtype}:${w.rows}x${w.cols}`),
-    scales: w.dtype === 'fp8' ? residentStorage(ctx, w.scaleInv, 'weight:scaleInv') : null,
-  };
-}
-
-/** Row-major [rows, ceil-div] dispatch of `perRow` workgroups per row, rows spread over y and z. */
-function rowGrid(perRow: number, rows: number): [number, number, number] {
-  const [y, z] = grid(rows);
-  return [perRow, y, z];
 }
 
 function elemGroups(n: number): [number, number] {
   return grid(Math.ceil(n / ELEM_WG));
-}
-
-export function allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
-  check('allocWeight', Number.isSafeInteger(rows) && Number.isSafeInteger(cols) && rows > 0 && cols > 0, `bad shape ${rows}x${cols}`);
-  const n = rows * cols;
-  switch (dtype) {
-    case 'f32': return { dtype, rows, cols, data: new Float32Array(n) };
-    case 'bf16': return { dtype, rows, cols, data: new Uint16Array(n) };
-    case 'fp8': return {
-      dtype, rows, cols, data: new Uint8Array(n),
-      scaleInv: new Float32Array(Math.ceil(rows / FP8_BLOCK) * Math.ceil(cols / FP8_BLOCK)),
-    };
-    default: throw new WebGpuShapeError('allocWeight', `unknown weight dtype ${dtype as string}`);
-  }
 }
 
 export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float32Array): Promise<Float32Array> {
@@ -80,19 +53,8 @@ export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: 
   const y = checkOut('matmul', out, m * n);
   if (m === 0 || n === 0) return y;
   if (k === 0) { y.fill(0); return y; }
-  const ctx = await getDevice();
-  const pipeline = await getPipeline(ctx, `matmul:${w.dtype}`, () => matmulWgsl(w.dtype));
-  const gw = gpuWeight(ctx, w);
-  return withTemps(async (t) => {
-    const params = uploadParams(ctx, [['u32', m], ['u32', n], ['u32', k], ['u32', kb]], 'matmul:params');
-    const xb = uploadStorage(ctx, x, 'matmul:x');
-    const yb = emptyStorage(ctx, m * n * 4, 'matmul:y');
-    t.push(params, xb, yb);
-    const buffers = [params, xb, gw.data, yb, ...(gw.scales ? [gw.scales] : [])];
-    const [bytes] = await runPasses(ctx, 'matmul', [{ pipeline, buffers, groups: rowGrid(Math.ceil(n / MATMUL_WG), m) }], [{ buffer: yb, byteLength: m * n * 4 }]);
-    y.set(new Float32Array(bytes!));
-    return y;
-  });
+  // One GEMM generator serves the forward op and DeepGEMM (deepgemm.ts / gemm-shaders.ts).
+  return weightMatrixGemmNt(x, m, w, y);
 }
 
 export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Promise<Float32Array> {

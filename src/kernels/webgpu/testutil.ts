@@ -32,19 +32,3 @@ export function worstRatio(a: ArrayLike<number>, b: ArrayLike<number>, rtol: num
   }
   return worst;
 }
-
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
-/** DeepGEMM's calc_diff: 1 - 2Σxy / Σ(x² + y²), in float64. */
-export function calcDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  let xy = 0, xx = 0;
-  for (let i = 0; i < x.length; i++) { xy += x[i]! * y[i]!; xx += x[i]! * x[i]! + y[i]! * y[i]!; }
-  return xx === 0 ? 0 : 1 - (2 * xy) / xx;
-}

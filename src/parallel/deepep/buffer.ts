@@ -14,13 +14,13 @@
 //   combine:       [n, dtype, H, 0] | rows[n·H]
 //   LL dispatch:   [dtype, H, m, E/R] count[E/R] srcIdx[m] scales[m·S] | rows[m·H]  (m = pairs, expert-major)
 //   LL combine:    [dtype, H, m, 0] | rows[m·H]
-import { f32ToBf16 } from '../../tensor/dtypes.ts';
+import { decodeBf16 } from '../../tensor/dtypes.ts';
 import { int32View, isSyncCommunicator, type Communicator, type SyncCommunicator } from './comm.ts';
 import { DeepEPShapeError } from './errors.ts';
 import { castToFp8, scaleCols } from './fp8.ts';
 import { checkTopk, getDispatchLayout, type DispatchLayout } from './layout.ts';
 import {
-  allocTokens, CODE_DTYPE, dataView, DTYPE_CODE, elementBytes, numRows, rowBytes, scalesPerRow, tokensToF32,
+  allocTokens, CODE_DTYPE, f32ArrayToBf16, dataView, DTYPE_CODE, elementBytes, numRows, rowBytes, scalesPerRow, tokensToF32,
   type TokenDType, type Tokens,
 } from './tokens.ts';
 
@@ -316,9 +316,7 @@ export class Buffer {
       }
     });
     if (x.dtype === 'f32') return { dtype: 'f32', hidden: H, data: out };
-    const o16 = new Uint16Array(out.length);
-    for (let i = 0; i < out.length; i++) o16[i] = f32ToBf16(out[i]!);
-    return { dtype: 'bf16', hidden: H, data: o16 };
+    return { dtype: 'bf16', hidden: H, data: f32ArrayToBf16(out) };
   }
 
   #llSet(dtype: TokenDType, hidden: number, localExperts: number, rowsPerExpert: number): LowLatencySet {
@@ -595,8 +593,7 @@ function addScaled(out: Float32Array, o: number, src: Float32Array, w: number): 
 
 /** bf16 bits src[off..off+row.length) -> row (f32 bits = u16 << 16, written through a Uint32 view). */
 function bf16RowToF32(src: Uint16Array, off: number, row: Float32Array): Float32Array {
-  const u = new Uint32Array(row.buffer, row.byteOffset, row.length);
-  for (let c = 0; c < u.length; c++) u[c] = src[off + c]! << 16;
+  decodeBf16(src.subarray(off, off + row.length), row as Float32Array<ArrayBuffer>);
   return row;
 }
 

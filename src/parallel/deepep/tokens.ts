@@ -1,7 +1,7 @@
 // Token payloads moved by dispatch/combine: rows of `hidden` channels, [T, H] row-major.
 // BF16 travels as its raw Uint16 bits, FP8 as e4m3fn bytes plus per-token 1x128 f32 scales
 // [T, ceil(H / 128)] (DeepEP passes FP8 as the tuple (e4m3 [T, H], f32 [T, H / 128])).
-import { bf16ToF32, f32ToBf16, FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
+import { bf16ToF32, decodeBf16, FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
 import { DeepEPShapeError } from './errors.ts';
 import { FP8_GROUP, scaleCols } from './fp8.ts';
 
@@ -76,13 +76,7 @@ export function rowToF32(x: Tokens, t: number, out: Float32Array, outOff = 0): v
 /** All of x as f32 [T, H]. */
 export function tokensToF32(x: Tokens): Float32Array {
   if (x.dtype === 'f32') return x.data;
-  if (x.dtype === 'bf16') {
-    const out = new Float32Array(x.data.length);
-    const u = new Uint32Array(out.buffer);
-    const d = x.data;
-    for (let i = 0; i < d.length; i++) u[i] = d[i]! << 16;
-    return out;
-  }
+  if (x.dtype === 'bf16') return decodeBf16(x.data);
   const t = x.data.length / x.hidden;
   const out = new Float32Array(x.data.length);
   for (let i = 0; i < t; i++) rowToF32(x, i, out, i * x.hidden);
@@ -91,7 +85,18 @@ export function tokensToF32(x: Tokens): Float32Array {
 
 export function f32ToTokens(x: Float32Array, dtype: 'f32' | 'bf16', hidden: number): Tokens {
   if (dtype === 'f32') return { dtype, hidden, data: x };
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = f32ToBf16(x[i]!);
-  return { dtype, hidden, data: out };
+  return { dtype, hidden, data: f32ArrayToBf16(x) };
+}
+
+/**
+ * f32 -> bf16 bits, round-to-nearest-even (NaN stays NaN), as dtypes.f32ToBf16 but over the raw bits of
+ * a whole array (no per-element call: this runs over every combined value).
+ */
+export function f32ArrayToBf16(x: Float32Array, out = new Uint16Array(x.length)): Uint16Array {
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  for (let i = 0; i < u.length; i++) {
+    const b = u[i]!;
+    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+  return out;
 }

@@ -96,6 +96,20 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
   store<f32>(s + 3 * row, hsum(a30)); store<f32>(s + 3 * row, hsum(a31), 4);
 }
 
+/** One query row with 4 keys (kstride bytes apart) over dQK (multiple of 4). Stores S[t..t+3]. */
+@inline function dot1x4(q: usize, k0: usize, ks: usize, d: i32, s: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let e = 0; e < d; e += 4) {
+    const o = <usize>e << 2;
+    const y = v128.load(q + o);
+    a0 = f32x4.add(a0, f32x4.mul(y, v128.load(k0 + o)));
+    a1 = f32x4.add(a1, f32x4.mul(y, v128.load(k0 + ks + o)));
+    a2 = f32x4.add(a2, f32x4.mul(y, v128.load(k0 + 2 * ks + o)));
+    a3 = f32x4.add(a3, f32x4.mul(y, v128.load(k0 + 3 * ks + o)));
+  }
+  store<f32>(s, hsum(a0)); store<f32>(s, hsum(a1), 4); store<f32>(s, hsum(a2), 8); store<f32>(s, hsum(a3), 12);
+}
+
 /** Scalar-tail dot product (dQK not a multiple of 4, or a single leftover row/key). */
 function dot1(q: usize, k: usize, d: i32): f32 {
   let a = f32x4.splat(0);
@@ -170,7 +184,11 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
         }
       }
       for (; r < R; r++) {
-        for (let t = 0; t < n; t++) store<f32>(sbuf + (<usize>(r * BLOCK + t) << 2), dot1(qbuf + <usize>r * qs, kp + <usize>t * kstride, dQK));
+        let t = 0;
+        if (simdD) {
+          for (; t + 4 <= n; t += 4) dot1x4(qbuf + <usize>r * qs, kp + <usize>t * kstride, kstride, dQK, sbuf + (<usize>(r * BLOCK + t) << 2));
+        }
+        for (; t < n; t++) store<f32>(sbuf + (<usize>(r * BLOCK + t) << 2), dot1(qbuf + <usize>r * qs, kp + <usize>t * kstride, dQK));
       }
       // Online softmax per row: new max, rescale O and l, p = exp(s − m) (0 for masked keys).
       for (r = 0; r < R; r++) {
@@ -244,15 +262,28 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
           }
         }
       }
+      // Leftover rows: 1 row × 16 values held in registers over the block's keys.
       for (; r < R; r++) {
         const orow = obuf + <usize>r * <usize>dV * 4;
         const srow = sbuf + (<usize>(r * BLOCK) << 2);
-        for (let t = 0; t < n; t++) {
-          const pv = load<f32>(srow + (<usize>t << 2));
-          const ps = f32x4.splat(pv);
-          const vp = kp + <usize>t * kstride;
-          for (let e = 0; e < dV4; e += 4) v128.store(orow + (<usize>e << 2), f32x4.add(v128.load(orow + (<usize>e << 2)), f32x4.mul(ps, v128.load(vp + (<usize>e << 2)))));
-          for (let e = dV4; e < dV; e++) store<f32>(orow + (<usize>e << 2), load<f32>(orow + (<usize>e << 2)) + pv * load<f32>(vp + (<usize>e << 2)));
+        let e = 0;
+        for (; e + 16 <= dV; e += 16) {
+          const eo = <usize>e << 2;
+          let c0 = v128.load(orow + eo), c1 = v128.load(orow + eo, 16), c2 = v128.load(orow + eo, 32), c3 = v128.load(orow + eo, 48);
+          for (let t = 0; t < n; t++) {
+            const ps = f32x4.splat(load<f32>(srow + (<usize>t << 2)));
+            const vp = kp + <usize>t * kstride + eo;
+            c0 = f32x4.add(c0, f32x4.mul(ps, v128.load(vp)));
+            c1 = f32x4.add(c1, f32x4.mul(ps, v128.load(vp, 16)));
+            c2 = f32x4.add(c2, f32x4.mul(ps, v128.load(vp, 32)));
+            c3 = f32x4.add(c3, f32x4.mul(ps, v128.load(vp, 48)));
+          }
+          v128.store(orow + eo, c0); v128.store(orow + eo, c1, 16); v128.store(orow + eo, c2, 32); v128.store(orow + eo, c3, 48);
+        }
+        for (; e < dV; e++) {
+          let acc = load<f32>(orow + (<usize>e << 2));
+          for (let t = 0; t < n; t++) acc += load<f32>(srow + (<usize>t << 2)) * load<f32>(kp + <usize>t * kstride + (<usize>e << 2));
+          store<f32>(orow + (<usize>e << 2), acc);
         }
       }
     }
