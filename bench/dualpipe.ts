@@ -3,9 +3,10 @@
 // (256), --seq N (4), --mb N (3), --reps N (3), --trace FILE (Chrome trace of the last DualPipe step).
 // ratio = speed-up over the single-process loop (which uses 1 thread); with 2 cores the ceiling is ~2.
 import { Tensor } from '../src/tensor/autograd/index.ts';
-import { DualPipeRuntime, type StageWeights } from '../src/parallel/dualpipe/runtime.ts';
+import { DualPipeRuntime } from '../src/parallel/dualpipe/runtime.ts';
 import { referenceStep } from '../src/parallel/dualpipe/reference.ts';
 import { MlpStage, mseCriterion } from '../src/parallel/dualpipe/stage.ts';
+import { randomMlpProblem } from '../src/parallel/dualpipe/problem.ts';
 import { mergeTraces } from '../src/parallel/trace/chrome-trace.ts';
 import { median, timeRuns, timeRunsAsync, type BenchReport, type BenchRow } from './lib/report.ts';
 import { writeFileSync } from 'node:fs';
@@ -28,15 +29,7 @@ export default async function dualpipeBench(args: string[]): Promise<BenchReport
   const ti = args.indexOf('--trace');
   const traceFile = ti >= 0 ? args[ti + 1] : undefined;
   const ffn = 4 * hidden;
-  let seed = 1;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-  const weights: StageWeights[] = Array.from({ length: pp }, () => ({
-    w1: Float64Array.from({ length: ffn * hidden }, () => rnd() / Math.sqrt(hidden)),
-    w2: Float64Array.from({ length: ffn * hidden }, () => rnd() / Math.sqrt(ffn)),
-  }));
-  const n = chunks * mb * seq * hidden;
-  const x = Float64Array.from({ length: n }, rnd);
-  const labels = Float64Array.from({ length: n }, rnd);
+  const { weights, x, labels } = randomMlpProblem({ stages: pp, chunks, microBatch: mb, seq, hidden, seed: 1 });
 
   const stages = weights.map((w) => new MlpStage(new Tensor(w.w1, [ffn, hidden], true), new Tensor(w.w2, [hidden, ffn], true)));
   const refTimes = timeRuns(() => {

@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../src/weights/writer.ts';
 import { encodeBf16, bf16ToF32, f32ToFp8e4m3, FP8_E4M3_TABLE } from '../src/tensor/dtypes.ts';
+import { mulberry32 } from '../src/tensor/random.ts';
 
 export type VariantName = 'v2-lite' | 'v2-group' | 'v3-norope';
 
@@ -60,16 +61,7 @@ function crc32(s: string): number {
   return ~c >>> 0;
 }
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 type Init = { kind: 'normal'; std: number } | { kind: 'uniform'; lo: number; hi: number };
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { encodeBf16, f32ToFp8e4m3, FP8_E4M3_TABLE, bf16ToF32 } from '../tensor/dtypes.ts';
 import { FP8_BLOCK, loadBackend, type KernelOps, type WeightMatrix, type WeightDType, type OpName } from './api.ts';
 import './index.ts';
+import { mulberry32 } from '../tensor/random.ts';
 
 /** What the suite needs of a backend: the ops, each returning its result or a promise of it (webgpu). */
 export type SuiteKernels = {
@@ -22,16 +23,7 @@ export interface OpSuiteOptions {
 }
 
 /** Deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 function randn(r: () => number, n: number, std = 1): Float32Array {
   const out = new Float32Array(n);

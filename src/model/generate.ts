@@ -3,6 +3,7 @@
 // (The engine in src/engine does batching and scheduling; this is for the CLI and tests.)
 import { LatentCache } from './latent-cache.ts';
 import type { DeepseekModel, ForwardOptions } from './deepseek.ts';
+import { mulberry32 } from '../tensor/random.ts';
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -26,16 +27,7 @@ export interface GenerateResult {
 }
 
 /** Deterministic 32-bit PRNG (mulberry32) returning floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const seededRandom = mulberry32;
 
 export function argmax(x: Float32Array): number {
   let best = 0;

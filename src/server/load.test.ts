@@ -73,6 +73,6 @@ test(`${CLIENTS} streaming clients for ${SECONDS} s with random aborts`, { timeo
   const late = Math.max(...heap.slice(-third));
   assert.ok(late - early < 64 * 1024 * 1024, `heap grew from ${(early / 2 ** 20).toFixed(0)} MB to ${(late / 2 ** 20).toFixed(0)} MB`);
   const m = await (await fetch(`${srv.url}/metrics`)).text();
-  assert.match(m, /^vllm:kv_cache_usage_perc\{model_name="builtin-v1"\} 0$/m);
+  assert.match(m, new RegExp(`^vllm:kv_cache_usage_perc\\{model_name="${llm.modelId}"\\} 0$`, 'm'));
   process.stderr.write(`load: ${stats.ok} completed, ${stats.aborted} aborted, ${stats.refused} refused (429), heap ${(early / 2 ** 20).toFixed(0)} -> ${(late / 2 ** 20).toFixed(0)} MB\n`);
 });

@@ -14,7 +14,7 @@ import { startServer } from './http.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 
-test('chat page: type a message, see a streamed answer, stop a generation', { skip: !existsSync(CHROMIUM) && 'chromium not installed' }, async () => {
+test('chat page: type a message, see a streamed answer, stop a generation', { skip: !existsSync(CHROMIUM) && 'chromium not installed', timeout: 180_000 }, async () => {
   const llm = await Llm.load({ model: ensureBuiltinModel(), backend: backendNames().includes('wasm') ? 'wasm' : 'ref', maxModelLen: 1024, maxNumSeqs: 4 });
   const srv = await startServer({ port: 0 }, llm);
   // A fresh profile directory (playwright passes it to chromium as --user-data-dir).
@@ -29,6 +29,7 @@ test('chat page: type a message, see a streamed answer, stop a generation', { sk
   });
   after(() => browser.close());
   const page = await browser.newPage();
+  page.setDefaultTimeout(60_000);
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(srv.url + '/');

@@ -7,6 +7,7 @@ import {
   f16ToF32, f32ToBf16, f32ToF16, f32ToFp8e4m3, FP8_E4M3_MAX, FP8_E4M3_TABLE, fp8e4m3ToF32, fp8e5m2ToF32, fromF32,
   isDType, roundToBf16, toF32,
 } from './dtypes.ts';
+import { mulberry32 } from './random.ts';
 
 // ------------------------------------------------------------------ helpers (independent of dtypes.ts)
 
@@ -19,16 +20,7 @@ const nextUp = (x: number): number => bitsToF32(f32Bits(x) + 1);
 const nextDown = (x: number): number => bitsToF32(f32Bits(x) - 1);
 
 /** Seeded PRNG (mulberry32) so any failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** OCP E4M3 value of a code, from the spec's definition (bias 7, no infinities, S.1111.111 = NaN). */
 function e4m3Spec(code: number): number {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsError, type SafetensorsRule } from './errors.ts';
 import { lengthPrefix } from './writer.ts';
+import { mulberry32 } from '../tensor/random.ts';
 
 /** Bytes of a file with the given header text (used verbatim, no padding) and data area. */
 export function craft(headerText: string, data: Uint8Array | number = 0, lengthOverride?: bigint): Uint8Array {
@@ -60,16 +61,7 @@ export function throwsRule(fn: () => unknown, rule: SafetensorsRule, tensor?: st
 }
 
 /** Seeded PRNG (mulberry32) so a failing case reproduces from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /**
  * The shared reference test data: `../shared` beside the repository root (CI, /work/main); a helper

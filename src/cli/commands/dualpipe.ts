@@ -7,9 +7,10 @@ import { UsageError } from '../errors.ts';
 import { simulate, closedFormBubble, type Costs, type SimKind, type Timeline } from '../../parallel/dualpipe/simulate.ts';
 import { renderSvg } from '../../parallel/dualpipe/svg.ts';
 import { PipelineConfigError } from '../../parallel/dualpipe/errors.ts';
-import { DualPipeRuntime, type StageWeights } from '../../parallel/dualpipe/runtime.ts';
+import { DualPipeRuntime } from '../../parallel/dualpipe/runtime.ts';
 import { referenceStep } from '../../parallel/dualpipe/reference.ts';
 import { MlpStage, mseCriterion } from '../../parallel/dualpipe/stage.ts';
+import { randomMlpProblem } from '../../parallel/dualpipe/problem.ts';
 import { timelineFromTrace } from '../../parallel/dualpipe/measured.ts';
 import { mergeTraces } from '../../parallel/trace/chrome-trace.ts';
 import { Tensor } from '../../tensor/autograd/index.ts';
@@ -123,15 +124,7 @@ async function runReal(opts: { pp: string; chunks: string; v?: boolean; svg?: st
   const mb = num('mb', opts.mb, { int: true, min: 1 });
   const kind = opts.v ? 'dualpipev' : 'dualpipe';
   const ffn = 4 * hidden;
-  let s = 233;
-  const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-  const weights: StageWeights[] = Array.from({ length: pp }, () => ({
-    w1: Float64Array.from({ length: ffn * hidden }, () => rnd() / Math.sqrt(hidden)),
-    w2: Float64Array.from({ length: ffn * hidden }, () => rnd() / Math.sqrt(ffn)),
-  }));
-  const n = chunks * mb * seq * hidden;
-  const x = Float64Array.from({ length: n }, rnd);
-  const labels = Float64Array.from({ length: n }, rnd);
+  const { weights, x, labels } = randomMlpProblem({ stages: pp, chunks, microBatch: mb, seq, hidden, seed: 233 });
   let rt: DualPipeRuntime;
   try {
     rt = await DualPipeRuntime.create({ kind, numStages: pp, numChunks: chunks, microBatch: mb, seqLen: seq, hidden, trace: true }, weights);

@@ -1,18 +1,10 @@
 // Helpers shared by the DeepGEMM tests (not a test file): seeded random data and the float64 oracle.
 import { BLOCK, type Fp8Matrix, type GroupedFp8Weights } from './types.ts';
 import { dequantize, dequantizeGroup } from './quant.ts';
+import { mulberry32 } from '../../tensor/random.ts';
 
 /** mulberry32: small seeded PRNG, uniform in [0, 1). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** Standard normal values (Box-Muller), as f32. */
 export function randn(len: number, seed: number, scale = 1): Float32Array {

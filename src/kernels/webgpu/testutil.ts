@@ -1,16 +1,8 @@
 // Helpers for the WebGPU tests: seeded random data and float64 reference arithmetic.
+import { mulberry32 } from '../../tensor/random.ts';
 
 /** mulberry32: small seeded PRNG so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** Standard normal samples (Box-Muller). */
 export function randn(n: number, r: () => number, scale = 1): Float32Array {

@@ -10,21 +10,14 @@ import { referenceStep } from './reference.ts';
 import { MlpStage, mseCriterion } from './stage.ts';
 import { PipelineConfigError } from './errors.ts';
 import type { PipeKind } from './schedule.ts';
+import { mulberry32 } from '../../tensor/random.ts';
 
 const CHUNKS = 20;
 const MB = 3;
 const SEQ = 1;
 const HIDDEN = 512;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 /** Standard normals (Box-Muller). */
 function randn(r: () => number, n: number): Float64Array {
   const out = new Float64Array(n);

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rebalanceExperts, balancedPacking, replicateExperts, EplbArgumentError, gpuLoads } from './eplb.ts';
+import { mulberry32 } from '../../tensor/random.ts';
 
 // README test vector of deepseek-ai/EPLB (values in /work/shared/notes/deepseek-open-source-week.md §5).
 const W = [
@@ -62,16 +63,6 @@ test('invalid arguments are refused with EplbArgumentError', () => {
   }
 });
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('properties on random loads (seeded): coverage, equal slots, groups on one node, load conserved, maps consistent', () => {
   const rnd = mulberry32(1234);

@@ -3,15 +3,12 @@ import assert from 'node:assert/strict';
 import { Tensor, backward, noGrad, type FloatArray } from './tensor.ts';
 import { linear, gelu, silu, rmsNorm, mseLoss, crossEntropy, add, mul, erf } from './ops.ts';
 import { WeightGradStore } from './weight-grad-store.ts';
+import { mulberry32 } from '../random.ts';
 
+/** Uniform in [-1, 1). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const u = mulberry32(seed);
+  return () => u() * 2 - 1;
 }
 const r = rng(7);
 const rand = (shape: number[], grad = true) => new Tensor(Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() * 1.5), shape, grad);

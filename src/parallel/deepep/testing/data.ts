@@ -1,15 +1,7 @@
 // Deterministic test data for the DeepEP checks: every rank can regenerate every other rank's inputs,
 // so expected receive buffers are computed locally, independently of the code under test.
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../../tensor/random.ts';
+export const rng = mulberry32;
 
 /** N(0,1) samples (Box-Muller). */
 export function randn(n: number, rand: () => number): Float32Array {
