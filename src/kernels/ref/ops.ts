@@ -14,11 +14,13 @@ export class KernelShapeError extends Error {
   }
 }
 
-function need(op: string, what: string, got: number, want: number): void {
+/** Throws a KernelShapeError unless an argument has the expected length (shared by every CPU backend). */
+export function need(op: string, what: string, got: number, want: number): void {
   if (got !== want) throw new KernelShapeError(op, `${what} has length ${got}, expected ${want}`);
 }
 
-function dest(op: string, out: Float32Array | undefined, n: number): Float32Array {
+/** The output buffer: `out` checked for length, or a fresh one. */
+export function dest(op: string, out: Float32Array | undefined, n: number): Float32Array {
   if (!out) return new Float32Array(n);
   need(op, 'out', out.length, n);
   return out;

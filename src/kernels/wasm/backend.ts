@@ -3,21 +3,11 @@
 // activations are staged into scratch blocks per call and results copied out. matmul splits output
 // features across threads; the cheap row ops run on the calling thread.
 import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
-import { KernelShapeError } from '../ref/ops.ts';
+import { KernelShapeError, dest, need } from '../ref/ops.ts';
 import { KIND_BF16, KIND_F32, KIND_FP8, runGemm } from './matmul.ts';
 import { WasmRuntime } from './runtime.ts';
 
 type Typed = Float32Array | Uint16Array | Uint8Array | Int32Array;
-
-function need(op: string, what: string, got: number, want: number): void {
-  if (got !== want) throw new KernelShapeError(op, `${what} has length ${got}, expected ${want}`);
-}
-
-function dest(op: string, out: Float32Array | undefined, n: number): Float32Array {
-  if (!out) return new Float32Array(n);
-  need(op, 'out', out.length, n);
-  return out;
-}
 
 /** Temporary blocks of one op, freed together. */
 class Stage {
