@@ -23,6 +23,45 @@ export type WeightMatrix =
 
 export type WeightDType = WeightMatrix['dtype'];
 
+/**
+ * G weight matrices of one shape stacked as [G, rows, cols] in one stored format (for example a layer's
+ * routed experts), so one grouped product covers every group. Group g's matrix is
+ * data[g·rows·cols, (g+1)·rows·cols); FP8 scales are [G, ceil(rows/128), ceil(cols/128)].
+ */
+export type GroupedWeight =
+  | { readonly dtype: 'f32'; readonly groups: number; readonly rows: number; readonly cols: number; readonly data: Float32Array }
+  | { readonly dtype: 'bf16'; readonly groups: number; readonly rows: number; readonly cols: number; readonly data: Uint16Array }
+  | {
+      readonly dtype: 'fp8'; readonly groups: number; readonly rows: number; readonly cols: number; readonly data: Uint8Array;
+      readonly scaleInv: Float32Array;
+    };
+
+/**
+ * Which rows of a grouped product's activations use which group: rows [start[g], start[g] + count[g])
+ * use matrix g (count 0: group unused). Segments must not overlap; rows in no segment are written 0.
+ * - Contiguous layout (DeepGEMM's `psum` form, no padding): start = exclusive prefix sum of count.
+ * - Masked layout [G, mMax]: start[g] = g·mMax, count = masked_m.
+ */
+export interface GroupSegments {
+  readonly start: Int32Array;
+  readonly count: Int32Array;
+}
+
+/** Group g of a grouped weight as a WeightMatrix (views, no copy). */
+export function groupSlice(w: GroupedWeight, g: number): WeightMatrix {
+  if (!(Number.isInteger(g) && g >= 0 && g < w.groups)) throw new RangeError(`group ${g} outside [0, ${w.groups})`);
+  const n = w.rows * w.cols;
+  const { rows, cols } = w;
+  switch (w.dtype) {
+    case 'f32': return { dtype: 'f32', rows, cols, data: w.data.subarray(g * n, (g + 1) * n) };
+    case 'bf16': return { dtype: 'bf16', rows, cols, data: w.data.subarray(g * n, (g + 1) * n) };
+    case 'fp8': {
+      const s = Math.ceil(rows / FP8_BLOCK) * Math.ceil(cols / FP8_BLOCK);
+      return { dtype: 'fp8', rows, cols, data: w.data.subarray(g * n, (g + 1) * n), scaleInv: w.scaleInv.subarray(g * s, (g + 1) * s) };
+    }
+  }
+}
+
 /** Storage dtype of a checkpoint tensor -> weight format. */
 export function weightDTypeOf(d: DType): WeightDType {
   switch (d) {
@@ -52,6 +91,13 @@ export interface KernelOps {
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix;
   /** y[M, N] = x[M, K] · Wᵀ with f32 accumulation (weights dequantized on the fly). */
   matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float32Array): Float32Array;
+  /** Allocates an empty grouped weight [groups, rows, cols] in backend memory (like allocWeight). */
+  allocGroupedWeight(dtype: WeightDType, groups: number, rows: number, cols: number): GroupedWeight;
+  /**
+   * Grouped product (DeepGEMM's m-grouped GEMM): y[M, N] where rows of segment g are x[r, :] · W_gᵀ
+   * and rows in no segment are 0; W is [G, N, K]. One call for all groups (one thread-pool dispatch).
+   */
+  groupedMatmul(x: Float32Array, m: number, w: GroupedWeight, segments: GroupSegments, out?: Float32Array): Float32Array;
   /** y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * weight, for x[rows, weight.length]. */
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
   /**
@@ -69,7 +115,7 @@ export interface KernelOps {
 }
 
 export type OpName = keyof KernelOps;
-export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk'];
+export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'allocGroupedWeight', 'groupedMatmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk'];
 
 export interface BackendOptions {
   /** Worker threads to use (backends without threads ignore it). Default: 1. */

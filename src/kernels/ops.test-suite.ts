@@ -5,7 +5,9 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeBf16, f32ToFp8e4m3, FP8_E4M3_TABLE, bf16ToF32 } from '../tensor/dtypes.ts';
-import { FP8_BLOCK, loadBackend, type KernelOps, type WeightMatrix, type WeightDType, type OpName } from './api.ts';
+import {
+  FP8_BLOCK, groupSlice, loadBackend, type KernelOps, type WeightMatrix, type WeightDType, type OpName,
+} from './api.ts';
 import './index.ts';
 import { mulberry32 } from '../tensor/random.ts';
 
@@ -37,6 +39,12 @@ function randn(r: () => number, n: number, std = 1): Float32Array {
 /** A weight in `dtype` filled from random values, plus its exact dequantised f64 values. */
 async function makeWeight(k: SuiteKernels, dtype: WeightDType, rows: number, cols: number, r: () => number): Promise<{ w: WeightMatrix; dense: Float64Array }> {
   const w = await k.allocWeight(dtype, rows, cols);
+  return { w, dense: fillWeight(w, r) };
+}
+
+/** Fills an allocated weight with random values in its format; returns the exact dequantised f64 values. */
+function fillWeight(w: WeightMatrix, r: () => number): Float64Array {
+  const { rows, cols } = w;
   const vals = randn(r, rows * cols, 1 / Math.sqrt(cols));
   const dense = new Float64Array(rows * cols);
   if (w.dtype === 'f32') {
@@ -64,7 +72,7 @@ async function makeWeight(k: SuiteKernels, dtype: WeightDType, rows: number, col
       }
     }
   }
-  return { w, dense };
+  return dense;
 }
 
 function maxAbs(a: ArrayLike<number>): number {
@@ -126,6 +134,54 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
         }
       });
     }
+
+    // Grouped products: G = 5 groups of [136, 200] (partial FP8 blocks on both axes), two layouts:
+    // contiguous segments (one empty group, one 1-row group: the GEMV path, others the GEMM path) and
+    // masked [G, mMax] segments whose padding rows must come back as 0.
+    for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
+      it(`groupedMatmul ${dtype}: each segment's rows = x·W_gᵀ within 1e-6·Σ|x||w| + 1e-6, other rows 0`, async (t) => {
+        if (skip('groupedMatmul')) return t.skip('not native');
+        const r = rng(2000 + dtype.length);
+        const G = 5, n = 136, kk = 200;
+        const w = await k.allocGroupedWeight(dtype, G, n, kk);
+        assert.ok(w.groups === G && w.rows === n && w.cols === kk && w.data.length === G * n * kk);
+        const dense = Array.from({ length: G }, (_, g) => fillWeight(groupSlice(w, g), r));
+        const counts = Int32Array.from([3, 0, 1, 5, 2]);
+        const contiguous = { start: new Int32Array(G), count: counts };
+        for (let g = 1; g < G; g++) contiguous.start[g] = contiguous.start[g - 1]! + counts[g - 1]!;
+        const mMax = 4;
+        const masked = { start: Int32Array.from({ length: G }, (_, g) => g * mMax), count: Int32Array.from([2, 0, 4, 1, 3]) };
+        for (const [layout, seg, m] of [['contiguous', contiguous, 11], ['masked', masked, G * mMax]] as const) {
+          const x = randn(r, m * kk);
+          const out = new Float32Array(m * n).fill(Number.NaN);
+          const got = await k.groupedMatmul(x, m, w, seg, out);
+          assert.equal(got, out, 'out is honoured');
+          const groupOf = new Int32Array(m).fill(-1);
+          for (let g = 0; g < G; g++) groupOf.fill(g, seg.start[g]!, seg.start[g]! + seg.count[g]!);
+          for (let i = 0; i < m; i++) {
+            const g = groupOf[i]!;
+            for (let j = 0; j < n; j++) {
+              const v: number = got[i * n + j]!;
+              if (g < 0) { assert.equal(v, 0, `${layout}: row ${i} is in no segment`); continue; }
+              let s = 0, mag = 0;
+              for (let q = 0; q < kk; q++) { const p = x[i * kk + q]! * dense[g]![j * kk + q]!; s += p; mag += Math.abs(p); }
+              assert.ok(Math.abs(v - s) <= 1e-6 * mag + 1e-6, `${dtype} ${layout} y[${i},${j}] (group ${g}) = ${v}, expected ${s}`);
+            }
+          }
+        }
+      });
+    }
+
+    it('groupedMatmul rejects overlapping or out-of-range segments and bad lengths', async (t) => {
+      if (skip('groupedMatmul')) return t.skip('not native');
+      const w = await k.allocGroupedWeight('f32', 2, 8, 4);
+      const x = new Float32Array(5 * 4);
+      const seg = (start: number[], count: number[]) => ({ start: Int32Array.from(start), count: Int32Array.from(count) });
+      await assert.rejects(async () => k.groupedMatmul(x, 5, w, seg([0, 2], [3, 2])), /overlap/);
+      await assert.rejects(async () => k.groupedMatmul(x, 5, w, seg([0, 4], [2, 2])), /outside/);
+      await assert.rejects(async () => k.groupedMatmul(x, 5, w, seg([0], [2])), /segments\.start/);
+      await assert.rejects(async () => k.groupedMatmul(new Float32Array(7), 5, w, seg([0, 2], [2, 2])), /x has length/);
+    });
 
     it('matmul rejects mismatched shapes', async (t) => {
       if (skip('matmul')) return t.skip('not native');

@@ -4,7 +4,7 @@
 // References: HF modeling_deepseek.py `MoEGate` (DeepSeek-V2: greedy / group_limited_greedy with softmax;
 // DeepSeek-V3: noaux_tc with sigmoid + e_score_correction_bias) and deepseek-ai/DeepSeek-V3
 // inference/model.py `Gate` / `MoE`.
-import type { Kernels } from '../kernels/api.ts';
+import { groupSlice, type GroupSegments, type Kernels } from '../kernels/api.ts';
 import type { DeepseekConfig } from './config.ts';
 import type { MlpWeights, MoeWeights } from './weight-map.ts';
 
@@ -107,40 +107,98 @@ export function mlp(k: Kernels, w: MlpWeights, x: Float32Array, m: number): Floa
 }
 
 /**
- * The default executor: groups the (token, slot) pairs by expert, gathers each expert's rows, runs the
- * expert once on its whole group, and scatters the weighted outputs back.
+ * The (token, slot) assignments of a batch grouped by expert: the contiguous grouped layout without
+ * padding (DeepGEMM's psum form). Row r of the grouped activations is assignment order[r] (= t·k + j);
+ * expert e owns rows [segments.start[e], segments.start[e] + segments.count[e]).
+ */
+export interface ExpertPlan {
+  rows: number;
+  order: Int32Array;
+  segments: GroupSegments;
+}
+
+/** Counting sort of the T·k assignments idx [T, k] by expert (stable: token order within an expert). */
+export function planByExpert(idx: Int32Array, T: number, K: number, E: number): ExpertPlan {
+  const R = T * K;
+  const start = new Int32Array(E);
+  const count = new Int32Array(E);
+  for (let i = 0; i < R; i++) {
+    const e = idx[i]!;
+    if (!(e >= 0 && e < E)) throw new RangeError(`expert id ${e} outside [0, ${E})`);
+    count[e]!++;
+  }
+  for (let e = 1; e < E; e++) start[e] = start[e - 1]! + count[e - 1]!;
+  const fill = start.slice();
+  const order = new Int32Array(R);
+  for (let i = 0; i < R; i++) order[fill[idx[i]!]!++] = i;
+  return { rows: R, order, segments: { start, count } };
+}
+
+/** Grouped activations [rows, H]: row r = x[token of assignment order[r]]. */
+export function gatherRows(plan: ExpertPlan, x: Float32Array, H: number, K: number): Float32Array {
+  const xs = new Float32Array(plan.rows * H);
+  for (let r = 0; r < plan.rows; r++) {
+    const t = (plan.order[r]! / K) | 0;
+    xs.set(x.subarray(t * H, (t + 1) * H), r * H);
+  }
+  return xs;
+}
+
+/** out[T, H] = Σ over assignments of weight · expert output row (added in grouped-row order). */
+export function scatterWeighted(plan: ExpertPlan, y: Float32Array, wts: Float32Array, T: number, H: number, K: number): Float32Array {
+  const out = new Float32Array(T * H);
+  for (let r = 0; r < plan.rows; r++) {
+    const a = plan.order[r]!;
+    const o = ((a / K) | 0) * H;
+    const wt = wts[a]!;
+    for (let j = 0; j < H; j++) out[o + j] = out[o + j]! + wt * y[r * H + j]!;
+  }
+  return out;
+}
+
+/**
+ * The default executor: groups the (token, slot) pairs by expert and runs each projection of ALL
+ * experts as one grouped product over the stacked weights (gate, up, siluMul, down: three grouped
+ * kernel calls per layer whatever the number of active experts), then scatters the weighted outputs.
  */
 export const localMoeExecutor: MoeExecutorFactory = (ctx) => ({
   run(layer, x, T, idx, wts) {
     const w = ctx.moe(layer);
     if (!w) throw new Error(`layer ${layer} is not an MoE layer`);
+    const k = ctx.kernels;
     const H = ctx.config.hidden_size;
     const K = ctx.config.num_experts_per_tok!;
-    const E = w.experts.length;
-    // Counting sort of the T·K assignments by expert.
-    const counts = new Int32Array(E + 1);
-    for (let i = 0; i < T * K; i++) counts[idx[i]! + 1]!++;
-    for (let e = 0; e < E; e++) counts[e + 1]! += counts[e]!;
-    const order = new Int32Array(T * K);
-    const fill = counts.slice(0, E);
-    for (let i = 0; i < T * K; i++) order[fill[idx[i]!]!++] = i;
-    const out = new Float32Array(T * H);
+    const ex = w.experts;
+    const plan = planByExpert(idx, T, K, ex.gate.groups);
+    const xs = gatherRows(plan, x, H, K);
+    const g = k.groupedMatmul(xs, plan.rows, ex.gate, plan.segments);
+    const u = k.groupedMatmul(xs, plan.rows, ex.up, plan.segments);
+    const y = k.groupedMatmul(k.siluMul(g, u, g), plan.rows, ex.down, plan.segments);
+    return scatterWeighted(plan, y, wts, T, H, K);
+  },
+});
+
+/**
+ * The reference executor (the oracle the grouped path is tested against): one expert at a time, each
+ * expert's rows through three plain matmuls on its slice of the stacked weights.
+ */
+export const perExpertMoeExecutor: MoeExecutorFactory = (ctx) => ({
+  run(layer, x, T, idx, wts) {
+    const w = ctx.moe(layer);
+    if (!w) throw new Error(`layer ${layer} is not an MoE layer`);
+    const H = ctx.config.hidden_size;
+    const K = ctx.config.num_experts_per_tok!;
+    const ex = w.experts;
+    const E = ex.gate.groups;
+    const plan = planByExpert(idx, T, K, E);
+    const xs = gatherRows(plan, x, H, K);
+    const y = new Float32Array(plan.rows * H);
     for (let e = 0; e < E; e++) {
-      const start = counts[e]!, n = counts[e + 1]! - start;
+      const r0 = plan.segments.start[e]!, n = plan.segments.count[e]!;
       if (n === 0) continue;
-      const xe = new Float32Array(n * H);
-      for (let r = 0; r < n; r++) {
-        const t = Math.floor(order[start + r]! / K);
-        xe.set(x.subarray(t * H, (t + 1) * H), r * H);
-      }
-      const ye = mlp(ctx.kernels, w.experts[e]!, xe, n);
-      for (let r = 0; r < n; r++) {
-        const a = order[start + r]!;
-        const t = Math.floor(a / K);
-        const wt = wts[a]!;
-        for (let j = 0; j < H; j++) out[t * H + j] = out[t * H + j]! + wt * ye[r * H + j]!;
-      }
+      const ye = mlp(ctx.kernels, { gate: groupSlice(ex.gate, e), up: groupSlice(ex.up, e), down: groupSlice(ex.down, e) }, xs.subarray(r0 * H, (r0 + n) * H), n);
+      y.set(ye, r0 * H);
     }
-    return out;
+    return scatterWeighted(plan, y, wts, T, H, K);
   },
 });

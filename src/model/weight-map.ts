@@ -2,13 +2,17 @@
 // checkpoints), and the loader that copies each tensor once into backend memory.
 // - Linear weights keep their stored format: BF16/F32 as is, FP8 e4m3fn codes (one byte per parameter)
 //   with the `<name>_scale_inv` 128x128 block scales next to them. Nothing is widened as a whole.
+// - A layer's routed experts are stacked: gate/up/down each become one grouped weight [E, out, in]
+//   (kernels' GroupedWeight, FP8 scales [E, ceil(out/128), ceil(in/128)]) allocated once in backend
+//   memory; each expert's tensor is read straight into its slice, so MoE runs one grouped product per
+//   projection instead of one matmul per expert.
 // - Norm weights and the router bias are widened to f32 (small vectors).
 // - The embedding stays in its stored format; rows are widened on lookup.
 // Shapes follow the HF convention [out, in]; see /work/shared/testdata/deepseek-ref/README.md.
 import { Checkpoint } from '../weights/checkpoint.ts';
 import { readFp8Into } from '../weights/pairing.ts';
 import type { DType } from '../tensor/dtypes.ts';
-import type { KernelOps, WeightMatrix } from '../kernels/api.ts';
+import { groupSlice, weightDTypeOf, type GroupedWeight, type KernelOps, type WeightMatrix } from '../kernels/api.ts';
 import { isMoeLayer, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
 
 /** Weights of one MLP (dense FFN, one routed expert, or the shared experts): w2(silu(w1 x) * w3 x). */
@@ -28,12 +32,16 @@ export interface AttnWeights {
   o: WeightMatrix;
 }
 
+/** A layer's routed experts stacked per projection: gate/up [E, moe_inter, H], down [E, H, moe_inter]. */
+export interface ExpertWeights { gate: GroupedWeight; up: GroupedWeight; down: GroupedWeight }
+
 export interface MoeWeights {
   /** Router mlp.gate.weight [n_routed_experts, H]. */
   router: WeightMatrix;
   /** mlp.gate.e_score_correction_bias [n_routed_experts] (noaux_tc only). */
   bias?: Float32Array;
-  experts: MlpWeights[];
+  /** Routed experts, stacked (expert e is group e of each projection). */
+  experts: ExpertWeights;
   /** mlp.shared_experts.* (absent when n_shared_experts is 0/null). */
   shared?: MlpWeights;
 }
@@ -117,9 +125,9 @@ export const WEIGHT_TABLE: readonly Row[] = [
 
   { hf: 'model.layers.{L}.mlp.gate.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.n_routed_experts!, H(c)], when: moe, path: 'moe.router' },
   { hf: 'model.layers.{L}.mlp.gate.e_score_correction_bias', scope: 'layer', kind: 'vector', shape: (c) => [c.n_routed_experts!], when: (c, l) => moe(c, l) && c.topk_method === 'noaux_tc', path: 'moe.bias' },
-  { hf: 'model.layers.{L}.mlp.experts.{E}.gate_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.moe_intermediate_size, H(c)], when: moe, perExpert: true, path: 'moe.experts.{E}.gate' },
-  { hf: 'model.layers.{L}.mlp.experts.{E}.up_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.moe_intermediate_size, H(c)], when: moe, perExpert: true, path: 'moe.experts.{E}.up' },
-  { hf: 'model.layers.{L}.mlp.experts.{E}.down_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), c.moe_intermediate_size], when: moe, perExpert: true, path: 'moe.experts.{E}.down' },
+  { hf: 'model.layers.{L}.mlp.experts.{E}.gate_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.moe_intermediate_size, H(c)], when: moe, perExpert: true, path: 'moe.experts.gate' },
+  { hf: 'model.layers.{L}.mlp.experts.{E}.up_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [c.moe_intermediate_size, H(c)], when: moe, perExpert: true, path: 'moe.experts.up' },
+  { hf: 'model.layers.{L}.mlp.experts.{E}.down_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), c.moe_intermediate_size], when: moe, perExpert: true, path: 'moe.experts.down' },
   { hf: 'model.layers.{L}.mlp.shared_experts.gate_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [sharedIntermediate(c), H(c)], when: shared, path: 'moe.shared.gate' },
   { hf: 'model.layers.{L}.mlp.shared_experts.up_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [sharedIntermediate(c), H(c)], when: shared, path: 'moe.shared.up' },
   { hf: 'model.layers.{L}.mlp.shared_experts.down_proj.weight', scope: 'layer', kind: 'linear', shape: (c) => [H(c), sharedIntermediate(c)], when: shared, path: 'moe.shared.down' },
@@ -141,8 +149,10 @@ export interface TensorSpec {
   kind: Kind;
   shape: number[];
   optional: boolean;
-  /** Where it lands, e.g. ['layers', 3, 'moe', 'experts', 7, 'gate']. */
+  /** Where it lands, e.g. ['layers', 3, 'moe', 'experts', 'gate']. */
   target: (string | number)[];
+  /** Routed experts: slice `index` of a grouped weight of `count` groups at `target`. */
+  group?: { index: number; count: number };
 }
 
 /** Expands the table for a config: every tensor the model needs, in a stable order. */
@@ -154,7 +164,9 @@ export function tensorSpecs(c: Cfg, opts: { mtp?: boolean } = {}): TensorSpec[] 
     for (let e = 0; e < experts; e++) {
       const name = row.hf.replace('{L}', String(layer)).replace('{E}', String(e));
       const path = row.path.replace('{E}', String(e)).split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
-      out.push({ name, kind: row.kind, shape: row.shape(c), optional: row.optional ?? false, target: [...prefix, ...path] });
+      const spec: TensorSpec = { name, kind: row.kind, shape: row.shape(c), optional: row.optional ?? false, target: [...prefix, ...path] };
+      if (row.perExpert) spec.group = { index: e, count: experts };
+      out.push(spec);
     }
   };
   for (const row of WEIGHT_TABLE) if (row.scope === 'model') expand(row, null, []);
@@ -207,6 +219,36 @@ function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec): Wei
   }
 }
 
+/**
+ * Reads one routed expert's matrix into its slice of the layer's grouped weight (allocated on the first
+ * expert, in that expert's format; every expert of a projection must share it).
+ */
+function loadExpertSlice(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec, existing: GroupedWeight | undefined): GroupedWeight {
+  const [rows, cols] = spec.shape as [number, number];
+  const { index, count } = spec.group!;
+  const info = ck.expect(spec.name, LINEAR_DTYPES, spec.shape);
+  const dtype = weightDTypeOf(info.dtype);
+  const w = existing ?? k.allocGroupedWeight(dtype, count, rows, cols);
+  if (w.dtype !== dtype) throw new WeightError(spec.name, `dtype ${info.dtype}, but this layer's other experts are ${w.dtype}: routed experts must share one format`);
+  const slice = groupSlice(w, index);
+  if (slice.dtype === 'fp8') {
+    if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
+    readFp8Into(ck, spec.name, slice.data, slice.scaleInv, c.quantization_config.weight_block_size);
+  } else {
+    ck.readInto(spec.name, slice.data);
+  }
+  return w;
+}
+
+function getPath(root: Record<string | number, unknown>, path: (string | number)[]): unknown {
+  let o: unknown = root;
+  for (const key of path) {
+    if (o === undefined) return undefined;
+    o = (o as Record<string | number, unknown>)[key];
+  }
+  return o;
+}
+
 function setPath(root: Record<string | number, unknown>, path: (string | number)[], value: unknown): void {
   let o = root;
   for (let i = 0; i < path.length - 1; i++) {
@@ -238,6 +280,8 @@ export function loadWeights(ck: Checkpoint, k: KernelOps, c: Cfg, opts: LoadWeig
     if (s.kind === 'vector') {
       ck.expect(s.name, VECTOR_DTYPES, s.shape);
       value = ck.readF32(s.name);
+    } else if (s.group) {
+      value = loadExpertSlice(ck, k, c, s, getPath(root, s.target) as GroupedWeight | undefined);
     } else {
       value = loadMatrix(ck, k, c, s);
     }

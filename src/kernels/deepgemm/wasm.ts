@@ -4,10 +4,12 @@
 // ../wasm/assembly/gemm.ts), B stays FP8 and is decoded in registers: the GEMV kernel (M = 1) sums in
 // the ref's 'lanes16' order, the packed GEMM (M > 1) in 'sequential' order, each 128-K partial promoted
 // with fround(sA·sB) exactly as ref.ts does, so results are bit-identical to ref with that order.
-// Grouped variants run one product per contiguous run of rows that share a group.
+// Grouped variants run every run of rows (a segment sharing a group) in ONE grouped kernel call, one
+// thread-pool dispatch per product (../wasm/grouped.ts).
 // Weights created with allocFp8Matrix / allocGroupedFp8 / allocGroupedBf16 live in wasm memory; others
 // are copied in per call.
-import { KIND_BF16, KIND_FP8, KIND_FP8_FP8, runGemm, gemmPathIsGemv, type GemmKind } from '../wasm/matmul.ts';
+import { KIND_BF16, KIND_FP8, KIND_FP8_FP8, gemmPathIsGemv, type GemmKind } from '../wasm/matmul.ts';
+import { runGroupedGemm } from '../wasm/grouped.ts';
 import { WasmRuntime } from '../wasm/runtime.ts';
 import {
   BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
@@ -87,22 +89,15 @@ export class WasmDeepGemm implements DeepGemmOps {
     this.blocks.length = 0;
   }
 
-  /** Decodes rows [r0, r0+len) of A (FP8 codes at aData) into f32 for the path a run of `len` rows takes. */
-  private decodeRows(aData: number, k: number, r0: number, len: number): number {
-    const p = this.temp(len * k * 4);
-    this.runtime.pool.exports('kernels').decodeFp8!(aData + r0 * k, p, len * k, gemmPathIsGemv(len) ? 1 : 0);
+  /**
+   * Decodes A's FP8 codes (at aData, [rows, k]) into one f32 buffer, each run's rows in the
+   * representation its path expects (GEMV: values·2^118, GEMM: exact values); other rows stay unset.
+   */
+  private decodeRuns(aData: number, rows: number, k: number, runs: readonly Run[]): number {
+    const p = this.temp(rows * k * 4);
+    const dec = this.runtime.pool.exports('kernels').decodeFp8!;
+    for (const r of runs) dec(aData + r.r0 * k, p + r.r0 * k * 4, r.len * k, gemmPathIsGemv(r.len) ? 1 : 0);
     return p;
-  }
-
-  /** Runs each run's product into y (f32 [rows, n] at yPtr). */
-  private runAll(kind: GemmKind, runs: Run[], k: number, n: number, yPtr: number,
-    x: (run: Run) => number, aScales: (run: Run) => number, w: number, wBytes: number, scales: number, scalesPer: number): void {
-    for (const run of runs) {
-      runGemm(this.runtime, {
-        kind, x: x(run), m: run.len, k, w: w + run.g * wBytes, scales: scales ? scales + run.g * scalesPer * 4 : 0,
-        aScales: aScales(run), y: yPtr + run.r0 * n * 4, n,
-      });
-    }
   }
 
   // ----------------------------------------------------------------------------- FP8 x FP8
@@ -117,10 +112,11 @@ export class WasmDeepGemm implements DeepGemmOps {
     if (m === 0 || n === 0) return o;
     try {
       const y = this.temp(m * n * 4);
-      const aData = this.input(a.data), aSc = this.input(a.scales);
-      const run: Run = { r0: 0, len: m, g: 0 };
-      this.runAll(KIND_FP8_FP8, [run], k, n, y, () => this.decodeRows(aData, k, 0, m), () => aSc,
-        this.input(b.data), 0, this.input(b.scales), 0);
+      const runs: Run[] = [{ r0: 0, len: m, g: 0 }];
+      runGroupedGemm(this.runtime, {
+        kind: KIND_FP8_FP8, x: this.decodeRuns(this.input(a.data), m, k, runs), m, k, w: this.input(b.data),
+        scales: this.input(b.scales), aScales: this.input(a.scales), y, n, runs,
+      });
       o.set(this.runtime.heap.f32(y, m * n));
       return o;
     } finally {
@@ -133,9 +129,10 @@ export class WasmDeepGemm implements DeepGemmOps {
     try {
       const y = this.temp(a.rows * n * 4);
       this.runtime.heap.f32(y, a.rows * n).fill(0);
-      const aData = this.input(a.data), aSc = this.input(a.scales), kb = ceilDiv(k, BLOCK);
-      this.runAll(KIND_FP8_FP8, runs, k, n, y, (r) => this.decodeRows(aData, k, r.r0, r.len), (r) => aSc + r.r0 * kb * 4,
-        this.input(b.data), n * k, this.input(b.scales), ceilDiv(n, BLOCK) * kb);
+      runGroupedGemm(this.runtime, {
+        kind: KIND_FP8_FP8, x: this.decodeRuns(this.input(a.data), a.rows, k, runs), m: a.rows, k, w: this.input(b.data),
+        scales: this.input(b.scales), aScales: this.input(a.scales), y, n, runs,
+      });
       copyRows(this.runtime.heap.f32(y, a.rows * n));
       return out;
     } finally {
@@ -176,11 +173,9 @@ export class WasmDeepGemm implements DeepGemmOps {
     try {
       const y = this.temp(m * n * 4);
       this.runtime.heap.f32(y, m * n).fill(0);
-      const xp = this.input(x);
-      const es = kind === KIND_BF16 ? 2 : 1;
-      const scales = 'scales' in b ? this.input(b.scales) : 0;
-      this.runAll(kind, runs, k, n, y, (r) => xp + r.r0 * k * 4, () => 0, this.input(b.data), n * k * es, scales,
-        ceilDiv(n, BLOCK) * ceilDiv(k, BLOCK));
+      runGroupedGemm(this.runtime, {
+        kind, x: this.input(x), m, k, w: this.input(b.data), scales: 'scales' in b ? this.input(b.scales) : 0, aScales: 0, y, n, runs,
+      });
       const yv = this.runtime.heap.f32(y, m * n);
       if (copyAll) out.set(yv);
       else for (const r of runs) out.set(yv.subarray(r.r0 * n, (r.r0 + r.len) * n), r.r0 * n);

@@ -5,7 +5,9 @@
 // Reference for FP8 block dequantisation: deepseek-ai/DeepSeek-V3 inference/kernel.py `weight_dequant`
 // (weight[i, j] = e4m3fn(q[i, j]) * scale_inv[i // 128, j // 128]).
 import { FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
-import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
+import {
+  FP8_BLOCK, groupSlice, type GroupedWeight, type GroupSegments, type KernelOps, type TopK, type WeightDType, type WeightMatrix,
+} from '../api.ts';
 
 export class KernelShapeError extends Error {
   override name = 'KernelShapeError';
@@ -107,6 +109,66 @@ export function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: Float3
   return y;
 }
 
+/** Element counts of a grouped weight's data and FP8 scales; throws on a bad shape. */
+export function groupedSizes(op: string, groups: number, rows: number, cols: number): { data: number; scales: number } {
+  if (![groups, rows, cols].every((v) => Number.isSafeInteger(v) && v > 0)) {
+    throw new KernelShapeError(op, `bad grouped shape [${groups}, ${rows}, ${cols}]`);
+  }
+  return { data: groups * rows * cols, scales: groups * Math.ceil(rows / FP8_BLOCK) * Math.ceil(cols / FP8_BLOCK) };
+}
+
+export function allocGroupedWeight(dtype: WeightDType, groups: number, rows: number, cols: number): GroupedWeight {
+  const n = groupedSizes('allocGroupedWeight', groups, rows, cols);
+  switch (dtype) {
+    case 'f32': return { dtype, groups, rows, cols, data: new Float32Array(n.data) };
+    case 'bf16': return { dtype, groups, rows, cols, data: new Uint16Array(n.data) };
+    case 'fp8': return { dtype, groups, rows, cols, data: new Uint8Array(n.data), scaleInv: new Float32Array(n.scales) };
+    default: throw new KernelShapeError('allocGroupedWeight', `unknown weight dtype ${String(dtype)}`);
+  }
+}
+
+/** One used segment of a grouped product: rows [r0, r0 + len) use group g. */
+export interface GroupRun { g: number; r0: number; len: number }
+
+/**
+ * Checks a groupedMatmul call (shared by every backend, so all reject bad input alike) and returns its
+ * non-empty segments in group order.
+ */
+export function checkGroupedMatmul(x: Float32Array, m: number, w: GroupedWeight, seg: GroupSegments): GroupRun[] {
+  const op = 'groupedMatmul';
+  if (!Number.isSafeInteger(m) || m < 0) throw new KernelShapeError(op, `bad row count ${m}`);
+  const sizes = groupedSizes(op, w.groups, w.rows, w.cols);
+  need(op, 'x', x.length, m * w.cols);
+  need(op, 'w.data', w.data.length, sizes.data);
+  if (w.dtype === 'fp8') need(op, 'w.scaleInv', w.scaleInv.length, sizes.scales);
+  need(op, 'segments.start', seg.start.length, w.groups);
+  need(op, 'segments.count', seg.count.length, w.groups);
+  const runs: GroupRun[] = [];
+  for (let g = 0; g < w.groups; g++) {
+    const r0 = seg.start[g]!, len = seg.count[g]!;
+    if (!(len >= 0 && r0 >= 0 && r0 + len <= m)) throw new KernelShapeError(op, `segment ${g} = rows [${r0}, ${r0 + len}) outside [0, ${m})`);
+    if (len > 0) runs.push({ g, r0, len });
+  }
+  const byRow = [...runs].sort((a, b) => a.r0 - b.r0);
+  for (let i = 1; i < byRow.length; i++) {
+    const p = byRow[i - 1]!, c = byRow[i]!;
+    if (c.r0 < p.r0 + p.len) throw new KernelShapeError(op, `segments of groups ${p.g} and ${c.g} overlap`);
+  }
+  return runs;
+}
+
+/** The oracle: one matmul per used group over its rows; rows in no segment are 0. */
+export function groupedMatmul(x: Float32Array, m: number, w: GroupedWeight, seg: GroupSegments, out?: Float32Array): Float32Array {
+  const runs = checkGroupedMatmul(x, m, w, seg);
+  const N = w.rows, K = w.cols;
+  const y = dest('groupedMatmul', out, m * N);
+  y.fill(0);
+  for (const { g, r0, len } of runs) {
+    matmul(x.subarray(r0 * K, (r0 + len) * K), len, groupSlice(w, g), y.subarray(r0 * N, (r0 + len) * N));
+  }
+  return y;
+}
+
 export function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array {
   const D = weight.length;
   need('rmsNorm', 'x', x.length, rows * D);
@@ -196,4 +258,4 @@ export function topk(x: Float32Array, rows: number, cols: number, k: number): To
   return { indices, values };
 }
 
-export const refOps: KernelOps = { allocWeight, matmul, rmsNorm, rope, softmax, siluMul, topk };
+export const refOps: KernelOps = { allocWeight, matmul, allocGroupedWeight, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk };

@@ -2,9 +2,10 @@
 // Weights live in the wasm memory (allocWeight returns views into it, filled in place by loaders);
 // activations are staged into scratch blocks per call and results copied out. matmul splits output
 // features across threads; the cheap row ops run on the calling thread.
-import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
-import { KernelShapeError, dest, need } from '../ref/ops.ts';
+import { FP8_BLOCK, type GroupedWeight, type GroupSegments, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
+import { KernelShapeError, checkGroupedMatmul, dest, groupedSizes, need } from '../ref/ops.ts';
 import { KIND_BF16, KIND_F32, KIND_FP8, runGemm } from './matmul.ts';
+import { runGroupedGemm } from './grouped.ts';
 import { WasmRuntime } from './runtime.ts';
 
 type Typed = Float32Array | Uint16Array | Uint8Array | Int32Array;
@@ -76,6 +77,40 @@ export class WasmOps implements KernelOps {
         aScales: 0, y: yp, n: N,
       });
       y.set(this.runtime.heap.f32(yp, m * N));
+      return y;
+    } finally {
+      st.release();
+    }
+  }
+
+  allocGroupedWeight(dtype: WeightDType, groups: number, rows: number, cols: number): GroupedWeight {
+    const n = groupedSizes('allocGroupedWeight', groups, rows, cols);
+    const h = this.runtime.heap;
+    switch (dtype) {
+      case 'f32': return { dtype, groups, rows, cols, data: h.f32(h.allocZeroed(n.data * 4), n.data) };
+      case 'bf16': return { dtype, groups, rows, cols, data: h.u16(h.allocZeroed(n.data * 2), n.data) };
+      case 'fp8': return { dtype, groups, rows, cols, data: h.u8(h.allocZeroed(n.data), n.data), scaleInv: h.f32(h.allocZeroed(n.scales * 4), n.scales) };
+      default: throw new KernelShapeError('allocGroupedWeight', `unknown weight dtype ${String(dtype)}`);
+    }
+  }
+
+  /** All groups in one pool dispatch (see grouped.ts). */
+  groupedMatmul(x: Float32Array, m: number, w: GroupedWeight, seg: GroupSegments, out?: Float32Array): Float32Array {
+    const runs = checkGroupedMatmul(x, m, w, seg);
+    const N = w.rows, K = w.cols;
+    const y = dest('groupedMatmul', out, m * N);
+    y.fill(0);
+    if (runs.length === 0) return y;
+    const st = new Stage(this.runtime);
+    try {
+      const yp = st.alloc(m * N * 4);
+      runGroupedGemm(this.runtime, {
+        kind: w.dtype === 'f32' ? KIND_F32 : w.dtype === 'bf16' ? KIND_BF16 : KIND_FP8,
+        x: st.input(x), m, k: K, w: st.input(w.data), scales: w.dtype === 'fp8' ? st.input(w.scaleInv) : 0,
+        aScales: 0, y: yp, n: N, runs,
+      });
+      const yv = this.runtime.heap.f32(yp, m * N);
+      for (const r of runs) y.set(yv.subarray(r.r0 * N, (r.r0 + r.len) * N), r.r0 * N);
       return y;
     } finally {
       st.release();

@@ -8,7 +8,7 @@ import {
   BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
   type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
 } from '../deepgemm/types.ts';
-import type { WeightMatrix } from '../api.ts';
+import type { GroupedWeight, WeightMatrix } from '../api.ts';
 import { emptyStorage, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { getDevice } from './device.ts';
 import { GEMM_WG, gemmExtraBindings, gemmKey, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
@@ -188,6 +188,18 @@ export async function weightMatrixGemmNt(x: Float32Array, m: number, w: WeightMa
   return runGemm({
     op: `matmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'none' }, rows: m, n: w.rows, k: w.cols, mMax: 0,
     a: x, b: w.data, ...(w.dtype === 'fp8' ? { bScales: w.scaleInv } : {}), rowsWritten: all, out,
+  });
+}
+
+/**
+ * Grouped product for a forward-op GroupedWeight [G, n, k] (f32 / bf16 / fp8): row r uses group
+ * groupIndex[r] (-1: written 0), i.e. the contiguous layout; the kernel behind ops.ts groupedMatmul.
+ * Shapes are checked by the caller.
+ */
+export async function groupedWeightGemmNt(x: Float32Array, m: number, w: GroupedWeight, groupIndex: Int32Array, out: Float32Array): Promise<Float32Array> {
+  return runGemm({
+    op: `groupedMatmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'contiguous' }, rows: m, n: w.rows, k: w.cols, mMax: 0,
+    a: x, b: w.data, ...(w.dtype === 'fp8' ? { bScales: w.scaleInv } : {}), groupIndex, rowsWritten: all, out,
   });
 }
 

@@ -6,12 +6,14 @@
 // Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array
 // (buffers.ts residentStorage), so a weight must not be modified after its first matmul (call
 // releaseWeight() first if it must).
-import { FP8_BLOCK, OP_NAMES, type KernelOps, type OpName, type TopK, type WeightMatrix } from '../api.ts';
+import {
+  FP8_BLOCK, OP_NAMES, type GroupedWeight, type GroupSegments, type KernelOps, type OpName, type TopK, type WeightMatrix,
+} from '../api.ts';
 import { closeDevice, getDevice } from './device.ts';
 import { emptyStorage, releaseResident, uploadParams, uploadStorage, withTemps } from './buffers.ts';
-import { weightMatrixGemmNt } from './deepgemm.ts';
+import { groupedWeightGemmNt, weightMatrixGemmNt } from './deepgemm.ts';
 // Shape errors and weight allocation are the ref backend's, so every backend rejects bad input alike.
-import { allocWeight, KernelShapeError } from '../ref/ops.ts';
+import { allocGroupedWeight, allocWeight, checkGroupedMatmul, KernelShapeError } from '../ref/ops.ts';
 import { getPipeline, runPasses } from './pipelines.ts';
 import { ELEM_WG, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
 import { grid } from './wgsl.ts';
@@ -26,7 +28,7 @@ export interface WebGpuBackend extends AsyncKernelOps {
   /** Every op is this backend's own (no fallback). */
   readonly native: ReadonlySet<OpName>;
   /** Drops a weight's GPU copy (after changing its data, or to free memory). */
-  releaseWeight(w: WeightMatrix): Promise<void>;
+  releaseWeight(w: WeightMatrix | GroupedWeight): Promise<void>;
   /** Destroys the process's device (all cached weights and pipelines with it). */
   dispose(): Promise<void>;
 }
@@ -55,6 +57,16 @@ export async function matmul(x: Float32Array, m: number, w: WeightMatrix, out?: 
   if (k === 0) { y.fill(0); return y; }
   // One GEMM generator serves the forward op and DeepGEMM (deepgemm.ts / gemm-shaders.ts).
   return weightMatrixGemmNt(x, m, w, y);
+}
+
+/** All groups in one dispatch: the segments become a per-row group index (DeepGEMM's contiguous layout). */
+export async function groupedMatmul(x: Float32Array, m: number, w: GroupedWeight, seg: GroupSegments, out?: Float32Array): Promise<Float32Array> {
+  const runs = checkGroupedMatmul(x, m, w, seg);
+  const y = checkOut('groupedMatmul', out, m * w.rows);
+  if (m === 0) return y;
+  const groupIndex = new Int32Array(m).fill(-1);
+  for (const r of runs) groupIndex.fill(r.g, r.r0, r.r0 + r.len);
+  return groupedWeightGemmNt(x, m, w, groupIndex, y);
 }
 
 export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Promise<Float32Array> {
@@ -159,7 +171,8 @@ export async function loadWebGpuBackend(): Promise<WebGpuBackend> {
     backend: 'webgpu',
     native: new Set(OP_NAMES),
     allocWeight: async (dtype, rows, cols) => allocWeight(dtype, rows, cols),
-    matmul, rmsNorm, rope, softmax, siluMul, topk,
+    allocGroupedWeight: async (dtype, groups, rows, cols) => allocGroupedWeight(dtype, groups, rows, cols),
+    matmul, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk,
     async releaseWeight(w) {
       const ctx = await getDevice();
       releaseResident(ctx, w.data);

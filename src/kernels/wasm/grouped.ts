@@ -1,0 +1,106 @@
+// Drives the grouped wasm kernel (assembly/grouped.ts gemmGrouped) for DeepGEMM-style m-grouped
+// products y = x · W_gᵀ over row segments: splits the whole product — every used group, every output
+// column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
+// tens of microseconds, so one per group would dominate MoE at decode sizes).
+// Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
+import { gemmPathIsGemv, KIND_FP8, PARALLEL_MIN_MACS, type GemmKind } from './matmul.ts';
+import type { WasmRuntime } from './runtime.ts';
+
+/** One used segment: rows [r0, r0 + len) use group g. */
+export interface GroupRun { readonly g: number; readonly r0: number; readonly len: number }
+
+/** Ints per work item in the kernel's table: [g, r0, len, n0, n1, gemv]. */
+const ITEM = 6;
+
+export interface GroupedGemmArgs {
+  kind: GemmKind;
+  /** f32 [M, K] activations (kind 3: each run's rows decoded for its path, see gemmPathIsGemv). */
+  x: number;
+  m: number;
+  k: number;
+  /** Group 0 of the stacked weights [G, N, K] in the kind's format. */
+  w: number;
+  /** FP8 128x128 scales [G, ceil(N/128), ceil(K/128)] (kinds 2, 3). */
+  scales: number;
+  /** Kind 3: activation scales [M, ceil(K/128)]. */
+  aScales: number;
+  /** f32 [M, N]: the rows of the runs are overwritten, other rows are not touched. */
+  y: number;
+  n: number;
+  runs: readonly GroupRun[];
+}
+
+/** Per-participant packed-panel scratch of the GEMM path, allocated once per runtime. */
+const panels = new WeakMap<WasmRuntime, number[]>();
+function panelFor(rt: WasmRuntime, t: number): number {
+  let p = panels.get(rt);
+  if (!p) {
+    const bytes = Number(rt.pool.exports('kernels').panelBytes!());
+    p = Array.from({ length: rt.threads }, () => rt.heap.alloc(bytes));
+    panels.set(rt, p);
+  }
+  return p[t]!;
+}
+
+/**
+ * Work items per participant: run i's columns are laid end to end on one cost axis (cost per column:
+ * a GEMV pass per row, or a panel pack plus a quarter per row for the GEMM), the axis is cut into
+ * `parts` equal spans, and each cut is rounded to a multiple of 8 columns (GEMM panels and scale blocks
+ * stay aligned). Returns the item table and each participant's item range [bounds[t], bounds[t+1]).
+ */
+export function planGroupedItems(runs: readonly GroupRun[], n: number, parts: number): { items: Int32Array; bounds: number[] } {
+  const cost = runs.map((r) => (gemmPathIsGemv(r.len) ? r.len : 2 + r.len / 4));
+  const startCost: number[] = [];
+  let total = 0;
+  for (const c of cost) { startCost.push(total); total += c * n; }
+  const quota = total / parts;
+  const cut = (i: number, t: number): number => {
+    if (t >= parts) return n;
+    const v = Math.round((t * quota - startCost[i]!) / cost[i]! / 8) * 8;
+    return Math.max(0, Math.min(n, v));
+  };
+  const items: number[] = [];
+  const bounds = [0];
+  for (let t = 0; t < parts; t++) {
+    runs.forEach((r, i) => {
+      const n0 = cut(i, t), n1 = cut(i, t + 1);
+      if (n1 > n0) items.push(r.g, r.r0, r.len, n0, n1, gemmPathIsGemv(r.len) ? 1 : 0);
+    });
+    bounds.push(items.length / ITEM);
+  }
+  return { items: Int32Array.from(items), bounds };
+}
+
+/** y rows of every run = x rows · W_gᵀ, in one pool dispatch. */
+export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
+  if (a.runs.length === 0 || a.n === 0) return;
+  const kx = rt.pool.exports('kernels');
+  let macs = 0;
+  for (const r of a.runs) macs += r.len * a.n * a.k;
+  const parts = macs < PARALLEL_MIN_MACS ? 1 : rt.threads;
+  const { items, bounds } = planGroupedItems(a.runs, a.n, parts);
+  const temps: number[] = [];
+  const temp = (bytes: number): number => { const p = rt.heap.alloc(bytes); temps.push(p); return p; };
+  try {
+    const kb = Math.ceil(a.k / 128);
+    // FP8 weight-only GEMV rows are prepared once here (per-128-block exponent; see gemm.ts gemvFp8).
+    let xs = 0, bmul = 0;
+    if (a.kind === KIND_FP8 && a.runs.some((r) => gemmPathIsGemv(r.len))) {
+      xs = temp(a.m * a.k * 4);
+      bmul = temp(a.m * kb * 4);
+      for (const r of a.runs) {
+        if (!gemmPathIsGemv(r.len)) continue;
+        for (let row = r.r0; row < r.r0 + r.len; row++) kx.prepFp8Gemv!(a.x + row * a.k * 4, xs + row * a.k * 4, bmul + row * kb * 4, a.k);
+      }
+    }
+    const table = temp(items.byteLength);
+    rt.heap.i32(table, items.length).set(items);
+    for (let t = 0; t < parts; t++) if (bounds[t + 1]! > bounds[t]!) panelFor(rt, t);
+    rt.pool.run('kernels', 'gemmGrouped', (t) => {
+      if (t >= parts || bounds[t + 1]! <= bounds[t]!) return null;
+      return [a.kind, a.x, xs, bmul, a.aScales, a.k, a.w, a.scales, a.y, a.n, table, bounds[t]!, bounds[t + 1]!, panelFor(rt, t)];
+    });
+  } finally {
+    for (const p of temps) rt.heap.free(p);
+  }
+}
