@@ -18,7 +18,7 @@ export function splitColumns(n: number, parts: number): Array<[number, number] |
   });
 }
 
-/** Per-participant scratch the GEMM path needs (packed panels), allocated once per runtime. */
+/** Per-participant scratch of the GEMM path (packed panels) and the FP8 GEMVs (staged x), allocated once per runtime. */
 const panels = new WeakMap<WasmRuntime, number[]>();
 function panelFor(rt: WasmRuntime, t: number): number {
   let p = panels.get(rt);
@@ -67,13 +67,15 @@ export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
       const xs = rt.heap.alloc(a.k * 4), bmul = rt.heap.alloc(kb * 4);
       try {
         k.prepFp8Gemv!(a.x, xs, bmul, a.k);
-        rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1]]; });
+        panelFor(rt, 0); // the FP8 GEMVs stage x in the per-thread scratch
+        rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; });
       } finally {
         rt.heap.free(xs);
         rt.heap.free(bmul);
       }
     } else {
-      rt.pool.run('kernels', 'gemvFp8Fp8', (t) => { const r = per(t); return r && [a.x, a.aScales, a.w, a.scales, a.y, a.k, r[0], r[1]]; });
+      panelFor(rt, 0);
+      rt.pool.run('kernels', 'gemvFp8Fp8', (t) => { const r = per(t); return r && [a.x, a.aScales, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; });
     }
     return;
   }
