@@ -1,44 +1,53 @@
 // The `wasm` backend: KernelOps on WebAssembly SIMD128 with a thread pool over one shared memory.
 // Weights live in the wasm memory (allocWeight returns views into it, filled in place by loaders);
-// activations are staged into scratch blocks per call and results copied out. matmul splits output
+// activations are staged into one reused scratch block (ScratchArena: no allocator work per op) and
+// results copied out (into `out` when given, else one fresh array). matmul splits output
 // features across threads; the cheap row ops run on the calling thread.
 import { FP8_BLOCK, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
-import { KernelShapeError, dest, need } from '../ref/ops.ts';
+import { KernelShapeError, need } from '../ref/ops.ts';
+import { ALIGN, ScratchArena, type WasmHeap } from './heap.ts';
 import { KIND_BF16, KIND_F32, KIND_FP8, runGemm } from './matmul.ts';
 import { WasmRuntime } from './runtime.ts';
 
 type Typed = Float32Array | Uint16Array | Uint8Array | Int32Array;
 
-/** Temporary blocks of one op, freed together. */
-class Stage {
-  private readonly blocks: number[] = [];
-  constructor(private readonly rt: WasmRuntime) {}
-  /** Pointer to `src`'s bytes in wasm memory: the view itself when it lives there, else a copy. */
-  input(src: Typed): number {
-    if (this.rt.heap.owns(src)) return src.byteOffset;
-    const p = this.alloc(src.byteLength);
-    new Uint8Array(this.rt.heap.buffer, p, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
-    return p;
-  }
-  alloc(bytes: number): number {
-    const p = this.rt.heap.alloc(bytes);
-    this.blocks.push(p);
-    return p;
-  }
-  release(): void {
-    for (const p of this.blocks) this.rt.heap.free(p);
-    this.blocks.length = 0;
-  }
-}
+const al = (bytes: number): number => Math.ceil(bytes / ALIGN) * ALIGN;
 
 export class WasmOps implements KernelOps {
   private readonly k;
+  private readonly heap: WasmHeap;
+  /** Per-op staging (inputs from JS memory, outputs before they are copied out), reused across ops. */
+  private readonly scratch: ScratchArena;
   constructor(readonly runtime: WasmRuntime) {
     this.k = runtime.pool.exports('kernels');
+    this.heap = runtime.heap;
+    this.scratch = new ScratchArena(runtime.heap);
   }
 
   static async create(threads: number): Promise<WasmOps> {
     return new WasmOps(await WasmRuntime.create({ threads }));
+  }
+
+  /** Scratch bytes `src` needs: 0 when it already lives in wasm memory. */
+  private foreign(src: Typed): number {
+    return this.heap.owns(src) ? 0 : al(src.byteLength);
+  }
+
+  /** Pointer to `src`'s bytes in wasm memory: the view itself when it lives there, else a copy at `at`. */
+  private stage(src: Typed, at: number): number {
+    const h = this.heap;
+    if (h.owns(src)) return src.byteOffset;
+    if (src instanceof Float32Array) h.F32.set(src, at >> 2);
+    else h.U8.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), at);
+    return at;
+  }
+
+  /** Copies f32 [n] at pointer p out: into `out` when given, else into a new array. */
+  private takeOut(p: number, n: number, out: Float32Array | undefined): Float32Array {
+    const F = this.heap.F32, i = p >> 2;
+    if (!out) return F.slice(i, i + n);
+    out.set(F.subarray(i, i + n));
+    return out;
   }
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
@@ -63,38 +72,36 @@ export class WasmOps implements KernelOps {
     if (!Number.isInteger(m) || m < 0) throw new KernelShapeError('matmul', `bad row count ${m}`);
     need('matmul', 'x', x.length, m * K);
     need('matmul', 'w.data', w.data.length, N * K);
-    if (w.dtype === 'fp8') need('matmul', 'w.scaleInv', w.scaleInv.length, Math.ceil(N / FP8_BLOCK) * Math.ceil(K / FP8_BLOCK));
-    const y = dest('matmul', out, m * N);
-    if (m === 0 || N === 0) return y;
-    if (K === 0) return y.fill(0);
-    const st = new Stage(this.runtime);
+    const fp8 = w.dtype === 'fp8';
+    if (fp8) need('matmul', 'w.scaleInv', w.scaleInv.length, Math.ceil(N / FP8_BLOCK) * Math.ceil(K / FP8_BLOCK));
+    if (out) need('matmul', 'out', out.length, m * N);
+    if (m === 0 || N === 0) return out ?? new Float32Array(m * N);
+    if (K === 0) return out ? out.fill(0) : new Float32Array(m * N);
+    const yb = al(m * N * 4), xb = this.foreign(x), wb = this.foreign(w.data), sb = fp8 ? this.foreign(w.scaleInv) : 0;
+    const base = this.scratch.acquire(yb + xb + wb + sb);
     try {
-      const yp = st.alloc(m * N * 4);
-      runGemm(this.runtime, {
-        kind: w.dtype === 'f32' ? KIND_F32 : w.dtype === 'bf16' ? KIND_BF16 : KIND_FP8,
-        x: st.input(x), m, k: K, w: st.input(w.data), scales: w.dtype === 'fp8' ? st.input(w.scaleInv) : 0,
-        aScales: 0, y: yp, n: N,
-      });
-      y.set(this.runtime.heap.f32(yp, m * N));
-      return y;
+      const xp = this.stage(x, base + yb);
+      const wp = this.stage(w.data, base + yb + xb);
+      const sp = fp8 ? this.stage(w.scaleInv, base + yb + xb + wb) : 0;
+      runGemm(this.runtime, { kind: w.dtype === 'f32' ? KIND_F32 : w.dtype === 'bf16' ? KIND_BF16 : KIND_FP8, x: xp, m, k: K, w: wp, scales: sp, aScales: 0, y: base, n: N });
+      return this.takeOut(base, m * N, out);
     } finally {
-      st.release();
+      this.scratch.release(base);
     }
   }
 
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array {
     const d = weight.length;
     need('rmsNorm', 'x', x.length, rows * d);
-    const y = dest('rmsNorm', out, rows * d);
-    if (rows === 0 || d === 0) return y;
-    const st = new Stage(this.runtime);
+    if (out) need('rmsNorm', 'out', out.length, rows * d);
+    if (rows === 0 || d === 0) return out ?? new Float32Array(rows * d);
+    const yb = al(rows * d * 4), xb = this.foreign(x);
+    const base = this.scratch.acquire(yb + xb + this.foreign(weight));
     try {
-      const yp = st.alloc(rows * d * 4);
-      this.k.rmsNorm!(st.input(x), st.input(weight), yp, d, eps, 0, rows);
-      y.set(this.runtime.heap.f32(yp, rows * d));
-      return y;
+      this.k.rmsNorm!(this.stage(x, base + yb), this.stage(weight, base + yb + xb), base, d, eps, 0, rows);
+      return this.takeOut(base, rows * d, out);
     } finally {
-      st.release();
+      this.scratch.release(base);
     }
   }
 
@@ -104,60 +111,58 @@ export class WasmOps implements KernelOps {
     need('rope', 'cos', cos.length, rows * (dim / 2));
     need('rope', 'sin', sin.length, rows * (dim / 2));
     if (rows === 0 || dim === 0) return;
-    const st = new Stage(this.runtime);
+    const view = x.length === rows * stride ? x : x.subarray(0, rows * stride);
+    const xb = this.foreign(view), cb = this.foreign(cos);
+    const base = this.scratch.acquire(xb + cb + this.foreign(sin));
     try {
-      const view = x.subarray(0, rows * stride);
-      const xp = st.input(view);
-      this.k.rope!(xp, rows, stride, offset, dim, st.input(cos), st.input(sin));
-      if (!this.runtime.heap.owns(x)) view.set(this.runtime.heap.f32(xp, rows * stride));
+      const xp = this.stage(view, base);
+      this.k.rope!(xp, rows, stride, offset, dim, this.stage(cos, base + xb), this.stage(sin, base + xb + cb));
+      if (xb > 0) view.set(this.heap.F32.subarray(xp >> 2, (xp >> 2) + rows * stride));
     } finally {
-      st.release();
+      this.scratch.release(base);
     }
   }
 
   softmax(x: Float32Array, rows: number, cols: number): void {
     need('softmax', 'x', x.length, rows * cols);
     if (rows === 0 || cols === 0) return;
-    const st = new Stage(this.runtime);
+    const xb = this.foreign(x);
+    const base = this.scratch.acquire(xb);
     try {
-      const xp = st.input(x);
+      const xp = this.stage(x, base);
       this.k.softmax!(xp, cols, 0, rows);
-      if (!this.runtime.heap.owns(x)) x.set(this.runtime.heap.f32(xp, rows * cols));
+      if (xb > 0) x.set(this.heap.F32.subarray(xp >> 2, (xp >> 2) + x.length));
     } finally {
-      st.release();
+      this.scratch.release(base);
     }
   }
 
   siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array {
     need('siluMul', 'up', up.length, gate.length);
     const n = gate.length;
-    const y = dest('siluMul', out, n);
-    if (n === 0) return y;
-    const st = new Stage(this.runtime);
+    if (out) need('siluMul', 'out', out.length, n);
+    if (n === 0) return out ?? new Float32Array(0);
+    const yb = al(n * 4), gb = this.foreign(gate);
+    const base = this.scratch.acquire(yb + gb + this.foreign(up));
     try {
-      const yp = st.alloc(n * 4);
-      this.k.siluMul!(st.input(gate), st.input(up), yp, 0, n);
-      y.set(this.runtime.heap.f32(yp, n));
-      return y;
+      this.k.siluMul!(this.stage(gate, base + yb), this.stage(up, base + yb + gb), base, 0, n);
+      return this.takeOut(base, n, out);
     } finally {
-      st.release();
+      this.scratch.release(base);
     }
   }
 
   topk(x: Float32Array, rows: number, cols: number, k: number): TopK {
     need('topk', 'x', x.length, rows * cols);
     if (!Number.isInteger(k) || k < 0 || k > cols) throw new KernelShapeError('topk', `k=${k} outside [0, ${cols}]`);
-    const indices = new Int32Array(rows * k), values = new Float32Array(rows * k);
-    if (rows === 0 || k === 0) return { indices, values };
-    const st = new Stage(this.runtime);
+    if (rows === 0 || k === 0) return { indices: new Int32Array(rows * k), values: new Float32Array(rows * k) };
+    const ob = al(rows * k * 4);
+    const base = this.scratch.acquire(2 * ob + this.foreign(x));
     try {
-      const ip = st.alloc(rows * k * 4), vp = st.alloc(rows * k * 4);
-      this.k.topk!(st.input(x), rows, cols, k, ip, vp);
-      indices.set(this.runtime.heap.i32(ip, rows * k));
-      values.set(this.runtime.heap.f32(vp, rows * k));
-      return { indices, values };
+      this.k.topk!(this.stage(x, base + 2 * ob), rows, cols, k, base, base + ob);
+      return { indices: this.heap.i32(base, rows * k).slice(), values: this.heap.F32.slice((base + ob) >> 2, ((base + ob) >> 2) + rows * k) };
     } finally {
-      st.release();
+      this.scratch.release(base);
     }
   }
 

@@ -23,10 +23,25 @@ export class WasmHeap {
   private readonly sizes = new Map<number, number>();
   private readonly buffers = new WeakSet<ArrayBufferLike>();
   private used = 0;
+  /** Whole-memory views, rebuilt after each growth (ops copy activations in and out through them). */
+  private f32All: Float32Array;
+  private u8All: Uint8Array;
 
   constructor(readonly memory: WebAssembly.Memory, base: number, private readonly maxPages = 65536) {
     this.top = align(Math.max(base, ALIGN));
     this.buffers.add(memory.buffer);
+    this.f32All = new Float32Array(memory.buffer);
+    this.u8All = new Uint8Array(memory.buffer);
+  }
+
+  /** A Float32Array over the whole memory (index = byte offset / 4); valid until the next growth. */
+  get F32(): Float32Array {
+    return this.f32All;
+  }
+
+  /** A Uint8Array over the whole memory; valid until the next growth. */
+  get U8(): Uint8Array {
+    return this.u8All;
   }
 
   /** Bytes currently allocated (aligned sizes). */
@@ -57,7 +72,10 @@ export class WasmHeap {
       } catch {
         throw new WasmOutOfMemoryError(bytes, this.used);
       }
-      this.buffers.add(this.memory.buffer);
+      const b = this.memory.buffer;
+      this.buffers.add(b);
+      this.f32All = new Float32Array(b);
+      this.u8All = new Uint8Array(b);
     }
     this.top = end;
     return this.take(off, size);
@@ -111,4 +129,36 @@ export class WasmHeap {
   u16(off: number, len: number): Uint16Array { return new Uint16Array(this.buffer, off, len); }
   u8(off: number, len: number): Uint8Array { return new Uint8Array(this.buffer, off, len); }
   i32(off: number, len: number): Int32Array { return new Int32Array(this.buffer, off, len); }
+}
+
+/**
+ * One reusable scratch block for synchronous ops (staged activations and outputs): acquire() returns
+ * a 64-aligned block of at least `bytes` that stays valid until release(). The block is kept between
+ * ops and only grows, so an op costs no allocator work; a nested acquire (an op calling another op)
+ * gets a fresh heap block instead, freed by its release().
+ */
+export class ScratchArena {
+  private base = 0;
+  private cap = 0;
+  private busy = false;
+
+  constructor(private readonly heap: WasmHeap) {}
+
+  acquire(bytes: number): number {
+    if (this.busy) return this.heap.alloc(bytes);
+    if (bytes > this.cap) {
+      const want = align(Math.max(bytes, this.cap * 2, 64 << 10));
+      if (this.cap > 0) this.heap.free(this.base);
+      this.cap = 0;
+      this.base = this.heap.alloc(want);
+      this.cap = want;
+    }
+    this.busy = true;
+    return this.base;
+  }
+
+  release(p: number): void {
+    if (this.busy && p === this.base) this.busy = false;
+    else this.heap.free(p);
+  }
 }

@@ -57,22 +57,26 @@ export interface GemmArgs {
 export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
   const k = rt.pool.exports('kernels');
   const parts = a.m * a.n * a.k < PARALLEL_MIN_MACS ? 1 : Math.min(a.threads ?? rt.threads, rt.threads);
+  if (parts === 1) {
+    // One participant: call the kernel directly (no argument table, no closures, no column split).
+    if (a.m === 1) {
+      if (a.kind === KIND_F32) k.gemvF32!(a.x, a.w, a.y, a.k, 0, a.n);
+      else if (a.kind === KIND_BF16) k.gemvBf16!(a.x, a.w, a.y, a.k, 0, a.n);
+      else if (a.kind === KIND_FP8) { const scr = panelFor(rt, 0); gemvFp8(rt, a, (xs, bmul) => k.gemvFp8!(xs, bmul, a.w, a.scales, a.y, a.k, 0, a.n, scr)); }
+      else k.gemvFp8Fp8!(a.x, a.aScales, a.w, a.scales, a.y, a.k, 0, a.n, panelFor(rt, 0));
+    } else {
+      k.gemm!(a.kind, a.x, a.m, a.k, a.w, a.scales, a.aScales, a.y, a.n, 0, a.n, panelFor(rt, 0));
+    }
+    return;
+  }
   const ranges = splitColumns(a.n, parts);
   const per = (t: number): [number, number] | null => (t < parts ? ranges[t] ?? null : null);
   if (a.m === 1) {
     if (a.kind === KIND_F32) rt.pool.run('kernels', 'gemvF32', (t) => { const r = per(t); return r && [a.x, a.w, a.y, a.k, r[0], r[1]]; });
     else if (a.kind === KIND_BF16) rt.pool.run('kernels', 'gemvBf16', (t) => { const r = per(t); return r && [a.x, a.w, a.y, a.k, r[0], r[1]]; });
     else if (a.kind === KIND_FP8) {
-      const kb = Math.ceil(a.k / 128);
-      const xs = rt.heap.alloc(a.k * 4), bmul = rt.heap.alloc(kb * 4);
-      try {
-        k.prepFp8Gemv!(a.x, xs, bmul, a.k);
-        panelFor(rt, 0); // the FP8 GEMVs stage x in the per-thread scratch
-        rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; });
-      } finally {
-        rt.heap.free(xs);
-        rt.heap.free(bmul);
-      }
+      panelFor(rt, 0); // the FP8 GEMVs stage x in the per-thread scratch
+      gemvFp8(rt, a, (xs, bmul) => rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; }));
     } else {
       panelFor(rt, 0);
       rt.pool.run('kernels', 'gemvFp8Fp8', (t) => { const r = per(t); return r && [a.x, a.aScales, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; });
@@ -84,6 +88,19 @@ export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
     const r = per(t);
     return r && [a.kind, a.x, a.m, a.k, a.w, a.scales, a.aScales, a.y, a.n, r[0], r[1], panelFor(rt, t)];
   });
+}
+
+/** FP8 weight-only GEMV: x is first prepared per 128-block on the calling thread (scratch xs, bmul). */
+function gemvFp8(rt: WasmRuntime, a: GemmArgs, run: (xs: number, bmul: number) => void): void {
+  const kb = Math.ceil(a.k / 128);
+  const xs = rt.heap.alloc(a.k * 4), bmul = rt.heap.alloc(kb * 4);
+  try {
+    rt.pool.exports('kernels').prepFp8Gemv!(a.x, xs, bmul, a.k);
+    run(xs, bmul);
+  } finally {
+    rt.heap.free(xs);
+    rt.heap.free(bmul);
+  }
 }
 
 /** Whether runGemm takes the GEMV path (its FP8xFP8 activations are then values·2^118, else exact values). */
