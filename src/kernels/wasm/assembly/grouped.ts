@@ -9,7 +9,8 @@
 //   gemv = 0: the packed GEMM over the item's rows.
 // Kinds as in gemm.ts (0 f32, 1 bf16, 2 FP8 weight-only, 3 FP8 x FP8). For kind 2 GEMV items, xs/bmul
 // hold the rows prepared by prepFp8Gemv ([M, K] and [M, ceil(K/128)]); for kind 3, x holds each row
-// decoded for its path and sa the activation scales [M, ceil(K/128)].
+// decoded for its path and sa the activation scales [M, ceil(K/128)]. `panel` is the participant's
+// scratch (gemm.ts PANEL_BYTES: packed panels, or the FP8 GEMVs' staged x).
 import { gemm, gemvBf16, gemvF32, gemvFp8, gemvFp8Fp8 } from './gemm';
 
 export const GROUP_ITEM_INTS: i32 = 6;
@@ -32,8 +33,8 @@ export function gemmGrouped(kind: i32, x: usize, xs: usize, bmul: usize, sa: usi
         const yr = y + <usize>r * ldy;
         if (kind == 0) gemvF32(x + <usize>r * lda, wg, yr, K, n0, n1);
         else if (kind == 1) gemvBf16(x + <usize>r * lda, wg, yr, K, n0, n1);
-        else if (kind == 2) gemvFp8(xs + <usize>r * lda, bmul + <usize>r * lds, wg, sg, yr, K, n0, n1);
-        else gemvFp8Fp8(x + <usize>r * lda, sa + <usize>r * lds, wg, sg, yr, K, n0, n1);
+        else if (kind == 2) gemvFp8(xs + <usize>r * lda, bmul + <usize>r * lds, wg, sg, yr, K, n0, n1, panel);
+        else gemvFp8Fp8(x + <usize>r * lda, sa + <usize>r * lds, wg, sg, yr, K, n0, n1, panel);
       }
     } else {
       gemm(kind, x + <usize>r0 * lda, len, K, wg, sg, sa + <usize>r0 * lds, y + <usize>r0 * ldy, N, n0, n1, panel);
