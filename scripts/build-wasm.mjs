@@ -16,6 +16,10 @@ const root = fileURLToPath(new URL('..', import.meta.url));
  */
 export const WASM_ENTRIES = {
   kernels: { src: 'src/kernels/wasm/assembly/kernels.ts', memoryBase: 1024 },
+  // The same sources with relaxed SIMD enabled (ASC_FEATURE_RELAXED_SIMD: fused multiply-adds). It is an
+  // alternative binary for the module `kernels`, loaded instead of kernels.wasm where the engine
+  // validates it (src/kernels/wasm/runtime.ts), so it shares kernels' static window.
+  'kernels-relaxed': { src: 'src/kernels/wasm/assembly/kernels.ts', memoryBase: 1024, relaxed: true },
   flashmla: { src: 'src/kernels/wasm/assembly/flashmla.ts', memoryBase: 16384 },
 };
 
@@ -32,7 +36,8 @@ export async function compileEntry(name) {
   const entry = spec.src;
   let bytes = null;
   const errs = [];
-  const { error } = await asc.main([entry, ...ASC_FLAGS, '--memoryBase', String(spec.memoryBase), '--outFile', `${name}.wasm`], {
+  const features = spec.relaxed ? ['--enable', 'relaxed-simd'] : [];
+  const { error } = await asc.main([entry, ...ASC_FLAGS, ...features, '--memoryBase', String(spec.memoryBase), '--outFile', `${name}.wasm`], {
     baseDir: root,
     writeFile(file, contents) { if (file.endsWith('.wasm')) bytes = contents; },
     stdout: { write() { return true; } },

@@ -2,6 +2,9 @@
 // DeepGEMM's metric calc_diff < 0.001 on DeepSeek-V3 shapes, and (b) the plain-TS ref with the same
 // promotion order, bit for bit (every FP8 product is exact in f32 and both sum in the same order with
 // the same rounding, so there is nothing to tolerate).
+// Both SIMD levels: 'plain' at 1 and 2 threads, 'relaxed' (fused multiply-adds) at 2 threads; FP8 x FP8
+// products are exact in f32, so a fused multiply-add rounds like a multiply then an add and the
+// bit-for-bit comparisons hold on both levels.
 // Sizes: N×K are V3's full shapes at M in {1, 64} (and M = 128 with 2 threads); M = 4096 runs on two
 // K sizes with N cut to 128 columns (2 cores: the full 4096-row products would take minutes). The float64 oracle is evaluated on
 // sampled rows/columns (all K terms each).
@@ -13,6 +16,7 @@ import * as ref from './ref.ts';
 import { refDeepGemm } from './ref.ts';
 import { BLOCK, ceilDiv, DeepGemmShapeError, type Fp8Matrix, type GroupedFp8Weights } from './types.ts';
 import { WasmDeepGemm } from './wasm.ts';
+import { WasmRuntime, type SimdLevel } from '../wasm/runtime.ts';
 import { randn, rng, sample } from './testutil.ts';
 
 const V3_SHAPES: Array<[number, number]> = [[2112, 7168], [24576, 1536], [32768, 512], [7168, 16384], [4096, 7168], [7168, 2048]];
@@ -59,13 +63,14 @@ function assertBitwise(name: string, got: Float32Array, want: Float32Array): voi
   }
 }
 
-for (const threads of [1, 2]) {
+const CONFIGS: Array<[number, SimdLevel]> = [[1, 'plain'], [2, 'plain'], [2, 'relaxed']];
+for (const [threads, simd] of CONFIGS) {
   let dg: WasmDeepGemm;
-  before(async () => { dg = await WasmDeepGemm.create(threads); });
+  before(async () => { dg = new WasmDeepGemm(await WasmRuntime.create({ threads, simd }), true); });
   after(async () => { await dg.dispose(); });
 
   const ms = threads === 1 ? [1, 64] : [1, 64, 128];
-  test(`wasm fp8GemmNt on V3 shapes, M in {${ms.join(', ')}}: calc_diff < 0.001 (${threads} thread(s))`, () => {
+  test(`wasm fp8GemmNt on V3 shapes, M in {${ms.join(', ')}}: calc_diff < 0.001 (${threads} thread(s), ${simd} SIMD)`, () => {
     let seed = 1 + threads * 1000;
     for (const [n, k] of V3_SHAPES) {
       const b = randomWeights(dg, n, k, seed++);
@@ -82,7 +87,7 @@ for (const threads of [1, 2]) {
     }
   });
 
-  test(`wasm fp8GemmNt at M = 4096 (N cut to 128 columns) (${threads} thread(s))`, () => {
+  test(`wasm fp8GemmNt at M = 4096 (N cut to 128 columns) (${threads} thread(s), ${simd} SIMD)`, () => {
     let seed = 50 + threads;
     for (const k of [512, 2048]) {
       const m = 4096, n = 128;
@@ -94,9 +99,9 @@ for (const threads of [1, 2]) {
     }
   });
 
-  test(`wasm fp8GemmNt equals ref bit for bit with the same promotion order (${threads} thread(s))`, () => {
+  test(`wasm fp8GemmNt equals ref bit for bit with the same promotion order (${threads} thread(s), ${simd} SIMD)`, () => {
     let seed = 70 + threads, differ = 0;
-    for (const [m, n, k] of [[1, 300, 1000], [1, 130, 207], [2, 200, 300], [5, 136, 207], [64, 256, 512], [9, 24, 16]] as const) {
+    for (const [m, n, k] of [[1, 300, 1000], [1, 130, 207], [1, 40, 8493], [2, 200, 300], [5, 136, 207], [64, 256, 512], [9, 24, 16]] as const) {
       const a = quantizePerToken(randn(m * k, seed++, 2), m, k);
       // Quantized normal values use the full code range (up to ±448), so f32 sums really round.
       const b = quantizePerBlock(randn(n * k, seed++), n, k);
@@ -110,7 +115,7 @@ for (const threads of [1, 2]) {
     assert.ok(differ > 0, 'the two promotion orders are distinguishable on these inputs');
   });
 
-  test(`wasm grouped contiguous (6 groups, 128-row segments with -1 padding) equals ref and the oracle (${threads} thread(s))`, () => {
+  test(`wasm grouped contiguous (6 groups, 128-row segments with -1 padding) equals ref and the oracle (${threads} thread(s), ${simd} SIMD)`, () => {
     const groups = 6, n = 256, k = 640, seg = [128, 256, 0, 128, 128, 0];
     const total = seg.reduce((x, y) => x + y, 0) + 128; // plus one all-padding segment
     const mIndices = new Int32Array(total).fill(-1);
@@ -136,7 +141,7 @@ for (const threads of [1, 2]) {
     assert.ok(calcDiff(picked(out, n, rows, cols), want) < 1e-6);
   });
 
-  test(`wasm grouped masked (8 groups, random maskedM with 0) equals ref; rows past maskedM untouched (${threads} thread(s))`, () => {
+  test(`wasm grouped masked (8 groups, random maskedM with 0) equals ref; rows past maskedM untouched (${threads} thread(s), ${simd} SIMD)`, () => {
     const groups = 8, n = 192, k = 384, mMax = 40;
     const u = rng(200 + threads);
     const maskedM = Int32Array.from({ length: groups }, (_, g) => (g === 2 || g === 5 ? 0 : g === 3 ? 1 : Math.floor(u() * (mMax + 1))));
@@ -156,7 +161,7 @@ for (const threads of [1, 2]) {
     assert.equal(out[(2 * mMax) * n], 9);
   });
 
-  test(`wasm weight-only FP8 and bf16 grouped GEMMs match ref (${threads} thread(s))`, () => {
+  test(`wasm weight-only FP8 and bf16 grouped GEMMs match ref (${threads} thread(s), ${simd} SIMD)`, () => {
     const groups = 4, n = 200, k = 300, m = 9;
     const bq = quantizeGrouped(randn(groups * n * k, 300), groups, n, k);
     const x = randn(m * k, 301);

@@ -2,11 +2,13 @@
 // on every axis, more than one 256-row / 64-column block, activations spanning many binades (the FP8
 // GEMV pre-scales x per 128-block), 1 and 2 threads. Oracle: float64 product of the exact weights.
 // Tolerance: |y - y64| <= 2^-22·(K/16 + 8)·Σ|x·w| + 1e-30 — a bound of f32 summation over K terms,
-// tight enough that a wrong scale, a dropped block or a wrong tail shows immediately.
+// tight enough that a wrong scale, a dropped block or a wrong tail shows immediately. It holds for both
+// SIMD levels: 'plain' (multiply, then add) and 'relaxed' (fused multiply-add: one rounding fewer).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeBf16, bf16ToF32, f32ToFp8e4m3, FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
 import { WasmOps } from './backend.ts';
+import { WasmRuntime, type SimdLevel } from './runtime.ts';
 import type { WeightMatrix } from '../api.ts';
 import { randn } from '../deepgemm/testutil.ts';
 
@@ -42,13 +44,14 @@ function fill(ops: WasmOps, dtype: 'f32' | 'bf16' | 'fp8', n: number, k: number,
   return { w, dense };
 }
 
-for (const threads of [1, 2]) {
-  test(`wasm matmul GEMV and GEMM paths match float64 (${threads} thread${threads > 1 ? 's' : ''})`, async () => {
-    const ops = await WasmOps.create(threads);
+for (const [threads, simd] of [[1, 'plain'], [2, 'plain'], [1, 'relaxed'], [2, 'relaxed']] as Array<[number, SimdLevel]>) {
+  test(`wasm matmul GEMV and GEMM paths match float64 (${threads} thread${threads > 1 ? 's' : ''}, ${simd} SIMD)`, async () => {
+    const ops = new WasmOps(await WasmRuntime.create({ threads, simd }));
+    assert.equal(ops.runtime.simd, simd);
     try {
       let seed = 100;
       for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
-        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7]] as const) {
+        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [1, 300, 8195 + 128], [1, 136, 16400], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7]] as const) {
           const { w, dense } = fill(ops, dtype, n, k, seed++);
           const x = randn(m * k, seed++);
           // Activations over ~60 binades: blocks of tiny values next to blocks of huge ones.

@@ -18,7 +18,7 @@ export function splitColumns(n: number, parts: number): Array<[number, number] |
   });
 }
 
-/** Per-participant scratch the GEMM path needs (packed panels), allocated once per runtime. */
+/** Per-participant scratch of the GEMM path (packed panels) and the FP8 GEMVs (staged x), allocated once per runtime. */
 const panels = new WeakMap<WasmRuntime, number[]>();
 function panelFor(rt: WasmRuntime, t: number): number {
   let p = panels.get(rt);
@@ -62,8 +62,8 @@ export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
     if (a.m === 1) {
       if (a.kind === KIND_F32) k.gemvF32!(a.x, a.w, a.y, a.k, 0, a.n);
       else if (a.kind === KIND_BF16) k.gemvBf16!(a.x, a.w, a.y, a.k, 0, a.n);
-      else if (a.kind === KIND_FP8) gemvFp8(rt, a, (xs, bmul) => k.gemvFp8!(xs, bmul, a.w, a.scales, a.y, a.k, 0, a.n));
-      else k.gemvFp8Fp8!(a.x, a.aScales, a.w, a.scales, a.y, a.k, 0, a.n);
+      else if (a.kind === KIND_FP8) { const scr = panelFor(rt, 0); gemvFp8(rt, a, (xs, bmul) => k.gemvFp8!(xs, bmul, a.w, a.scales, a.y, a.k, 0, a.n, scr)); }
+      else k.gemvFp8Fp8!(a.x, a.aScales, a.w, a.scales, a.y, a.k, 0, a.n, panelFor(rt, 0));
     } else {
       k.gemm!(a.kind, a.x, a.m, a.k, a.w, a.scales, a.aScales, a.y, a.n, 0, a.n, panelFor(rt, 0));
     }
@@ -75,9 +75,11 @@ export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
     if (a.kind === KIND_F32) rt.pool.run('kernels', 'gemvF32', (t) => { const r = per(t); return r && [a.x, a.w, a.y, a.k, r[0], r[1]]; });
     else if (a.kind === KIND_BF16) rt.pool.run('kernels', 'gemvBf16', (t) => { const r = per(t); return r && [a.x, a.w, a.y, a.k, r[0], r[1]]; });
     else if (a.kind === KIND_FP8) {
-      gemvFp8(rt, a, (xs, bmul) => rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1]]; }));
+      panelFor(rt, 0); // the FP8 GEMVs stage x in the per-thread scratch
+      gemvFp8(rt, a, (xs, bmul) => rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; }));
     } else {
-      rt.pool.run('kernels', 'gemvFp8Fp8', (t) => { const r = per(t); return r && [a.x, a.aScales, a.w, a.scales, a.y, a.k, r[0], r[1]]; });
+      panelFor(rt, 0);
+      rt.pool.run('kernels', 'gemvFp8Fp8', (t) => { const r = per(t); return r && [a.x, a.aScales, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; });
     }
     return;
   }

@@ -2,6 +2,7 @@
 // memory, its heap and the thread pool. Other wasm kernels (e.g. FlashMLA) add their module to
 // WASM_MODULES and share all of it; see pool.ts for how to add a kernel.
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { WasmHeap } from './heap.ts';
 import { WasmPool } from './pool.ts';
 
@@ -11,6 +12,20 @@ export const WASM_MODULES: Record<string, URL> = {
   flashmla: new URL('./flashmla.wasm', import.meta.url),
 };
 
+/**
+ * Relaxed-SIMD builds: module name -> binary loaded INSTEAD of WASM_MODULES[name] when the runtime runs at
+ * SIMD level 'relaxed' (same sources built with --enable relaxed-simd: f32 multiply-adds fused).
+ */
+export const WASM_RELAXED: Record<string, URL> = {
+  kernels: new URL('./kernels-relaxed.wasm', import.meta.url),
+};
+
+/** 'relaxed': the WASM_RELAXED binaries (fused multiply-adds); 'plain': SIMD128 only. */
+export type SimdLevel = 'relaxed' | 'plain';
+
+/** Environment override of the default SIMD level: SEEKD_WASM_SIMD=plain|relaxed|auto (default auto). */
+export const SIMD_ENV = 'SEEKD_WASM_SIMD';
+
 export class WasmUnsupportedError extends Error {
   override name = 'WasmUnsupportedError';
   constructor(readonly feature: string) {
@@ -18,34 +33,69 @@ export class WasmUnsupportedError extends Error {
   }
 }
 
-let compiled: Record<string, WebAssembly.Module> | null = null;
+let relaxedOk: boolean | null = null;
 
-/** Compiles every module once per process (workers receive the compiled modules). */
-export function compiledModules(): Record<string, WebAssembly.Module> {
-  if (compiled) return compiled;
+/**
+ * Whether this engine runs the relaxed-SIMD binaries. Node 22+ (V8 11.4+) has relaxed SIMD on by default;
+ * Node 20 ships it behind --experimental-wasm-relaxed-simd, which is switched on here, once, before the
+ * first relaxed module is validated. V8 flags are process-wide, so pool workers (which receive the
+ * compiled modules) see it too; where the flag is unknown or has no effect, the plain build is used.
+ */
+export function relaxedSimdSupported(): boolean {
+  if (relaxedOk !== null) return relaxedOk;
+  const all = Object.values(WASM_RELAXED).map((u) => readFileSync(u));
+  const ok = () => all.every((b) => WebAssembly.validate(b));
+  if (!ok()) {
+    try { setFlagsFromString('--experimental-wasm-relaxed-simd'); } catch { /* not V8, or the flag is gone */ }
+  }
+  relaxedOk = ok();
+  return relaxedOk;
+}
+
+/** The level 'auto' resolves to: SEEKD_WASM_SIMD if set to plain/relaxed, else relaxed where supported. */
+export function defaultSimdLevel(): SimdLevel {
+  const env = process.env[SIMD_ENV];
+  if (env === 'plain' || env === 'relaxed') return env;
+  if (env !== undefined && env !== '' && env !== 'auto') throw new RangeError(`${SIMD_ENV} must be plain, relaxed or auto, not '${env}'`);
+  return relaxedSimdSupported() ? 'relaxed' : 'plain';
+}
+
+const compiled = new Map<SimdLevel, Record<string, WebAssembly.Module>>();
+
+/** Compiles every module once per process and SIMD level (workers receive the compiled modules). */
+export function compiledModules(level: SimdLevel = defaultSimdLevel()): Record<string, WebAssembly.Module> {
+  const hit = compiled.get(level);
+  if (hit) return hit;
   if (typeof SharedArrayBuffer === 'undefined') throw new WasmUnsupportedError('threads (SharedArrayBuffer)');
+  if (level === 'relaxed' && !relaxedSimdSupported()) throw new WasmUnsupportedError('relaxed SIMD');
   const out: Record<string, WebAssembly.Module> = {};
-  for (const [name, url] of Object.entries(WASM_MODULES)) {
+  for (const [name, plainUrl] of Object.entries(WASM_MODULES)) {
+    const url = (level === 'relaxed' ? WASM_RELAXED[name] : undefined) ?? plainUrl;
     const bytes = readFileSync(url);
     if (!WebAssembly.validate(bytes)) throw new WasmUnsupportedError(`SIMD/threads (module ${name} does not validate)`);
     out[name] = new WebAssembly.Module(bytes);
   }
-  compiled = out;
+  compiled.set(level, out);
   return out;
 }
 
 export interface RuntimeOptions {
   threads: number;
+  /** SIMD level of the kernels (default: defaultSimdLevel()); 'relaxed' throws WasmUnsupportedError where unsupported. */
+  simd?: SimdLevel | 'auto';
   /** Initial memory in bytes (grows on demand up to 4 GiB). */
   initialBytes?: number;
   opTimeoutMs?: number;
 }
 
 export class WasmRuntime {
-  private constructor(readonly memory: WebAssembly.Memory, readonly heap: WasmHeap, readonly pool: WasmPool) {}
+  private constructor(readonly memory: WebAssembly.Memory, readonly heap: WasmHeap, readonly pool: WasmPool,
+    /** The SIMD level whose binaries this runtime runs. */
+    readonly simd: SimdLevel) {}
 
   static async create(opts: RuntimeOptions): Promise<WasmRuntime> {
-    const modules = compiledModules();
+    const simd = opts.simd === undefined || opts.simd === 'auto' ? defaultSimdLevel() : opts.simd;
+    const modules = compiledModules(simd);
     const initialPages = Math.max(16, Math.ceil((opts.initialBytes ?? 16 << 20) / 65536));
     const memory = new WebAssembly.Memory({ initial: initialPages, maximum: 65536, shared: true });
     const pool = await WasmPool.create({
@@ -58,7 +108,7 @@ export class WasmRuntime {
     }
     // Modules share the low static area; 64 KiB is reserved for it (checked below).
     if (base > 65536) throw new Error(`wasm static data (${base} bytes) exceeds the reserved 64 KiB`);
-    return new WasmRuntime(memory, new WasmHeap(memory, 65536), pool);
+    return new WasmRuntime(memory, new WasmHeap(memory, 65536), pool, simd);
   }
 
   get threads(): number {

@@ -27,6 +27,32 @@
   return i16x8.shuffle(i16x8.splat(0), w, 4, 12, 5, 13, 6, 14, 7, 15);
 }
 
+// Shift-only variant for streaming (the GEMVs): no shuffles, 5 shifts + 4 ands per 16 codes. In each
+// u16 lane the high byte is an odd code: i16x8.shr_s(b, 4) puts its "eeeemmm" at bits 4..10 and copies
+// s into bits 11..15 (the low byte's bits fall into 0..3); i16x8.shl(b, 8) first lifts the even code into
+// the high byte. In each i32 lane the upper u16 then already is the top half of an f32 (keep the bits
+// 0x87f00000), the lower u16 gets there with i32x4.shl 16. So from 16 codes c[0..15]:
+//   fp8Q(b, a) lane i = raw(c[4i + a]),  a = 0..3
+// i.e. the four vectors hold the codes transposed per 16: a caller pairs fp8Q(b, a) with
+// x'[4a + i] = x[4i + a] (x pre-permuted once per call, see gemm.ts permute16).
+
+/** u16 lanes of odd codes (a = 1, 3), shifted into f32 top-half position (bits outside 0x87f0 are junk). */
+@inline export function fp8Odd(b: v128): v128 {
+  return i16x8.shr_s(b, 4);
+}
+/** Same for the even codes (a = 0, 2). */
+@inline export function fp8Even(b: v128): v128 {
+  return i16x8.shr_s(i16x8.shl(b, 8), 4);
+}
+/** Raw f32 of the codes in the upper u16 of each i32 lane of fp8Odd/fp8Even (a = 3 resp. 2). */
+@inline export function fp8Hi(v: v128): v128 {
+  return v128.and(v, i32x4.splat(0x87f00000));
+}
+/** Raw f32 of the codes in the lower u16 (a = 1 resp. 0). */
+@inline export function fp8Lo(v: v128): v128 {
+  return v128.and(i32x4.shl(v, 16), i32x4.splat(0x87f00000));
+}
+
 /** One FP8 code -> its value times 2^-120 (scalar version of the above). */
 @inline export function fp8Raw(b: u32): f32 {
   return reinterpret<f32>(((b & 0x7f) << 20) | ((b & 0x80) << 24));

@@ -4,7 +4,10 @@
 //
 // Two code paths:
 //  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, 4 accumulators of 4 lanes
-//    (16 partial sums, lane l takes k ≡ l mod 16), codes decoded in registers (see decode.ts).
+//    (16 partial sums), codes decoded in registers (see decode.ts). The FP8 GEMVs use the shift-only
+//    decode, whose lanes come transposed per 16 codes, so they stage x once per call (per 128-row scale
+//    group for the weight-only kind, with the block scales folded in) in per-thread scratch: the inner
+//    loop is 1 load + 9 integer ops + 4 multiply-adds per 16 weights and has no per-block epilogue.
 //  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
 //    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
 //    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked
@@ -13,7 +16,16 @@
 // Kinds: 0 f32 weights, 1 bf16 weights, 2 FP8 weights with 128x128 scales (weight-only: the panel holds
 // fround(q·s)), 3 FP8 x FP8 (x holds the exact decoded FP8 activations, the panel exact FP8 weight
 // values, and each 128-K partial is promoted as DeepGEMM does: y += fround(sA[i,kb]·sB[j/128,kb]) · partial).
-import { bf16, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
+import { bf16, fp8Even, fp8Hi, fp8Lo, fp8Odd, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
+
+/**
+ * a·b + c per lane: one fused multiply-add in the relaxed-SIMD build (kernels-relaxed.wasm, compiled from
+ * these sources with --enable relaxed-simd), a multiply then an add (two roundings) in the plain build.
+ */
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
 
 const KC: i32 = 128;
 const NC: i32 = 64;
@@ -40,10 +52,10 @@ export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32):
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
     for (let k = 0; k < full; k += 16) {
       const xp = x + <usize>k * 4, wp = row + <usize>k * 4;
-      a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), v128.load(wp)));
-      a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), v128.load(wp, 16)));
-      a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), v128.load(wp, 32)));
-      a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), v128.load(wp, 48)));
+      a0 = madd(v128.load(xp), v128.load(wp), a0);
+      a1 = madd(v128.load(xp, 16), v128.load(wp, 16), a1);
+      a2 = madd(v128.load(xp, 32), v128.load(wp, 32), a2);
+      a3 = madd(v128.load(xp, 48), v128.load(wp, 48), a3);
     }
     let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
     for (let k = full; k < K; k++) s += load<f32>(x + <usize>k * 4) * load<f32>(row + <usize>k * 4);
@@ -60,10 +72,10 @@ export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32)
     for (let k = 0; k < full; k += 16) {
       const xp = x + <usize>k * 4, wp = row + <usize>k * 2;
       const h0 = v128.load(wp), h1 = v128.load(wp, 16);
-      a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), hiHalvesLo(h0)));
-      a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), hiHalvesHi(h0)));
-      a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), hiHalvesLo(h1)));
-      a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), hiHalvesHi(h1)));
+      a0 = madd(v128.load(xp), hiHalvesLo(h0), a0);
+      a1 = madd(v128.load(xp, 16), hiHalvesHi(h0), a1);
+      a2 = madd(v128.load(xp, 32), hiHalvesLo(h1), a2);
+      a3 = madd(v128.load(xp, 48), hiHalvesHi(h1), a3);
     }
     let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
     for (let k = full; k < K; k++) s += load<f32>(x + <usize>k * 4) * bf16(<u32>load<u16>(row + <usize>k * 2));
@@ -71,42 +83,83 @@ export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32)
   }
 }
 
-/** Σ over one 128-K block (len values) of xs[k]·raw(W[k]) in 'lanes16' order, tail added last. */
-@inline function fp8BlockDot(xs: usize, wp: usize, len: i32): f32 {
+/** K values per pass of the FP8 GEMVs, which stage x in the per-thread scratch (XCH f32 fit PANEL_BYTES). */
+const XCH: i32 = 8192;
+
+/**
+ * dst = src[0, len) · c with each full 16-group transposed as a 4x4 block, dst[16g + 4a + i] =
+ * src[16g + 4i + a]: the lane order of fp8Q (decode.ts); a tail of len % 16 values keeps its order.
+ */
+@inline function permute16(src: usize, dst: usize, len: i32, c: f32): void {
+  const full = len & ~15;
+  const cv = f32x4.splat(c);
+  for (let t = 0; t < full; t += 16) {
+    const s = src + <usize>t * 4, d = dst + <usize>t * 4;
+    const r0 = v128.load(s), r1 = v128.load(s, 16), r2 = v128.load(s, 32), r3 = v128.load(s, 48);
+    const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+    const t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+    v128.store(d, f32x4.mul(i32x4.shuffle(t0, t1, 0, 1, 4, 5), cv));
+    v128.store(d, f32x4.mul(i32x4.shuffle(t0, t1, 2, 3, 6, 7), cv), 16);
+    v128.store(d, f32x4.mul(i32x4.shuffle(t2, t3, 0, 1, 4, 5), cv), 32);
+    v128.store(d, f32x4.mul(i32x4.shuffle(t2, t3, 2, 3, 6, 7), cv), 48);
+  }
+  for (let t = full; t < len; t++) store<f32>(dst + <usize>t * 4, load<f32>(src + <usize>t * 4) * c);
+}
+
+/**
+ * Σ_t xp[t]·raw(W[t]) over len codes, x permuted by permute16: 16 partial sums (lane i of accumulator a
+ * takes t ≡ 4i + a mod 16), reduced as v_i = (L[4i] + L[4i+1]) + (L[4i+2] + L[4i+3]), (v0 + v2) + (v1 + v3),
+ * the tail added last in order: the ref's 'lanes16' order (src/kernels/deepgemm/ref.ts).
+ */
+@inline function fp8Dot(xp: usize, wp: usize, len: i32): f32 {
   const full = len & ~15;
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   for (let t = 0; t < full; t += 16) {
     const b = v128.load(wp + <usize>t);
-    const w0 = fp8W0(b), w1 = fp8W1(b);
-    const xp = xs + <usize>t * 4;
-    a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), hiHalvesLo(w0)));
-    a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), hiHalvesHi(w0)));
-    a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), hiHalvesLo(w1)));
-    a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), hiHalvesHi(w1)));
+    const o = fp8Odd(b), e = fp8Even(b);
+    const x = xp + <usize>t * 4;
+    a0 = madd(v128.load(x), fp8Lo(e), a0);
+    a1 = madd(v128.load(x, 16), fp8Lo(o), a1);
+    a2 = madd(v128.load(x, 32), fp8Hi(e), a2);
+    a3 = madd(v128.load(x, 48), fp8Hi(o), a3);
   }
   let p = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
-  for (let t = full; t < len; t++) p += load<f32>(xs + <usize>t * 4) * fp8Raw(<u32>load<u8>(wp + <usize>t));
+  for (let t = full; t < len; t++) p += load<f32>(xp + <usize>t * 4) * fp8Raw(<u32>load<u8>(wp + <usize>t));
   return p;
 }
 
 /**
- * Weight-only FP8 GEMV. xs[K] = x·2^(120-E_kb) per 128-block (prepared by prepFp8Gemv, so the raw
- * decoded weight times xs is x·w·2^-E_kb: no overflow, no underflow that matters); bmul[kb] = 2^E_kb.
- * y[n] = Σ_kb (s[n/128,kb]·bmul[kb]) · Σ_{k in kb} xs[k]·raw(W[n,k]).
+ * Weight-only FP8 GEMV. xs[K] = x·2^(120-E_kb) per 128-block (prepFp8Gemv; |xs| < 2^120), bmul[kb] = 2^E_kb,
+ * scratch XCH f32 per thread. y[n] = Σ_kb s[n/128,kb]·2^E_kb · Σ_{k in kb} xs[k]·raw(W[n,k]).
+ * The block factors f_kb = s·2^E_kb are folded into x once per 128-row scale group (xg = xs·f_kb/G, G the
+ * power of two at or below max_kb f_kb, so |xg| < 2^121 and every product stays below 2^10), then each
+ * row is ONE streaming dot product over K with no per-block epilogue: y[n] = G · Σ_k xg[k]·raw(W[n,k]).
  */
-export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
-  for (let n = n0; n < n1; n++) {
-    const row = w + <usize>n * <usize>K;
-    const srow = sc + <usize>(n >> 7) * <usize>KB * 4;
-    let acc: f32 = 0;
-    for (let kb = 0; kb < KB; kb++) {
-      const c0 = kb << 7;
-      const len = min(K - c0, 128);
-      const p = fp8BlockDot(xs + <usize>c0 * 4, row + <usize>c0, len);
-      acc += p * (load<f32>(srow + <usize>kb * 4) * load<f32>(bmul + <usize>kb * 4));
+  let n = n0;
+  while (n < n1) {
+    const g = n >> 7, ge = min(n1, (g + 1) << 7);
+    const srow = sc + <usize>g * <usize>KB * 4;
+    let fmax: f32 = 0;
+    for (let kb = 0; kb < KB; kb++) fmax = max(fmax, abs(load<f32>(srow + <usize>kb * 4) * load<f32>(bmul + <usize>kb * 4)));
+    // G = 2^floor(log2 fmax), at least 2^-126 (a normal number, so 1/G is exact).
+    const G = max(reinterpret<f32>(reinterpret<u32>(fmax) & 0x7f800000), reinterpret<f32>(<u32>0x00800000));
+    const inv: f32 = 1 / G;
+    for (let k0 = 0; k0 < K; k0 += XCH) {
+      const kl = min(XCH, K - k0);
+      for (let c0 = 0; c0 < kl; c0 += 128) {
+        const kb = (k0 + c0) >> 7;
+        const f = (load<f32>(srow + <usize>kb * 4) * load<f32>(bmul + <usize>kb * 4)) * inv;
+        permute16(xs + <usize>(k0 + c0) * 4, scratch + <usize>c0 * 4, min(128, kl - c0), f);
+      }
+      for (let r = n; r < ge; r++) {
+        const p = fp8Dot(scratch, w + <usize>r * <usize>K + <usize>k0, kl) * G;
+        const yp = y + <usize>r * 4;
+        store<f32>(yp, k0 == 0 ? p : load<f32>(yp) + p);
+      }
     }
-    store<f32>(y + <usize>n * 4, acc);
+    n = ge;
   }
 }
 
@@ -128,21 +181,28 @@ export function prepFp8Gemv(x: usize, xs: usize, bmul: usize, K: i32): void {
 
 /**
  * FP8 x FP8 GEMV (DeepGEMM promotion, 'lanes16' order). xa[K] = decoded A row · 2^118 (decodeFp8),
- * sa[KB] its scales; each product xa·raw(w) is exactly a·w/4, so y = Σ_kb fround(sA·sB)·4 · partial/4.
+ * sa[KB] its scales, scratch XCH f32 per thread (x permuted for fp8Dot); each product xa·raw(w) is
+ * exactly a·w/4 (so a fused multiply-add rounds exactly like a multiply then an add), and
+ * y = Σ_kb fround(sA·sB)·4 · partial/4.
  */
-export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
-  for (let n = n0; n < n1; n++) {
-    const row = w + <usize>n * <usize>K;
-    const srow = sc + <usize>(n >> 7) * <usize>KB * 4;
-    let acc: f32 = 0;
-    for (let kb = 0; kb < KB; kb++) {
-      const c0 = kb << 7;
-      const p = fp8BlockDot(xa + <usize>c0 * 4, row + <usize>c0, min(K - c0, 128));
-      const s: f32 = load<f32>(sa + <usize>kb * 4) * load<f32>(srow + <usize>kb * 4);
-      acc += p * (s * 4);
+  for (let k0 = 0; k0 < K; k0 += XCH) {
+    const kl = min(XCH, K - k0);
+    permute16(xa + <usize>k0 * 4, scratch, kl, 1);
+    for (let n = n0; n < n1; n++) {
+      const row = w + <usize>n * <usize>K + <usize>k0;
+      const srow = sc + <usize>(n >> 7) * <usize>KB * 4;
+      const yp = y + <usize>n * 4;
+      let acc: f32 = k0 == 0 ? 0 : load<f32>(yp);
+      for (let c0 = 0; c0 < kl; c0 += 128) {
+        const kb = (k0 + c0) >> 7;
+        const p = fp8Dot(scratch + <usize>c0 * 4, row + <usize>c0, min(kl - c0, 128));
+        const s: f32 = load<f32>(sa + <usize>kb * 4) * load<f32>(srow + <usize>kb * 4);
+        acc += p * (s * 4);
+      }
+      store<f32>(yp, acc);
     }
-    store<f32>(y + <usize>n * 4, acc);
   }
 }
 
@@ -301,17 +361,17 @@ function kernel4x8(a: usize, lda: usize, p: usize, kl: i32, yp: usize, ldy: usiz
     const pk = p + <usize>k * 32, ak = <usize>k * 4;
     const b0 = v128.load(pk), b1 = v128.load(pk, 16);
     const x0 = v128.load32_splat(a + ak);
-    c00 = f32x4.add(c00, f32x4.mul(x0, b0));
-    c01 = f32x4.add(c01, f32x4.mul(x0, b1));
+    c00 = madd(x0, b0, c00);
+    c01 = madd(x0, b1, c01);
     const x1 = v128.load32_splat(a1 + ak);
-    c10 = f32x4.add(c10, f32x4.mul(x1, b0));
-    c11 = f32x4.add(c11, f32x4.mul(x1, b1));
+    c10 = madd(x1, b0, c10);
+    c11 = madd(x1, b1, c11);
     const x2 = v128.load32_splat(a2 + ak);
-    c20 = f32x4.add(c20, f32x4.mul(x2, b0));
-    c21 = f32x4.add(c21, f32x4.mul(x2, b1));
+    c20 = madd(x2, b0, c20);
+    c21 = madd(x2, b1, c21);
     const x3 = v128.load32_splat(a3 + ak);
-    c30 = f32x4.add(c30, f32x4.mul(x3, b0));
-    c31 = f32x4.add(c31, f32x4.mul(x3, b1));
+    c30 = madd(x3, b0, c30);
+    c31 = madd(x3, b1, c31);
   }
   addOut(yp, c00, c01, promote ? load<f32>(sa) * sb : 1, promote, ncols, tmp);
   addOut(yp + ldy, c10, c11, promote ? load<f32>(sa + lds) * sb : 1, promote, ncols, tmp);
@@ -324,8 +384,8 @@ function kernel1x8(a: usize, p: usize, kl: i32, yp: usize, promote: bool, sa: us
   for (let k = 0; k < kl; k++) {
     const pk = p + <usize>k * 32;
     const x0 = v128.load32_splat(a + <usize>k * 4);
-    c0 = f32x4.add(c0, f32x4.mul(x0, v128.load(pk)));
-    c1 = f32x4.add(c1, f32x4.mul(x0, v128.load(pk, 16)));
+    c0 = madd(x0, v128.load(pk), c0);
+    c1 = madd(x0, v128.load(pk, 16), c1);
   }
   addOut(yp, c0, c1, promote ? load<f32>(sa) * sb : 1, promote, ncols, tmp);
 }
