@@ -14,7 +14,7 @@ import { WasmFlashMla } from '../kernels/flashmla/wasm.ts';
 import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { LatentCache } from './latent-cache.ts';
 import {
-  deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
+  copyCols, deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
 } from './mla.ts';
 import { localMoeExecutor, mlp, route, type MoeExecutor, type MoeExecutorFactory } from './moe.ts';
 import { RopeTable } from './rope.ts';
@@ -76,6 +76,8 @@ export class DeepseekModel {
   readonly #scale: number;
   /** FlashMLA kernel of the backend (absorbed attention over the paged latent cache). */
   readonly #mla: SyncFlashMlaKernel;
+  /** Activation buffers reused by every forward (in backend memory, so kernels read and write them in place). */
+  readonly #ws: Workspace;
 
   private constructor(readonly config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, moe: MoeExecutorFactory, mla: SyncFlashMlaKernel) {
     this.#k = kernels;
@@ -86,6 +88,7 @@ export class DeepseekModel {
     this.#rope = new RopeTable(c);
     this.#scale = softmaxScale(c);
     this.#mla = mla;
+    this.#ws = new Workspace(kernels);
     this.#moe = moe({ config: c, kernels, moe: (layer) => this.#w.layers[layer]?.moe });
   }
 
@@ -131,16 +134,19 @@ export class DeepseekModel {
       let t = 0;
       for (const s of batch.seqs) for (let i = 0; i < s.numNew; i++) positions[t++] = s.numCached + i;
     }
-    let x = this.#embed(batch.tokens);
+    const ws = this.#ws;
+    const H = c.hidden_size;
+    const x = this.#embed(batch.tokens, ws.get('x', T * H));
+    const normed = ws.get('normed', T * H);
     for (let l = 0; l < c.num_hidden_layers; l++) {
       const lw = this.#w.layers[l]!;
       const tr = opts.tracer;
-      const attnIn = k.rmsNorm(x, T, lw.inputNorm, c.rms_norm_eps);
+      const attnIn = k.rmsNorm(x, T, lw.inputNorm, c.rms_norm_eps, normed);
       const attnOut = tr
         ? tr.span(`layer.${l}.attn`, 'compute', () => this.#attention(l, lw, attnIn, T, positions, batch.seqs, cache, opts.attn ?? 'absorb'))
         : this.#attention(l, lw, attnIn, T, positions, batch.seqs, cache, opts.attn ?? 'absorb');
       addInPlace(x, attnOut);
-      const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps);
+      const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
       const ffnOut = tr
         ? tr.span(`layer.${l}.${lw.moe ? 'moe' : 'mlp'}`, 'compute', () => this.#ffn(l, lw, ffnIn, T, opts))
         : this.#ffn(l, lw, ffnIn, T, opts);
@@ -149,17 +155,20 @@ export class DeepseekModel {
     }
     // Final norm and lm_head only on the rows whose logits are wanted.
     let rows = T;
+    let last = x;
     if (!opts.allPositions) {
       rows = batch.seqs.length;
-      const last = new Float32Array(rows * c.hidden_size);
-      let end = 0;
-      batch.seqs.forEach((s, i) => {
-        end += s.numNew;
-        last.set(x.subarray((end - 1) * c.hidden_size, end * c.hidden_size), i * c.hidden_size);
-      });
-      x = last;
+      if (rows !== T) {
+        last = ws.get('last', rows * H);
+        let end = 0;
+        for (let i = 0; i < rows; i++) {
+          end += batch.seqs[i]!.numNew;
+          last.set(x.subarray((end - 1) * H, end * H), i * H);
+        }
+      }
     }
-    const h = k.rmsNorm(x, rows, this.#w.norm, c.rms_norm_eps);
+    const h = k.rmsNorm(last, rows, this.#w.norm, c.rms_norm_eps, ws.get('normed', rows * H));
+    // The logits are the caller's to keep: a fresh array, not a workspace buffer.
     return k.matmul(h, rows, this.#w.lmHead);
   }
 
@@ -194,11 +203,10 @@ export class DeepseekModel {
     return T;
   }
 
-  /** Embedding rows widened to f32: [T, H]. */
-  #embed(tokens: Int32Array): Float32Array {
+  /** Embedding rows widened to f32 into x [T, H]. */
+  #embed(tokens: Int32Array, x: Float32Array): Float32Array {
     const H = this.config.hidden_size;
     const e = this.#w.embed;
-    const x = new Float32Array(tokens.length * H);
     for (let t = 0; t < tokens.length; t++) widenRow(e, tokens[t]!, x, t * H);
     return x;
   }
@@ -217,18 +225,27 @@ export class DeepseekModel {
     const qk = qkHeadDim(c);
     const R = kvLora + rope;
 
+    const ws = this.#ws;
     // Queries [T, Hd, nope + rope]; RoPE on the rope part of every head.
-    const q = a.q ? k.matmul(x, T, a.q)
-      : k.matmul(k.rmsNorm(k.matmul(x, T, a.qA!), T, a.qANorm!, LORA_NORM_EPS), T, a.qB!);
+    const q = ws.get('q', T * Hd * qk);
+    if (a.q) k.matmul(x, T, a.q, q);
+    else {
+      const qA = k.matmul(x, T, a.qA!, ws.get('qA', T * a.qA!.rows));
+      k.matmul(k.rmsNorm(qA, T, a.qANorm!, LORA_NORM_EPS, ws.get('qAn', T * a.qA!.rows)), T, a.qB!, q);
+    }
     const qr = this.#rope.rows(positions, Hd);
     k.rope(q, T * Hd, qk, nope, rope, qr.cos, qr.sin);
 
     // Latent rows [T, R] = [kv_a_layernorm(c_kv) | RoPE(k_pe)], stored in the cache.
-    const kv = k.matmul(x, T, a.kvA);
+    const kv = k.matmul(x, T, a.kvA, ws.get('kv', T * R));
     const kr = this.#rope.rows(positions, 1);
     k.rope(kv, T, R, kvLora, rope, kr.cos, kr.sin);
-    const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora), T, a.kvANorm, LORA_NORM_EPS);
-    scatterCols(ckv, T, kvLora, kv, R, 0);
+    if (T === 1) {
+      kv.set(k.rmsNorm(kv.subarray(0, kvLora), 1, a.kvANorm, LORA_NORM_EPS, ws.get('ckvN', kvLora)), 0);
+    } else {
+      const ckv = k.rmsNorm(gatherCols(kv, T, R, 0, kvLora, ws.get('ckv', T * kvLora)), T, a.kvANorm, LORA_NORM_EPS, ws.get('ckvN', T * kvLora));
+      scatterCols(ckv, T, kvLora, kv, R, 0);
+    }
     const kc = cache.layers[l]!;
     {
       let t = 0;
@@ -243,20 +260,22 @@ export class DeepseekModel {
     } else {
       // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
       const ab = this.#absorbed[l]!;
-      const qf = new Float32Array(T * Hd * R);
+      const qf = ws.get('qf', T * Hd * R);
+      const qn = ws.get('qn', T * nope), qLat = ws.get('qLat', T * kvLora);
       for (let h = 0; h < Hd; h++) {
-        const qLat = k.matmul(gatherCols(q, T, Hd * qk, h * qk, nope), T, ab.kT[h]!);
+        k.matmul(gatherCols(q, T, Hd * qk, h * qk, nope, qn), T, ab.kT[h]!, qLat);
         scatterCols(qLat, T, kvLora, qf, Hd * R, h * R);
-        scatterCols(gatherCols(q, T, Hd * qk, h * qk + nope, rope), T, rope, qf, Hd * R, h * R + kvLora);
+        copyCols(q, T, Hd * qk, h * qk + nope, rope, qf, Hd * R, h * R + kvLora);
       }
-      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale, this.#mla); // [T, Hd, kvLora]
-      o = new Float32Array(T * Hd * vDim);
+      const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale, this.#mla, ws.get('oLat', T * Hd * kvLora)); // [T, Hd, kvLora]
+      o = ws.get('o', T * Hd * vDim);
+      const ol = ws.get('ol', T * kvLora), oh = ws.get('oh', T * vDim);
       for (let h = 0; h < Hd; h++) {
-        const oh = k.matmul(gatherCols(oLat, T, Hd * kvLora, h * kvLora, kvLora), T, ab.v[h]!);
+        k.matmul(gatherCols(oLat, T, Hd * kvLora, h * kvLora, kvLora, ol), T, ab.v[h]!, oh);
         scatterCols(oh, T, vDim, o, Hd * vDim, h * vDim);
       }
     }
-    return k.matmul(o, T, a.o);
+    return k.matmul(o, T, a.o, ws.get('attnOut', T * c.hidden_size));
   }
 
   /** Dense MLP, or MoE = routed experts (through the executor) + shared experts. Returns [T, H]. */
@@ -277,6 +296,26 @@ export class DeepseekModel {
 async function flashMlaFor(k: Kernels, choice: 'auto' | 'ref' | 'wasm'): Promise<SyncFlashMlaKernel> {
   if (choice === 'wasm' || (choice === 'auto' && k.backend === 'wasm')) return WasmFlashMla.create({ threads: k.threads });
   return createRefFlashMla();
+}
+
+/**
+ * Activation buffers by name, reused across forward calls and grown geometrically; allocated through
+ * the backend (allocWeight) so they live where its kernels compute (wasm: inside its memory, read and
+ * written in place). A buffer's contents are only valid until the next use of the same name.
+ */
+class Workspace {
+  readonly #bufs = new Map<string, Float32Array>();
+  constructor(private readonly k: Kernels) {}
+
+  get(name: string, n: number): Float32Array {
+    let b = this.#bufs.get(name);
+    if (!b || b.length < n) {
+      const cap = Math.max(n, 2 * (b?.length ?? 0), 1024);
+      b = this.k.allocWeight('f32', 1, cap).data as Float32Array;
+      this.#bufs.set(name, b);
+    }
+    return b.length === n ? b : b.subarray(0, n);
+  }
 }
 
 function addInPlace(x: Float32Array, y: Float32Array): void {

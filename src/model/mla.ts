@@ -80,9 +80,17 @@ export function deriveAbsorbed(k: Kernels, kvB: WeightMatrix, heads: number, nop
 }
 
 /** Copies column block [off, off + n) of each row of x[rows, stride] into out[rows, n]. */
-export function gatherCols(x: Float32Array, rows: number, stride: number, off: number, n: number, out = new Float32Array(rows * n)): Float32Array {
+export function gatherCols(x: Float32Array, rows: number, stride: number, off: number, n: number, out: Float32Array = new Float32Array(rows * n)): Float32Array {
   for (let r = 0; r < rows; r++) out.set(x.subarray(r * stride + off, r * stride + off + n), r * n);
   return out;
+}
+
+/** Copies column block [srcOff, srcOff + n) of src[rows, srcStride] into block [dstOff, dstOff + n) of dst[rows, dstStride]. */
+export function copyCols(src: Float32Array, rows: number, srcStride: number, srcOff: number, n: number, dst: Float32Array, dstStride: number, dstOff: number): void {
+  for (let r = 0; r < rows; r++) {
+    const s0 = r * srcStride + srcOff, d0 = r * dstStride + dstOff;
+    for (let i = 0; i < n; i++) dst[d0 + i] = src[s0 + i]!;
+  }
 }
 
 /** Writes src[rows, n] into column block [off, off + n) of each row of x[rows, stride]. */
@@ -100,12 +108,12 @@ export function scatterCols(src: Float32Array, rows: number, n: number, x: Float
  */
 export function latentAttention(
   q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number, scale: number,
-  mla: SyncFlashMlaKernel,
+  mla: SyncFlashMlaKernel, out?: Float32Array,
 ): Float32Array {
   const R = cache.rowDim;
   const dv = cache.kvLoraRank;
   const T = q.length / (heads * R);
-  const out = new Float32Array(T * heads * dv);
+  const o = out ?? new Float32Array(T * heads * dv);
   const starts: number[] = [];
   let t0 = 0;
   for (const s of seqs) { starts.push(t0); t0 += s.numNew; }
@@ -115,13 +123,16 @@ export function latentAttention(
   for (const [sQ, idx] of groups) {
     const b = idx.length;
     const rowLen = sQ * heads * R; // one sequence's new-token queries, contiguous in q
-    const qb = new Float32Array(b * rowLen);
+    // One group holding every sequence (e.g. a pure decode step): q and the output are already laid
+    // out as FlashMLA's [b, sQ, Hd, ·], so no gather or scatter.
+    const whole = b === seqs.length;
+    const qb = whole ? q : new Float32Array(b * rowLen);
     const maxBlocks = Math.max(...idx.map((i) => blocksOf(seqs[i]!)));
     const blockTable = new Int32Array(b * maxBlocks);
     const cacheSeqlens = new Int32Array(b);
     idx.forEach((i, j) => {
       const s = seqs[i]!;
-      qb.set(q.subarray(starts[i]! * heads * R, starts[i]! * heads * R + rowLen), j * rowLen);
+      if (!whole) qb.set(q.subarray(starts[i]! * heads * R, starts[i]! * heads * R + rowLen), j * rowLen);
       const nb = blocksOf(s);
       blockTable.set(s.blockTable.subarray(0, nb), j * maxBlocks);
       cacheSeqlens[j] = s.numCached + s.numNew;
@@ -129,11 +140,11 @@ export function latentAttention(
     const meta = getMlaMetadata(cacheSeqlens, sQ * heads, 1, mla.numParts(b, sQ, heads, 1));
     const r = mla.flashMlaWithKvcache({
       q: qb, batch: b, seqLenQ: sQ, numHeadsQ: heads, kCache, blockTable, cacheSeqlens, dV: dv, meta,
-      softmaxScale: scale, causal: true,
+      softmaxScale: scale, causal: true, ...(whole ? { out: o } : {}),
     });
-    idx.forEach((i, j) => out.set(r.out.subarray(j * sQ * heads * dv, (j + 1) * sQ * heads * dv), starts[i]! * heads * dv));
+    if (!whole) idx.forEach((i, j) => o.set(r.out.subarray(j * sQ * heads * dv, (j + 1) * sQ * heads * dv), starts[i]! * heads * dv));
   }
-  return out;
+  return o;
 }
 
 /** Blocks holding a sequence's positions 0 .. numCached + numNew − 1. */

@@ -42,6 +42,21 @@ export class WasmOps implements KernelOps {
     return at;
   }
 
+  /**
+   * Whether the kernel may write straight into `out`: it lives in wasm memory and overlaps none of
+   * `inputs` (an exactly aliased input is allowed for element/row-wise kernels: `alias`).
+   */
+  private direct(out: Float32Array | undefined, alias: boolean, a: Typed, b?: Typed): out is Float32Array {
+    if (!out || !this.heap.owns(out)) return false;
+    const o0 = out.byteOffset, o1 = o0 + out.byteLength;
+    for (const v of b ? [a, b] : [a]) {
+      if (v.buffer !== out.buffer) continue;
+      const v0 = v.byteOffset, v1 = v0 + v.byteLength;
+      if (v0 < o1 && o0 < v1 && !(alias && v0 === o0 && v1 === o1)) return false;
+    }
+    return true;
+  }
+
   /** Copies f32 [n] at pointer p out: into `out` when given, else into a new array. */
   private takeOut(p: number, n: number, out: Float32Array | undefined): Float32Array {
     const F = this.heap.F32, i = p >> 2;
@@ -77,14 +92,16 @@ export class WasmOps implements KernelOps {
     if (out) need('matmul', 'out', out.length, m * N);
     if (m === 0 || N === 0) return out ?? new Float32Array(m * N);
     if (K === 0) return out ? out.fill(0) : new Float32Array(m * N);
-    const yb = al(m * N * 4), xb = this.foreign(x), wb = this.foreign(w.data), sb = fp8 ? this.foreign(w.scaleInv) : 0;
+    const inPlace = this.direct(out, false, x);
+    const yb = inPlace ? 0 : al(m * N * 4), xb = this.foreign(x), wb = this.foreign(w.data), sb = fp8 ? this.foreign(w.scaleInv) : 0;
     const base = this.scratch.acquire(yb + xb + wb + sb);
     try {
       const xp = this.stage(x, base + yb);
       const wp = this.stage(w.data, base + yb + xb);
       const sp = fp8 ? this.stage(w.scaleInv, base + yb + xb + wb) : 0;
-      runGemm(this.runtime, { kind: w.dtype === 'f32' ? KIND_F32 : w.dtype === 'bf16' ? KIND_BF16 : KIND_FP8, x: xp, m, k: K, w: wp, scales: sp, aScales: 0, y: base, n: N });
-      return this.takeOut(base, m * N, out);
+      const yp = inPlace ? out.byteOffset : base;
+      runGemm(this.runtime, { kind: w.dtype === 'f32' ? KIND_F32 : w.dtype === 'bf16' ? KIND_BF16 : KIND_FP8, x: xp, m, k: K, w: wp, scales: sp, aScales: 0, y: yp, n: N });
+      return inPlace ? out : this.takeOut(base, m * N, out);
     } finally {
       this.scratch.release(base);
     }
@@ -95,11 +112,12 @@ export class WasmOps implements KernelOps {
     need('rmsNorm', 'x', x.length, rows * d);
     if (out) need('rmsNorm', 'out', out.length, rows * d);
     if (rows === 0 || d === 0) return out ?? new Float32Array(rows * d);
-    const yb = al(rows * d * 4), xb = this.foreign(x);
+    const inPlace = this.direct(out, true, x);
+    const yb = inPlace ? 0 : al(rows * d * 4), xb = this.foreign(x);
     const base = this.scratch.acquire(yb + xb + this.foreign(weight));
     try {
-      this.k.rmsNorm!(this.stage(x, base + yb), this.stage(weight, base + yb + xb), base, d, eps, 0, rows);
-      return this.takeOut(base, rows * d, out);
+      this.k.rmsNorm!(this.stage(x, base + yb), this.stage(weight, base + yb + xb), inPlace ? out.byteOffset : base, d, eps, 0, rows);
+      return inPlace ? out : this.takeOut(base, rows * d, out);
     } finally {
       this.scratch.release(base);
     }
@@ -142,11 +160,12 @@ export class WasmOps implements KernelOps {
     const n = gate.length;
     if (out) need('siluMul', 'out', out.length, n);
     if (n === 0) return out ?? new Float32Array(0);
-    const yb = al(n * 4), gb = this.foreign(gate);
+    const inPlace = this.direct(out, true, gate, up);
+    const yb = inPlace ? 0 : al(n * 4), gb = this.foreign(gate);
     const base = this.scratch.acquire(yb + gb + this.foreign(up));
     try {
-      this.k.siluMul!(this.stage(gate, base + yb), this.stage(up, base + yb + gb), base, 0, n);
-      return this.takeOut(base, n, out);
+      this.k.siluMul!(this.stage(gate, base + yb), this.stage(up, base + yb + gb), inPlace ? out.byteOffset : base, 0, n);
+      return inPlace ? out : this.takeOut(base, n, out);
     } finally {
       this.scratch.release(base);
     }
