@@ -302,6 +302,9 @@ async function flashMlaFor(k: Kernels, choice: 'auto' | 'ref' | 'wasm'): Promise
  * Activation buffers by name, reused across forward calls and grown geometrically; allocated through
  * the backend (allocWeight) so they live where its kernels compute (wasm: inside its memory, read and
  * written in place). A buffer's contents are only valid until the next use of the same name.
+ * Like vLLM's preallocated activations, this keeps the peak activation size of the largest batch seen
+ * (bounded by the scheduler's token budget); a replaced smaller buffer is not handed back (KernelOps
+ * has no free), which geometric growth bounds by the final size.
  */
 class Workspace {
   readonly #bufs = new Map<string, Float32Array>();
