@@ -34,7 +34,7 @@ function blockPartial(a: Float32Array, aOff: number, b: Float32Array, bOff: numb
     for (let l = 0; l < 16; l++) lanes[l] = fr(lanes[l]! + a[aOff + t + l]! * b[bOff + t + l]!);
   }
   // The GEMV's accumulator a holds lane 4i + a in its SIMD lane i (x is transposed per 16 to match its
-  // shift-only FP8 decode); v = (acc0 + acc1) + (acc2 + acc3) per SIMD lane; h = (v0 + v2) + (v1 + v3).
+  // shift-based FP8 decode); v = (acc0 + acc1) + (acc2 + acc3) per SIMD lane; h = (v0 + v2) + (v1 + v3).
   const v = [0, 1, 2, 3].map((i) => fr(fr(lanes[4 * i]! + lanes[4 * i + 1]!) + fr(lanes[4 * i + 2]! + lanes[4 * i + 3]!)));
   let p = fr(fr(v[0]! + v[2]!) + fr(v[1]! + v[3]!));
   for (let t = full; t < len; t++) p = fr(p + a[aOff + t]! * b[bOff + t]!);

@@ -4,10 +4,10 @@
 //
 // Two code paths:
 //  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, 4 accumulators of 4 lanes
-//    (16 partial sums), codes decoded in registers (see decode.ts). The FP8 GEMVs use the shift-only
+//    (16 partial sums), codes decoded in registers (see decode.ts). The FP8 GEMVs use the shift-based
 //    decode, whose lanes come transposed per 16 codes, so they stage x once per call (per 128-row scale
 //    group for the weight-only kind, with the block scales folded in) in per-thread scratch: the inner
-//    loop is 1 load + 9 integer ops + 4 multiply-adds per 16 weights and has no per-block epilogue.
+//    loop is 1 load + 9 integer ops + 4 x loads + 4 multiply-adds per 16 weights and has no per-block epilogue.
 //  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
 //    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
 //    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked

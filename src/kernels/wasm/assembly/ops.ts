@@ -116,3 +116,8 @@ export function topk(x: usize, rows: i32, cols: i32, k: i32, idx: usize, val: us
     }
   }
 }
+
+/** dst[i] = src[i] for byte offsets i in [i0, i1): the memory-copy baseline of the benchmarks, run on the pool. */
+export function copyBytes(src: usize, dst: usize, i0: i32, i1: i32): void {
+  memory.copy(dst + <usize>i0, src + <usize>i0, <usize>(i1 - i0));
+}
