@@ -51,7 +51,7 @@ for (const [threads, simd] of [[1, 'plain'], [2, 'plain'], [1, 'relaxed'], [2, '
     try {
       let seed = 100;
       for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
-        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [1, 300, 8195 + 128], [1, 136, 16400], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7]] as const) {
+        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [1, 300, 8195 + 128], [1, 136, 16400], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7], [13, 70, 150], [10, 136, 130]] as const) {
           const { w, dense } = fill(ops, dtype, n, k, seed++);
           const x = randn(m * k, seed++);
           // Activations over ~60 binades: blocks of tiny values next to blocks of huge ones.
