@@ -134,6 +134,8 @@ export class DeepseekModel {
       let t = 0;
       for (const s of batch.seqs) for (let i = 0; i < s.numNew; i++) positions[t++] = s.numCached + i;
     }
+    // RoPE angles of the new positions, shared by every layer: per head for q, once for k_pe.
+    const ropeRows = { q: this.#rope.rows(positions, c.num_attention_heads), k: this.#rope.rows(positions, 1) };
     const ws = this.#ws;
     const H = c.hidden_size;
     const x = this.#embed(batch.tokens, ws.get('x', T * H));
@@ -143,8 +145,8 @@ export class DeepseekModel {
       const tr = opts.tracer;
       const attnIn = k.rmsNorm(x, T, lw.inputNorm, c.rms_norm_eps, normed);
       const attnOut = tr
-        ? tr.span(`layer.${l}.attn`, 'compute', () => this.#attention(l, lw, attnIn, T, positions, batch.seqs, cache, opts.attn ?? 'absorb'))
-        : this.#attention(l, lw, attnIn, T, positions, batch.seqs, cache, opts.attn ?? 'absorb');
+        ? tr.span(`layer.${l}.attn`, 'compute', () => this.#attention(l, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb'))
+        : this.#attention(l, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb');
       addInPlace(x, attnOut);
       const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
       const ffnOut = tr
@@ -215,7 +217,7 @@ export class DeepseekModel {
    * MLA for T tokens: projects q and the latent [c_kv | k_pe], writes the latents of the new positions
    * into the paged cache, attends (absorbed or naive) and applies o_proj. Returns [T, H].
    */
-  #attention(l: number, lw: LayerWeights, x: Float32Array, T: number, positions: Int32Array,
+  #attention(l: number, lw: LayerWeights, x: Float32Array, T: number, ropeRows: { q: RopeRows; k: RopeRows },
     seqs: readonly SeqSlice[], cache: LatentCache, form: 'absorb' | 'naive'): Float32Array {
     const c = this.config;
     const k = this.#k;
@@ -233,12 +235,12 @@ export class DeepseekModel {
       const qA = k.matmul(x, T, a.qA!, ws.get('qA', T * a.qA!.rows));
       k.matmul(k.rmsNorm(qA, T, a.qANorm!, LORA_NORM_EPS, ws.get('qAn', T * a.qA!.rows)), T, a.qB!, q);
     }
-    const qr = this.#rope.rows(positions, Hd);
+    const qr = ropeRows.q;
     k.rope(q, T * Hd, qk, nope, rope, qr.cos, qr.sin);
 
     // Latent rows [T, R] = [kv_a_layernorm(c_kv) | RoPE(k_pe)], stored in the cache.
     const kv = k.matmul(x, T, a.kvA, ws.get('kv', T * R));
-    const kr = this.#rope.rows(positions, 1);
+    const kr = ropeRows.k;
     k.rope(kv, T, R, kvLora, rope, kr.cos, kr.sin);
     if (T === 1) {
       kv.set(k.rmsNorm(kv.subarray(0, kvLora), 1, a.kvANorm, LORA_NORM_EPS, ws.get('ckvN', kvLora)), 0);
@@ -302,6 +304,9 @@ async function flashMlaFor(k: Kernels, choice: 'auto' | 'ref' | 'wasm'): Promise
  * Activation buffers by name, reused across forward calls and grown geometrically; allocated through
  * the backend (allocWeight) so they live where its kernels compute (wasm: inside its memory, read and
  * written in place). A buffer's contents are only valid until the next use of the same name.
+ * Like vLLM's preallocated activations, this keeps the peak activation size of the largest batch seen
+ * (bounded by the scheduler's token budget); a replaced smaller buffer is not handed back (KernelOps
+ * has no free), which geometric growth bounds by the final size.
  */
 class Workspace {
   readonly #bufs = new Map<string, Float32Array>();
@@ -317,6 +322,8 @@ class Workspace {
     return b.length === n ? b : b.subarray(0, n);
   }
 }
+
+type RopeRows = { cos: Float32Array; sin: Float32Array };
 
 function addInPlace(x: Float32Array, y: Float32Array): void {
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + y[i]!;

@@ -5,6 +5,7 @@
 // Reference: https://github.com/deepseek-ai/FlashMLA/blob/main/csrc/kernels/splitkv_mla.cu (grid =
 // (row blocks, h_kv, num_sm_parts)) and csrc/kernels/mla_combine.cu.
 import { FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
+import { ScratchArena } from '../wasm/heap.ts';
 import { WasmRuntime } from '../wasm/runtime.ts';
 import { combineSplits } from './combine.ts';
 import { fp8BytesPerToken, MLA_BLOCK_SIZE, type FlashMlaArgs, type FlashMlaResult, type KvCacheDType, type KvCacheLayer, type SyncFlashMlaKernel } from './types.ts';
@@ -25,8 +26,11 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
   readonly backend = 'wasm';
   private readonly lut: number;
   private scratch: { bytes: number; ptrs: number[] } = { bytes: 0, ptrs: [] };
+  /** Per-call staging (outputs, accumulators, inputs from JS memory), one block reused across calls. */
+  private readonly arena: ScratchArena;
 
   private constructor(readonly runtime: WasmRuntime, private readonly ownsRuntime: boolean) {
+    this.arena = new ScratchArena(runtime.heap);
     this.lut = runtime.heap.alloc(256 * 4);
     runtime.heap.f32(this.lut, 256).set(FP8_E4M3_TABLE);
   }
@@ -87,83 +91,94 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
     if (b === 0) return { out, lse };
     const rt = this.runtime;
     const heap = rt.heap;
-    const blocks: number[] = [];
-    const alloc = (bytes: number) => {
-      const p = heap.alloc(Math.max(bytes, 4));
-      blocks.push(p);
-      return p;
-    };
-    const input = (src: Float32Array | Int32Array | Uint16Array | Uint8Array) => {
-      if (heap.owns(src)) return src.byteOffset;
-      const p = alloc(src.byteLength);
-      heap.u8(p, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
-      return p;
-    };
+    // The cache: in place when it lives in wasm memory, else the blocks this batch uses, staged (in a
+    // heap block of their own) and renumbered.
+    const cache = a.kCache;
+    let cachePtr: number;
+    let cacheBlock = -1;
+    let table = a.blockTable;
+    if (heap.owns(cache.data)) {
+      cachePtr = cache.data.byteOffset;
+    } else {
+      const bytesPerElem = cache.dtype === 'f32' ? 4 : cache.dtype === 'bf16' ? 2 : 1;
+      const blockBytes = MLA_BLOCK_SIZE * hKv * rowStride * bytesPerElem;
+      const remap = new Map<number, number>();
+      table = new Int32Array(b * maxBlocks);
+      for (let i = 0; i < b; i++) {
+        const nb = Math.ceil(a.cacheSeqlens[i]! / MLA_BLOCK_SIZE);
+        for (let j = 0; j < nb; j++) {
+          const id = a.blockTable[i * maxBlocks + j]!;
+          let k = remap.get(id);
+          if (k === undefined) remap.set(id, (k = remap.size));
+          table[i * maxBlocks + j] = k;
+        }
+      }
+      cachePtr = cacheBlock = heap.alloc(Math.max(4, remap.size * blockBytes));
+      const src = new Uint8Array(cache.data.buffer, cache.data.byteOffset, cache.data.byteLength);
+      const dst = heap.u8(cachePtr, remap.size * blockBytes);
+      for (const [id, k] of remap) dst.set(src.subarray(id * blockBytes, (id + 1) * blockBytes), k * blockBytes);
+    }
+    // Units [batch, blockBegin, blockEnd, kvHead, final, slot, 0, 0], grouped by part.
+    const parts = metadataParts(a.meta);
+    const partStart = new Int32Array(parts + 1);
+    const units = new Int32Array(plan.items.length * hKv * UNIT_INTS);
+    let n = 0;
+    for (const it of plan.items) {
+      for (let h = 0; h < hKv; h++, n++) {
+        const o = n * UNIT_INTS;
+        units[o] = it.batchIdx; units[o + 1] = it.blockBegin; units[o + 2] = it.blockEnd; units[o + 3] = h;
+        units[o + 4] = it.noSplit ? 1 : 0; units[o + 5] = a.meta.numSplits[it.batchIdx]! + it.splitIdx;
+      }
+      partStart[it.part + 1] = n;
+    }
+    for (let p = 1; p <= parts; p++) partStart[p] = Math.max(partStart[p]!, partStart[p - 1]!);
+    // Everything else of the call in ONE reused scratch block (outputs, accumulators, staged inputs):
+    // no allocator work per call, which matters at decode where a call is tens of microseconds.
+    const sized = (bytes: number) => Math.ceil(Math.max(bytes, 4) / 64) * 64;
+    const staged = (v: Float32Array | Int32Array) => (heap.owns(v) ? 0 : sized(v.byteLength));
+    const outB = sized(out.byteLength), lseB = sized(lse.byteLength);
+    const oAccB = sized(numSlots * hKv * R * dV * 4), lseAccB = sized(numSlots * hKv * R * 4);
+    const qB = staged(a.q), tableB = staged(table), seqB = staged(a.cacheSeqlens), unitsB = sized(units.byteLength);
+    const base = this.arena.acquire(outB + lseB + oAccB + lseAccB + qB + tableB + seqB + unitsB + sized(PARAMS * 4));
     try {
-      // The cache: in place when it lives in wasm memory, else the blocks this batch uses, staged and renumbered.
-      const cache = a.kCache;
-      let cachePtr: number;
-      let table = a.blockTable;
-      if (heap.owns(cache.data)) {
-        cachePtr = cache.data.byteOffset;
-      } else {
-        const bytesPerElem = cache.dtype === 'f32' ? 4 : cache.dtype === 'bf16' ? 2 : 1;
-        const blockBytes = MLA_BLOCK_SIZE * hKv * rowStride * bytesPerElem;
-        const remap = new Map<number, number>();
-        table = new Int32Array(b * maxBlocks);
-        for (let i = 0; i < b; i++) {
-          const nb = Math.ceil(a.cacheSeqlens[i]! / MLA_BLOCK_SIZE);
-          for (let j = 0; j < nb; j++) {
-            const id = a.blockTable[i * maxBlocks + j]!;
-            let k = remap.get(id);
-            if (k === undefined) remap.set(id, (k = remap.size));
-            table[i * maxBlocks + j] = k;
-          }
-        }
-        cachePtr = alloc(remap.size * blockBytes);
-        const src = new Uint8Array(cache.data.buffer, cache.data.byteOffset, cache.data.byteLength);
-        const dst = heap.u8(cachePtr, remap.size * blockBytes);
-        for (const [id, k] of remap) dst.set(src.subarray(id * blockBytes, (id + 1) * blockBytes), k * blockBytes);
-      }
-      // Units [batch, blockBegin, blockEnd, kvHead, final, slot, 0, 0], grouped by part.
-      const parts = metadataParts(a.meta);
-      const partStart = new Int32Array(parts + 1);
-      const units = new Int32Array(plan.items.length * hKv * UNIT_INTS);
-      let n = 0;
-      for (const it of plan.items) {
-        for (let h = 0; h < hKv; h++, n++) {
-          units.set([it.batchIdx, it.blockBegin, it.blockEnd, h, it.noSplit ? 1 : 0, a.meta.numSplits[it.batchIdx]! + it.splitIdx, 0, 0], n * UNIT_INTS);
-        }
-        partStart[it.part + 1] = n;
-      }
-      for (let p = 1; p <= parts; p++) partStart[p] = Math.max(partStart[p]!, partStart[p - 1]!);
-      const outP = alloc(out.byteLength);
-      const lseP = alloc(lse.byteLength);
-      const oAccP = alloc(numSlots * hKv * R * dV * 4);
-      const lseAccP = alloc(numSlots * hKv * R * 4);
-      const params = new Int32Array(PARAMS);
+      let at = base;
+      const take = (bytes: number) => { const p = at; at += bytes; return p; };
+      const put = (v: Float32Array | Int32Array, bytes: number) => {
+        if (bytes === 0) return v.byteOffset;
+        const p = take(bytes);
+        heap.u8(p, v.byteLength).set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+        return p;
+      };
+      const outP = take(outB), lseP = take(lseB), oAccP = take(oAccB), lseAccP = take(lseAccB);
+      const qP = put(a.q, qB), tableP = put(table, tableB), seqP = put(a.cacheSeqlens, seqB), unitsP = put(units, unitsB);
+      const paramsP = take(sized(PARAMS * 4));
+      const params = heap.i32(paramsP, PARAMS);
       params.set([
-        input(a.q), cachePtr, input(table), input(a.cacheSeqlens), outP, lseP, oAccP, lseAccP, input(units),
+        qP, cachePtr, tableP, seqP, outP, lseP, oAccP, lseAccP, unitsP,
         sQ, hQ, hKv, g, dQK, dV, maxBlocks, DTYPE_CODE[cache.dtype], rowStride, cache.dtype === 'fp8' ? cache.ropeDim : 0,
         plan.causal ? 1 : 0, 0, this.lut, R,
       ]);
-      new Float32Array(params.buffer)[20] = a.softmaxScale;
-      const paramsP = input(params);
+      heap.f32(paramsP, PARAMS)[20] = a.softmaxScale;
       const fm = rt.pool.exports('flashmla');
       const scratch = this.scratchFor(Number(fm.flashScratchBytes!(R, dQK, dV)));
       // Participant t runs parts [t·P/T, (t+1)·P/T): contiguous, so a request's splits mostly stay together.
       const T = rt.threads;
-      rt.pool.run('flashmla', 'flashMlaUnits', (t) => {
-        const u0 = partStart[Math.floor((t * parts) / T)]!;
-        const u1 = partStart[Math.floor(((t + 1) * parts) / T)]!;
-        return u1 > u0 ? [paramsP, u0, u1, scratch[t]!] : null;
-      });
+      if (T === 1) {
+        if (partStart[parts]! > 0) fm.flashMlaUnits!(paramsP, 0, partStart[parts]!, scratch[0]!);
+      } else {
+        rt.pool.run('flashmla', 'flashMlaUnits', (t) => {
+          const u0 = partStart[Math.floor((t * parts) / T)]!;
+          const u1 = partStart[Math.floor(((t + 1) * parts) / T)]!;
+          return u1 > u0 ? [paramsP, u0, u1, scratch[t]!] : null;
+        });
+      }
       out.set(heap.f32(outP, out.length));
       lse.set(heap.f32(lseP, lse.length));
       if (numSlots > b) combineSplits(plan, a.meta.numSplits, heap.f32(oAccP, numSlots * hKv * R * dV), heap.f32(lseAccP, numSlots * hKv * R), out, lse);
       return { out, lse };
     } finally {
-      for (const p of blocks) heap.free(p);
+      this.arena.release(base);
+      if (cacheBlock >= 0) heap.free(cacheBlock);
     }
   }
 

@@ -122,7 +122,9 @@ export class WasmHeap {
 
   /** True when the view addresses this memory; its byteOffset is then the wasm pointer. */
   owns(view: ArrayBufferView): boolean {
-    return this.buffers.has(view.buffer);
+    const b = view.buffer;
+    // Most views are of the buffer since the last growth: one identity check before the WeakSet.
+    return b === this.f32All.buffer || this.buffers.has(b);
   }
 
   f32(off: number, len: number): Float32Array { return new Float32Array(this.buffer, off, len); }

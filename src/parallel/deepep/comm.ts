@@ -57,12 +57,24 @@ interface Waiter {
 
 const key = (src: number, tag: number): string => `${src}:${tag}`;
 
+/**
+ * Control message a rank sends to its live peers when it closes after a failure: [cause rank, reason].
+ * Without it, a survivor that closes first looks like a new failure to the others (its connection drops),
+ * and they would blame it instead of the rank that actually failed. User tags are positive (nextTag).
+ */
+export const LEAVE_TAG = -1;
+const REASONS: readonly RankFailureReason[] = ['exited', 'timeout', 'closed', 'desync'];
+
 /** Shared receive matching, failure bookkeeping and the collectives; subclasses move the bytes. */
 export abstract class BaseCommunicator implements Communicator {
   #seq = 0;
   readonly #inbox = new Map<string, Uint8Array[]>();
   readonly #waiters = new Map<string, Waiter[]>();
   readonly #failed = new Map<number, RankFailureReason>();
+  /** Peers that left because of another rank's failure: peer -> the rank to blame. */
+  readonly #blame = new Map<number, number>();
+  /** The first failure this rank saw (announced to the live peers on close). */
+  #cause: { rank: number; reason: RankFailureReason } | null = null;
   #closed = false;
 
   constructor(readonly rank: number, readonly size: number, readonly timeoutMs: number) {
@@ -89,6 +101,22 @@ export abstract class BaseCommunicator implements Communicator {
     return this.#failed.get(rank);
   }
 
+  /** The first failure this rank observed, if any. */
+  protected get failureCause(): { rank: number; reason: RankFailureReason } | null {
+    return this.#cause;
+  }
+
+  /** The error for an operation that needed `rank`: names the rank to blame when `rank` left because of another. */
+  protected failedError(rank: number, op: string, reason: RankFailureReason, detail = ''): RankFailedError {
+    const blamed = this.#blame.get(rank);
+    if (blamed === undefined || blamed === rank) return new RankFailedError(rank, op, reason, detail);
+    return new RankFailedError(blamed, op, reason, `rank ${rank} left the group after it${detail ? `; ${detail}` : ''}`);
+  }
+
+  #noteCause(rank: number, reason: RankFailureReason): void {
+    if (!this.#cause) this.#cause = { rank, reason };
+  }
+
   async send(dest: number, tag: number, parts: readonly Uint8Array[], op: string): Promise<void> {
     this.#checkPeer(dest);
     if (this.#closed) throw new CommClosedError(op);
@@ -97,7 +125,7 @@ export abstract class BaseCommunicator implements Communicator {
       return;
     }
     const reason = this.#failed.get(dest);
-    if (reason) throw new RankFailedError(dest, op, reason);
+    if (reason) throw this.failedError(dest, op, reason);
     await this.transmit(dest, tag, parts, op);
   }
 
@@ -131,7 +159,7 @@ export abstract class BaseCommunicator implements Communicator {
           return;
         }
         const reason = this.#failed.get(src);
-        if (reason) return finish(new RankFailedError(src, op, reason));
+        if (reason) return finish(this.failedError(src, op, reason));
         const w: Waiter = {
           src, op,
           resolve: (m) => {
@@ -140,7 +168,10 @@ export abstract class BaseCommunicator implements Communicator {
             if (--remaining === 0) finish(null);
           },
           reject: (e) => finish(e),
-          timer: timeoutMs > 0 ? setTimeout(() => finish(new RankFailedError(src, op, 'timeout', `no message within ${timeoutMs} ms`)), timeoutMs) : undefined,
+          timer: timeoutMs > 0 ? setTimeout(() => {
+            this.#noteCause(src, 'timeout');
+            finish(new RankFailedError(src, op, 'timeout', `no message within ${timeoutMs} ms`));
+          }, timeoutMs) : undefined,
         };
         mine.push(w);
         const k = key(src, tag);
@@ -173,6 +204,7 @@ export abstract class BaseCommunicator implements Communicator {
 
   /** Transport callback: a whole message arrived. */
   protected deliver(src: number, tag: number, msg: Uint8Array): void {
+    if (tag === LEAVE_TAG) return this.#peerLeft(src, msg);
     const k = key(src, tag);
     const list = this.#waiters.get(k);
     if (list && list.length > 0) {
@@ -187,10 +219,37 @@ export abstract class BaseCommunicator implements Communicator {
   /** Transport callback: `rank` is gone; everything waiting on it fails now, later calls fail at once. */
   protected peerFailed(rank: number, reason: RankFailureReason): void {
     if (this.#closed || this.#failed.has(rank)) return;
+    this.#noteCause(rank, reason);
     this.#failed.set(rank, reason);
     for (const list of [...this.#waiters.values()]) {
-      for (const w of [...list]) if (w.src === rank) w.reject(new RankFailedError(rank, w.op, reason));
+      for (const w of [...list]) if (w.src === rank) w.reject(this.failedError(rank, w.op, reason));
     }
+  }
+
+  /** `src` announced it is leaving because rank `cause` failed: both are gone, and `cause` is to blame. */
+  #peerLeft(src: number, msg: Uint8Array): void {
+    if (this.#closed || this.#failed.has(src)) return;
+    const v = msg.byteLength === 8 ? new Int32Array(msg.slice().buffer) : null;
+    const cause = v && v[0]! >= 0 && v[0]! < this.size && v[0] !== this.rank ? v[0]! : src;
+    const reason = (v && REASONS[v[1]!]) || 'closed';
+    if (cause !== src) this.peerFailed(cause, reason);
+    this.#blame.set(src, cause);
+    this.peerFailed(src, reason);
+  }
+
+  /** Best effort: tells every live peer which failure this rank is leaving over (bounded wait). */
+  async #announceLeave(): Promise<void> {
+    const c = this.#cause;
+    if (!c) return;
+    const body = new Uint8Array(new Int32Array([c.rank, REASONS.indexOf(c.reason)]).buffer);
+    const sends: Promise<void>[] = [];
+    for (let r = 0; r < this.size; r++) {
+      if (r === this.rank || this.#failed.has(r)) continue;
+      sends.push(this.transmit(r, LEAVE_TAG, [body], 'close').catch(() => undefined));
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(sends), new Promise<void>((res) => (timer = setTimeout(res, 1_000)))]);
+    clearTimeout(timer);
   }
 
   async allToAllV(parts: readonly (readonly Uint8Array[])[], op = 'all_to_all_v'): Promise<Uint8Array[]> {
@@ -219,6 +278,7 @@ export abstract class BaseCommunicator implements Communicator {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    await this.#announceLeave();
     this.#closed = true;
     for (const list of [...this.#waiters.values()]) for (const w of [...list]) w.reject(new CommClosedError(w.op));
     this.#inbox.clear();

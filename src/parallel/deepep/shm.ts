@@ -327,7 +327,7 @@ export class SyncThreadCommunicator extends ThreadCommunicator implements SyncCo
       return;
     }
     const reason = this.failureOf(dest);
-    if (reason) throw new RankFailedError(dest, op, reason);
+    if (reason) throw this.failedError(dest, op, reason);
     this.#outQ[dest]!.push({ frames: frame(tag, parts), seg: 0, off: 0, op });
     this.#pushOut(dest);
   }

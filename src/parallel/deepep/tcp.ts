@@ -118,20 +118,33 @@ export class TcpCommunicator extends BaseCommunicator {
 
   protected transmit(dest: number, tag: number, parts: readonly Uint8Array[], op: string): Promise<void> {
     const ws = this.#peers[dest];
-    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new RankFailedError(dest, op, 'closed'));
+    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(this.failedError(dest, op, this.failureOf(dest) ?? 'closed'));
     const head = new Uint8Array(new Int32Array([tag]).buffer);
     // Few parts go out as fragments of one message (no gather copy); many small parts are joined first.
     const frames = parts.length > 16 ? [head, concat(parts)] : [head, ...parts.filter((p) => p.byteLength > 0)];
     return new Promise((resolve, reject) => {
       frames.forEach((f, i) => {
         const last = i === frames.length - 1;
-        ws.send(f, { binary: true, fin: last }, last ? (err) => (err ? reject(this.closed ? new CommClosedError(op) : new RankFailedError(dest, op, 'closed', err.message)) : resolve()) : undefined);
+        ws.send(f, { binary: true, fin: last }, last ? (err) => (err ? reject(this.closed ? new CommClosedError(op) : this.failedError(dest, op, this.failureOf(dest) ?? 'closed', err.message)) : resolve()) : undefined);
       });
     });
   }
 
   protected async shutdown(): Promise<void> {
     this.#shuttingDown = true;
+    // After a failure the peers were just told why we leave (comm.ts LEAVE_TAG): close with the
+    // WebSocket handshake so that message is read before the connection ends (a hard close with
+    // unread input would reset the connection and could drop it). Bounded: a stuck peer gets 300 ms.
+    if (this.failureCause) {
+      await Promise.all(this.#peers.map((ws) => {
+        if (!ws || ws.readyState !== WebSocket.OPEN) return undefined;
+        return new Promise<void>((res) => {
+          const t = setTimeout(res, 300);
+          ws.once('close', () => { clearTimeout(t); res(); });
+          ws.close(1000, 'leaving after a peer failure');
+        });
+      }));
+    }
     for (const ws of this.#peers) ws?.terminate();
     await new Promise<void>((res) => this.#server.close(() => res()));
   }
