@@ -19,7 +19,7 @@ test('chat page: type a message, see a streamed answer, stop a generation', { sk
   const srv = await startServer({ port: 0 }, llm);
   // A fresh profile directory (playwright passes it to chromium as --user-data-dir).
   const profile = mkdtempSync(join(tmpdir(), 'seekd-chromium-'));
-  after(async () => { rmSync(profile, { recursive: true, force: true }); await srv.shutdown(1000); await llm.close(); });
+  after(async () => { await srv.shutdown(1000); await llm.close(); });
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
@@ -27,7 +27,8 @@ test('chat page: type a message, see a streamed answer, stop a generation', { sk
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
-  after(() => browser.close());
+  // Close chromium before removing its profile (it writes there until it exits: ENOTEMPTY otherwise).
+  after(async () => { await browser.close(); rmSync(profile, { recursive: true, force: true }); });
   const page = await browser.newPage();
   page.setDefaultTimeout(60_000);
   const errors: string[] = [];

@@ -1,6 +1,11 @@
 // The wasm runtime of one backend instance: the compiled modules (committed .wasm files), ONE shared
 // memory, its heap and the thread pool. Other wasm kernels (e.g. FlashMLA) add their module to
 // WASM_MODULES and share all of it; see pool.ts for how to add a kernel.
+// SIMD level: each runtime runs either the plain SIMD128 binaries or, for modules listed in WASM_RELAXED,
+// their relaxed-SIMD builds (fused multiply-adds: faster, but f32 rounding differs from the plain build
+// wherever a product is inexact). Default: relaxed where the engine supports it (Node 20 behind a V8
+// flag switched on here; Node 22+ natively), else plain; SEEKD_WASM_SIMD=plain|relaxed pins it and
+// RuntimeOptions.simd chooses per runtime (the tests run both).
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { WasmHeap } from './heap.ts';
@@ -61,6 +66,8 @@ export function defaultSimdLevel(): SimdLevel {
 }
 
 const compiled = new Map<SimdLevel, Record<string, WebAssembly.Module>>();
+/** Compiled binaries by URL: a module without a relaxed build is compiled once for both levels. */
+const byUrl = new Map<string, WebAssembly.Module>();
 
 /** Compiles every module once per process and SIMD level (workers receive the compiled modules). */
 export function compiledModules(level: SimdLevel = defaultSimdLevel()): Record<string, WebAssembly.Module> {
@@ -71,9 +78,14 @@ export function compiledModules(level: SimdLevel = defaultSimdLevel()): Record<s
   const out: Record<string, WebAssembly.Module> = {};
   for (const [name, plainUrl] of Object.entries(WASM_MODULES)) {
     const url = (level === 'relaxed' ? WASM_RELAXED[name] : undefined) ?? plainUrl;
-    const bytes = readFileSync(url);
-    if (!WebAssembly.validate(bytes)) throw new WasmUnsupportedError(`SIMD/threads (module ${name} does not validate)`);
-    out[name] = new WebAssembly.Module(bytes);
+    let mod = byUrl.get(url.href);
+    if (!mod) {
+      const bytes = readFileSync(url);
+      if (!WebAssembly.validate(bytes)) throw new WasmUnsupportedError(`SIMD/threads (module ${name} does not validate)`);
+      mod = new WebAssembly.Module(bytes);
+      byUrl.set(url.href, mod);
+    }
+    out[name] = mod;
   }
   compiled.set(level, out);
   return out;
