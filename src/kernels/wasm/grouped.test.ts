@@ -8,7 +8,8 @@ import { WasmDeepGemm } from '../deepgemm/wasm.ts';
 import { refDeepGemm } from '../deepgemm/ref.ts';
 import { mulberry32 } from '../../tensor/random.ts';
 import { WasmOps } from './backend.ts';
-import { planGroupedItems, type GroupRun } from './grouped.ts';
+import { planGroupedItems, splitPaths, type GroupPiece } from './grouped.ts';
+import { KIND_BF16, KIND_FP8_FP8 } from './matmul.ts';
 import { matmul as refMatmul } from '../ref/ops.ts';
 
 function randn(r: () => number, n: number): Float32Array {
@@ -52,7 +53,7 @@ function countDispatches(ops: { runtime: { pool: { run: (m: string, f: string, a
 
 describe('planGroupedItems', () => {
   it('covers every (segment, column) exactly once, cuts on multiples of 8, and balances cost', () => {
-    const runs: GroupRun[] = [{ g: 0, r0: 0, len: 1 }, { g: 3, r0: 1, len: 7 }, { g: 5, r0: 8, len: 2 }, { g: 6, r0: 10, len: 40 }];
+    const runs: GroupPiece[] = [{ g: 0, r0: 0, len: 1, gemv: true }, { g: 3, r0: 1, len: 7, gemv: true }, { g: 5, r0: 8, len: 2, gemv: false }, { g: 6, r0: 10, len: 40, gemv: false }];
     for (const n of [8, 100, 384]) {
       for (const parts of [1, 2, 3, 4]) {
         const { items, bounds } = planGroupedItems(runs, n, parts);
@@ -65,19 +66,30 @@ describe('planGroupedItems', () => {
             const [g, r0, len, n0, n1, gemv] = items.subarray(e * 6, e * 6 + 6);
             const i = runs.findIndex((r) => r.g === g && r.r0 === r0 && r.len === len);
             assert.ok(i >= 0, 'item belongs to a run');
-            assert.equal(gemv, len === 1 ? 1 : 0);
+            assert.equal(gemv, runs[i]!.gemv ? 1 : 0);
             assert.ok(n0! % 8 === 0 && (n1! % 8 === 0 || n1 === n) && n1! > n0!);
             for (let c = n0!; c < n1!; c++) covered[i]![c]!++;
-            cost[t]! += (n1! - n0!) * (len === 1 ? 1 : 2 + len! / 4);
+            cost[t]! += (n1! - n0!) * (runs[i]!.gemv ? len! : 2 + len! / 4);
           }
         }
         for (const c of covered) assert.ok(c.every((v) => v === 1), `n=${n} parts=${parts}: every column once`);
         // Balance: each part within one 8-column step per run of its fair share.
         const total = cost.reduce((a, b) => a + b, 0);
-        const slack = runs.reduce((a, r) => a + 8 * (r.len === 1 ? 1 : 2 + r.len / 4), 0);
+        const slack = runs.reduce((a, r) => a + 8 * (r.gemv ? r.len : 2 + r.len / 4), 0);
         for (const c of cost) assert.ok(Math.abs(c - total / parts) <= slack, `n=${n} parts=${parts}: cost ${c} vs ${total / parts}`);
       }
     }
+  });
+});
+
+describe('splitPaths', () => {
+  it('takes the paths matmul takes: < 8 rows as GEMVs, else a GEMM over 4k rows plus GEMV rows; FP8xFP8 one path per run', () => {
+    const runs = [{ g: 0, r0: 0, len: 1 }, { g: 1, r0: 1, len: 5 }, { g: 2, r0: 6, len: 11 }];
+    assert.deepEqual(splitPaths(runs, KIND_BF16), [
+      { g: 0, r0: 0, len: 1, gemv: true }, { g: 1, r0: 1, len: 5, gemv: true },
+      { g: 2, r0: 6, len: 8, gemv: false }, { g: 2, r0: 14, len: 3, gemv: true },
+    ]);
+    assert.deepEqual(splitPaths(runs, KIND_FP8_FP8).map((p) => p.gemv), [true, false, false]);
   });
 });
 

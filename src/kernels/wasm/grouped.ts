@@ -3,11 +3,31 @@
 // column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
 // tens of microseconds, so one per group would dominate MoE at decode sizes).
 // Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
-import { gemmPathIsGemv, KIND_FP8, PARALLEL_MIN_MACS, type GemmKind } from './matmul.ts';
+import { GEMM_MIN_ROWS, gemmPathIsGemv, KIND_FP8, KIND_FP8_FP8, PARALLEL_MIN_MACS, type GemmKind } from './matmul.ts';
 import type { WasmRuntime } from './runtime.ts';
 
 /** One used segment: rows [r0, r0 + len) use group g. */
 export interface GroupRun { readonly g: number; readonly r0: number; readonly len: number }
+
+/** A run (or part of one) on one kernel path: GEMV row by row, or the packed GEMM. */
+export interface GroupPiece extends GroupRun { readonly gemv: boolean }
+
+/**
+ * The path of each run's rows, as runGemm (matmul.ts) picks it for one matmul: fewer than
+ * GEMM_MIN_ROWS rows as GEMVs; more as a GEMM over a multiple of 4 rows plus GEMVs for the rest.
+ * FP8 x FP8 keeps one path per run (its activations are decoded per path: gemmPathIsGemv).
+ */
+export function splitPaths(runs: readonly GroupRun[], kind: GemmKind): GroupPiece[] {
+  const out: GroupPiece[] = [];
+  for (const r of runs) {
+    if (kind === KIND_FP8_FP8) { out.push({ ...r, gemv: gemmPathIsGemv(r.len) }); continue; }
+    const gemvRows = r.len < GEMM_MIN_ROWS ? r.len : r.len & 3;
+    const gemmRows = r.len - gemvRows;
+    if (gemmRows > 0) out.push({ g: r.g, r0: r.r0, len: gemmRows, gemv: false });
+    if (gemvRows > 0) out.push({ g: r.g, r0: r.r0 + gemmRows, len: gemvRows, gemv: true });
+  }
+  return out;
+}
 
 /** Ints per work item in the kernel's table: [g, r0, len, n0, n1, gemv]. */
 const ITEM = 6;
@@ -48,8 +68,8 @@ function panelFor(rt: WasmRuntime, t: number): number {
  * `parts` equal spans, and each cut is rounded to a multiple of 8 columns (GEMM panels and scale blocks
  * stay aligned). Returns the item table and each participant's item range [bounds[t], bounds[t+1]).
  */
-export function planGroupedItems(runs: readonly GroupRun[], n: number, parts: number): { items: Int32Array; bounds: number[] } {
-  const cost = runs.map((r) => (gemmPathIsGemv(r.len) ? r.len : 2 + r.len / 4));
+export function planGroupedItems(runs: readonly GroupPiece[], n: number, parts: number): { items: Int32Array; bounds: number[] } {
+  const cost = runs.map((r) => (r.gemv ? r.len : 2 + r.len / 4));
   const startCost: number[] = [];
   let total = 0;
   for (const c of cost) { startCost.push(total); total += c * n; }
@@ -64,7 +84,7 @@ export function planGroupedItems(runs: readonly GroupRun[], n: number, parts: nu
   for (let t = 0; t < parts; t++) {
     runs.forEach((r, i) => {
       const n0 = cut(i, t), n1 = cut(i, t + 1);
-      if (n1 > n0) items.push(r.g, r.r0, r.len, n0, n1, gemmPathIsGemv(r.len) ? 1 : 0);
+      if (n1 > n0) items.push(r.g, r.r0, r.len, n0, n1, r.gemv ? 1 : 0);
     });
     bounds.push(items.length / ITEM);
   }
@@ -78,18 +98,19 @@ export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
   let macs = 0;
   for (const r of a.runs) macs += r.len * a.n * a.k;
   const parts = macs < PARALLEL_MIN_MACS ? 1 : rt.threads;
-  const { items, bounds } = planGroupedItems(a.runs, a.n, parts);
+  const pieces = splitPaths(a.runs, a.kind);
+  const { items, bounds } = planGroupedItems(pieces, a.n, parts);
   const temps: number[] = [];
   const temp = (bytes: number): number => { const p = rt.heap.alloc(bytes); temps.push(p); return p; };
   try {
     const kb = Math.ceil(a.k / 128);
     // FP8 weight-only GEMV rows are prepared once here (per-128-block exponent; see gemm.ts gemvFp8).
     let xs = 0, bmul = 0;
-    if (a.kind === KIND_FP8 && a.runs.some((r) => gemmPathIsGemv(r.len))) {
+    if (a.kind === KIND_FP8 && pieces.some((r) => r.gemv)) {
       xs = temp(a.m * a.k * 4);
       bmul = temp(a.m * kb * 4);
-      for (const r of a.runs) {
-        if (!gemmPathIsGemv(r.len)) continue;
+      for (const r of pieces) {
+        if (!r.gemv) continue;
         for (let row = r.r0; row < r.r0 + r.len; row++) kx.prepFp8Gemv!(a.x + row * a.k * 4, xs + row * a.k * 4, bmul + row * kb * 4, a.k);
       }
     }
