@@ -3,7 +3,7 @@
 // column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
 // tens of microseconds, so one per group would dominate MoE at decode sizes).
 // Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
-import { GEMM_MIN_ROWS, gemmPathIsGemv, KIND_FP8, KIND_FP8_FP8, PARALLEL_MIN_MACS, type GemmKind } from './matmul.ts';
+import { GEMM_MIN_ROWS, gemmPathIsGemv, KIND_FP8, KIND_FP8_FP8, PARALLEL_MIN_MACS, panelFor, type GemmArgs, type GemmKind } from './matmul.ts';
 import type { WasmRuntime } from './runtime.ts';
 
 /** One used segment: rows [r0, r0 + len) use group g. */
@@ -32,34 +32,10 @@ export function splitPaths(runs: readonly GroupRun[], kind: GemmKind): GroupPiec
 /** Ints per work item in the kernel's table: [g, r0, len, n0, n1, gemv]. */
 const ITEM = 6;
 
-export interface GroupedGemmArgs {
-  kind: GemmKind;
-  /** f32 [M, K] activations (kind 3: each run's rows decoded for its path, see gemmPathIsGemv). */
-  x: number;
-  m: number;
-  k: number;
-  /** Group 0 of the stacked weights [G, N, K] in the kind's format. */
-  w: number;
-  /** FP8 128x128 scales [G, ceil(N/128), ceil(K/128)] (kinds 2, 3). */
-  scales: number;
-  /** Kind 3: activation scales [M, ceil(K/128)]. */
-  aScales: number;
-  /** f32 [M, N]: the rows of the runs are overwritten, other rows are not touched. */
-  y: number;
-  n: number;
+/** runGemm's arguments (w and scales point at group 0 of [G, N, K] / [G, ceil(N/128), ceil(K/128)];
+ * y's rows of the runs are overwritten, other rows are not touched) plus the runs of rows per group. */
+export interface GroupedGemmArgs extends Omit<GemmArgs, 'threads'> {
   runs: readonly GroupRun[];
-}
-
-/** Per-participant packed-panel scratch of the GEMM path, allocated once per runtime. */
-const panels = new WeakMap<WasmRuntime, number[]>();
-function panelFor(rt: WasmRuntime, t: number): number {
-  let p = panels.get(rt);
-  if (!p) {
-    const bytes = Number(rt.pool.exports('kernels').panelBytes!());
-    p = Array.from({ length: rt.threads }, () => rt.heap.alloc(bytes));
-    panels.set(rt, p);
-  }
-  return p[t]!;
 }
 
 /**

@@ -20,7 +20,7 @@ export function splitColumns(n: number, parts: number): Array<[number, number] |
 
 /** Per-participant scratch of the GEMM path (packed panels) and the FP8 GEMVs (staged x), allocated once per runtime. */
 const panels = new WeakMap<WasmRuntime, number[]>();
-function panelFor(rt: WasmRuntime, t: number): number {
+export function panelFor(rt: WasmRuntime, t: number): number {
   let p = panels.get(rt);
   if (!p) {
     const bytes = Number(rt.pool.exports('kernels').panelBytes!());
