@@ -9,7 +9,7 @@
 // Weights created with allocFp8Matrix / allocGroupedFp8 / allocGroupedBf16 live in wasm memory; others
 // are copied in per call.
 import { KIND_BF16, KIND_FP8, KIND_FP8_FP8, gemmPathIsGemv, type GemmKind } from '../wasm/matmul.ts';
-import { runGroupedGemm } from '../wasm/grouped.ts';
+import { copyRunRows, runGroupedGemm, type GroupRun } from '../wasm/grouped.ts';
 import { WasmRuntime } from '../wasm/runtime.ts';
 import {
   BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
@@ -18,11 +18,8 @@ import {
 
 type Typed = Float32Array | Uint16Array | Uint8Array;
 
-/** A run of consecutive rows [r0, r0+len) that use group g. */
-interface Run { r0: number; len: number; g: number }
-
-function runsContiguous(mIndices: Int32Array): Run[] {
-  const runs: Run[] = [];
+function runsContiguous(mIndices: Int32Array): GroupRun[] {
+  const runs: GroupRun[] = [];
   for (let r = 0; r < mIndices.length;) {
     const g = mIndices[r]!;
     let e = r + 1;
@@ -33,8 +30,8 @@ function runsContiguous(mIndices: Int32Array): Run[] {
   return runs;
 }
 
-function runsMasked(maskedM: Int32Array, mMax: number): Run[] {
-  const runs: Run[] = [];
+function runsMasked(maskedM: Int32Array, mMax: number): GroupRun[] {
+  const runs: GroupRun[] = [];
   maskedM.forEach((c, g) => { if (c > 0) runs.push({ r0: g * mMax, len: c, g }); });
   return runs;
 }
@@ -93,7 +90,7 @@ export class WasmDeepGemm implements DeepGemmOps {
    * Decodes A's FP8 codes (at aData, [rows, k]) into one f32 buffer, each run's rows in the
    * representation its path expects (GEMV: values·2^118, GEMM: exact values); other rows stay unset.
    */
-  private decodeRuns(aData: number, rows: number, k: number, runs: readonly Run[]): number {
+  private decodeRuns(aData: number, rows: number, k: number, runs: readonly GroupRun[]): number {
     const p = this.temp(rows * k * 4);
     const dec = this.runtime.pool.exports('kernels').decodeFp8!;
     for (const r of runs) dec(aData + r.r0 * k, p + r.r0 * k * 4, r.len * k, gemmPathIsGemv(r.len) ? 1 : 0);
@@ -112,7 +109,7 @@ export class WasmDeepGemm implements DeepGemmOps {
     if (m === 0 || n === 0) return o;
     try {
       const y = this.temp(m * n * 4);
-      const runs: Run[] = [{ r0: 0, len: m, g: 0 }];
+      const runs: GroupRun[] = [{ r0: 0, len: m, g: 0 }];
       runGroupedGemm(this.runtime, {
         kind: KIND_FP8_FP8, x: this.decodeRuns(this.input(a.data), m, k, runs), m, k, w: this.input(b.data),
         scales: this.input(b.scales), aScales: this.input(a.scales), y, n, runs,
@@ -124,7 +121,7 @@ export class WasmDeepGemm implements DeepGemmOps {
     }
   }
 
-  private groupedFp8(a: Fp8Matrix, b: GroupedFp8Weights, runs: Run[], out: Float32Array, copyRows: (y: Float32Array) => void): Float32Array {
+  private groupedFp8(a: Fp8Matrix, b: GroupedFp8Weights, runs: GroupRun[], out: Float32Array, copyRows: (y: Float32Array) => void): Float32Array {
     const { n, k } = b;
     try {
       const y = this.temp(a.rows * n * 4);
@@ -158,15 +155,13 @@ export class WasmDeepGemm implements DeepGemmOps {
     const o = outBuffer(op, out, a.rows * b.n);
     if (a.rows === 0 || b.n === 0) return o;
     const runs = runsMasked(maskedM, mMax);
-    return this.groupedFp8(a, b, runs, o, (y) => {
-      for (const r of runs) o.set(y.subarray(r.r0 * b.n, (r.r0 + r.len) * b.n), r.r0 * b.n);
-    });
+    return this.groupedFp8(a, b, runs, o, (y) => copyRunRows(o, y, runs, b.n));
   }
 
   // ------------------------------------------------------------------ weight-only FP8 and bf16
 
   private dense(op: string, kind: GemmKind, x: Float32Array, m: number, b: GroupedFp8Weights | GroupedBf16Weights,
-    runs: Run[], out: Float32Array, copyAll: boolean): Float32Array {
+    runs: GroupRun[], out: Float32Array, copyAll: boolean): Float32Array {
     const { n, k } = b;
     if (x.length !== m * k) throw new DeepGemmShapeError(op, `x has ${x.length} values, want ${m}*${k}`);
     if (m === 0 || n === 0) return out;
@@ -178,7 +173,7 @@ export class WasmDeepGemm implements DeepGemmOps {
       });
       const yv = this.runtime.heap.f32(y, m * n);
       if (copyAll) out.set(yv);
-      else for (const r of runs) out.set(yv.subarray(r.r0 * n, (r.r0 + r.len) * n), r.r0 * n);
+      else copyRunRows(out, yv, runs, n);
       return out;
     } finally {
       this.releaseTemps();

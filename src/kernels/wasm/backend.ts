@@ -7,7 +7,7 @@ import { FP8_BLOCK, type GroupedWeight, type GroupSegments, type KernelOps, type
 import { KernelShapeError, checkGroupedMatmul, groupedSizes, need } from '../ref/ops.ts';
 import { ALIGN, ScratchArena, type WasmHeap } from './heap.ts';
 import { KIND_BF16, KIND_F32, KIND_FP8, runGemm } from './matmul.ts';
-import { runGroupedGemm } from './grouped.ts';
+import { copyRunRows, runGroupedGemm } from './grouped.ts';
 import { WasmRuntime } from './runtime.ts';
 
 type Typed = Float32Array | Uint16Array | Uint8Array | Int32Array;
@@ -142,7 +142,7 @@ export class WasmOps implements KernelOps {
         y.set(F.subarray(i, i + m * N));
       } else {
         y.fill(0);
-        for (const r of runs) y.set(F.subarray(i + r.r0 * N, i + (r.r0 + r.len) * N), r.r0 * N);
+        copyRunRows(y, F.subarray(i, i + m * N), runs, N);
       }
       return y;
     } finally {

@@ -9,6 +9,11 @@ import type { WasmRuntime } from './runtime.ts';
 /** One used segment: rows [r0, r0 + len) use group g. */
 export interface GroupRun { readonly g: number; readonly r0: number; readonly len: number }
 
+/** Copies the rows of each run from src [M, n] into dst [M, n]; dst's other rows are not touched. */
+export function copyRunRows(dst: Float32Array, src: Float32Array, runs: readonly GroupRun[], n: number): void {
+  for (const r of runs) dst.set(src.subarray(r.r0 * n, (r.r0 + r.len) * n), r.r0 * n);
+}
+
 /** A run (or part of one) on one kernel path: GEMV row by row, or the packed GEMM. */
 export interface GroupPiece extends GroupRun { readonly gemv: boolean }
 
