@@ -6,8 +6,9 @@
 //   partial = Σ_{k in block} A[i,k]·B[j,k]          (f32, order below)
 //   acc     = acc + fround(sA[i,kb]·sB[j/128,kb]) · partial   (f32)
 // `order` fixes the f32 summation order inside a block so that optimized kernels can be checked bit for
-// bit: 'sequential' (k ascending, what a register-blocked GEMM micro-kernel does) or 'lanes16' (16
-// partial sums, lane l taking k ≡ l mod 16, reduced as a SIMD GEMV does; see ../wasm/assembly/gemm.ts).
+// bit: 'sequential' (k ascending, what a register-blocked GEMM micro-kernel does) or 'lanes16' (8
+// partial sums over the 16 lanes of each 16-k chunk, reduced as the SIMD GEMV does; see fp8Dot2 in
+// ../wasm/assembly/gemm.ts).
 // FP8 products are exact in f32 (4+4 significant bits), so only the sums round.
 //
 // Weight-only and bf16 variants dequantize the weight to f32 (fround(q·s)) and sum in f64 (oracle).
@@ -28,14 +29,21 @@ function blockPartial(a: Float32Array, aOff: number, b: Float32Array, bOff: numb
     for (let t = 0; t < len; t++) p = fr(p + a[aOff + t]! * b[bOff + t]!);
     return p;
   }
-  const lanes = new Array<number>(16).fill(0);
+  // The GEMV (fp8Dot2) keeps 2 accumulators per row, P and Q, of 4 SIMD lanes: lane i of P sums
+  // t ≡ 4i, 4i + 2 (mod 16) in k order, lane i of Q t ≡ 4i + 1, 4i + 3 (x is transposed per 16 to match its
+  // shift-based FP8 decode); v = P + Q per SIMD lane; h = (v0 + v2) + (v1 + v3).
+  const P = [0, 0, 0, 0], Q = [0, 0, 0, 0];
   const full = len - (len % 16);
   for (let t = 0; t < full; t += 16) {
-    for (let l = 0; l < 16; l++) lanes[l] = fr(lanes[l]! + a[aOff + t + l]! * b[bOff + t + l]!);
+    for (let i = 0; i < 4; i++) {
+      const k = aOff + t + 4 * i, j = bOff + t + 4 * i;
+      P[i] = fr(P[i]! + a[k]! * b[j]!);
+      Q[i] = fr(Q[i]! + a[k + 1]! * b[j + 1]!);
+      P[i] = fr(P[i]! + a[k + 2]! * b[j + 2]!);
+      Q[i] = fr(Q[i]! + a[k + 3]! * b[j + 3]!);
+    }
   }
-  // The GEMV's accumulator a holds lane 4i + a in its SIMD lane i (x is transposed per 16 to match its
-  // shift-based FP8 decode); v = (acc0 + acc1) + (acc2 + acc3) per SIMD lane; h = (v0 + v2) + (v1 + v3).
-  const v = [0, 1, 2, 3].map((i) => fr(fr(lanes[4 * i]! + lanes[4 * i + 1]!) + fr(lanes[4 * i + 2]! + lanes[4 * i + 3]!)));
+  const v = [0, 1, 2, 3].map((i) => fr(P[i]! + Q[i]!));
   let p = fr(fr(v[0]! + v[2]!) + fr(v[1]! + v[3]!));
   for (let t = full; t < len; t++) p = fr(p + a[aOff + t]! * b[bOff + t]!);
   return p;

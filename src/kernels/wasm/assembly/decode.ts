@@ -46,8 +46,22 @@
  * other shifts.
  */
 @inline export function fp8Even(b: v128): v128 {
-  const lifted = i8x16.shuffle(i8x16.splat(0), b, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
-  return i16x8.shr_s(lifted, 4);
+  return i16x8.shr_s(fp8Lift(b), 4);
+}
+/**
+ * fp8Lo without the shift: i32x4.dot_i16x8_s(b, splat(4096)) is each i32 lane's lower u16 (the code
+ * pair [even, odd]) times 2^12, which puts the odd code's "eeeemmm" at bits 20..26 and its sign at 27 and
+ * above (sign-extended), the even code below bit 20: & 0x87f00000 leaves the f32 of the odd code. Same
+ * value as fp8Lo(fp8Odd(b)); pass the byte-lifted codes of fp8Even for fp8Lo(fp8Even(b)). pmaddwd runs on
+ * a multiply port while this machine's vector shifts share one port (1 per cycle), so the plain build
+ * (separate multiply and add, more ops per weight) trades two of its four shifts per 16 codes for it.
+ */
+@inline export function fp8LoMul(b: v128): v128 {
+  return v128.and(i32x4.dot_i16x8_s(b, i32x4.splat(4096)), i32x4.splat(0x87f00000));
+}
+/** The byte-lifted codes fp8Even shifts: even codes in the high bytes of the u16 lanes. */
+@inline export function fp8Lift(b: v128): v128 {
+  return i8x16.shuffle(i8x16.splat(0), b, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
 }
 /** Raw f32 of the codes in the upper u16 of each i32 lane of fp8Odd/fp8Even (a = 3 resp. 2). */
 @inline export function fp8Hi(v: v128): v128 {

@@ -3,11 +3,12 @@
 // Pointers are byte offsets into the shared memory; shapes are row-major.
 //
 // Two code paths:
-//  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, 4 accumulators of 4 lanes
-//    (16 partial sums), codes decoded in registers (see decode.ts). The FP8 GEMVs use the shift-based
+//  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, codes decoded in registers
+//    (see decode.ts). f32/bf16: 4 accumulators of 4 lanes per row. The FP8 GEMVs use the shift-based
 //    decode, whose lanes come transposed per 16 codes, so they stage x once per call (per 128-row scale
-//    group for the weight-only kind, with the block scales folded in) in per-thread scratch: the inner
-//    loop is 1 load + 9 integer ops + 4 x loads + 4 multiply-adds per 16 weights and has no per-block epilogue.
+//    group for the weight-only kind, with the block scales folded in) in per-thread scratch, and run TWO
+//    rows per pass sharing the x loads (fp8Dot2: two DRAM streams per core); the inner loop is 4 x loads
+//    + 2 × (1 load + 9 integer ops + 4 multiply-adds) per 16 weights of each row, no per-block epilogue.
 //  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
 //    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
 //    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked
@@ -16,7 +17,7 @@
 // Kinds: 0 f32 weights, 1 bf16 weights, 2 FP8 weights with 128x128 scales (weight-only: the panel holds
 // fround(q·s)), 3 FP8 x FP8 (x holds the exact decoded FP8 activations, the panel exact FP8 weight
 // values, and each 128-K partial is promoted as DeepGEMM does: y += fround(sA[i,kb]·sB[j/128,kb]) · partial).
-import { bf16, fp8Even, fp8Hi, fp8Lo, fp8Odd, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
+import { bf16, fp8Even, fp8Hi, fp8Lift, fp8Lo, fp8LoMul, fp8Odd, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
 
 /**
  * a·b + c per lane: one fused multiply-add in the relaxed-SIMD build (kernels-relaxed.wasm, compiled from
@@ -107,36 +108,66 @@ const XCH: i32 = 8192;
 }
 
 /**
- * Σ_t xp[t]·raw(W[t]) over len codes, x permuted by permute16: 16 partial sums (lane i of accumulator a
- * takes t ≡ 4i + a mod 16), reduced as v_i = (L[4i] + L[4i+1]) + (L[4i+2] + L[4i+3]), (v0 + v2) + (v1 + v3),
- * the tail added last in order: the ref's 'lanes16' order (src/kernels/deepgemm/ref.ts).
+ * Two weight rows at once, sharing every x load: for rows A and B (codes at wa, wb) and x permuted by
+ * permute16, stores at out the f32 pair (Σ_t xp[t]·raw(A[t]), Σ_t xp[t]·raw(B[t])) over len codes.
+ * Why two rows: one core reads DRAM at ~10 GB/s from one sequential stream but ~13 GB/s from two (the
+ * callers pick rows half a scale group apart, i.e. two distinct streams), and the shared x loads leave
+ * room for the decode. Each row keeps 2 accumulators (more spill under V8's register allocator): P takes
+ * lanes a = 0 then 2 of each 16 codes (fp8Lo(e), fp8Hi(e)), Q lanes a = 1 then 3 (fp8Lo(o), fp8Hi(o)), so
+ * SIMD lane i of P sums t ≡ 4i, 4i+2 (mod 16) in k order, Q t ≡ 4i+1, 4i+3. Reduction: v = P + Q, then
+ * (v0 + v2) + (v1 + v3), the tail (len % 16) added last in order: the ref's 'lanes16' order
+ * (src/kernels/deepgemm/ref.ts). wb may equal wa (a lone row).
  */
-@inline function fp8Dot(xp: usize, wp: usize, len: i32): f32 {
+@inline function fp8Dot2(xp: usize, wa: usize, wb: usize, len: i32, out: usize): void {
   const full = len & ~15;
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  for (let t = 0; t < full; t += 16) {
-    const b = v128.load(wp + <usize>t);
-    const o = fp8Odd(b), e = fp8Even(b);
-    const x = xp + <usize>t * 4;
-    a0 = madd(v128.load(x), fp8Lo(e), a0);
-    a1 = madd(v128.load(x, 16), fp8Lo(o), a1);
-    a2 = madd(v128.load(x, 32), fp8Hi(e), a2);
-    a3 = madd(v128.load(x, 48), fp8Hi(o), a3);
+  let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
+  let x = xp, a = wa;
+  const d = wb - wa;
+  const end = wa + <usize>full;
+  while (a < end) {
+    const x0 = v128.load(x), x1 = v128.load(x, 16), x2 = v128.load(x, 32), x3 = v128.load(x, 48);
+    let b = v128.load(a);
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      let o = fp8Odd(b), e = fp8Even(b);
+      pa = madd(x0, fp8Lo(e), pa); qa = madd(x1, fp8Lo(o), qa);
+      pa = madd(x2, fp8Hi(e), pa); qa = madd(x3, fp8Hi(o), qa);
+      b = v128.load(a + d);
+      o = fp8Odd(b); e = fp8Even(b);
+      pb = madd(x0, fp8Lo(e), pb); qb = madd(x1, fp8Lo(o), qb);
+      pb = madd(x2, fp8Hi(e), pb); qb = madd(x3, fp8Hi(o), qb);
+    } else {
+      // Plain build: the same lanes, two of the four shifts replaced by fp8LoMul (decode.ts).
+      let l = fp8Lift(b);
+      pa = madd(x0, fp8LoMul(l), pa); qa = madd(x1, fp8LoMul(b), qa);
+      pa = madd(x2, fp8Hi(i16x8.shr_s(l, 4)), pa); qa = madd(x3, fp8Hi(fp8Odd(b)), qa);
+      b = v128.load(a + d);
+      l = fp8Lift(b);
+      pb = madd(x0, fp8LoMul(l), pb); qb = madd(x1, fp8LoMul(b), qb);
+      pb = madd(x2, fp8Hi(i16x8.shr_s(l, 4)), pb); qb = madd(x3, fp8Hi(fp8Odd(b)), qb);
+    }
+    a += 16; x += 64;
   }
-  let p = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
-  for (let t = full; t < len; t++) p += load<f32>(xp + <usize>t * 4) * fp8Raw(<u32>load<u8>(wp + <usize>t));
-  return p;
+  let sa = hsum(f32x4.add(pa, qa)), sb = hsum(f32x4.add(pb, qb));
+  for (let t = full; t < len; t++) {
+    const xv = load<f32>(xp + <usize>t * 4);
+    sa += xv * fp8Raw(<u32>load<u8>(wa + <usize>t));
+    sb += xv * fp8Raw(<u32>load<u8>(wb + <usize>t));
+  }
+  store<f32>(out, sa);
+  store<f32>(out, sb, 4);
 }
 
 /**
  * Weight-only FP8 GEMV. xs[K] = x·2^(120-E_kb) per 128-block (prepFp8Gemv; |xs| < 2^120), bmul[kb] = 2^E_kb,
- * scratch XCH f32 per thread. y[n] = Σ_kb s[n/128,kb]·2^E_kb · Σ_{k in kb} xs[k]·raw(W[n,k]).
+ * scratch XCH f32 per thread (+ 8 bytes). y[n] = Σ_kb s[n/128,kb]·2^E_kb · Σ_{k in kb} xs[k]·raw(W[n,k]).
  * The block factors f_kb = s·2^E_kb are folded into x once per 128-row scale group (xg = xs·f_kb/G, G the
  * power of two at or below max_kb f_kb, so |xg| < 2^121 and every product stays below 2^10), then each
  * row is ONE streaming dot product over K with no per-block epilogue: y[n] = G · Σ_k xg[k]·raw(W[n,k]).
+ * Rows go in pairs (r, r + h) within the group's part [n, ge), h = half its length (fp8Dot2).
  */
 export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
+  const pair = scratch + <usize>XCH * 4;
   let n = n0;
   while (n < n1) {
     const g = n >> 7, ge = min(n1, (g + 1) << 7);
@@ -146,6 +177,7 @@ export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K
     // G = 2^floor(log2 fmax), at least 2^-126 (a normal number, so 1/G is exact).
     const G = max(reinterpret<f32>(reinterpret<u32>(fmax) & 0x7f800000), reinterpret<f32>(<u32>0x00800000));
     const inv: f32 = 1 / G;
+    const h = (ge - n) >> 1;
     for (let k0 = 0; k0 < K; k0 += XCH) {
       const kl = min(XCH, K - k0);
       for (let c0 = 0; c0 < kl; c0 += 128) {
@@ -153,10 +185,14 @@ export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K
         const f = (load<f32>(srow + <usize>kb * 4) * load<f32>(bmul + <usize>kb * 4)) * inv;
         permute16(xs + <usize>(k0 + c0) * 4, scratch + <usize>c0 * 4, min(128, kl - c0), f);
       }
-      for (let r = n; r < ge; r++) {
-        const p = fp8Dot(scratch, w + <usize>r * <usize>K + <usize>k0, kl) * G;
-        const yp = y + <usize>r * 4;
-        store<f32>(yp, k0 == 0 ? p : load<f32>(yp) + p);
+      for (let i = 0; i < ge - n - h; i++) {
+        // i < h: the pair (n + i, n + h + i); i == h (odd length): the last row alone.
+        const ra = i < h ? n + i : ge - 1, rb = i < h ? n + h + i : ra;
+        fp8Dot2(scratch, w + <usize>ra * <usize>K + <usize>k0, w + <usize>rb * <usize>K + <usize>k0, kl, pair);
+        const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
+        const pa = load<f32>(pair) * G, pb = load<f32>(pair, 4) * G;
+        store<f32>(ya, k0 == 0 ? pa : load<f32>(ya) + pa);
+        if (rb != ra) store<f32>(yb, k0 == 0 ? pb : load<f32>(yb) + pb);
       }
     }
     n = ge;
@@ -181,27 +217,33 @@ export function prepFp8Gemv(x: usize, xs: usize, bmul: usize, K: i32): void {
 
 /**
  * FP8 x FP8 GEMV (DeepGEMM promotion, 'lanes16' order). xa[K] = decoded A row · 2^118 (decodeFp8),
- * sa[KB] its scales, scratch XCH f32 per thread (x permuted for fp8Dot); each product xa·raw(w) is
- * exactly a·w/4 (so a fused multiply-add rounds exactly like a multiply then an add), and
- * y = Σ_kb fround(sA·sB)·4 · partial/4.
+ * sa[KB] its scales, scratch XCH f32 per thread + 8 bytes (x permuted for fp8Dot2); each product xa·raw(w)
+ * is exactly a·w/4 (so a fused multiply-add rounds exactly like a multiply then an add), and
+ * y = Σ_kb fround(sA·sB)·4 · partial/4. Rows go in pairs (r, r + h), h = half of [n0, n1) (fp8Dot2).
  */
 export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
+  const pair = scratch + <usize>XCH * 4;
+  const h = (n1 - n0) >> 1;
   for (let k0 = 0; k0 < K; k0 += XCH) {
     const kl = min(XCH, K - k0);
     permute16(xa + <usize>k0 * 4, scratch, kl, 1);
-    for (let n = n0; n < n1; n++) {
-      const row = w + <usize>n * <usize>K + <usize>k0;
-      const srow = sc + <usize>(n >> 7) * <usize>KB * 4;
-      const yp = y + <usize>n * 4;
-      let acc: f32 = k0 == 0 ? 0 : load<f32>(yp);
+    for (let i = 0; i < n1 - n0 - h; i++) {
+      // i < h: the pair (n0 + i, n0 + h + i); i == h (odd count): the last row alone.
+      const ra = i < h ? n0 + i : n1 - 1, rb = i < h ? n0 + h + i : ra;
+      const rowA = w + <usize>ra * <usize>K + <usize>k0, rowB = w + <usize>rb * <usize>K + <usize>k0;
+      const sA = sc + <usize>(ra >> 7) * <usize>KB * 4, sB = sc + <usize>(rb >> 7) * <usize>KB * 4;
+      const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
+      let accA: f32 = k0 == 0 ? 0 : load<f32>(ya), accB: f32 = k0 == 0 ? 0 : load<f32>(yb);
       for (let c0 = 0; c0 < kl; c0 += 128) {
         const kb = (k0 + c0) >> 7;
-        const p = fp8Dot(scratch + <usize>c0 * 4, row + <usize>c0, min(kl - c0, 128));
-        const s: f32 = load<f32>(sa + <usize>kb * 4) * load<f32>(srow + <usize>kb * 4);
-        acc += p * (s * 4);
+        fp8Dot2(scratch + <usize>c0 * 4, rowA + <usize>c0, rowB + <usize>c0, min(kl - c0, 128), pair);
+        const s: f32 = load<f32>(sa + <usize>kb * 4);
+        accA += load<f32>(pair) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
+        accB += load<f32>(pair, 4) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
       }
-      store<f32>(yp, acc);
+      store<f32>(ya, accA);
+      if (rb != ra) store<f32>(yb, accB);
     }
   }
 }
