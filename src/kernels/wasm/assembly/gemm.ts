@@ -4,11 +4,13 @@
 //
 // Two code paths:
 //  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, codes decoded in registers
-//    (see decode.ts). f32/bf16: 4 accumulators of 4 lanes per row. The FP8 GEMVs use the shift-based
-//    decode, whose lanes come transposed per 16 codes, so they stage x once per call (per 128-row scale
-//    group for the weight-only kind, with the block scales folded in) in per-thread scratch, and run TWO
-//    rows per pass sharing the x loads (fp8Dot2: two DRAM streams per core); the inner loop is 4 x loads
+//    (see decode.ts). The bf16 and FP8 GEMVs run TWO rows per pass, half the row range (FP8: half the
+//    128-row scale group) apart, sharing the x loads: one core streams ~10 GB/s from one place in memory
+//    but ~13 GB/s from two, and the x loads are halved. The FP8 GEMVs use the shift-based decode, whose
+//    lanes come transposed per 16 codes, so they stage x once per call (per 128-row scale group for the
+//    weight-only kind, with the block scales folded in) in per-thread scratch; the inner loop is 4 x loads
 //    + 2 × (1 load + 9 integer ops + 4 multiply-adds) per 16 weights of each row, no per-block epilogue.
+//    f32: one row per pass, 4 accumulators.
 //  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
 //    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
 //    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked
@@ -64,23 +66,42 @@ export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32):
   }
 }
 
-/** y[n] = Σ_k x[k]·W[n,k] for bf16 weights. */
+/**
+ * y[n] = Σ_k x[k]·W[n,k] for bf16 weights. Rows go in pairs (r, r + h), h = half of [n0, n1), sharing the
+ * x loads (two DRAM streams per core, as fp8Dot2); each row keeps 2 accumulators: P takes k ≡ 0..3 and
+ * 8..11 (mod 16), Q k ≡ 4..7 and 12..15, in k order; y = hsum(P + Q) + the tail in order. A row's sum does
+ * not depend on its partner, so any split of [n0, n1) gives the same bits.
+ */
 export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
   const full = K & ~15;
-  for (let n = n0; n < n1; n++) {
-    const row = w + <usize>n * <usize>K * 2;
-    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-    for (let k = 0; k < full; k += 16) {
-      const xp = x + <usize>k * 4, wp = row + <usize>k * 2;
-      const h0 = v128.load(wp), h1 = v128.load(wp, 16);
-      a0 = madd(v128.load(xp), hiHalvesLo(h0), a0);
-      a1 = madd(v128.load(xp, 16), hiHalvesHi(h0), a1);
-      a2 = madd(v128.load(xp, 32), hiHalvesLo(h1), a2);
-      a3 = madd(v128.load(xp, 48), hiHalvesHi(h1), a3);
+  const rowBytes = <usize>K * 2;
+  const h = (n1 - n0) >> 1;
+  for (let i = 0; i < n1 - n0 - h; i++) {
+    // i < h: the pair (n0 + i, n0 + h + i); i == h (odd count): the last row alone.
+    const ra = i < h ? n0 + i : n1 - 1, rb = i < h ? n0 + h + i : ra;
+    const rowA = w + <usize>ra * rowBytes, rowB = w + <usize>rb * rowBytes;
+    const d = rowB - rowA;
+    let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
+    let xp = x, a = rowA;
+    const end = rowA + <usize>full * 2;
+    while (a < end) {
+      const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+      let h0 = v128.load(a), h1 = v128.load(a, 16);
+      pa = madd(x0, hiHalvesLo(h0), pa); qa = madd(x1, hiHalvesHi(h0), qa);
+      pa = madd(x2, hiHalvesLo(h1), pa); qa = madd(x3, hiHalvesHi(h1), qa);
+      h0 = v128.load(a + d); h1 = v128.load(a + d, 16);
+      pb = madd(x0, hiHalvesLo(h0), pb); qb = madd(x1, hiHalvesHi(h0), qb);
+      pb = madd(x2, hiHalvesLo(h1), pb); qb = madd(x3, hiHalvesHi(h1), qb);
+      a += 32; xp += 64;
     }
-    let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
-    for (let k = full; k < K; k++) s += load<f32>(x + <usize>k * 4) * bf16(<u32>load<u16>(row + <usize>k * 2));
-    store<f32>(y + <usize>n * 4, s);
+    let sa = hsum(f32x4.add(pa, qa)), sb = hsum(f32x4.add(pb, qb));
+    for (let k = full; k < K; k++) {
+      const xv = load<f32>(x + <usize>k * 4);
+      sa += xv * bf16(<u32>load<u16>(rowA + <usize>k * 2));
+      sb += xv * bf16(<u32>load<u16>(rowB + <usize>k * 2));
+    }
+    store<f32>(y + <usize>ra * 4, sa);
+    if (rb != ra) store<f32>(y + <usize>rb * 4, sb);
   }
 }
 
