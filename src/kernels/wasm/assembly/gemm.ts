@@ -256,9 +256,35 @@ export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, 
       const sA = sc + <usize>(ra >> 7) * <usize>KB * 4, sB = sc + <usize>(rb >> 7) * <usize>KB * 4;
       const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
       let accA: f32 = k0 == 0 ? 0 : load<f32>(ya), accB: f32 = k0 == 0 ? 0 : load<f32>(yb);
-      for (let c0 = 0; c0 < kl; c0 += 128) {
-        const kb = (k0 + c0) >> 7;
-        fp8Dot2(scratch + <usize>c0 * 4, rowA + <usize>c0, rowB + <usize>c0, min(kl - c0, 128), pair);
+      // Full 128-K blocks: fp8Dot2's loop written out, so that each block's two sums go straight into the
+      // promotion (no store and reload) and the pointers just advance; a partial last block takes fp8Dot2.
+      const d = rowB - rowA;
+      let a = rowA, x = scratch;
+      const fullEnd = rowA + <usize>(kl & ~127);
+      let kb = k0 >> 7;
+      while (a < fullEnd) {
+        let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
+        const end = a + 128;
+        while (a < end) {
+          const x0 = v128.load(x), x1 = v128.load(x, 16), x2 = v128.load(x, 32), x3 = v128.load(x, 48);
+          let b = v128.load(a);
+          let o = fp8Odd(b), e = fp8Even(b);
+          pa = madd(x0, fp8Lo(e), pa); qa = madd(x1, fp8Lo(o), qa);
+          pa = madd(x2, fp8Hi(e), pa); qa = madd(x3, fp8Hi(o), qa);
+          b = v128.load(a + d);
+          o = fp8Odd(b); e = fp8Even(b);
+          pb = madd(x0, fp8Lo(e), pb); qb = madd(x1, fp8Lo(o), qb);
+          pb = madd(x2, fp8Hi(e), pb); qb = madd(x3, fp8Hi(o), qb);
+          a += 16; x += 64;
+        }
+        const s: f32 = load<f32>(sa + <usize>kb * 4);
+        accA += hsum(f32x4.add(pa, qa)) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
+        accB += hsum(f32x4.add(pb, qb)) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
+        kb++;
+      }
+      if (kl & 127) {
+        const c0 = kl & ~127;
+        fp8Dot2(scratch + <usize>c0 * 4, rowA + <usize>c0, rowB + <usize>c0, kl - c0, pair);
         const s: f32 = load<f32>(sa + <usize>kb * 4);
         accA += load<f32>(pair) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
         accB += load<f32>(pair, 4) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
