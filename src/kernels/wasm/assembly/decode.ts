@@ -86,3 +86,22 @@ export const TWO119: f32 = 6.64613997892458e35;
 @inline export function bf16(h: u32): f32 {
   return reinterpret<f32>(h << 16);
 }
+
+/**
+ * The f32 (raw, ×2^-120) of code 4i + a in lane i, a = 0..3, for the 16 codes in b: the four vectors the
+ * FP8 GEMVs multiply with x permuted per 16 (gemm.ts permute16). Relaxed build: the shift decode; plain
+ * build: a = 0, 1 via fp8LoMul (its multiply-add loop has more ops per weight, so fewer shifts pay).
+ * Shared subexpressions (fp8Lift(b), fp8Odd(b)) are computed once by the optimizers.
+ */
+@inline export function fp8Code(b: v128, a: i32): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    if (a == 0) return fp8Lo(fp8Even(b));
+    if (a == 1) return fp8Lo(fp8Odd(b));
+    if (a == 2) return fp8Hi(fp8Even(b));
+    return fp8Hi(fp8Odd(b));
+  }
+  if (a == 0) return fp8LoMul(fp8Lift(b));
+  if (a == 1) return fp8LoMul(b);
+  if (a == 2) return fp8Hi(fp8Even(b));
+  return fp8Hi(fp8Odd(b));
+}

@@ -19,7 +19,7 @@
 // Kinds: 0 f32 weights, 1 bf16 weights, 2 FP8 weights with 128x128 scales (weight-only: the panel holds
 // fround(q·s)), 3 FP8 x FP8 (x holds the exact decoded FP8 activations, the panel exact FP8 weight
 // values, and each 128-K partial is promoted as DeepGEMM does: y += fround(sA[i,kb]·sB[j/128,kb]) · partial).
-import { bf16, fp8Even, fp8Hi, fp8Lift, fp8Lo, fp8LoMul, fp8Odd, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
+import { bf16, fp8Code, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TWO120 } from './decode';
 
 /**
  * a·b + c per lane: one fused multiply-add in the relaxed-SIMD build (kernels-relaxed.wasm, compiled from
@@ -148,24 +148,11 @@ const XCH: i32 = 8192;
   while (a < end) {
     const x0 = v128.load(x), x1 = v128.load(x, 16), x2 = v128.load(x, 32), x3 = v128.load(x, 48);
     let b = v128.load(a);
-    if (ASC_FEATURE_RELAXED_SIMD) {
-      let o = fp8Odd(b), e = fp8Even(b);
-      pa = madd(x0, fp8Lo(e), pa); qa = madd(x1, fp8Lo(o), qa);
-      pa = madd(x2, fp8Hi(e), pa); qa = madd(x3, fp8Hi(o), qa);
-      b = v128.load(a + d);
-      o = fp8Odd(b); e = fp8Even(b);
-      pb = madd(x0, fp8Lo(e), pb); qb = madd(x1, fp8Lo(o), qb);
-      pb = madd(x2, fp8Hi(e), pb); qb = madd(x3, fp8Hi(o), qb);
-    } else {
-      // Plain build: the same lanes, two of the four shifts replaced by fp8LoMul (decode.ts).
-      let l = fp8Lift(b);
-      pa = madd(x0, fp8LoMul(l), pa); qa = madd(x1, fp8LoMul(b), qa);
-      pa = madd(x2, fp8Hi(i16x8.shr_s(l, 4)), pa); qa = madd(x3, fp8Hi(fp8Odd(b)), qa);
-      b = v128.load(a + d);
-      l = fp8Lift(b);
-      pb = madd(x0, fp8LoMul(l), pb); qb = madd(x1, fp8LoMul(b), qb);
-      pb = madd(x2, fp8Hi(i16x8.shr_s(l, 4)), pb); qb = madd(x3, fp8Hi(fp8Odd(b)), qb);
-    }
+    pa = madd(x0, fp8Code(b, 0), pa); qa = madd(x1, fp8Code(b, 1), qa);
+    pa = madd(x2, fp8Code(b, 2), pa); qa = madd(x3, fp8Code(b, 3), qa);
+    b = v128.load(a + d);
+    pb = madd(x0, fp8Code(b, 0), pb); qb = madd(x1, fp8Code(b, 1), qb);
+    pb = madd(x2, fp8Code(b, 2), pb); qb = madd(x3, fp8Code(b, 3), qb);
     a += 16; x += 64;
   }
   let sa = hsum(f32x4.add(pa, qa)), sb = hsum(f32x4.add(pb, qb));
@@ -268,13 +255,11 @@ export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, 
         while (a < end) {
           const x0 = v128.load(x), x1 = v128.load(x, 16), x2 = v128.load(x, 32), x3 = v128.load(x, 48);
           let b = v128.load(a);
-          let o = fp8Odd(b), e = fp8Even(b);
-          pa = madd(x0, fp8Lo(e), pa); qa = madd(x1, fp8Lo(o), qa);
-          pa = madd(x2, fp8Hi(e), pa); qa = madd(x3, fp8Hi(o), qa);
+          pa = madd(x0, fp8Code(b, 0), pa); qa = madd(x1, fp8Code(b, 1), qa);
+          pa = madd(x2, fp8Code(b, 2), pa); qa = madd(x3, fp8Code(b, 3), qa);
           b = v128.load(a + d);
-          o = fp8Odd(b); e = fp8Even(b);
-          pb = madd(x0, fp8Lo(e), pb); qb = madd(x1, fp8Lo(o), qb);
-          pb = madd(x2, fp8Hi(e), pb); qb = madd(x3, fp8Hi(o), qb);
+          pb = madd(x0, fp8Code(b, 0), pb); qb = madd(x1, fp8Code(b, 1), qb);
+          pb = madd(x2, fp8Code(b, 2), pb); qb = madd(x3, fp8Code(b, 3), qb);
           a += 16; x += 64;
         }
         const s: f32 = load<f32>(sa + <usize>kb * 4);
