@@ -129,22 +129,18 @@ const XCH: i32 = 8192;
 }
 
 /**
- * Two weight rows at once, sharing every x load: for rows A and B (codes at wa, wb) and x permuted by
- * permute16, stores at out the f32 pair (Σ_t xp[t]·raw(A[t]), Σ_t xp[t]·raw(B[t])) over len codes.
+ * Two weight rows at once, sharing every x load: for rows A and B (codes at a and a + d) and x permuted by
+ * permute16, returns lanes 0 and 2 = (Σ_t x[t]·raw(A[t]), Σ_t x[t]·raw(B[t])) over 16·n16 codes.
  * Why two rows: one core reads DRAM at ~10 GB/s from one sequential stream but ~13 GB/s from two (the
  * callers pick rows half a scale group apart, i.e. two distinct streams), and the shared x loads leave
  * room for the decode. Each row keeps 2 accumulators (more spill under V8's register allocator): P takes
- * lanes a = 0 then 2 of each 16 codes (fp8Lo(e), fp8Hi(e)), Q lanes a = 1 then 3 (fp8Lo(o), fp8Hi(o)), so
- * SIMD lane i of P sums t ≡ 4i, 4i+2 (mod 16) in k order, Q t ≡ 4i+1, 4i+3. Reduction: v = P + Q, then
- * (v0 + v2) + (v1 + v3), the tail (len % 16) added last in order: the ref's 'lanes16' order
- * (src/kernels/deepgemm/ref.ts). wb may equal wa (a lone row).
+ * lanes a = 0 then 2 of each 16 codes, Q lanes a = 1 then 3 (fp8Code), so SIMD lane i of P sums
+ * t ≡ 4i, 4i+2 (mod 16) in k order, Q t ≡ 4i+1, 4i+3. Reduction: v = P + Q, then (v0 + v2) + (v1 + v3):
+ * the ref's 'lanes16' order (src/kernels/deepgemm/ref.ts), callers add any tail (len % 16) last in order.
  */
-@inline function fp8Dot2(xp: usize, wa: usize, wb: usize, len: i32, out: usize): void {
-  const full = len & ~15;
+@inline function fp8Pair16(x: usize, a: usize, d: usize, n16: i32): v128 {
   let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
-  let x = xp, a = wa;
-  const d = wb - wa;
-  const end = wa + <usize>full;
+  const end = a + (<usize>n16 << 4);
   while (a < end) {
     const x0 = v128.load(x), x1 = v128.load(x, 16), x2 = v128.load(x, 32), x3 = v128.load(x, 48);
     let b = v128.load(a);
@@ -155,19 +151,29 @@ const XCH: i32 = 8192;
     pb = madd(x2, fp8Code(b, 2), pb); qb = madd(x3, fp8Code(b, 3), qb);
     a += 16; x += 64;
   }
-  let sa = hsum(f32x4.add(pa, qa)), sb = hsum(f32x4.add(pb, qb));
+  // Both rows' (v0 + v2) + (v1 + v3) at once: t = [A0+A2, A1+A3, B0+B2, B1+B3], then pairwise.
+  const va = f32x4.add(pa, qa), vb = f32x4.add(pb, qb);
+  const t = f32x4.add(i32x4.shuffle(va, vb, 0, 1, 4, 5), i32x4.shuffle(va, vb, 2, 3, 6, 7));
+  return f32x4.add(t, i32x4.shuffle(t, t, 1, 0, 3, 2));
+}
+
+/** fp8Pair16 over len codes with the tail: returns lanes 0 and 2 as fp8Pair16. wb may equal wa (a lone row). */
+@inline function fp8Dot2(xp: usize, wa: usize, wb: usize, len: i32): v128 {
+  const full = len & ~15;
+  const r = fp8Pair16(xp, wa, wb - wa, full >> 4);
+  if (full == len) return r;
+  let sa = f32x4.extract_lane(r, 0), sb = f32x4.extract_lane(r, 2);
   for (let t = full; t < len; t++) {
     const xv = load<f32>(xp + <usize>t * 4);
     sa += xv * fp8Raw(<u32>load<u8>(wa + <usize>t));
     sb += xv * fp8Raw(<u32>load<u8>(wb + <usize>t));
   }
-  store<f32>(out, sa);
-  store<f32>(out, sb, 4);
+  return f32x4.replace_lane(f32x4.splat(sa), 2, sb);
 }
 
 /**
  * Weight-only FP8 GEMV. xs[K] = x·2^(120-E_kb) per 128-block (prepFp8Gemv; |xs| < 2^120), bmul[kb] = 2^E_kb,
- * scratch XCH f32 per thread (+ 8 bytes). y[n] = Σ_kb s[n/128,kb]·2^E_kb · Σ_{k in kb} xs[k]·raw(W[n,k]).
+ * scratch XCH f32 per thread. y[n] = Σ_kb s[n/128,kb]·2^E_kb · Σ_{k in kb} xs[k]·raw(W[n,k]).
  * The block factors f_kb = s·2^E_kb are folded into x once per 128-row scale group (xg = xs·f_kb/G, G the
  * power of two at or below max_kb f_kb, so |xg| < 2^121 and every product stays below 2^10), then each
  * row is ONE streaming dot product over K with no per-block epilogue: y[n] = G · Σ_k xg[k]·raw(W[n,k]).
@@ -175,7 +181,6 @@ const XCH: i32 = 8192;
  */
 export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
-  const pair = scratch + <usize>XCH * 4;
   let n = n0;
   while (n < n1) {
     const g = n >> 7, ge = min(n1, (g + 1) << 7);
@@ -196,9 +201,9 @@ export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K
       for (let i = 0; i < ge - n - h; i++) {
         // i < h: the pair (n + i, n + h + i); i == h (odd length): the last row alone.
         const ra = i < h ? n + i : ge - 1, rb = i < h ? n + h + i : ra;
-        fp8Dot2(scratch, w + <usize>ra * <usize>K + <usize>k0, w + <usize>rb * <usize>K + <usize>k0, kl, pair);
+        const r = fp8Dot2(scratch, w + <usize>ra * <usize>K + <usize>k0, w + <usize>rb * <usize>K + <usize>k0, kl);
         const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
-        const pa = load<f32>(pair) * G, pb = load<f32>(pair, 4) * G;
+        const pa = f32x4.extract_lane(r, 0) * G, pb = f32x4.extract_lane(r, 2) * G;
         store<f32>(ya, k0 == 0 ? pa : load<f32>(ya) + pa);
         if (rb != ra) store<f32>(yb, k0 == 0 ? pb : load<f32>(yb) + pb);
       }
@@ -225,13 +230,12 @@ export function prepFp8Gemv(x: usize, xs: usize, bmul: usize, K: i32): void {
 
 /**
  * FP8 x FP8 GEMV (DeepGEMM promotion, 'lanes16' order). xa[K] = decoded A row · 2^118 (decodeFp8),
- * sa[KB] its scales, scratch XCH f32 per thread + 8 bytes (x permuted for fp8Dot2); each product xa·raw(w)
+ * sa[KB] its scales, scratch XCH f32 per thread (x permuted for fp8Pair16); each product xa·raw(w)
  * is exactly a·w/4 (so a fused multiply-add rounds exactly like a multiply then an add), and
  * y = Σ_kb fround(sA·sB)·4 · partial/4. Rows go in pairs (r, r + h), h = half of [n0, n1) (fp8Dot2).
  */
 export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
-  const pair = scratch + <usize>XCH * 4;
   const h = (n1 - n0) >> 1;
   for (let k0 = 0; k0 < K; k0 += XCH) {
     const kl = min(XCH, K - k0);
@@ -243,36 +247,24 @@ export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, 
       const sA = sc + <usize>(ra >> 7) * <usize>KB * 4, sB = sc + <usize>(rb >> 7) * <usize>KB * 4;
       const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
       let accA: f32 = k0 == 0 ? 0 : load<f32>(ya), accB: f32 = k0 == 0 ? 0 : load<f32>(yb);
-      // Full 128-K blocks: fp8Dot2's loop written out, so that each block's two sums go straight into the
-      // promotion (no store and reload) and the pointers just advance; a partial last block takes fp8Dot2.
+      // Full 128-K blocks (the pointers just advance), then a partial one.
       const d = rowB - rowA;
       let a = rowA, x = scratch;
       const fullEnd = rowA + <usize>(kl & ~127);
       let kb = k0 >> 7;
       while (a < fullEnd) {
-        let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
-        const end = a + 128;
-        while (a < end) {
-          const x0 = v128.load(x), x1 = v128.load(x, 16), x2 = v128.load(x, 32), x3 = v128.load(x, 48);
-          let b = v128.load(a);
-          pa = madd(x0, fp8Code(b, 0), pa); qa = madd(x1, fp8Code(b, 1), qa);
-          pa = madd(x2, fp8Code(b, 2), pa); qa = madd(x3, fp8Code(b, 3), qa);
-          b = v128.load(a + d);
-          pb = madd(x0, fp8Code(b, 0), pb); qb = madd(x1, fp8Code(b, 1), qb);
-          pb = madd(x2, fp8Code(b, 2), pb); qb = madd(x3, fp8Code(b, 3), qb);
-          a += 16; x += 64;
-        }
+        const r = fp8Pair16(x, a, d, 8);
         const s: f32 = load<f32>(sa + <usize>kb * 4);
-        accA += hsum(f32x4.add(pa, qa)) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
-        accB += hsum(f32x4.add(pb, qb)) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
-        kb++;
+        accA += f32x4.extract_lane(r, 0) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
+        accB += f32x4.extract_lane(r, 2) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
+        a += 128; x += 512; kb++;
       }
       if (kl & 127) {
         const c0 = kl & ~127;
-        fp8Dot2(scratch + <usize>c0 * 4, rowA + <usize>c0, rowB + <usize>c0, kl - c0, pair);
+        const r = fp8Dot2(x, a, a + d, kl - c0);
         const s: f32 = load<f32>(sa + <usize>kb * 4);
-        accA += load<f32>(pair) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
-        accB += load<f32>(pair, 4) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
+        accA += f32x4.extract_lane(r, 0) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
+        accB += f32x4.extract_lane(r, 2) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
       }
       store<f32>(ya, accA);
       if (rb != ra) store<f32>(yb, accB);
