@@ -5,12 +5,12 @@
 // Two code paths:
 //  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, codes decoded in registers
 //    (see decode.ts). The bf16 and FP8 GEMVs run TWO rows per pass, half the row range (FP8: half the
-//    128-row scale group) apart, sharing the x loads: one core streams ~10 GB/s from one place in memory
-//    but ~13 GB/s from two, and the x loads are halved. The FP8 GEMVs use the shift-based decode, whose
-//    lanes come transposed per 16 codes, so they stage x once per call (per 128-row scale group for the
-//    weight-only kind, with the block scales folded in) in per-thread scratch; the inner loop is 4 x loads
-//    + 2 × (1 load + 9 integer ops + 4 multiply-adds) per 16 weights of each row, no per-block epilogue.
-//    f32: one row per pass, 4 accumulators.
+//    128-row scale group) apart, sharing the x loads: two memory streams per core (the FP8 loop streams
+//    at ~90% of its in-cache rate, ~70% with one row) and half the x loads. The FP8 GEMVs use the
+//    shift-based decode, whose lanes come transposed per 16 codes, so they stage x once per call (per
+//    128-row scale group for the weight-only kind, with the block scales folded in) in per-thread
+//    scratch; the inner loop is 4 x loads + 2 × (1 load + 9 integer ops + 4 multiply-adds) per 16
+//    weights of each row, no per-block epilogue. f32: one row per pass, 4 accumulators.
 //  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
 //    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
 //    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked
@@ -131,9 +131,9 @@ const XCH: i32 = 8192;
 /**
  * Two weight rows at once, sharing every x load: for rows A and B (codes at a and a + d) and x permuted by
  * permute16, returns lanes 0 and 2 = (Σ_t x[t]·raw(A[t]), Σ_t x[t]·raw(B[t])) over 16·n16 codes.
- * Why two rows: one core reads DRAM at ~10 GB/s from one sequential stream but ~13 GB/s from two (the
- * callers pick rows half a scale group apart, i.e. two distinct streams), and the shared x loads leave
- * room for the decode. Each row keeps 2 accumulators (more spill under V8's register allocator): P takes
+ * Why two rows: two memory streams per core (the callers pick rows half a scale group apart) keep the
+ * loop near its in-cache rate while streaming from DRAM (~90%, ~70% with one row), and the shared x
+ * loads leave room for the decode. Each row keeps 2 accumulators (more spill under V8's register allocator): P takes
  * lanes a = 0 then 2 of each 16 codes, Q lanes a = 1 then 3 (fp8Code), so SIMD lane i of P sums
  * t ≡ 4i, 4i+2 (mod 16) in k order, Q t ≡ 4i+1, 4i+3. Reduction: v = P + Q, then (v0 + v2) + (v1 + v3):
  * the ref's 'lanes16' order (src/kernels/deepgemm/ref.ts), callers add any tail (len % 16) last in order.
