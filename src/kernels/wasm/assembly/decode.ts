@@ -32,8 +32,8 @@
 // s into bits 11..15 (the low byte's bits fall into 0..3); shifting the whole register up one byte first
 // lifts the even codes into the high bytes. In each i32 lane the upper u16 then already is the top half of an f32 (keep the bits
 // 0x87f00000), the lower u16 gets there with i32x4.shl 16. So from 16 codes c[0..15]:
-//   fp8Q(b, a) lane i = raw(c[4i + a]),  a = 0..3
-// i.e. the four vectors hold the codes transposed per 16: a caller pairs fp8Q(b, a) with
+//   fp8Code(b, a) lane i = raw(c[4i + a]),  a = 0..3
+// i.e. the four vectors hold the codes transposed per 16: a caller pairs fp8Code(b, a) with
 // x'[4a + i] = x[4i + a] (x pre-permuted once per call, see gemm.ts permute16).
 
 /** u16 lanes of odd codes (a = 1, 3), shifted into f32 top-half position (bits outside 0x87f0 are junk). */

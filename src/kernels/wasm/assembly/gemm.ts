@@ -110,7 +110,7 @@ const XCH: i32 = 8192;
 
 /**
  * dst = src[0, len) · c with each full 16-group transposed as a 4x4 block, dst[16g + 4a + i] =
- * src[16g + 4i + a]: the lane order of fp8Q (decode.ts); a tail of len % 16 values keeps its order.
+ * src[16g + 4i + a]: the lane order of fp8Code (decode.ts); a tail of len % 16 values keeps its order.
  */
 @inline function permute16(src: usize, dst: usize, len: i32, c: f32): void {
   const full = len & ~15;
@@ -133,10 +133,11 @@ const XCH: i32 = 8192;
  * permute16, returns lanes 0 and 2 = (Σ_t x[t]·raw(A[t]), Σ_t x[t]·raw(B[t])) over 16·n16 codes.
  * Why two rows: two memory streams per core (the callers pick rows half a scale group apart) keep the
  * loop near its in-cache rate while streaming from DRAM (~90%, ~70% with one row), and the shared x
- * loads leave room for the decode. Each row keeps 2 accumulators (more spill under V8's register allocator): P takes
- * lanes a = 0 then 2 of each 16 codes, Q lanes a = 1 then 3 (fp8Code), so SIMD lane i of P sums
- * t ≡ 4i, 4i+2 (mod 16) in k order, Q t ≡ 4i+1, 4i+3. Reduction: v = P + Q, then (v0 + v2) + (v1 + v3):
- * the ref's 'lanes16' order (src/kernels/deepgemm/ref.ts), callers add any tail (len % 16) last in order.
+ * loads leave room for the decode. Each row keeps 2 accumulators (with more, V8's register allocator
+ * spills them): P takes lanes a = 0 then 2 of each 16 codes, Q lanes a = 1 then 3 (fp8Code), so SIMD
+ * lane i of P sums t ≡ 4i, 4i+2 (mod 16) in k order, Q t ≡ 4i+1, 4i+3. Reduction: v = P + Q, then
+ * (v0 + v2) + (v1 + v3): the ref's 'lanes16' order (src/kernels/deepgemm/ref.ts); callers add any tail
+ * (len % 16) last, in order.
  */
 @inline function fp8Pair16(x: usize, a: usize, d: usize, n16: i32): v128 {
   let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
