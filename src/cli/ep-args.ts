@@ -10,6 +10,8 @@ import { EplbArgumentError } from '../parallel/eplb/eplb.ts';
 
 export interface EpCliOptions {
   model: string;
+  /** The model's --backend: the routed experts follow it (wasm -> wasm DeepGEMM, otherwise the reference). */
+  backend?: string;
   ep?: string;
   epMode?: string;
   microBatches?: string;
@@ -50,7 +52,8 @@ export async function startEp(o: EpCliOptions): Promise<ExpertParallel | null> {
     throw new UsageError(`--redundant-experts must be a non-negative integer, got '${o.redundantExperts}'`);
   }
   try {
-    return await ExpertParallel.start(o.model, { ranks, mode, microBatches: mb === '2' ? 2 : 1, expertLoads, redundantExperts });
+    const backend = o.backend === 'wasm' ? 'wasm' : 'ref';
+    return await ExpertParallel.start(o.model, { ranks, mode, microBatches: mb === '2' ? 2 : 1, expertLoads, redundantExperts, backend });
   } catch (e) {
     if (e instanceof PlacementError || e instanceof EplbArgumentError) throw new UsageError(e.message);
     throw e;

@@ -1,5 +1,5 @@
 // `seekd generate --ep R` end to end: same tokens and logits within 2e-5 as --ep 1, with EPLB placement
-// from --expert-loads and two micro-batches; bad EP options are usage errors (exit 2).
+// from --expert-loads and two micro-batches, the wasm backend against the reference; bad EP options are usage errors (exit 2).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -17,7 +17,7 @@ function seekd(args: string[]): { status: number | null; stdout: string; stderr:
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test('seekd generate --ep 4 --micro-batches 2 --expert-loads matches --ep 1', { timeout: 120_000 }, () => {
+test('seekd generate --ep 4 --micro-batches 2 --expert-loads on the wasm backend (its experts on the wasm DeepGEMM) matches --ep 1 on ref', { timeout: 120_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'seekd-ep-'));
   try {
     const loads = join(dir, 'loads.json');
@@ -25,7 +25,7 @@ test('seekd generate --ep 4 --micro-batches 2 --expert-loads matches --ep 1', { 
     const args = ['generate', '--model', MODEL, '--ids', '3,1,4,1,5,9,2,6', '--max-tokens', '4', '--json'];
     const one = seekd([...args, '--ep', '1']);
     assert.equal(one.status, 0, one.stderr);
-    const four = seekd([...args, '--ep', '4', '--micro-batches', '2', '--expert-loads', loads]);
+    const four = seekd([...args, '--ep', '4', '--micro-batches', '2', '--expert-loads', loads, '--backend', 'wasm']);
     assert.equal(four.status, 0, four.stderr);
     const a = JSON.parse(one.stdout) as { ids: number[]; logits: number[][] };
     const b = JSON.parse(four.stdout) as { ids: number[]; logits: number[][] };

@@ -13,6 +13,8 @@ import { REF_DIR, expected, maxAbsDiff } from '../../../../test/helpers.ts';
 import { ExpertParallel, type ExpertParallelOptions } from './runtime.ts';
 import { placeExperts, toPhysical } from './placement.ts';
 import { loadConfig } from '../../../model/config.ts';
+import { refDeepGemm } from '../../../kernels/deepgemm/index.ts';
+import { WasmDeepGemm } from '../../../kernels/deepgemm/wasm.ts';
 
 const PROMPT = 2; // 12 tokens
 const MAX_TOKENS = 4;
@@ -21,6 +23,7 @@ async function run(dir: string, ep: ExpertParallelOptions | null): Promise<{ r: 
   const kernels = await loadBackend('ref');
   const rt = ep ? await ExpertParallel.start(dir, ep) : null;
   try {
+    if (rt) assert.ok((ep!.backend ?? 'wasm') === 'wasm' ? rt.gemm instanceof WasmDeepGemm : rt.gemm === refDeepGemm, 'rank 0 runs the chosen DeepGEMM');
     const model = await DeepseekModel.load(dir, kernels, rt ? { moe: rt.factory, mtp: false } : { mtp: false });
     try {
       const prompt = expected(dir.endsWith('fp8') ? 'tiny-v3-fp8' : 'tiny-v3-bf16').prompts[PROMPT]!.prompt;
@@ -59,6 +62,16 @@ for (const variant of ['tiny-v3-bf16', 'tiny-v3-fp8'] as const) {
     }
   });
 }
+
+test('--ep experts on the wasm DeepGEMM (default) match the TypeScript reference DeepGEMM on both checkpoints', { timeout: 120_000 }, async () => {
+  for (const variant of ['tiny-v3-bf16', 'tiny-v3-fp8'] as const) {
+    const dir = join(REF_DIR, variant);
+    const base = { ranks: 2, mode: 'auto', maxTokensPerRank: 4, timeoutMs: 20_000 } as const;
+    const ref = await run(dir, { ...base, backend: 'ref' });
+    const wasm = await run(dir, base);
+    assertSame(ref.r, wasm.r, 2e-5, `${variant}: wasm vs ref experts`);
+  }
+});
 
 test('two micro-batches give the same logits as one; EPLB placement with redundant experts too', { timeout: 120_000 }, async () => {
   const dir = join(REF_DIR, 'tiny-v3-bf16');

@@ -15,7 +15,26 @@ import {
 } from '../../../kernels/deepgemm/index.ts';
 import { Checkpoint } from '../../../weights/checkpoint.ts';
 
+const BLOCK = 128;
+const cdiv = (a: number, b: number): number => Math.ceil(a / b);
+
 type Grouped = { kind: 'fp8'; w: GroupedFp8Weights } | { kind: 'bf16'; w: GroupedBf16Weights };
+
+/**
+ * Where stacked expert weights are allocated: a DeepGEMM backend's own memory (WasmDeepGemm keeps them in
+ * wasm memory, so its kernels read them in place); without one, plain typed arrays (the ref).
+ */
+export interface GroupedWeightAlloc {
+  allocGroupedFp8(groups: number, n: number, k: number): GroupedFp8Weights;
+  allocGroupedBf16(groups: number, n: number, k: number): GroupedBf16Weights;
+}
+
+const plainAlloc: GroupedWeightAlloc = {
+  allocGroupedFp8: (groups, n, k) => ({
+    groups, n, k, data: new Uint8Array(groups * n * k), scales: new Float32Array(groups * cdiv(n, BLOCK) * cdiv(k, BLOCK)),
+  }),
+  allocGroupedBf16: (groups, n, k) => ({ groups, n, k, data: new Uint16Array(groups * n * k) }),
+};
 
 export interface LayerExperts {
   /** Logical expert id of each local slot g. */
@@ -32,38 +51,38 @@ export class ExpertLoadError extends Error {
   }
 }
 
-const BLOCK = 128;
-const cdiv = (a: number, b: number): number => Math.ceil(a / b);
-
 /** Reads and stacks `model.layers.{layer}.mlp.experts.{e}.{proj}_proj.weight` for the given experts. */
-function loadGrouped(ck: Checkpoint, layer: number, experts: readonly number[], proj: 'gate' | 'up' | 'down', n: number, k: number): Grouped {
+function loadGrouped(ck: Checkpoint, layer: number, experts: readonly number[], proj: 'gate' | 'up' | 'down', n: number, k: number, alloc: GroupedWeightAlloc): Grouped {
   const G = experts.length;
   const name = (e: number): string => `model.layers.${layer}.mlp.experts.${e}.${proj}_proj.weight`;
   const first = ck.expect(name(experts[0]!), ['BF16', 'F8_E4M3'], [n, k]);
   if (first.dtype === 'BF16') {
-    const data = new Uint16Array(G * n * k);
+    const w = alloc.allocGroupedBf16(G, n, k);
     experts.forEach((e, g) => {
       ck.expect(name(e), ['BF16'], [n, k]);
-      ck.readInto(name(e), data.subarray(g * n * k, (g + 1) * n * k));
+      ck.readInto(name(e), w.data.subarray(g * n * k, (g + 1) * n * k));
     });
-    return { kind: 'bf16', w: { groups: G, n, k, data } };
+    return { kind: 'bf16', w };
   }
   const sn = cdiv(n, BLOCK) * cdiv(k, BLOCK);
-  const data = new Uint8Array(G * n * k);
-  const scales = new Float32Array(G * sn);
+  const w = alloc.allocGroupedFp8(G, n, k);
   experts.forEach((e, g) => {
     ck.expect(name(e), ['F8_E4M3'], [n, k]);
     const sname = `${name(e)}_scale_inv`;
     if (!ck.has(sname)) throw new ExpertLoadError(name(e), `FP8 weight without ${sname}`);
     ck.expect(sname, ['F32'], [cdiv(n, BLOCK), cdiv(k, BLOCK)]);
-    ck.readInto(name(e), data.subarray(g * n * k, (g + 1) * n * k));
-    ck.readInto(sname, scales.subarray(g * sn, (g + 1) * sn));
+    ck.readInto(name(e), w.data.subarray(g * n * k, (g + 1) * n * k));
+    ck.readInto(sname, w.scales.subarray(g * sn, (g + 1) * sn));
   });
-  return { kind: 'fp8', w: { groups: G, n, k, data, scales } };
+  return { kind: 'fp8', w };
 }
 
-/** Loads this rank's experts: slots[layer] = logical expert of each local slot (only MoE layers listed). */
-export function loadRankExperts(modelDir: string, hidden: number, inter: number, slots: ReadonlyMap<number, readonly number[]>): Map<number, LayerExperts> {
+/**
+ * Loads this rank's experts: slots[layer] = logical expert of each local slot (only MoE layers listed),
+ * into `alloc`'s memory (default: plain typed arrays).
+ */
+export function loadRankExperts(modelDir: string, hidden: number, inter: number, slots: ReadonlyMap<number, readonly number[]>,
+  alloc: GroupedWeightAlloc = plainAlloc): Map<number, LayerExperts> {
   const ck = Checkpoint.open(modelDir);
   try {
     const out = new Map<number, LayerExperts>();
@@ -71,9 +90,9 @@ export function loadRankExperts(modelDir: string, hidden: number, inter: number,
       if (logical.length === 0) continue;
       out.set(layer, {
         logical,
-        gate: loadGrouped(ck, layer, logical, 'gate', inter, hidden),
-        up: loadGrouped(ck, layer, logical, 'up', inter, hidden),
-        down: loadGrouped(ck, layer, logical, 'down', hidden, inter),
+        gate: loadGrouped(ck, layer, logical, 'gate', inter, hidden, alloc),
+        up: loadGrouped(ck, layer, logical, 'up', inter, hidden, alloc),
+        down: loadGrouped(ck, layer, logical, 'down', hidden, inter, alloc),
       });
     }
     return out;

@@ -11,8 +11,12 @@ export function encodeCommand(cmd: number, layer = 0, mode = 0, microBatches = 1
   return new Uint8Array(new Int32Array([cmd, layer, mode, microBatches]).buffer);
 }
 
+/** Which DeepGEMM runs the routed experts on every rank: the wasm kernels (default) or the TS reference. */
+export type EpExpertBackend = 'wasm' | 'ref';
+
 export interface ExpertRankData {
   modelDir: string;
+  backend: EpExpertBackend;
   hidden: number;
   moeInter: number;
   numTopk: number;

@@ -10,6 +10,7 @@
 // DeepEP kernels for prefill, low-latency ones for decode, two micro-batches to overlap communication.
 import type { Kernels } from '../../../kernels/api.ts';
 import { refDeepGemm, type DeepGemmOps } from '../../../kernels/deepgemm/index.ts';
+import { WasmDeepGemm } from '../../../kernels/deepgemm/wasm.ts';
 import { loadConfig, type DeepseekConfig } from '../../../model/config.ts';
 import type { MoeExecutor, MoeExecutorFactory } from '../../../model/moe.ts';
 import { Buffer } from '../buffer.ts';
@@ -17,7 +18,7 @@ import { launchThreadRanks, type RankGroup, type RankOutcome } from '../launch.t
 import type { SyncThreadCommunicator } from '../shm.ts';
 import { loadRankExperts, type LayerExperts } from './experts.ts';
 import { placeExperts, rankSlots, toPhysical, type ExpertPlacement } from './placement.ts';
-import { CMD_MOE, CMD_STOP, encodeCommand, MODE_LOW_LATENCY, MODE_NORMAL, type ExpertRankData } from './protocol.ts';
+import { CMD_MOE, CMD_STOP, encodeCommand, MODE_LOW_LATENCY, MODE_NORMAL, type EpExpertBackend, type ExpertRankData } from './protocol.ts';
 import { moeStepSync } from './step.ts';
 
 export type EpMode = 'auto' | 'normal' | 'low-latency';
@@ -39,8 +40,11 @@ export interface ExpertParallelOptions {
   timeoutMs?: number;
   /** How long the expert ranks may take to start and load their experts (default max(60 s, timeoutMs)). */
   startupTimeoutMs?: number;
-  /** DeepGEMM implementation for rank 0's experts (workers use the reference one). */
-  gemm?: DeepGemmOps;
+  /**
+   * DeepGEMM that runs the routed experts on every rank: 'wasm' (default; each rank its own 1-thread
+   * runtime with its experts in wasm memory) or 'ref' (the plain TypeScript reference).
+   */
+  backend?: EpExpertBackend;
 }
 
 export interface EpStats {
@@ -56,7 +60,9 @@ export class ExpertParallel {
   private constructor(
     readonly config: DeepseekConfig,
     readonly placement: ExpertPlacement,
-    readonly opts: Required<Pick<ExpertParallelOptions, 'ranks' | 'mode' | 'microBatches' | 'maxTokensPerRank' | 'timeoutMs'>> & { gemm: DeepGemmOps },
+    readonly opts: Required<Pick<ExpertParallelOptions, 'ranks' | 'mode' | 'microBatches' | 'maxTokensPerRank' | 'timeoutMs'>>,
+    /** Rank 0's DeepGEMM (its experts live in its memory for 'wasm'). */
+    readonly gemm: DeepGemmOps,
     readonly comm: SyncThreadCommunicator,
     readonly group: RankGroup,
     readonly experts: Map<number, LayerExperts>,
@@ -70,10 +76,11 @@ export class ExpertParallel {
     const placement = placeExperts(config, R, o.expertLoads, o.redundantExperts);
     const opts = {
       ranks: R, mode: o.mode ?? 'auto', microBatches: o.microBatches ?? 1, maxTokensPerRank: o.maxTokensPerRank ?? 128,
-      timeoutMs: o.timeoutMs ?? 30_000, gemm: o.gemm ?? refDeepGemm,
+      timeoutMs: o.timeoutMs ?? 30_000,
     } as const;
+    const backend = o.backend ?? 'wasm';
     const data: ExpertRankData = {
-      modelDir, hidden: config.hidden_size, moeInter: config.moe_intermediate_size!, numTopk: config.num_experts_per_tok!,
+      modelDir, backend, hidden: config.hidden_size, moeInter: config.moe_intermediate_size!, numTopk: config.num_experts_per_tok!,
       numPhysical: placement.numPhysical, maxTokensPerRank: opts.maxTokensPerRank,
       phy2log: [...placement.layers].map(([l, lp]) => [l, Array.from(lp.phy2log)]),
     };
@@ -83,6 +90,7 @@ export class ExpertParallel {
       callerIsRank0: true, syncRank0: true, timeoutMs: opts.timeoutMs, capacity: Math.min(64 << 20, Math.max(1 << 20, llBytes)),
     });
     const sync = comm as SyncThreadCommunicator;
+    let wasm: WasmDeepGemm | null = null;
     try {
       const ready = new Set<number>();
       await new Promise<void>((resolve, reject) => {
@@ -102,9 +110,11 @@ export class ExpertParallel {
           reject(new Error(`expert rank ${o.rank} stopped while loading: ${o.ok ? 'exited' : `${o.error.name}: ${o.error.message}`}`));
         });
       });
-      const experts = loadRankExperts(modelDir, config.hidden_size, config.moe_intermediate_size!, rankSlots(placement, 0));
-      return new ExpertParallel(config, placement, opts, sync, group, experts);
+      wasm = backend === 'wasm' ? await WasmDeepGemm.create(1) : null;
+      const experts = loadRankExperts(modelDir, config.hidden_size, config.moe_intermediate_size!, rankSlots(placement, 0), wasm ?? undefined);
+      return new ExpertParallel(config, placement, opts, wasm ?? refDeepGemm, sync, group, experts);
     } catch (e) {
+      await wasm?.dispose();
       await sync.close();
       await group.close();
       throw e;
@@ -136,7 +146,7 @@ export class ExpertParallel {
         else this.stats.lowLatencySteps++;
         if (mb === 2) this.stats.microBatchedSteps++;
         return moeStepSync({
-          buf, gemm: this.opts.gemm, kernels, experts: this.experts.get(layer), hidden: H, numTopk: K,
+          buf, gemm: this.gemm, kernels, experts: this.experts.get(layer), hidden: H, numTopk: K,
           numPhysical: this.placement.numPhysical, maxTokensPerRank: this.opts.maxTokensPerRank,
         }, mode, mb, { x: x.subarray(0, T * H), T, topk: toPhysical(lp, topkIdx, T, K), weights: topkWeights });
       },
@@ -158,6 +168,7 @@ export class ExpertParallel {
     } finally {
       await this.comm.close();
       await this.group.close();
+      if (this.gemm instanceof WasmDeepGemm) await this.gemm.dispose();
     }
   }
 }

@@ -2,6 +2,7 @@
 // checkpoint, reports ready, then serves one command per MoE layer from rank 0 until told to stop.
 import { loadBackend } from '../../../kernels/index.ts';
 import { refDeepGemm } from '../../../kernels/deepgemm/index.ts';
+import { WasmDeepGemm } from '../../../kernels/deepgemm/wasm.ts';
 import { Buffer } from '../buffer.ts';
 import { int32View } from '../comm.ts';
 import { runRank } from '../rank.ts';
@@ -13,7 +14,10 @@ await runRank<ExpertRankData, number>(async (ctx) => {
   const d = ctx.data;
   const per = d.numPhysical / ctx.size;
   const slots = new Map(d.phy2log.map(([layer, p2l]) => [layer, p2l.slice(ctx.rank * per, (ctx.rank + 1) * per)]));
-  const experts = loadRankExperts(d.modelDir, d.hidden, d.moeInter, slots);
+  // One wasm runtime per rank (1 thread: the ranks themselves are the parallelism), experts in its memory.
+  const wasm = d.backend === 'wasm' ? await WasmDeepGemm.create(1) : null;
+  const gemm = wasm ?? refDeepGemm;
+  const experts = loadRankExperts(d.modelDir, d.hidden, d.moeInter, slots, wasm ?? undefined);
   const kernels = await loadBackend('ref');
   const buf = new Buffer(ctx.comm);
   ctx.signal('ready');
@@ -29,7 +33,7 @@ await runRank<ExpertRankData, number>(async (ctx) => {
       if (cmd[0] !== CMD_MOE) throw new Error(`unknown expert-parallel command ${cmd[0]}`);
       const layer = cmd[1]!;
       const sc: StepContext = {
-        buf, gemm: refDeepGemm, kernels, experts: experts.get(layer), hidden: d.hidden, numTopk: d.numTopk,
+        buf, gemm, kernels, experts: experts.get(layer), hidden: d.hidden, numTopk: d.numTopk,
         numPhysical: d.numPhysical, maxTokensPerRank: d.maxTokensPerRank,
       };
       const none = { x: new Float32Array(0), T: 0, topk: new Int32Array(0), weights: new Float32Array(0) };
@@ -39,6 +43,7 @@ await runRank<ExpertRankData, number>(async (ctx) => {
   } finally {
     clearInterval(keepAlive);
     await kernels.dispose();
+    await wasm?.dispose();
   }
   return steps;
 });
