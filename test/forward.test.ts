@@ -120,7 +120,7 @@ describe('forward (tiny-v3-fp8)', () => {
     assert.equal(m.ehProj.rows, 256);
     assert.equal(m.ehProj.cols, 512);
     assert.equal(m.enorm.length, 256);
-    assert.ok(m.block.moe && m.block.moe.experts.gate.groups === 16 && m.block.moe.experts.down.groups === 16);
+    assert.ok(m.block.moe && m.block.moe.experts!.gate.groups === 16 && m.block.moe.experts!.down.groups === 16);
     assert.equal(model.weights.layers.length, 3);
   });
 

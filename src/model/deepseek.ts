@@ -46,6 +46,11 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
   /** Routed-expert executor (default: local, grouped by expert). */
   moe?: MoeExecutorFactory;
+  /**
+   * Load the decoder layers' routed experts into this model (default true). An executor that holds them
+   * itself (expert parallelism) passes false, so they are not loaded twice.
+   */
+  routedExperts?: boolean;
   /** Load the MTP modules (default true; they never affect next-token logits). */
   mtp?: boolean;
   /**
@@ -98,7 +103,7 @@ export class DeepseekModel {
     const config = loadConfig(dir);
     const ck = Checkpoint.open(dir);
     try {
-      const weights = loadWeights(ck, kernels, config, { mtp: opts.mtp ?? true, onProgress: opts.onProgress });
+      const weights = loadWeights(ck, kernels, config, { mtp: opts.mtp ?? true, routedExperts: opts.routedExperts ?? true, onProgress: opts.onProgress });
       const mla = await flashMlaFor(kernels, opts.flashMla ?? 'auto');
       return new DeepseekModel(config, kernels, weights, opts.moe ?? localMoeExecutor, mla);
     } finally {

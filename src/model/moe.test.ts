@@ -103,7 +103,7 @@ for (const variant of VARIANTS) {
     });
 
     it('experts are loaded stacked: one grouped weight per projection, expert e = group e', () => {
-      const ex = refW.weights.layers[MOE_LAYER]!.moe!.experts;
+      const ex = refW.weights.layers[MOE_LAYER]!.moe!.experts!;
       const c = refW.config;
       assert.deepEqual([ex.gate.groups, ex.gate.rows, ex.gate.cols], [16, c.moe_intermediate_size, c.hidden_size]);
       assert.deepEqual([ex.down.groups, ex.down.rows, ex.down.cols], [16, c.hidden_size, c.moe_intermediate_size]);
@@ -148,7 +148,7 @@ for (const variant of VARIANTS) {
       let gpu: WebGpuBackend | undefined;
       try {
         gpu = await loadWebGpuBackend();
-        const ex = refW.weights.layers[MOE_LAYER]!.moe!.experts; // JS-resident weights, uploaded once
+        const ex = refW.weights.layers[MOE_LAYER]!.moe!.experts!; // JS-resident weights, uploaded once
         const c = refW.config, H = c.hidden_size, K = c.num_experts_per_tok!;
         for (const T of SIZES) {
           const b = batch(c, T, T);

@@ -169,6 +169,7 @@ export const localMoeExecutor: MoeExecutorFactory = (ctx) => ({
     const H = ctx.config.hidden_size;
     const K = ctx.config.num_experts_per_tok!;
     const ex = w.experts;
+    if (!ex) throw new Error(`layer ${layer}: routed experts not loaded (routedExperts: false) but run locally`);
     const plan = planByExpert(idx, T, K, ex.gate.groups);
     const xs = gatherRows(plan, x, H, K);
     const g = k.groupedMatmul(xs, plan.rows, ex.gate, plan.segments);
@@ -189,6 +190,7 @@ export const perExpertMoeExecutor: MoeExecutorFactory = (ctx) => ({
     const H = ctx.config.hidden_size;
     const K = ctx.config.num_experts_per_tok!;
     const ex = w.experts;
+    if (!ex) throw new Error(`layer ${layer}: routed experts not loaded (routedExperts: false) but run locally`);
     const E = ex.gate.groups;
     const plan = planByExpert(idx, T, K, E);
     const xs = gatherRows(plan, x, H, K);

@@ -40,8 +40,11 @@ export interface MoeWeights {
   router: WeightMatrix;
   /** mlp.gate.e_score_correction_bias [n_routed_experts] (noaux_tc only). */
   bias?: Float32Array;
-  /** Routed experts, stacked (expert e is group e of each projection). */
-  experts: ExpertWeights;
+  /**
+   * Routed experts, stacked (expert e is group e of each projection). Absent when they were not loaded
+   * (`routedExperts: false`: an expert-parallel runtime holds them).
+   */
+  experts?: ExpertWeights;
   /** mlp.shared_experts.* (absent when n_shared_experts is 0/null). */
   shared?: MlpWeights;
 }
@@ -156,10 +159,11 @@ export interface TensorSpec {
 }
 
 /** Expands the table for a config: every tensor the model needs, in a stable order. */
-export function tensorSpecs(c: Cfg, opts: { mtp?: boolean } = {}): TensorSpec[] {
+export function tensorSpecs(c: Cfg, opts: { mtp?: boolean; routedExperts?: boolean } = {}): TensorSpec[] {
   const out: TensorSpec[] = [];
   const expand = (row: Row, layer: number | null, prefix: (string | number)[]) => {
     if (row.when && !row.when(c, layer ?? -1)) return;
+    if (row.perExpert && opts.routedExperts === false && prefix[0] === 'layers') return;
     const experts = row.perExpert ? c.n_routed_experts! : 1;
     for (let e = 0; e < experts; e++) {
       const name = row.hf.replace('{L}', String(layer)).replace('{E}', String(e));
@@ -263,6 +267,8 @@ function setPath(root: Record<string | number, unknown>, path: (string | number)
 export interface LoadWeightsOptions {
   /** Load the MTP modules (default true). */
   mtp?: boolean;
+  /** Load the decoder layers' routed experts (default true; false when an expert-parallel runtime holds them). */
+  routedExperts?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 

@@ -29,7 +29,7 @@ export function register(program: Command): void {
       const seed = nonNegativeInt('seed', opts.seed ?? '0');
       checkModelDir(opts.model);
       const ep = await startEp(opts);
-      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory } : {}).catch(async (e: unknown) => {
+      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : {}).catch(async (e: unknown) => {
         await ep?.close();
         throw e;
       });

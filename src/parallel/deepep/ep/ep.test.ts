@@ -24,8 +24,11 @@ async function run(dir: string, ep: ExpertParallelOptions | null): Promise<{ r: 
   const rt = ep ? await ExpertParallel.start(dir, ep) : null;
   try {
     if (rt) assert.ok((ep!.backend ?? 'wasm') === 'wasm' ? rt.gemm instanceof WasmDeepGemm : rt.gemm === refDeepGemm, 'rank 0 runs the chosen DeepGEMM');
-    const model = await DeepseekModel.load(dir, kernels, rt ? { moe: rt.factory, mtp: false } : { mtp: false });
+    // With EP the model leaves the routed experts to the runtime (not loaded twice).
+    const model = await DeepseekModel.load(dir, kernels, rt ? { moe: rt.factory, routedExperts: false, mtp: false } : { mtp: false });
     try {
+      const moeLayer = model.weights.layers.find((l) => l.moe)!.moe!;
+      assert.equal(moeLayer.experts === undefined, rt !== null, 'routed experts loaded only without EP');
       const prompt = expected(dir.endsWith('fp8') ? 'tiny-v3-fp8' : 'tiny-v3-bf16').prompts[PROMPT]!.prompt;
       return { r: generate(model, prompt, { maxTokens: MAX_TOKENS }), stats: rt?.stats };
     } finally {
