@@ -1,9 +1,10 @@
 // DeepGEMM port on WebAssembly SIMD + threads (the `wasm` backend's runtime and kernels).
 // Reference: https://github.com/deepseek-ai/DeepGEMM
-// FP8 x FP8: A is decoded once per call into f32 (exact values; for M = 1 values·2^118, see
-// ../wasm/assembly/gemm.ts), B stays FP8 and is decoded in registers: the GEMV kernel (M = 1) sums in
-// the ref's 'lanes16' order, the packed GEMM (M > 1) in 'sequential' order, each 128-K partial promoted
-// with fround(sA·sB) exactly as ref.ts does, so results are bit-identical to ref with that order.
+// FP8 x FP8: A is decoded once per call into f32 (exact values; for the GEMV path values·2^118, see
+// ../wasm/assembly/gemm.ts), B stays FP8 and is decoded in registers: the GEMV kernel (runs of fewer
+// than 8 rows, one GEMV per row) sums in the ref's 'lanes16' order, the packed GEMM (8 rows or more) in
+// 'sequential' order, each 128-K partial promoted with fround(sA·sB) exactly as ref.ts does, so results
+// are bit-identical to ref with that order.
 // Grouped variants run every run of rows (a segment sharing a group) in ONE grouped kernel call, one
 // thread-pool dispatch per product (../wasm/grouped.ts).
 // Weights created with allocFp8Matrix / allocGroupedFp8 / allocGroupedBf16 live in wasm memory; others

@@ -55,13 +55,23 @@ export interface GemmArgs {
  * the GEMM otherwise, and its caller prepares x in the representation that path expects (gemmPathIsGemv).
  */
 export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
-  if (a.m <= 1 || a.kind === KIND_FP8_FP8) return runPath(rt, a);
+  if (a.m <= 1) return runPath(rt, a);
+  if (a.kind === KIND_FP8_FP8) {
+    // One path per call (x is decoded for it, gemmPathIsGemv): few rows as GEMVs, each with its own
+    // activation scales, else the GEMM over all rows.
+    if (!gemmPathIsGemv(a.m)) return runPath(rt, a);
+    const kb = Math.ceil(a.k / 128);
+    for (let i = 0; i < a.m; i++) {
+      runPath(rt, { ...a, m: 1, x: a.x + i * a.k * 4, y: a.y + i * a.n * 4, aScales: a.aScales + i * kb * 4 });
+    }
+    return;
+  }
   // Few rows: the GEMM's weight packing is paid once per call whatever M is, and rows beyond a
   // multiple of 4 take its 1-row micro-kernel (about 4x slower per row than the 4-row one); one GEMV
   // per row (weights decoded in registers, the matrix cache-hot after the first row) is then faster.
   // Measured on bf16 [192..2048, 384]: M = 2, 3 ~2.5x faster by GEMV, M = 6 ~1.3x, M = 4 even,
   // M >= 8 the GEMM wins. So M < 8 runs as GEMVs, larger M as a GEMM over the first M & ~3 rows plus
-  // GEMVs for the last M % 4. (FP8xFP8 keeps one path per call: its x representation is per path.)
+  // GEMVs for the last M % 4.
   const gemvRows = a.m < GEMM_MIN_ROWS ? a.m : a.m & 3;
   const gemmRows = a.m - gemvRows;
   if (gemmRows > 0) runPath(rt, { ...a, m: gemmRows });
@@ -121,7 +131,11 @@ function gemvFp8(rt: WasmRuntime, a: GemmArgs, run: (xs: number, bmul: number) =
   }
 }
 
-/** Whether runGemm takes the GEMV path for KIND_FP8_FP8 (its activations are then values·2^118, else exact values). */
+/**
+ * Whether runGemm (and a grouped run of m rows) takes the GEMV path for KIND_FP8_FP8: fewer than
+ * GEMM_MIN_ROWS rows, as for the other kinds (the packed GEMM at M = 2 ran ~3.5x slower per row).
+ * Its activations are then values·2^118, else exact values.
+ */
 export function gemmPathIsGemv(m: number): boolean {
-  return m === 1;
+  return m < GEMM_MIN_ROWS;
 }
