@@ -83,13 +83,15 @@ describe('planGroupedItems', () => {
 });
 
 describe('splitPaths', () => {
-  it('takes the paths matmul takes: < 8 rows as GEMVs, else a GEMM over 4k rows plus GEMV rows; FP8xFP8 one path per run', () => {
+  it('takes the paths matmul takes: < 8 rows as GEMVs, else a GEMM over 4k rows plus GEMV rows; FP8xFP8 one path per run (GEMVs below 8 rows)', () => {
     const runs = [{ g: 0, r0: 0, len: 1 }, { g: 1, r0: 1, len: 5 }, { g: 2, r0: 6, len: 11 }];
     assert.deepEqual(splitPaths(runs, KIND_BF16), [
       { g: 0, r0: 0, len: 1, gemv: true }, { g: 1, r0: 1, len: 5, gemv: true },
       { g: 2, r0: 6, len: 8, gemv: false }, { g: 2, r0: 14, len: 3, gemv: true },
     ]);
-    assert.deepEqual(splitPaths(runs, KIND_FP8_FP8).map((p) => p.gemv), [true, false, false]);
+    assert.deepEqual(splitPaths(runs, KIND_FP8_FP8), [
+      { g: 0, r0: 0, len: 1, gemv: true }, { g: 1, r0: 1, len: 5, gemv: true }, { g: 2, r0: 6, len: 11, gemv: false },
+    ]);
   });
 });
 
