@@ -2,7 +2,7 @@
 // Reference: https://github.com/deepseek-ai/DeepGEMM
 // FP8 x FP8: A is decoded once per call into f32 (exact values; for the GEMV path values·2^118, see
 // ../wasm/assembly/gemm.ts), B stays FP8 and is decoded in registers: the GEMV kernel (runs of fewer
-// than 8 rows, one GEMV per row) sums in the ref's 'lanes16' order, the packed GEMM (8 rows or more) in
+// than 12 rows, one GEMV per row) sums in the ref's 'lanes16' order, the packed GEMM (12 rows or more) in
 // 'sequential' order, each 128-K partial promoted with fround(sA·sB) exactly as ref.ts does, so results
 // are bit-identical to ref with that order.
 // Grouped variants run every run of rows (a segment sharing a group) in ONE grouped kernel call, one

@@ -9,7 +9,7 @@ import { refDeepGemm } from '../deepgemm/ref.ts';
 import { mulberry32 } from '../../tensor/random.ts';
 import { WasmOps } from './backend.ts';
 import { planGroupedItems, splitPaths, type GroupPiece } from './grouped.ts';
-import { KIND_BF16, KIND_FP8_FP8 } from './matmul.ts';
+import { KIND_BF16, KIND_FP8, KIND_FP8_FP8 } from './matmul.ts';
 import { matmul as refMatmul } from '../ref/ops.ts';
 
 function randn(r: () => number, n: number): Float32Array {
@@ -83,14 +83,18 @@ describe('planGroupedItems', () => {
 });
 
 describe('splitPaths', () => {
-  it('takes the paths matmul takes: < 8 rows as GEMVs, else a GEMM over 4k rows plus GEMV rows; FP8xFP8 one path per run (GEMVs below 8 rows)', () => {
+  it('takes the paths matmul takes: < 8 rows (FP8: 12) as GEMVs, else a GEMM over 4k rows plus GEMV rows; FP8xFP8 one path per run', () => {
     const runs = [{ g: 0, r0: 0, len: 1 }, { g: 1, r0: 1, len: 5 }, { g: 2, r0: 6, len: 11 }];
     assert.deepEqual(splitPaths(runs, KIND_BF16), [
       { g: 0, r0: 0, len: 1, gemv: true }, { g: 1, r0: 1, len: 5, gemv: true },
       { g: 2, r0: 6, len: 8, gemv: false }, { g: 2, r0: 14, len: 3, gemv: true },
     ]);
     assert.deepEqual(splitPaths(runs, KIND_FP8_FP8), [
-      { g: 0, r0: 0, len: 1, gemv: true }, { g: 1, r0: 1, len: 5, gemv: true }, { g: 2, r0: 6, len: 11, gemv: false },
+      { g: 0, r0: 0, len: 1, gemv: true }, { g: 1, r0: 1, len: 5, gemv: true }, { g: 2, r0: 6, len: 11, gemv: true },
+    ]);
+    assert.deepEqual(splitPaths([{ g: 0, r0: 0, len: 14 }], KIND_FP8_FP8), [{ g: 0, r0: 0, len: 14, gemv: false }]);
+    assert.deepEqual(splitPaths([{ g: 0, r0: 0, len: 11 }, { g: 1, r0: 11, len: 14 }], KIND_FP8), [
+      { g: 0, r0: 0, len: 11, gemv: true }, { g: 1, r0: 11, len: 12, gemv: false }, { g: 1, r0: 23, len: 2, gemv: true },
     ]);
   });
 });

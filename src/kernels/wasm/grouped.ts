@@ -3,7 +3,7 @@
 // column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
 // tens of microseconds, so one per group would dominate MoE at decode sizes).
 // Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
-import { GEMM_MIN_ROWS, gemmPathIsGemv, KIND_FP8, KIND_FP8_FP8, PARALLEL_MIN_MACS, panelFor, type GemmArgs, type GemmKind } from './matmul.ts';
+import { gemmMinRows, gemmPathIsGemv, KIND_FP8, KIND_FP8_FP8, PARALLEL_MIN_MACS, panelFor, type GemmArgs, type GemmKind } from './matmul.ts';
 import type { WasmRuntime } from './runtime.ts';
 
 /** One used segment: rows [r0, r0 + len) use group g. */
@@ -19,14 +19,14 @@ export interface GroupPiece extends GroupRun { readonly gemv: boolean }
 
 /**
  * The path of each run's rows, as runGemm (matmul.ts) picks it for one matmul: fewer than
- * GEMM_MIN_ROWS rows as GEMVs; more as a GEMM over a multiple of 4 rows plus GEMVs for the rest.
+ * gemmMinRows(kind) rows as GEMVs; more as a GEMM over a multiple of 4 rows plus GEMVs for the rest.
  * FP8 x FP8 keeps one path per run (its activations are decoded per path: gemmPathIsGemv).
  */
 export function splitPaths(runs: readonly GroupRun[], kind: GemmKind): GroupPiece[] {
   const out: GroupPiece[] = [];
   for (const r of runs) {
     if (kind === KIND_FP8_FP8) { out.push({ ...r, gemv: gemmPathIsGemv(r.len) }); continue; }
-    const gemvRows = r.len < GEMM_MIN_ROWS ? r.len : r.len & 3;
+    const gemvRows = r.len < gemmMinRows(kind) ? r.len : r.len & 3;
     const gemmRows = r.len - gemvRows;
     if (gemmRows > 0) out.push({ g: r.g, r0: r.r0, len: gemmRows, gemv: false });
     if (gemvRows > 0) out.push({ g: r.g, r0: r.r0 + gemmRows, len: gemvRows, gemv: true });

@@ -68,18 +68,23 @@ export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
   }
   // Few rows: the GEMM's weight packing is paid once per call whatever M is, and rows beyond a
   // multiple of 4 take its 1-row micro-kernel (about 4x slower per row than the 4-row one); one GEMV
-  // per row (weights decoded in registers, the matrix cache-hot after the first row) is then faster.
-  // Measured on bf16 [192..2048, 384]: M = 2, 3 ~2.5x faster by GEMV, M = 6 ~1.3x, M = 4 even,
-  // M >= 8 the GEMM wins. So M < 8 runs as GEMVs, larger M as a GEMM over the first M & ~3 rows plus
-  // GEMVs for the last M % 4.
-  const gemvRows = a.m < GEMM_MIN_ROWS ? a.m : a.m & 3;
+  // per row (weights decoded in registers, the matrix cache-hot after the first row) is then faster
+  // below gemmMinRows rows. Larger M runs as a GEMM over the first M & ~3 rows plus GEMVs for the last M % 4.
+  const gemvRows = a.m < gemmMinRows(a.kind) ? a.m : a.m & 3;
   const gemmRows = a.m - gemvRows;
   if (gemmRows > 0) runPath(rt, { ...a, m: gemmRows });
   for (let i = gemmRows; i < a.m; i++) runPath(rt, { ...a, m: 1, x: a.x + i * a.k * 4, y: a.y + i * a.n * 4 });
 }
 
-/** Fewest rows the packed GEMM path is used for (non-FP8xFP8 kinds; see runGemm). */
-export const GEMM_MIN_ROWS = 8;
+/**
+ * Fewest rows the packed GEMM path is used for (see runGemm). Measured: bf16 [192..2048, 384]: M = 2, 3
+ * ~2.5x faster by GEMV, M = 6 ~1.3x, M = 4 even, M >= 8 the GEMM wins; FP8 weights, whose packing also
+ * decodes (V3 shapes 2112x7168 and 4096x7168, 1 and 2 threads): M = 8 ~1.25x faster by GEMV, M = 12
+ * even, M >= 16 the GEMM wins (the FP8 x FP8 GEMV is about as fast per row).
+ */
+export function gemmMinRows(kind: GemmKind): number {
+  return kind === KIND_FP8 || kind === KIND_FP8_FP8 ? 12 : 8;
+}
 
 /** One call on one path: GEMV when m = 1, else the packed GEMM. */
 function runPath(rt: WasmRuntime, a: GemmArgs): void {
@@ -133,9 +138,9 @@ function gemvFp8(rt: WasmRuntime, a: GemmArgs, run: (xs: number, bmul: number) =
 
 /**
  * Whether runGemm (and a grouped run of m rows) takes the GEMV path for KIND_FP8_FP8: fewer than
- * GEMM_MIN_ROWS rows, as for the other kinds (the packed GEMM at M = 2 ran ~3.5x slower per row).
+ * gemmMinRows rows, as for the other kinds (the packed GEMM at M = 2 ran ~3.5x slower per row).
  * Its activations are then values·2^118, else exact values.
  */
 export function gemmPathIsGemv(m: number): boolean {
-  return m < GEMM_MIN_ROWS;
+  return m < gemmMinRows(KIND_FP8_FP8);
 }
