@@ -326,6 +326,11 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
   return 1;
 }
 
+/** pack4's factor for column j's raw FP8 codes: 2^120 times its block scale (weight-only) or 2^120; 1 otherwise. */
+@inline function codeFactor(kind: i32, sc: usize, KB: i32, j: i32, kb: i32, n1: i32): f32 {
+  return kind >= 2 ? colScale(kind, sc, KB, j, kb, n1) * TWO120 : 1;
+}
+
 @inline function scalarAt(kind: i32, r: usize, k: i32): f32 {
   if (r == 0) return 0;
   if (kind == 0) return load<f32>(r + <usize>k * 4);
@@ -337,8 +342,13 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
   return f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(a), 1, b), 2, c), 3, d);
 }
 
-/** Packs 4 weight rows (q0..q3, 0 = zeros) into panel columns at byte offset p (0 or 16), k in [k0, k0+kl). */
-@inline function pack4(kind: i32, q0: usize, q1: usize, q2: usize, q3: usize, k0: i32, kl: i32, p: usize): i32 {
+/**
+ * Packs 4 weight rows (q0..q3, 0 = zeros) into panel columns at byte offset p (0 or 16), k in [k0, k0+kl).
+ * FP8 kinds: row r's raw codes (value·2^-120) are multiplied by f_r = 2^120·s_r before the transpose, one
+ * rounding of the exact q·s (f_r = 2^120 for FP8 x FP8: exact values).
+ */
+@inline function pack4(kind: i32, q0: usize, q1: usize, q2: usize, q3: usize, k0: i32, kl: i32, p: usize,
+  f0: f32, f1: f32, f2: f32, f3: f32): i32 {
   const z = f32x4.splat(0);
   let t = 0;
   if (kind == 0) {
@@ -354,23 +364,25 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
       storeT(p + <usize>(t + 4) * 32, hiHalvesHi(h0), hiHalvesHi(h1), hiHalvesHi(h2), hiHalvesHi(h3));
     }
   } else {
+    const m0 = f32x4.splat(f0), m1 = f32x4.splat(f1), m2 = f32x4.splat(f2), m3 = f32x4.splat(f3);
     for (; t + 16 <= kl; t += 16) {
       const o = <usize>(k0 + t);
       const b0 = q0 ? v128.load(q0 + o) : z, b1 = q1 ? v128.load(q1 + o) : z, b2 = q2 ? v128.load(q2 + o) : z, b3 = q3 ? v128.load(q3 + o) : z;
       const u0 = fp8W0(b0), u1 = fp8W0(b1), u2 = fp8W0(b2), u3 = fp8W0(b3);
-      storeT(p + <usize>t * 32, hiHalvesLo(u0), hiHalvesLo(u1), hiHalvesLo(u2), hiHalvesLo(u3));
-      storeT(p + <usize>(t + 4) * 32, hiHalvesHi(u0), hiHalvesHi(u1), hiHalvesHi(u2), hiHalvesHi(u3));
+      storeT(p + <usize>t * 32, f32x4.mul(hiHalvesLo(u0), m0), f32x4.mul(hiHalvesLo(u1), m1), f32x4.mul(hiHalvesLo(u2), m2), f32x4.mul(hiHalvesLo(u3), m3));
+      storeT(p + <usize>(t + 4) * 32, f32x4.mul(hiHalvesHi(u0), m0), f32x4.mul(hiHalvesHi(u1), m1), f32x4.mul(hiHalvesHi(u2), m2), f32x4.mul(hiHalvesHi(u3), m3));
       const v0 = fp8W1(b0), v1 = fp8W1(b1), v2 = fp8W1(b2), v3 = fp8W1(b3);
-      storeT(p + <usize>(t + 8) * 32, hiHalvesLo(v0), hiHalvesLo(v1), hiHalvesLo(v2), hiHalvesLo(v3));
-      storeT(p + <usize>(t + 12) * 32, hiHalvesHi(v0), hiHalvesHi(v1), hiHalvesHi(v2), hiHalvesHi(v3));
+      storeT(p + <usize>(t + 8) * 32, f32x4.mul(hiHalvesLo(v0), m0), f32x4.mul(hiHalvesLo(v1), m1), f32x4.mul(hiHalvesLo(v2), m2), f32x4.mul(hiHalvesLo(v3), m3));
+      storeT(p + <usize>(t + 12) * 32, f32x4.mul(hiHalvesHi(v0), m0), f32x4.mul(hiHalvesHi(v1), m1), f32x4.mul(hiHalvesHi(v2), m2), f32x4.mul(hiHalvesHi(v3), m3));
     }
   }
+  const fp8 = kind >= 2;
   for (; t < kl; t++) {
     const q = p + <usize>t * 32, k = k0 + t;
-    store<f32>(q, scalarAt(kind, q0, k));
-    store<f32>(q, scalarAt(kind, q1, k), 4);
-    store<f32>(q, scalarAt(kind, q2, k), 8);
-    store<f32>(q, scalarAt(kind, q3, k), 12);
+    store<f32>(q, fp8 ? scalarAt(kind, q0, k) * f0 : scalarAt(kind, q0, k));
+    store<f32>(q, fp8 ? scalarAt(kind, q1, k) * f1 : scalarAt(kind, q1, k), 4);
+    store<f32>(q, fp8 ? scalarAt(kind, q2, k) * f2 : scalarAt(kind, q2, k), 8);
+    store<f32>(q, fp8 ? scalarAt(kind, q3, k) * f3 : scalarAt(kind, q3, k), 12);
   }
   return 0;
 }
@@ -380,22 +392,13 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
  * q, times the column's block scale for the weight-only kind). Columns at or past n1 are zeros.
  */
 function packPanel(kind: i32, w: usize, sc: usize, K: i32, KB: i32, j0: i32, n1: i32, k0: i32, kl: i32, panel: usize): void {
-  pack4(kind, rowPtr(kind, w, K, j0, n1), rowPtr(kind, w, K, j0 + 1, n1), rowPtr(kind, w, K, j0 + 2, n1), rowPtr(kind, w, K, j0 + 3, n1), k0, kl, panel);
-  pack4(kind, rowPtr(kind, w, K, j0 + 4, n1), rowPtr(kind, w, K, j0 + 5, n1), rowPtr(kind, w, K, j0 + 6, n1), rowPtr(kind, w, K, j0 + 7, n1), k0, kl, panel + 16);
-  if (kind >= 2) {
-    // raw · 2^120 is the exact code value; the weight-only kind then multiplies by its column's scale.
-    const kb = k0 >> 7;
-    const m0 = vec4(colScale(kind, sc, KB, j0, kb, n1), colScale(kind, sc, KB, j0 + 1, kb, n1),
-      colScale(kind, sc, KB, j0 + 2, kb, n1), colScale(kind, sc, KB, j0 + 3, kb, n1));
-    const m1 = vec4(colScale(kind, sc, KB, j0 + 4, kb, n1), colScale(kind, sc, KB, j0 + 5, kb, n1),
-      colScale(kind, sc, KB, j0 + 6, kb, n1), colScale(kind, sc, KB, j0 + 7, kb, n1));
-    const two = f32x4.splat(TWO120);
-    for (let t = 0; t < kl; t++) {
-      const p = panel + <usize>t * 32;
-      v128.store(p, f32x4.mul(f32x4.mul(v128.load(p), two), m0));
-      v128.store(p, f32x4.mul(f32x4.mul(v128.load(p, 16), two), m1), 16);
-    }
-  }
+  // FP8: raw · 2^120 is the exact code value; the weight-only kind also multiplies by its column's scale
+  // (f = 2^120·s is exact, so raw·f rounds the exact q·s once, as fround(q·s)).
+  const kb = k0 >> 7;
+  pack4(kind, rowPtr(kind, w, K, j0, n1), rowPtr(kind, w, K, j0 + 1, n1), rowPtr(kind, w, K, j0 + 2, n1), rowPtr(kind, w, K, j0 + 3, n1), k0, kl, panel,
+    codeFactor(kind, sc, KB, j0, kb, n1), codeFactor(kind, sc, KB, j0 + 1, kb, n1), codeFactor(kind, sc, KB, j0 + 2, kb, n1), codeFactor(kind, sc, KB, j0 + 3, kb, n1));
+  pack4(kind, rowPtr(kind, w, K, j0 + 4, n1), rowPtr(kind, w, K, j0 + 5, n1), rowPtr(kind, w, K, j0 + 6, n1), rowPtr(kind, w, K, j0 + 7, n1), k0, kl, panel + 16,
+    codeFactor(kind, sc, KB, j0 + 4, kb, n1), codeFactor(kind, sc, KB, j0 + 5, kb, n1), codeFactor(kind, sc, KB, j0 + 6, kb, n1), codeFactor(kind, sc, KB, j0 + 7, kb, n1));
 }
 
 /** Adds (c0, c1)·scale to y[j0..j0+ncols) (scale 1: plain add). */
