@@ -94,14 +94,8 @@ export const TWO119: f32 = 6.64613997892458e35;
  * Shared subexpressions (fp8Lift(b), fp8Odd(b)) are computed once by the optimizers.
  */
 @inline export function fp8Code(b: v128, a: i32): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    if (a == 0) return fp8Lo(fp8Even(b));
-    if (a == 1) return fp8Lo(fp8Odd(b));
-    if (a == 2) return fp8Hi(fp8Even(b));
-    return fp8Hi(fp8Odd(b));
-  }
-  if (a == 0) return fp8LoMul(fp8Lift(b));
-  if (a == 1) return fp8LoMul(b);
   if (a == 2) return fp8Hi(fp8Even(b));
-  return fp8Hi(fp8Odd(b));
+  if (a == 3) return fp8Hi(fp8Odd(b));
+  if (ASC_FEATURE_RELAXED_SIMD) return fp8Lo(a == 0 ? fp8Even(b) : fp8Odd(b));
+  return fp8LoMul(a == 0 ? fp8Lift(b) : b);
 }

@@ -67,7 +67,19 @@ export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32):
 }
 
 /**
- * y[n] = Σ_k x[k]·W[n,k] for bf16 weights. Rows go in pairs (r, r + h), h = half of [n0, n1), sharing the
+ * Row pairing of the two-row GEMVs over rows [lo, hi), h = (hi - lo) >> 1: pass i < h takes rows lo + i
+ * and lo + h + i (half the range apart: two memory streams); with an odd count pass h takes row hi - 1
+ * alone (as its own partner). (hi - lo + 1) >> 1 passes in all.
+ */
+@inline function pairRowA(lo: i32, hi: i32, h: i32, i: i32): i32 {
+  return i < h ? lo + i : hi - 1;
+}
+@inline function pairRowB(lo: i32, hi: i32, h: i32, i: i32): i32 {
+  return i < h ? lo + h + i : hi - 1;
+}
+
+/**
+ * y[n] = Σ_k x[k]·W[n,k] for bf16 weights. Rows go in pairs (pairRowA/B) over [n0, n1), sharing the
  * x loads (two DRAM streams per core, as fp8Dot2); each row keeps 2 accumulators: P takes k ≡ 0..3 and
  * 8..11 (mod 16), Q k ≡ 4..7 and 12..15, in k order; y = hsum(P + Q) + the tail in order. A row's sum does
  * not depend on its partner, so any split of [n0, n1) gives the same bits.
@@ -77,8 +89,7 @@ export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32)
   const rowBytes = <usize>K * 2;
   const h = (n1 - n0) >> 1;
   for (let i = 0; i < n1 - n0 - h; i++) {
-    // i < h: the pair (n0 + i, n0 + h + i); i == h (odd count): the last row alone.
-    const ra = i < h ? n0 + i : n1 - 1, rb = i < h ? n0 + h + i : ra;
+    const ra = pairRowA(n0, n1, h, i), rb = pairRowB(n0, n1, h, i);
     const rowA = w + <usize>ra * rowBytes, rowB = w + <usize>rb * rowBytes;
     const d = rowB - rowA;
     let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
@@ -178,7 +189,7 @@ const XCH: i32 = 8192;
  * The block factors f_kb = s·2^E_kb are folded into x once per 128-row scale group (xg = xs·f_kb/G, G the
  * power of two at or below max_kb f_kb, so |xg| < 2^121 and every product stays below 2^10), then each
  * row is ONE streaming dot product over K with no per-block epilogue: y[n] = G · Σ_k xg[k]·raw(W[n,k]).
- * Rows go in pairs (r, r + h) within the group's part [n, ge), h = half its length (fp8Dot2).
+ * Rows go in pairs (pairRowA/B) within the group's part [n, ge) (fp8Dot2).
  */
 export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
@@ -200,8 +211,7 @@ export function gemvFp8(xs: usize, bmul: usize, w: usize, sc: usize, y: usize, K
         permute16(xs + <usize>(k0 + c0) * 4, scratch + <usize>c0 * 4, min(128, kl - c0), f);
       }
       for (let i = 0; i < ge - n - h; i++) {
-        // i < h: the pair (n + i, n + h + i); i == h (odd length): the last row alone.
-        const ra = i < h ? n + i : ge - 1, rb = i < h ? n + h + i : ra;
+        const ra = pairRowA(n, ge, h, i), rb = pairRowB(n, ge, h, i);
         const r = fp8Dot2(scratch, w + <usize>ra * <usize>K + <usize>k0, w + <usize>rb * <usize>K + <usize>k0, kl);
         const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
         const pa = f32x4.extract_lane(r, 0) * G, pb = f32x4.extract_lane(r, 2) * G;
@@ -233,7 +243,7 @@ export function prepFp8Gemv(x: usize, xs: usize, bmul: usize, K: i32): void {
  * FP8 x FP8 GEMV (DeepGEMM promotion, 'lanes16' order). xa[K] = decoded A row · 2^118 (decodeFp8),
  * sa[KB] its scales, scratch XCH f32 per thread (x permuted for fp8Pair16); each product xa·raw(w)
  * is exactly a·w/4 (so a fused multiply-add rounds exactly like a multiply then an add), and
- * y = Σ_kb fround(sA·sB)·4 · partial/4. Rows go in pairs (r, r + h), h = half of [n0, n1) (fp8Dot2).
+ * y = Σ_kb fround(sA·sB)·4 · partial/4. Rows go in pairs (pairRowA/B) over [n0, n1) (fp8Pair16).
  */
 export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, n0: i32, n1: i32, scratch: usize): void {
   const KB = (K + 127) >> 7;
@@ -242,8 +252,7 @@ export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, 
     const kl = min(XCH, K - k0);
     permute16(xa + <usize>k0 * 4, scratch, kl, 1);
     for (let i = 0; i < n1 - n0 - h; i++) {
-      // i < h: the pair (n0 + i, n0 + h + i); i == h (odd count): the last row alone.
-      const ra = i < h ? n0 + i : n1 - 1, rb = i < h ? n0 + h + i : ra;
+      const ra = pairRowA(n0, n1, h, i), rb = pairRowB(n0, n1, h, i);
       const rowA = w + <usize>ra * <usize>K + <usize>k0, rowB = w + <usize>rb * <usize>K + <usize>k0;
       const sA = sc + <usize>(ra >> 7) * <usize>KB * 4, sB = sc + <usize>(rb >> 7) * <usize>KB * 4;
       const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
@@ -319,16 +328,15 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
   return w + <usize>j * <usize>K * es;
 }
 
-/** Per-column multiplier of the decoded codes: s·2^120 folded as two factors (weight-only) or 2^120. */
-@inline function colScale(kind: i32, sc: usize, KB: i32, j: i32, kb: i32, n1: i32): f32 {
-  if (j >= n1) return 0;
-  if (kind == 2) return load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4);
-  return 1;
-}
-
-/** pack4's factor for column j's raw FP8 codes: 2^120 times its block scale (weight-only) or 2^120; 1 otherwise. */
+/**
+ * pack4's factor for column j's values: FP8 raw codes times 2^120·s (weight-only, s the column's block
+ * scale) or 2^120 (FP8 x FP8), 0 past n1; 1 for f32 and bf16.
+ */
 @inline function codeFactor(kind: i32, sc: usize, KB: i32, j: i32, kb: i32, n1: i32): f32 {
-  return kind >= 2 ? colScale(kind, sc, KB, j, kb, n1) * TWO120 : 1;
+  if (kind < 2) return 1;
+  if (j >= n1) return 0;
+  if (kind == 2) return load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) * TWO120;
+  return TWO120;
 }
 
 @inline function scalarAt(kind: i32, r: usize, k: i32): f32 {
@@ -338,14 +346,10 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
   return fp8Raw(<u32>load<u8>(r + <usize>k));
 }
 
-@inline function vec4(a: f32, b: f32, c: f32, d: f32): v128 {
-  return f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(a), 1, b), 2, c), 3, d);
-}
-
 /**
  * Packs 4 weight rows (q0..q3, 0 = zeros) into panel columns at byte offset p (0 or 16), k in [k0, k0+kl).
  * FP8 kinds: row r's raw codes (value·2^-120) are multiplied by f_r = 2^120·s_r before the transpose, one
- * rounding of the exact q·s (f_r = 2^120 for FP8 x FP8: exact values).
+ * rounding of the exact q·s (f_r = 2^120 for FP8 x FP8: exact values); f_r = 1 for f32 and bf16.
  */
 @inline function pack4(kind: i32, q0: usize, q1: usize, q2: usize, q3: usize, k0: i32, kl: i32, p: usize,
   f0: f32, f1: f32, f2: f32, f3: f32): i32 {
@@ -376,13 +380,13 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
       storeT(p + <usize>(t + 12) * 32, f32x4.mul(hiHalvesHi(v0), m0), f32x4.mul(hiHalvesHi(v1), m1), f32x4.mul(hiHalvesHi(v2), m2), f32x4.mul(hiHalvesHi(v3), m3));
     }
   }
-  const fp8 = kind >= 2;
+  // Tail (kl % 4, 8 or 16 values): the factors are 1 for f32 and bf16, so one expression serves all kinds.
   for (; t < kl; t++) {
     const q = p + <usize>t * 32, k = k0 + t;
-    store<f32>(q, fp8 ? scalarAt(kind, q0, k) * f0 : scalarAt(kind, q0, k));
-    store<f32>(q, fp8 ? scalarAt(kind, q1, k) * f1 : scalarAt(kind, q1, k), 4);
-    store<f32>(q, fp8 ? scalarAt(kind, q2, k) * f2 : scalarAt(kind, q2, k), 8);
-    store<f32>(q, fp8 ? scalarAt(kind, q3, k) * f3 : scalarAt(kind, q3, k), 12);
+    store<f32>(q, scalarAt(kind, q0, k) * f0);
+    store<f32>(q, scalarAt(kind, q1, k) * f1, 4);
+    store<f32>(q, scalarAt(kind, q2, k) * f2, 8);
+    store<f32>(q, scalarAt(kind, q3, k) * f3, 12);
   }
   return 0;
 }
