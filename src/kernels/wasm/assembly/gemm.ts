@@ -257,24 +257,16 @@ export function gemvFp8Fp8(xa: usize, sa: usize, w: usize, sc: usize, y: usize, 
       const sA = sc + <usize>(ra >> 7) * <usize>KB * 4, sB = sc + <usize>(rb >> 7) * <usize>KB * 4;
       const ya = y + <usize>ra * 4, yb = y + <usize>rb * 4;
       let accA: f32 = k0 == 0 ? 0 : load<f32>(ya), accB: f32 = k0 == 0 ? 0 : load<f32>(yb);
-      // Full 128-K blocks (the pointers just advance), then a partial one.
-      const d = rowB - rowA;
-      let a = rowA, x = scratch;
-      const fullEnd = rowA + <usize>(kl & ~127);
-      let kb = k0 >> 7;
-      while (a < fullEnd) {
-        const r = fp8Pair16(x, a, d, 8);
+      // 128-K blocks, the pointers just advancing; a full block has no tail (fp8Pair16), the last may.
+      const d = rowB - rowA, end = rowA + <usize>kl;
+      let a = rowA, x = scratch, kb = k0 >> 7;
+      while (a < end) {
+        const len = min(128, <i32>(end - a));
+        const r = len == 128 ? fp8Pair16(x, a, d, 8) : fp8Dot2(x, a, a + d, len);
         const s: f32 = load<f32>(sa + <usize>kb * 4);
         accA += f32x4.extract_lane(r, 0) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
         accB += f32x4.extract_lane(r, 2) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
         a += 128; x += 512; kb++;
-      }
-      if (kl & 127) {
-        const c0 = kl & ~127;
-        const r = fp8Dot2(x, a, a + d, kl - c0);
-        const s: f32 = load<f32>(sa + <usize>kb * 4);
-        accA += f32x4.extract_lane(r, 0) * ((s * load<f32>(sA + <usize>kb * 4)) * 4);
-        accB += f32x4.extract_lane(r, 2) * ((s * load<f32>(sB + <usize>kb * 4)) * 4);
       }
       store<f32>(ya, accA);
       if (rb != ra) store<f32>(yb, accB);
