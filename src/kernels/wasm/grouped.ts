@@ -3,7 +3,7 @@
 // column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
 // tens of microseconds, so one per group would dominate MoE at decode sizes).
 // Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
-import { gemmMinRows, gemmPathIsGemv, KIND_FP8, KIND_FP8_FP8, PARALLEL_MIN_MACS, panelFor, type GemmArgs, type GemmKind } from './matmul.ts';
+import { KIND_FP8, PARALLEL_MIN_MACS, panelFor, splitRows, type GemmArgs, type GemmKind } from './matmul.ts';
 import type { WasmRuntime } from './runtime.ts';
 
 /** One used segment: rows [r0, r0 + len) use group g. */
@@ -17,19 +17,13 @@ export function copyRunRows(dst: Float32Array, src: Float32Array, runs: readonly
 /** A run (or part of one) on one kernel path: GEMV row by row, or the packed GEMM. */
 export interface GroupPiece extends GroupRun { readonly gemv: boolean }
 
-/**
- * The path of each run's rows, as runGemm (matmul.ts) picks it for one matmul: fewer than
- * gemmMinRows(kind) rows as GEMVs; more as a GEMM over a multiple of 4 rows plus GEMVs for the rest.
- * FP8 x FP8 keeps one path per run (its activations are decoded per path: gemmPathIsGemv).
- */
+/** The path of each run's rows, as runGemm (matmul.ts) picks it for one matmul (splitRows). */
 export function splitPaths(runs: readonly GroupRun[], kind: GemmKind): GroupPiece[] {
   const out: GroupPiece[] = [];
   for (const r of runs) {
-    if (kind === KIND_FP8_FP8) { out.push({ ...r, gemv: gemmPathIsGemv(r.len) }); continue; }
-    const gemvRows = r.len < gemmMinRows(kind) ? r.len : r.len & 3;
-    const gemmRows = r.len - gemvRows;
-    if (gemmRows > 0) out.push({ g: r.g, r0: r.r0, len: gemmRows, gemv: false });
-    if (gemvRows > 0) out.push({ g: r.g, r0: r.r0 + gemmRows, len: gemvRows, gemv: true });
+    const { gemm, gemv } = splitRows(kind, r.len);
+    if (gemm > 0) out.push({ g: r.g, r0: r.r0, len: gemm, gemv: false });
+    if (gemv > 0) out.push({ g: r.g, r0: r.r0 + gemm, len: gemv, gemv: true });
   }
   return out;
 }

@@ -51,29 +51,32 @@ export interface GemmArgs {
 
 /**
  * y = x·Wᵀ on the pool. Rows go to the GEMV kernels (for FP8 weight-only, x is first prepared per
- * 128-block on the calling thread) or the packed GEMM as below; KIND_FP8_FP8 uses GEMV for M = 1 and
- * the GEMM otherwise, and its caller prepares x in the representation that path expects (gemmPathIsGemv).
+ * 128-block on the calling thread) or the packed GEMM as splitRows says; for KIND_FP8_FP8 the caller
+ * prepares x in the representation that path expects (gemmPathIsGemv).
  */
 export function runGemm(rt: WasmRuntime, a: GemmArgs): void {
   if (a.m <= 1) return runPath(rt, a);
-  if (a.kind === KIND_FP8_FP8) {
-    // One path per call (x is decoded for it, gemmPathIsGemv): few rows as GEMVs, each with its own
-    // activation scales, else the GEMM over all rows.
-    if (!gemmPathIsGemv(a.m)) return runPath(rt, a);
-    const kb = Math.ceil(a.k / 128);
-    for (let i = 0; i < a.m; i++) {
-      runPath(rt, { ...a, m: 1, x: a.x + i * a.k * 4, y: a.y + i * a.n * 4, aScales: a.aScales + i * kb * 4 });
-    }
-    return;
+  const { gemm, gemv } = splitRows(a.kind, a.m);
+  if (gemm > 0) runPath(rt, { ...a, m: gemm });
+  const kb = Math.ceil(a.k / 128);
+  for (let i = gemm; i < gemm + gemv; i++) {
+    // Each GEMV row with its own activation scales (read by the FP8 x FP8 kernel only).
+    runPath(rt, { ...a, m: 1, x: a.x + i * a.k * 4, y: a.y + i * a.n * 4, aScales: a.aScales + i * kb * 4 });
   }
-  // Few rows: the GEMM's weight packing is paid once per call whatever M is, and rows beyond a
-  // multiple of 4 take its 1-row micro-kernel (about 4x slower per row than the 4-row one); one GEMV
-  // per row (weights decoded in registers, the matrix cache-hot after the first row) is then faster
-  // below gemmMinRows rows. Larger M runs as a GEMM over the first M & ~3 rows plus GEMVs for the last M % 4.
-  const gemvRows = a.m < gemmMinRows(a.kind) ? a.m : a.m & 3;
-  const gemmRows = a.m - gemvRows;
-  if (gemmRows > 0) runPath(rt, { ...a, m: gemmRows });
-  for (let i = gemmRows; i < a.m; i++) runPath(rt, { ...a, m: 1, x: a.x + i * a.k * 4, y: a.y + i * a.n * 4 });
+}
+
+/**
+ * How m rows of one product are split: a packed GEMM over the first `gemm` rows, then one GEMV per row
+ * for the last `gemv`. Few rows: the GEMM's weight packing is paid once per call whatever M is, and rows
+ * beyond a multiple of 4 take its 1-row micro-kernel (about 4x slower per row than the 4-row one); one
+ * GEMV per row (weights decoded in registers, the matrix cache-hot after the first row) is then faster
+ * below gemmMinRows rows. Larger M: a GEMM over the first M & ~3 rows plus GEMVs for the last M % 4.
+ * FP8 x FP8 keeps one path for all rows (its activations are decoded per path: gemmPathIsGemv).
+ */
+export function splitRows(kind: GemmKind, m: number): { gemm: number; gemv: number } {
+  if (kind === KIND_FP8_FP8) return gemmPathIsGemv(m) ? { gemm: 0, gemv: m } : { gemm: m, gemv: 0 };
+  const gemv = m < gemmMinRows(kind) ? m : m & 3;
+  return { gemm: m - gemv, gemv };
 }
 
 /**
