@@ -6,7 +6,7 @@
 // inference/model.py `Gate` / `MoE`.
 import { groupSlice, type GroupSegments, type Kernels } from '../kernels/api.ts';
 import type { DeepseekConfig } from './config.ts';
-import type { MlpWeights, MoeWeights } from './weight-map.ts';
+import type { ExpertWeights, MlpWeights, MoeWeights } from './weight-map.ts';
 
 export interface Routing {
   /** [T, k] expert ids, in descending order of the choice score (biased for noaux_tc). */
@@ -156,6 +156,14 @@ export function scatterWeighted(plan: ExpertPlan, y: Float32Array, wts: Float32A
   return out;
 }
 
+/** The stacked routed experts of an MoE layer, for the executors that run them in this model. */
+function loadedExperts(ctx: MoeContext, layer: number): ExpertWeights {
+  const w = ctx.moe(layer);
+  if (!w) throw new Error(`layer ${layer} is not an MoE layer`);
+  if (!w.experts) throw new Error(`layer ${layer}: routed experts not loaded (routedExperts: false) but run locally`);
+  return w.experts;
+}
+
 /**
  * The default executor: groups the (token, slot) pairs by expert and runs each projection of ALL
  * experts as one grouped product over the stacked weights (gate, up, siluMul, down: three grouped
@@ -163,13 +171,10 @@ export function scatterWeighted(plan: ExpertPlan, y: Float32Array, wts: Float32A
  */
 export const localMoeExecutor: MoeExecutorFactory = (ctx) => ({
   run(layer, x, T, idx, wts) {
-    const w = ctx.moe(layer);
-    if (!w) throw new Error(`layer ${layer} is not an MoE layer`);
+    const ex = loadedExperts(ctx, layer);
     const k = ctx.kernels;
     const H = ctx.config.hidden_size;
     const K = ctx.config.num_experts_per_tok!;
-    const ex = w.experts;
-    if (!ex) throw new Error(`layer ${layer}: routed experts not loaded (routedExperts: false) but run locally`);
     const plan = planByExpert(idx, T, K, ex.gate.groups);
     const xs = gatherRows(plan, x, H, K);
     const g = k.groupedMatmul(xs, plan.rows, ex.gate, plan.segments);
@@ -185,12 +190,9 @@ export const localMoeExecutor: MoeExecutorFactory = (ctx) => ({
  */
 export const perExpertMoeExecutor: MoeExecutorFactory = (ctx) => ({
   run(layer, x, T, idx, wts) {
-    const w = ctx.moe(layer);
-    if (!w) throw new Error(`layer ${layer} is not an MoE layer`);
+    const ex = loadedExperts(ctx, layer);
     const H = ctx.config.hidden_size;
     const K = ctx.config.num_experts_per_tok!;
-    const ex = w.experts;
-    if (!ex) throw new Error(`layer ${layer}: routed experts not loaded (routedExperts: false) but run locally`);
     const E = ex.gate.groups;
     const plan = planByExpert(idx, T, K, E);
     const xs = gatherRows(plan, x, H, K);

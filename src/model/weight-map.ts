@@ -167,7 +167,7 @@ export function tensorSpecs(c: Cfg, opts: { mtp?: boolean; routedExperts?: boole
     const experts = row.perExpert ? c.n_routed_experts! : 1;
     for (let e = 0; e < experts; e++) {
       const name = row.hf.replace('{L}', String(layer)).replace('{E}', String(e));
-      const path = row.path.replace('{E}', String(e)).split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+      const path = row.path.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
       const spec: TensorSpec = { name, kind: row.kind, shape: row.shape(c), optional: row.optional ?? false, target: [...prefix, ...path] };
       if (row.perExpert) spec.group = { index: e, count: experts };
       out.push(spec);
