@@ -11,12 +11,9 @@
 // Reference: https://github.com/deepseek-ai/DeepEP (buffer.py) and https://github.com/deepseek-ai/DeepGEMM.
 import type { Kernels } from '../../../kernels/api.ts';
 import {
-  M_ALIGNMENT_CONTIGUOUS, type DeepGemmOps, type GroupedBf16Weights, type GroupedFp8Weights,
+  BLOCK, ceilDiv as cdiv, M_ALIGNMENT_CONTIGUOUS, type DeepGemmOps, type GroupedBf16Weights, type GroupedFp8Weights,
 } from '../../../kernels/deepgemm/index.ts';
 import { Checkpoint } from '../../../weights/checkpoint.ts';
-
-const BLOCK = 128;
-const cdiv = (a: number, b: number): number => Math.ceil(a / b);
 
 type Grouped = { kind: 'fp8'; w: GroupedFp8Weights } | { kind: 'bf16'; w: GroupedBf16Weights };
 
