@@ -187,6 +187,18 @@ export function tensorSpecs(c: Cfg, opts: { mtp?: boolean; routedExperts?: boole
   return out;
 }
 
+/**
+ * Whether DeepSeek's FP8 checkpoints store this tensor in FP8 (and `--quantize fp8` converts it): the
+ * linear projections inside decoder blocks (attention, dense MLP, shared and routed experts), also the
+ * MTP module's decoder block; not embeddings, lm_head, norms, the router (mlp.gate.weight), nor the
+ * MTP module's eh_proj / shared_head (DeepSeek-V3's published checkpoint and tiny-v3-fp8 alike).
+ */
+export function isQuantizable(s: TensorSpec): boolean {
+  if (s.kind !== 'linear') return false;
+  const inBlock = s.target[0] === 'layers' || (s.target[0] === 'mtp' && s.target[2] === 'block');
+  return inBlock && s.target[s.target.length - 1] !== 'router';
+}
+
 export class WeightError extends Error {
   override name = 'WeightError';
   readonly exitCode = 2;
