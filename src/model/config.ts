@@ -122,6 +122,9 @@ export interface DeepseekConfig {
 
 type Json = Record<string, unknown>;
 
+/** model_type values accepted as another name for deepseek_v3. */
+const MODEL_TYPE_ALIASES = ['kimi_k2'] as const;
+
 const V2_DEFAULTS = {
   scoring_func: 'softmax', topk_method: 'greedy', norm_topk_prob: false, routed_scaling_factor: 1.0,
   first_k_dense_replace: 0, max_position_embeddings: 2048, num_nextn_predict_layers: 0,
@@ -208,6 +211,13 @@ function parseQuant(r: Reader): Fp8QuantizationConfig | null {
   if (!Array.isArray(bs) || bs.length !== 2 || bs[0] !== 128 || bs[1] !== 128) {
     throw r.err('quantization_config.weight_block_size', `unsupported quantization_config.weight_block_size ${JSON.stringify(bs)} (supported: [128, 128])`);
   }
+  // DeepSeek-V3.1+ adds scale_fmt "ue8m0": the checkpoint's block scales are powers of two (and DeepGEMM
+  // rounds activation scales to powers of two). The scales are still stored as float32 weight_scale_inv,
+  // so the weights dequantise the same way; activations here are not quantised, so nothing else changes.
+  const scaleFmt = q.scale_fmt;
+  if (scaleFmt !== undefined && scaleFmt !== null && scaleFmt !== 'ue8m0') {
+    throw r.err('quantization_config.scale_fmt', `unsupported quantization_config.scale_fmt ${JSON.stringify(scaleFmt)} (supported: ue8m0, or absent)`);
+  }
   const act = q.activation_scheme ?? 'dynamic';
   if (act !== 'dynamic') throw r.err('quantization_config.activation_scheme', `unsupported quantization_config.activation_scheme ${JSON.stringify(act)} (supported: dynamic)`);
   return { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] };
@@ -218,7 +228,11 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekConf
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError('', 'config must be a JSON object', source);
   const r = new Reader(json as Json, source);
   if (!r.has('model_type')) throw r.err('model_type', 'missing required field model_type (deepseek_v2 or deepseek_v3)');
-  const model_type = r.oneOf<ModelType>('model_type', ['deepseek_v2', 'deepseek_v3'], undefined as unknown as ModelType);
+  // Kimi-K2 ships DeepSeek-V3's architecture and remote code (auto_map configuration_deepseek.DeepseekV3Config)
+  // under its own model_type so that engines can tell it apart; it runs as deepseek_v3 (V3 defaults and the
+  // V3 routing-weight rule), as vLLM and SGLang do.
+  const declared = r.oneOf('model_type', ['deepseek_v2', 'deepseek_v3', ...MODEL_TYPE_ALIASES], undefined as unknown as ModelType);
+  const model_type: ModelType = declared === 'deepseek_v2' ? 'deepseek_v2' : 'deepseek_v3';
   const d = model_type === 'deepseek_v2' ? V2_DEFAULTS : V3_DEFAULTS;
   const num_attention_heads = r.int('num_attention_heads');
   const n_routed_experts = r.intOrNull('n_routed_experts', null);
