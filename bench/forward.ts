@@ -1,128 +1,325 @@
-// `npm run bench -- forward [--json] [--prompt 512] [--decode 128] [--reps 3] [--backend NAME]
-//   [--threads 1,2] [--formats bf16,fp8]`
-// Forward-pass throughput of the whole model on the "medium" DeepSeek-V3-shaped checkpoint (≈506M
-// parameters, ≈131M active per token; built once into .cache/bench-models/, outside git), in BF16 and
-// FP8: prefill tokens/s for one prompt, decode tokens/s (one token per forward, greedy, through the
-// latent cache), and the weight bandwidth decode implies (bytes of the weights one token reads ×
-// tokens/s) next to the memory-copy bandwidth measured by this process.
-// For scale: llama.cpp decodes ≈90 tok/s (F16) and ≈140 (Q8_0) on one thread on this shape.
-import { join } from 'node:path';
+// `npm run bench -- forward [--model DIR] [--quantize fp8] [--threads 1,2] [--reps 5] [--backend wasm]
+//   [--prompt 512] [--decode 128] [--formats bf16,fp8] [--json]`
+// Whole-model forward throughput, prefill and decode tokens/s, on any DeepSeek-V2/V3 Hugging Face
+// checkpoint (--model DIR; --quantize fp8 quantizes while loading, DeepseekModel.load's `quantize`), or
+// without --model on the built-in "medium" DeepSeek-V3-shaped checkpoint (≈506M parameters, ≈131M active
+// per token; built once into .cache/bench-models/, outside git) in BF16 and FP8 (--formats).
+//
+// Protocol: the one llama.cpp's peer bench runs (/work/shared/peers/bench-nlc.mjs), so that the two
+// engines' numbers compare:
+//   tokens  : ids[i] = 300 + (x_i mod 20000) with x_0 = 42, x_{i+1} = (x_i * 1103515245 + 12345) mod 2^31
+//             (the first value used is x_1); no BOS; the same list for every run. Ids are clamped to
+//             vocab_size - 1 only when the model's vocabulary is smaller than an id (the report says so).
+//   warm-up : one 64-token prefill (ids[0..64)) per loaded model (weights paged in, JIT tiers up).
+//   prefill : ids[0..P) (P = --prompt, 512) in one forward on an empty cache; tok/s = P / wall time.
+//   decode  : prefill ids[0] (not timed), then D (--decode, 128) greedy steps: the first step feeds ids[1]
+//             (as the peer's `evaluate([tokens[1]])`), every later step the argmax of the previous step's
+//             logits; each step computes the full vocabulary logits and takes their argmax;
+//             tok/s = D / wall time of the loop.
+//   report  : per thread count, the median over --reps runs (default 5) of each run's tok/s (the peer's
+//             statistic: the mean of the two middle values for an even count).
+// The model is loaded once per thread count (the backend's thread pool is fixed at load), without MTP
+// modules (they never affect next-token logits).
+//
+// Ratios, against baselines this process measures after the model runs (so that their buffers do not
+// show in the model's peak RSS):
+//   decode  : weight bandwidth fraction = bytes of weights one decode token reads × tok/s / memory-copy
+//             bandwidth (bench/lib/bandwidth.ts) with the same thread count. Bytes are taken from the
+//             model AS LOADED (after --quantize: FP8 codes + their f32 block scales): every matrix and norm
+//             vector, k/E of the routed experts' stacked weights, one embedding row, the whole lm_head.
+//             The latent cache the attention reads is not weight traffic and is not counted.
+//   prefill : GEMM-peak fraction = model FLOPs per prompt token × tok/s / the best wasm f32/bf16 GEMM
+//             GFLOP/s at a prefill shape (bench/lib/gemm-peak.ts) with the same thread count. Model FLOPs
+//             of a P-token prompt = P × 2 × (active matmul parameters but lm_head: attention projections
+//             incl. kv_b_proj, dense MLP, router, shared experts, k/E of the routed experts)
+//             + 2 × lm_head parameters (logits of the last position only, as the engine computes them)
+//             + attention: layers × 2 × heads × (qk_head_dim + v_head_dim) × P(P+1)/2 (causal score and
+//             value products of the decompressed (naive) MLA form; the absorbed form the engine runs does
+//             more attention FLOPs, which are not credited).
+import { existsSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backendNames, loadBackend } from '../src/kernels/index.ts';
-import { DeepseekModel } from '../src/model/deepseek.ts';
+import { DeepseekModel, type LoadOptions } from '../src/model/deepseek.ts';
 import { LatentCache } from '../src/model/latent-cache.ts';
-import { parseConfig } from '../src/model/config.ts';
-import { parameterCounts, tensorSpecs } from '../src/model/weight-map.ts';
-import { Checkpoint } from '../src/weights/checkpoint.ts';
-import { DTYPE_BYTES } from '../src/tensor/dtypes.ts';
+import { qkHeadDim, type DeepseekConfig } from '../src/model/config.ts';
+import type { ModelWeights } from '../src/model/weight-map.ts';
+import type { GroupedWeight, WeightMatrix } from '../src/kernels/api.ts';
 import { copyBandwidthGBs } from './lib/bandwidth.ts';
+import { wasmGemmPeak } from './lib/gemm-peak.ts';
 import { ensureBenchModel, MEDIUM_CONFIG } from './lib/bench-model.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-function opt(args: string[], name: string, def: string): string {
-  const i = args.indexOf(`--${name}`);
-  if (i >= 0 && i + 1 < args.length) return args[i + 1]!;
-  const eq = args.find((a) => a.startsWith(`--${name}=`));
-  return eq ? eq.slice(name.length + 3) : def;
+/** A bad command line, or a run this build cannot do as asked: one line on stderr, exit code 2 (bench/run.ts). */
+export class BenchError extends Error {
+  override name = 'BenchError';
+  readonly exitCode = 2;
 }
 
-function posInt(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
+// ------------------------------------------------------------------ the protocol's tokens
+
+/** x_{i+1} = (x_i · 1103515245 + 12345) mod 2^31, exactly: the product reaches 2^61, past a double's 53 bits. */
+function lcgNext(x: number): number {
+  // x · 1103515245 mod 2^31 from 16-bit halves of the multiplier (each partial product < 2^47, exact),
+  // reduced as they go.
+  const lo = 1103515245 & 0xffff, hi = Math.floor(1103515245 / 65536);
+  const p = ((x * hi) % 2147483648) * 65536 + x * lo;
+  return (p + 12345) % 2147483648;
+}
+
+/** The protocol's first `n` token ids (before any clamping to a small vocabulary). */
+export function benchIds(n: number): Int32Array {
+  const ids = new Int32Array(n);
+  let x = 42;
+  for (let i = 0; i < n; i++) {
+    x = lcgNext(x);
+    ids[i] = 300 + (x % 20000);
+  }
+  return ids;
+}
+
+/** Clamps ids into [0, vocabSize) in place; returns how many were changed. */
+export function clampIds(ids: Int32Array, vocabSize: number): number {
+  let n = 0;
+  for (let i = 0; i < ids.length; i++) if (ids[i]! >= vocabSize) { ids[i] = vocabSize - 1; n++; }
   return n;
 }
 
-/** Bytes of weights one decode token reads: every non-expert matrix, k/E of the routed experts, one embedding row. */
-function activeBytesPerToken(dir: string): number {
-  const ck = Checkpoint.open(dir);
-  try {
-    const c = parseConfig(MEDIUM_CONFIG);
-    let bytes = 0;
-    for (const s of tensorSpecs(c, { mtp: false })) {
-      const t = ck.info(s.name);
-      let b = t.byteLength;
-      if (ck.has(`${s.name}_scale_inv`)) b += ck.info(`${s.name}_scale_inv`).byteLength;
-      if (s.kind === 'embed') b = c.hidden_size * DTYPE_BYTES[t.dtype];
-      else if (s.target.includes('experts')) b *= c.num_experts_per_tok! / c.n_routed_experts!;
-      bytes += b;
-    }
-    return bytes;
-  } finally {
-    ck.close();
+// ------------------------------------------------------------------ arguments
+
+export interface ForwardArgs {
+  model: string | null;
+  quantize: 'fp8' | null;
+  threads: number[];
+  reps: number;
+  backend: string;
+  prompt: number;
+  decode: number;
+  /** Built-in model formats (without --model only). */
+  formats: ('bf16' | 'fp8')[];
+  cacheDir: string;
+}
+
+const FLAGS = ['model', 'quantize', 'threads', 'reps', 'backend', 'prompt', 'decode', 'formats', 'cache'] as const;
+type Flag = typeof FLAGS[number];
+
+function posInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new BenchError(`--${name} must be a positive integer, got '${v}'`);
+  return n;
+}
+
+/** Parses the bench's options (`--json` is taken off by bench/run.ts); unknown or valueless options are errors. */
+export function parseForwardArgs(args: string[]): ForwardArgs {
+  const got = new Map<Flag, string>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith('--')) throw new BenchError(`unexpected argument '${a}' (options: ${FLAGS.map((f) => `--${f}`).join(' ')})`);
+    const eq = a.indexOf('=');
+    const name = (eq >= 0 ? a.slice(2, eq) : a.slice(2)) as Flag;
+    if (!FLAGS.includes(name)) throw new BenchError(`unknown option ${a.slice(0, eq >= 0 ? eq : undefined)} (options: ${FLAGS.map((f) => `--${f}`).join(' ')})`);
+    let value: string | undefined;
+    if (eq >= 0) value = a.slice(eq + 1);
+    else if (i + 1 < args.length && !args[i + 1]!.startsWith('--')) value = args[++i];
+    if (value === undefined || value === '') throw new BenchError(`--${name} needs a value`);
+    if (got.has(name)) throw new BenchError(`--${name} given twice`);
+    got.set(name, value);
   }
+  const model = got.get('model') ?? null;
+  if (model !== null && !(existsSync(model) && statSync(model).isDirectory())) throw new BenchError(`--model ${model}: not a directory`);
+  if (model !== null && !existsSync(join(model, 'config.json'))) throw new BenchError(`--model ${model}: no config.json (a Hugging Face DeepSeek-V2/V3 directory is expected)`);
+  const q = got.get('quantize') ?? null;
+  if (q !== null && q !== 'fp8') throw new BenchError(`--quantize must be fp8, got '${q}'`);
+  if (q !== null && model === null) throw new BenchError('--quantize needs --model (the built-in model runs in BF16 and FP8 already; see --formats)');
+  if (model !== null && got.has('formats')) throw new BenchError('--formats is for the built-in model; with --model use --quantize fp8');
+  const backend = got.get('backend') ?? (backendNames().includes('wasm') ? 'wasm' : 'ref');
+  if (!backendNames().includes(backend)) throw new BenchError(`--backend must be one of ${backendNames().join(', ')}, got '${backend}'`);
+  const formats = (got.get('formats') ?? 'bf16,fp8').split(',').map((f) => {
+    if (f !== 'bf16' && f !== 'fp8') throw new BenchError(`--formats: unknown format '${f}' (bf16, fp8)`);
+    return f;
+  });
+  return {
+    model, quantize: q, backend, formats,
+    threads: (got.get('threads') ?? '1,2').split(',').map((t) => posInt('threads', t)),
+    reps: posInt('reps', got.get('reps') ?? '5'),
+    prompt: posInt('prompt', got.get('prompt') ?? '512'),
+    decode: posInt('decode', got.get('decode') ?? '128'),
+    cacheDir: got.get('cache') ?? join(ROOT, '.cache', 'bench-models'),
+  };
+}
+
+// ------------------------------------------------------------------ what one token costs
+
+export interface WeightTraffic {
+  /** Bytes of weights one decode token reads (see the header). */
+  decodeBytes: number;
+  /** Matmul parameters every token multiplies by, lm_head excluded (routed experts at k/E). */
+  bodyMatmulParams: number;
+  /** lm_head parameters (the embedding matrix when tied). */
+  lmHeadParams: number;
+  /** Whether any matrix is stored as FP8 codes. */
+  hasFp8: boolean;
+}
+
+const isMatrix = (v: object): v is WeightMatrix | GroupedWeight => 'dtype' in v && 'data' in v && 'rows' in v;
+const storedBytes = (w: WeightMatrix | GroupedWeight): number => w.data.byteLength + (w.dtype === 'fp8' ? w.scaleInv.byteLength : 0);
+
+/** Weight traffic and matmul parameters per token, from the weights as loaded (MTP modules left out). */
+export function weightTraffic(w: ModelWeights, c: DeepseekConfig): WeightTraffic {
+  const kOverE = c.n_routed_experts ? (c.num_experts_per_tok ?? 0) / c.n_routed_experts : 0;
+  const t: WeightTraffic = { decodeBytes: 0, bodyMatmulParams: 0, lmHeadParams: 0, hasFp8: false };
+  const walk = (v: unknown): void => {
+    if (v instanceof Float32Array) { t.decodeBytes += v.byteLength; return; }
+    if (typeof v !== 'object' || v === null) return;
+    if (Array.isArray(v)) { v.forEach(walk); return; }
+    if (isMatrix(v)) {
+      t.hasFp8 ||= v.dtype === 'fp8';
+      // Stacked routed experts: each token reads k of the E groups.
+      const groups = 'groups' in v ? (v as GroupedWeight).groups : 1;
+      const share = 'groups' in v ? kOverE : 1;
+      t.decodeBytes += storedBytes(v) * share;
+      t.bodyMatmulParams += groups * v.rows * v.cols * share;
+      return;
+    }
+    for (const x of Object.values(v)) walk(x);
+  };
+  walk(w.layers);
+  walk(w.norm);
+  // One embedding row (looked up, not multiplied), the whole lm_head (also when it is the tied embedding).
+  t.decodeBytes += storedBytes(w.embed) / w.embed.rows;
+  t.decodeBytes += storedBytes(w.lmHead);
+  t.lmHeadParams = w.lmHead.rows * w.lmHead.cols;
+  t.hasFp8 ||= w.lmHead.dtype === 'fp8';
+  return t;
+}
+
+/** Causal attention FLOPs of a P-token prompt on an empty cache (decompressed MLA form, see the header). */
+export function promptAttentionFlops(c: DeepseekConfig, p: number): number {
+  return c.num_hidden_layers * 2 * c.num_attention_heads * (qkHeadDim(c) + c.v_head_dim) * (p * (p + 1)) / 2;
+}
+
+/** Model FLOPs per prompt token for a P-token prefill. */
+export function prefillFlopsPerToken(t: WeightTraffic, c: DeepseekConfig, p: number): number {
+  return 2 * t.bodyMatmulParams + (2 * t.lmHeadParams + promptAttentionFlops(c, p)) / p;
+}
+
+// ------------------------------------------------------------------ running it
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let v = 1; v < x.length; v++) if (x[v]! > x[best]!) best = v;
+  return best;
+}
+
+/** The protocol on one loaded model: per-run prefill and decode tokens/s. */
+function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number, decode: number, reps: number): { prefill: number[]; decode: number[] } {
+  const blocks = LatentCache.blocksFor(Math.max(64, prompt, 1 + decode));
+  const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
+  const cache = model.createCache(blocks);
+  // numCached = 0: the cache is empty for the forward whatever earlier runs left in its blocks.
+  const prefill = (n: number): Float32Array => model.forward({ tokens: ids.subarray(0, n), seqs: [{ blockTable, numCached: 0, numNew: n }] }, cache);
+  prefill(64);
+  const pre: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    prefill(prompt);
+    pre.push(prompt / ((performance.now() - t0) / 1000));
+  }
+  const dec: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    prefill(1);
+    let token = ids[1]!;
+    const t0 = performance.now();
+    for (let j = 0; j < decode; j++) {
+      const logits = model.forward({ tokens: Int32Array.of(token), seqs: [{ blockTable, numCached: 1 + j, numNew: 1 }] }, cache);
+      token = argmax(logits);
+    }
+    dec.push(decode / ((performance.now() - t0) / 1000));
+  }
+  return { prefill: pre, decode: dec };
+}
+
+interface CaseResult {
+  name: string;
+  threads: number;
+  prefill: number;
+  decode: number;
+  traffic: WeightTraffic;
+  config: DeepseekConfig;
 }
 
 export default async function forwardBench(args: string[]): Promise<BenchReport> {
-  const promptLen = posInt('prompt', opt(args, 'prompt', '512'));
-  const decodeLen = posInt('decode', opt(args, 'decode', '128'));
-  const reps = posInt('reps', opt(args, 'reps', '3'));
-  const backend = opt(args, 'backend', backendNames().includes('wasm') ? 'wasm' : 'ref');
-  const threadList = opt(args, 'threads', '1,2').split(',').map((t) => posInt('threads', t));
-  const formats = opt(args, 'formats', 'bf16,fp8').split(',') as ('bf16' | 'fp8')[];
-  const cacheDir = opt(args, 'cache', join(ROOT, '.cache', 'bench-models'));
+  const a = parseForwardArgs(args);
+  const cases = a.model
+    ? [{ name: basename(resolve(a.model)) + (a.quantize ? '+fp8' : ''), dir: a.model, quantize: a.quantize }]
+    : a.formats.map((f) => {
+      const dir = ensureBenchModel(a.cacheDir, 'medium', MEDIUM_CONFIG, f);
+      return { name: basename(dir), dir, quantize: null };
+    });
 
-  const copy: Record<number, number> = {};
-  for (const t of threadList) copy[t] = await copyBandwidthGBs(t);
-
-  const rows: BenchRow[] = [];
-  const baseline: Record<string, number | string> = { backend };
-  for (const t of threadList) baseline[`copy_GBs_${t}t`] = copy[t]!;
-  const counts = parameterCounts(parseConfig(MEDIUM_CONFIG));
-  baseline.params_total = counts.total;
-  baseline.params_active_per_token = counts.activePerToken;
-
-  // A fixed pseudo-random prompt.
-  const prompt = Int32Array.from({ length: promptLen }, (_, i) => (i * 7919 + 13) % MEDIUM_CONFIG.vocab_size);
-  for (const format of formats) {
-    if (format !== 'bf16' && format !== 'fp8') throw new Error(`--formats: unknown format ${format}`);
-    const dir = ensureBenchModel(cacheDir, 'medium', MEDIUM_CONFIG, format);
-    const tokenBytes = activeBytesPerToken(dir);
-    baseline[`active_bytes_per_token_${format}`] = tokenBytes;
-    for (const threads of threadList) {
-      const kernels = await loadBackend(backend, { threads });
-      const model = await DeepseekModel.load(dir, kernels);
+  const baseline: Record<string, number | string> = { backend: a.backend };
+  const notes: string[] = [];
+  const results: CaseResult[] = [];
+  for (const cs of cases) {
+    // `quantize` is being added to LoadOptions by another change; the intersection type keeps this call
+    // compiling before and after it lands, and the FP8 check after loading catches a loader that ignores it.
+    const loadOpts: LoadOptions & { quantize?: 'fp8' } = { mtp: false, ...(cs.quantize ? { quantize: cs.quantize } : {}) };
+    for (const threads of a.threads) {
+      const kernels = await loadBackend(a.backend, { threads });
+      let model: DeepseekModel | undefined;
       try {
-        const blocks = LatentCache.blocksFor(promptLen + decodeLen);
-        const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
-        const cache = model.createCache(blocks);
-        // Warm-up (JIT, lazily built tables): a short prefill and two decode steps.
-        model.forward({ tokens: prompt.subarray(0, 8), seqs: [{ blockTable, numCached: 0, numNew: 8 }] }, cache);
-        for (let j = 0; j < 2; j++) model.forward({ tokens: Int32Array.of(j + 3), seqs: [{ blockTable, numCached: 8 + j, numNew: 1 }] }, cache);
-        const pre: number[] = [], dec: number[] = [];
-        for (let r = 0; r < reps; r++) {
-          let t0 = performance.now();
-          let logits = model.forward({ tokens: prompt, seqs: [{ blockTable, numCached: 0, numNew: promptLen }] }, cache);
-          pre.push((performance.now() - t0) / 1000);
-          t0 = performance.now();
-          for (let j = 0; j < decodeLen; j++) {
-            let best = 0;
-            for (let v = 1; v < logits.length; v++) if (logits[v]! > logits[best]!) best = v;
-            logits = model.forward({ tokens: Int32Array.of(best), seqs: [{ blockTable, numCached: promptLen + j, numNew: 1 }] }, cache);
-          }
-          dec.push((performance.now() - t0) / 1000);
+        const t0 = performance.now();
+        model = await DeepseekModel.load(cs.dir, kernels, loadOpts);
+        baseline[`load_s ${cs.name} ${threads}t`] = (performance.now() - t0) / 1000;
+        const c = model.config;
+        const traffic = weightTraffic(model.weights, c);
+        if (cs.quantize === 'fp8' && !traffic.hasFp8) {
+          throw new BenchError(`--quantize fp8: ${cs.dir} loaded without any FP8 weight (this build's DeepseekModel.load ignores LoadOptions.quantize)`);
         }
-        const preTps = promptLen / median(pre);
-        const decTps = decodeLen / median(dec);
-        const bw = (decTps * tokenBytes) / 1e9;
-        rows.push({ case: `medium-${format} prefill ${promptLen}`, threads, metric: 'prefill', value: preTps, unit: 'tok/s', ratio: null });
-        rows.push({ case: `medium-${format} decode ${decodeLen}`, threads, metric: 'decode', value: decTps, unit: 'tok/s', ratio: null });
-        rows.push({ case: `medium-${format} decode ${decodeLen}`, threads, metric: 'weight bandwidth / copy', value: bw, unit: 'GB/s', ratio: bw / copy[threads]! });
+        const ids = benchIds(Math.max(a.prompt, 64, 2));
+        const clamped = clampIds(ids, c.vocab_size);
+        if (clamped > 0 && threads === a.threads[0]) {
+          notes.push(`${cs.name}: vocabulary of ${c.vocab_size} < the protocol's ids (300..20299): ${clamped} of the first ${ids.length} ids clamped to ${c.vocab_size - 1}`);
+        }
+        const r = runProtocol(model, ids, a.prompt, a.decode, a.reps);
+        results.push({ name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c });
+        // Process high-water mark (KiB), read before the baselines allocate their buffers.
+        baseline[`peak_rss_MiB ${cs.name} ${threads}t`] = process.resourceUsage().maxRSS / 1024;
       } finally {
-        model.close();
+        model?.close();
         await kernels.dispose();
       }
     }
   }
-  return {
-    bench: 'forward',
-    baseline,
-    rows,
-    notes: [
-      `medians of ${reps} runs; prompt ${promptLen} tokens, then ${decodeLen} greedy decode steps (one token per forward)`,
-      'weight bandwidth = decode tok/s × bytes of weights read per token (non-expert matrices, k/E of routed experts, one embedding row); ratio = that / memory-copy bandwidth with the same thread count',
-      'for scale: llama.cpp decodes ≈90 tok/s (F16) and ≈140 tok/s (Q8_0) on one thread on this shape',
-    ],
-  };
+
+  const copy = new Map<number, number>(), gemm = new Map<number, number>();
+  for (const t of a.threads) {
+    copy.set(t, await copyBandwidthGBs(t));
+    const peak = await wasmGemmPeak(t);
+    gemm.set(t, peak.gflops);
+    baseline[`copy_GBs ${t}t`] = copy.get(t)!;
+    baseline[`gemm_GFLOPs ${t}t`] = peak.gflops;
+    baseline[`gemm_kind ${t}t`] = peak.kind;
+    baseline.gemm_shape = `M=${peak.shape.m} N=${peak.shape.n} K=${peak.shape.k}`;
+  }
+
+  const rows: BenchRow[] = [];
+  for (const r of results) {
+    if (r.threads === a.threads[0]) {
+      baseline[`weight_bytes_per_decode_token ${r.name}`] = r.traffic.decodeBytes;
+      baseline[`model_flops_per_prefill_token ${r.name}`] = prefillFlopsPerToken(r.traffic, r.config, a.prompt);
+    }
+    const flops = prefillFlopsPerToken(r.traffic, r.config, a.prompt);
+    rows.push({ case: r.name, threads: r.threads, metric: 'prefill', value: r.prefill, unit: 'tok/s', ratio: (flops * r.prefill) / (gemm.get(r.threads)! * 1e9) });
+    rows.push({ case: r.name, threads: r.threads, metric: 'decode', value: r.decode, unit: 'tok/s', ratio: (r.traffic.decodeBytes * r.decode) / (copy.get(r.threads)! * 1e9) });
+  }
+  notes.unshift(
+    `protocol as llama.cpp's peer bench (bench-nlc.mjs): LCG ids (x0 = 42), 64-token warm-up, prefill ${a.prompt} tokens on an empty cache, decode ${a.decode} greedy steps after ids[0]; medians of ${a.reps} runs' tok/s`,
+    'decode ratio = weight bytes per decode token (as loaded: k/E of routed experts, one embedding row, lm_head) × tok/s / copy bandwidth at that thread count',
+    `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
+    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process)',
+  );
+  return { bench: 'forward', baseline, rows, notes };
 }

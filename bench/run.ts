@@ -13,6 +13,16 @@ if (!name || !existsSync(new URL(`./${name}.ts`, import.meta.url))) {
 }
 const mod = (await import(`./${name}.ts`)) as { default: (args: string[]) => Promise<BenchReport> };
 const rest = argv.filter((a) => a !== name && a !== '--json');
-const report = await mod.default(rest);
+let report: BenchReport;
+try {
+  report = await mod.default(rest);
+} catch (e) {
+  // Errors that carry an exit code (bad arguments, configs, checkpoints) are the user's to fix: one line.
+  if (e instanceof Error && typeof (e as { exitCode?: unknown }).exitCode === 'number') {
+    console.error(`bench ${name}: ${e.message}`);
+    process.exit((e as unknown as { exitCode: number }).exitCode);
+  }
+  throw e;
+}
 printReport(report, json);
 process.exit(0);
