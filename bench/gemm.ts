@@ -19,7 +19,7 @@
 // --n4096 columns (default 512) so a run stays within minutes on 2 cores; the row says so.
 import { copyBandwidthGBs } from './lib/bandwidth.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
-import { WasmOps } from '../src/kernels/wasm/backend.ts';
+import { WasmMemoryOps } from '../src/kernels/wasm/backend.ts';
 import { relaxedSimdSupported, WasmRuntime, type SimdLevel } from '../src/kernels/wasm/runtime.ts';
 import { splitColumns } from '../src/kernels/wasm/matmul.ts';
 import { WasmDeepGemm } from '../src/kernels/deepgemm/wasm.ts';
@@ -79,7 +79,7 @@ function timeInterleaved(fns: Array<() => void>, reps: number, warmup: number): 
   return t.map(median);
 }
 
-function freeWeight(ops: WasmOps, w: WeightMatrix): void {
+function freeWeight(ops: WasmMemoryOps, w: WeightMatrix): void {
   ops.runtime.heap.free(w.data.byteOffset);
   if (w.dtype === 'fp8') ops.runtime.heap.free(w.scaleInv.byteOffset);
 }
@@ -92,7 +92,7 @@ type Kind = typeof KINDS[number];
 /** One SIMD level's runtime with the current shape's weights in its memory. */
 interface Lane {
   simd: SimdLevel;
-  ops: WasmOps;
+  ops: WasmMemoryOps;
   dg: WasmDeepGemm;
   w: { f32: WeightMatrix; bf16: WeightMatrix; fp8: WeightMatrix } | null;
 }
@@ -118,7 +118,7 @@ export default async function gemmBench(args: string[]): Promise<BenchReport> {
   for (const threads of threadsList) {
     const lanes: Lane[] = [];
     for (const simd of levels) {
-      const ops = new WasmOps(await WasmRuntime.create({ threads, simd }));
+      const ops = new WasmMemoryOps(await WasmRuntime.create({ threads, simd }));
       lanes.push({ simd, ops, dg: new WasmDeepGemm(ops.runtime), w: null });
     }
     // The copy baseline again, inside the M = 1 timing rounds (interleaved with the kernels, on the same

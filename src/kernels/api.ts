@@ -122,18 +122,26 @@ export interface BackendOptions {
   threads?: number;
 }
 
+/**
+ * Makes room ahead of loading for allocations of these sizes in bytes, in load order (what
+ * allocWeight / allocGroupedWeight will take). Backends whose memory is split (wasm: several 4 GiB
+ * memories) create it here, asynchronously, since the allocators are synchronous.
+ */
+export type ReserveFn = (sizes: readonly number[]) => Promise<void>;
+
 /** A loaded backend: every op callable, plus which ones are its own (the rest come from `ref`). */
 export interface Kernels extends KernelOps {
   readonly backend: string;
   readonly threads: number;
   readonly native: ReadonlySet<OpName>;
+  reserve: ReserveFn;
   dispose(): Promise<void>;
 }
 
 export interface BackendModule {
   readonly name: string;
   /** Instantiates the backend (compile wasm, start workers, open a device...). */
-  create(opts: Required<BackendOptions>): Promise<Partial<KernelOps> & { dispose?(): Promise<void> }>;
+  create(opts: Required<BackendOptions>): Promise<Partial<KernelOps> & { reserve?: ReserveFn; dispose?(): Promise<void> }>;
 }
 
 const backends = new Map<string, BackendModule>();
@@ -182,6 +190,7 @@ export async function loadBackend(name: string, opts: BackendOptions = {}, fallb
     backend: name,
     threads,
     native,
+    reserve: impl.reserve ? impl.reserve.bind(impl) : async () => {},
     async dispose() {
       await impl.dispose?.();
       await base?.dispose();

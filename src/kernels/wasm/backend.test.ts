@@ -4,11 +4,11 @@
 // identical), and the scratch block does not grow once warm.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WasmOps } from './backend.ts';
+import { WasmMemoryOps } from './backend.ts';
 import { randn } from '../deepgemm/testutil.ts';
 
 test('wasm ops write into outputs in wasm memory, in place when aliased, and never through an overlap', async () => {
-  const ops = await WasmOps.create(1);
+  const ops = await WasmMemoryOps.create(1);
   try {
     const heap = ops.runtime.heap;
     const wasmF32 = (src: Float32Array): Float32Array => {

@@ -1,4 +1,5 @@
-// The `wasm` backend: KernelOps on WebAssembly SIMD128 with a thread pool over one shared memory.
+// KernelOps over ONE wasm memory (WebAssembly SIMD128, a thread pool over that shared memory): the
+// per-memory half of the `wasm` backend (memories.ts places weights across several of these).
 // Weights live in the wasm memory (allocWeight returns views into it, filled in place by loaders);
 // activations are staged into one reused scratch block (ScratchArena: no allocator work per op) and
 // results copied out (into `out` when given, else one fresh array). matmul splits output
@@ -14,7 +15,7 @@ type Typed = Float32Array | Uint16Array | Uint8Array | Int32Array;
 
 const al = (bytes: number): number => Math.ceil(bytes / ALIGN) * ALIGN;
 
-export class WasmOps implements KernelOps {
+export class WasmMemoryOps implements KernelOps {
   private readonly k;
   private readonly heap: WasmHeap;
   /** Per-op staging (inputs from JS memory, outputs before they are copied out), reused across ops. */
@@ -25,8 +26,13 @@ export class WasmOps implements KernelOps {
     this.scratch = new ScratchArena(runtime.heap);
   }
 
-  static async create(threads: number): Promise<WasmOps> {
-    return new WasmOps(await WasmRuntime.create({ threads }));
+  static async create(threads: number): Promise<WasmMemoryOps> {
+    return new WasmMemoryOps(await WasmRuntime.create({ threads }));
+  }
+
+  /** Whether `view` lives in this memory (its byteOffset is then a pointer here). */
+  owns(view: Typed): boolean {
+    return this.heap.owns(view);
   }
 
   /** Scratch bytes `src` needs: 0 when it already lives in wasm memory. */

@@ -7,7 +7,7 @@ import { groupSlice, type WeightMatrix } from '../api.ts';
 import { WasmDeepGemm } from '../deepgemm/wasm.ts';
 import { refDeepGemm } from '../deepgemm/ref.ts';
 import { mulberry32 } from '../../tensor/random.ts';
-import { WasmOps } from './backend.ts';
+import { WasmMemoryOps } from './backend.ts';
 import { planGroupedItems, splitPaths, type GroupPiece } from './grouped.ts';
 import { KIND_BF16, KIND_FP8, KIND_FP8_FP8 } from './matmul.ts';
 import { matmul as refMatmul } from '../ref/ops.ts';
@@ -100,10 +100,10 @@ describe('splitPaths', () => {
 });
 
 describe('grouped products dispatch the wasm pool once', () => {
-  let ops: WasmOps;
+  let ops: WasmMemoryOps;
   let gemm: WasmDeepGemm;
   before(async () => {
-    ops = await WasmOps.create(2);
+    ops = await WasmMemoryOps.create(2);
     gemm = new WasmDeepGemm(ops.runtime);
   });
   after(async () => {

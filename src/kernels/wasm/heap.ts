@@ -8,8 +8,8 @@ const PAGE = 65536;
 
 export class WasmOutOfMemoryError extends Error {
   override name = 'WasmOutOfMemoryError';
-  constructor(readonly requested: number, readonly inUse: number) {
-    super(`wasm heap: cannot allocate ${requested} bytes (${inUse} in use; wasm32 memory is limited to 4 GiB)`);
+  constructor(readonly requested: number, readonly inUse: number, detail = 'one wasm32 memory holds at most 4 GiB') {
+    super(`wasm heap: cannot allocate ${requested} bytes (${inUse} in use; ${detail})`);
   }
 }
 

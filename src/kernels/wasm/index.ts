@@ -1,6 +1,7 @@
-// Registers the `wasm` backend (WebAssembly SIMD + threads). Importing this module is enough.
+// Registers the `wasm` backend (WebAssembly SIMD + threads, weights across several memories).
+// Importing this module is enough.
 import { registerBackend } from '../api.ts';
-import { WasmOps } from './backend.ts';
+import { WasmOps } from './memories.ts';
 
 registerBackend({
   name: 'wasm',
@@ -10,4 +11,5 @@ registerBackend({
 });
 
 export { WasmOps };
+export { WasmMemoryOps } from './backend.ts';
 export { WasmRuntime } from './runtime.ts';

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeBf16, bf16ToF32, f32ToFp8e4m3, FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
-import { WasmOps } from './backend.ts';
+import { WasmMemoryOps } from './backend.ts';
 import { WasmRuntime, type SimdLevel } from './runtime.ts';
 import type { WeightMatrix } from '../api.ts';
 import { randn } from '../deepgemm/testutil.ts';
@@ -23,7 +23,7 @@ function check(name: string, x: Float32Array, m: number, dense: Float64Array, n:
   }
 }
 
-function fill(ops: WasmOps, dtype: 'f32' | 'bf16' | 'fp8', n: number, k: number, seed: number): { w: WeightMatrix; dense: Float64Array } {
+function fill(ops: WasmMemoryOps, dtype: 'f32' | 'bf16' | 'fp8', n: number, k: number, seed: number): { w: WeightMatrix; dense: Float64Array } {
   const w = ops.allocWeight(dtype, n, k);
   const v = randn(n * k, seed, 0.1);
   const dense = new Float64Array(n * k);
@@ -46,7 +46,7 @@ function fill(ops: WasmOps, dtype: 'f32' | 'bf16' | 'fp8', n: number, k: number,
 
 for (const [threads, simd] of [[1, 'plain'], [2, 'plain'], [1, 'relaxed'], [2, 'relaxed']] as Array<[number, SimdLevel]>) {
   test(`wasm matmul GEMV and GEMM paths match float64 (${threads} thread${threads > 1 ? 's' : ''}, ${simd} SIMD)`, async () => {
-    const ops = new WasmOps(await WasmRuntime.create({ threads, simd }));
+    const ops = new WasmMemoryOps(await WasmRuntime.create({ threads, simd }));
     assert.equal(ops.runtime.simd, simd);
     try {
       let seed = 100;
@@ -66,7 +66,7 @@ for (const [threads, simd] of [[1, 'plain'], [2, 'plain'], [1, 'relaxed'], [2, '
 }
 
 test('wasm matmul accepts weights and activations that live outside wasm memory', async () => {
-  const ops = await WasmOps.create(1);
+  const ops = await WasmMemoryOps.create(1);
   try {
     const n = 40, k = 48, m = 3;
     const w: WeightMatrix = { dtype: 'f32', rows: n, cols: k, data: randn(n * k, 7) };
