@@ -19,6 +19,7 @@ import {
 import { localMoeExecutor, mlp, route, type MoeExecutor, type MoeExecutorFactory } from './moe.ts';
 import { RopeTable } from './rope.ts';
 import { loadWeights, type LayerWeights, type ModelWeights } from './weight-map.ts';
+import { weightFootprint } from './memory-plan.ts';
 
 export type { SeqSlice } from './mla.ts';
 export type { MoeExecutor, MoeExecutorFactory, MoeContext } from './moe.ts';
@@ -58,6 +59,8 @@ export interface LoadOptions {
    * wasm backend, same thread count), else the plain-TS reference; or force 'ref' / 'wasm'.
    */
   flashMla?: 'auto' | 'ref' | 'wasm';
+  /** Quantize BF16/F16/F32 linear weights to DeepSeek's FP8 layout while loading (weight-map.ts isQuantizable). */
+  quantize?: 'fp8';
 }
 
 /**
@@ -103,7 +106,10 @@ export class DeepseekModel {
     const config = loadConfig(dir);
     const ck = Checkpoint.open(dir);
     try {
-      const weights = loadWeights(ck, kernels, config, { mtp: opts.mtp ?? true, routedExperts: opts.routedExperts ?? true, onProgress: opts.onProgress });
+      const parts = { mtp: opts.mtp ?? true, routedExperts: opts.routedExperts ?? true, quantize: opts.quantize };
+      // Backends with split memory (wasm: 4 GiB each) make room first: their allocators are synchronous.
+      await kernels.reserve(weightFootprint(config, ck, parts).allocations);
+      const weights = loadWeights(ck, kernels, config, { ...parts, onProgress: opts.onProgress });
       const mla = await flashMlaFor(kernels, opts.flashMla ?? 'auto');
       return new DeepseekModel(config, kernels, weights, opts.moe ?? localMoeExecutor, mla);
     } finally {
