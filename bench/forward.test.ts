@@ -171,8 +171,8 @@ describe('tiny run', () => {
   });
 
   it('--quantize fp8: FP8 weights as loaded, or a typed error where the loader ignores it', async () => {
-    // DeepseekModel.load's `quantize` is being added by another change; until it quantizes, the bench
-    // must refuse rather than report BF16 numbers under a "+fp8" name.
+    // LoadOptions.quantize exists, but the loader may not apply it yet (another change); until it does,
+    // the bench must refuse rather than report BF16 numbers under a "+fp8" name.
     try {
       const r = await forwardBench([...small, '--quantize', 'fp8']);
       assert.deepEqual(r.rows.map((x) => x.case), ['tiny-v3-bf16+fp8', 'tiny-v3-bf16+fp8']);
@@ -185,7 +185,7 @@ describe('tiny run', () => {
       await k.dispose();
       assert.ok(bytes < 0.75 * bf16, `${bytes} vs ${bf16}`);
     } catch (e) {
-      assert.ok(e instanceof BenchError && /ignores LoadOptions.quantize/.test(e.message), String(e));
+      assert.ok(e instanceof BenchError && /does not apply LoadOptions.quantize/.test(e.message), String(e));
     }
   });
 });
