@@ -197,6 +197,8 @@ export class ChatTokenizer implements EngineTokenizer {
   }
 
   decode(ids: number[]): string {
+    // @huggingface/tokenizers throws on an empty list; nothing decodes to the empty string.
+    if (ids.length === 0) return '';
     return this.tok.decode(ids, { skip_special_tokens: true });
   }
 
