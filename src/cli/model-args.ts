@@ -16,10 +16,15 @@ export interface ModelCliOptions {
   attn?: string;
 }
 
+/** The fastest registered CPU backend: what every command uses unless --backend says otherwise. */
+export function defaultBackend(): string {
+  return backendNames().includes('wasm') ? 'wasm' : 'ref';
+}
+
 /** Adds --model, --backend, --threads (and --attn when `attn`) to a command. */
 export function modelOptions(cmd: Command, attn = true): Command {
   cmd.requiredOption('--model <dir>', 'model directory (Hugging Face layout: config.json + safetensors)')
-    .option('--backend <name>', 'kernel backend (ref, wasm, ...)', 'ref')
+    .option('--backend <name>', `kernel backend (${backendNames().join(', ')}; ref: the plain-TypeScript oracle, for checks)`, defaultBackend())
     .option('--threads <n>', 'worker threads for the backend', '1');
   if (attn) cmd.option('--attn <form>', 'MLA form: absorb (default) or naive', 'absorb');
   return cmd;
@@ -60,7 +65,7 @@ export function checkModelDir(dir: string): void {
 export async function openKernels(opts: ModelCliOptions): Promise<Kernels> {
   const threads = positiveInt('threads', opts.threads ?? '1');
   try {
-    return await loadBackend(opts.backend ?? 'ref', { threads });
+    return await loadBackend(opts.backend ?? defaultBackend(), { threads });
   } catch (e) {
     if (e instanceof UnknownBackendError) throw new UsageError(`unknown --backend '${opts.backend}' (available: ${backendNames().join(', ')})`);
     throw e;

@@ -6,6 +6,7 @@ import { backendNames } from '../../kernels/index.ts';
 import { Llm } from '../../engine/llm.ts';
 import { startServer } from '../../server/http.ts';
 import { UsageError } from '../errors.ts';
+import { defaultBackend } from '../model-args.ts';
 import { ProgressBar } from '../progress.ts';
 
 export interface EngineCliOptions {
@@ -24,10 +25,6 @@ export function intOpt(name: string, v: string | undefined, min = 1): number | u
   const n = Number(v);
   if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
   return n;
-}
-
-export function defaultBackend(): string {
-  return backendNames().includes('wasm') ? 'wasm' : 'ref';
 }
 
 /** The options every engine-backed command shares (serve, run, bench serve). */
