@@ -1,7 +1,7 @@
 // safetensors writer, for checkpoints the project makes itself (test variants, benchmark models,
 // the built-in model). Tensors are laid out in the given order with no padding; the header is
 // space-padded so the data area starts at a multiple of 8, as the reference writer does.
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { DTYPE_BYTES, type DType } from '../tensor/dtypes.ts';
 
 export interface TensorSpec {
@@ -92,5 +92,86 @@ export function writeSafetensors(path: string, tensors: readonly TensorToWrite[]
     for (const t of tensors) writeAll(fd, bytesOf(t.data));
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * A safetensors file written in pieces, for files too large to hold in memory: create() writes the
+ * length prefix and header for `specs` (laid out as layoutHeader does), then write() appends the data
+ * area in order, in pieces of any size. finish() checks that the data area is complete;
+ * finishWithZeros() instead sets the file to its full size, so every byte not written reads as zero
+ * (on filesystems with sparse files no blocks are allocated for them).
+ */
+export class SafetensorsFileWriter {
+  /** Bytes of the data area (sum of the tensors' sizes). */
+  readonly dataBytes: number;
+  /** Bytes before the data area (8-byte prefix + header). */
+  readonly headerBytes: number;
+  #written = 0;
+  #fd: number | null;
+
+  private constructor(readonly path: string, fd: number, headerBytes: number, dataBytes: number) {
+    this.#fd = fd;
+    this.headerBytes = headerBytes;
+    this.dataBytes = dataBytes;
+  }
+
+  /** Creates (or truncates) `path` and writes the header. Throws RangeError for bad specs (before touching the file). */
+  static create(path: string, specs: readonly TensorSpec[], metadata?: Record<string, string>): SafetensorsFileWriter {
+    const { header, dataBytes } = layoutHeader(specs, metadata);
+    const fd = openSync(path, 'w');
+    try {
+      writeAll(fd, lengthPrefix(header.byteLength));
+      writeAll(fd, header);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    return new SafetensorsFileWriter(path, fd, 8 + header.byteLength, dataBytes);
+  }
+
+  /** Data bytes written so far. */
+  get written(): number {
+    return this.#written;
+  }
+
+  /** Appends the next bytes of the data area. Throws RangeError past its end. */
+  write(bytes: Uint8Array): void {
+    const fd = this.#open();
+    if (this.#written + bytes.byteLength > this.dataBytes) {
+      throw new RangeError(`${this.path}: ${this.#written + bytes.byteLength} data bytes written, the header declares ${this.dataBytes}`);
+    }
+    writeAll(fd, bytes);
+    this.#written += bytes.byteLength;
+  }
+
+  /** Closes the file; throws RangeError (file left as is) when the data area is incomplete. */
+  finish(): void {
+    const fd = this.#open();
+    this.#fd = null;
+    closeSync(fd);
+    if (this.#written !== this.dataBytes) throw new RangeError(`${this.path}: ${this.#written} of ${this.dataBytes} data bytes written`);
+  }
+
+  /** Sets the file to its full size (the unwritten rest of the data area reads as zeros) and closes it. */
+  finishWithZeros(): void {
+    const fd = this.#open();
+    this.#fd = null;
+    try {
+      ftruncateSync(fd, this.headerBytes + this.dataBytes);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Closes the file without checks (after an error elsewhere); a second call does nothing. */
+  abort(): void {
+    if (this.#fd !== null) closeSync(this.#fd);
+    this.#fd = null;
+  }
+
+  #open(): number {
+    if (this.#fd === null) throw new Error(`${this.path}: writer already closed`);
+    return this.#fd;
   }
 }
