@@ -26,6 +26,9 @@ export async function main(argv: string[]): Promise<void> {
     }
     const msg = err instanceof Error ? `${err.name === 'Error' ? 'error' : err.name}: ${err.message}` : String(err);
     process.stderr.write(`seekd: ${msg.split('\n')[0]}\n`);
+    // Errors that explain themselves at length (the memory plan) carry the rest as `details`.
+    const details = (err as { details?: unknown } | null)?.details;
+    if (typeof details === 'string') process.stderr.write(details + '\n');
     if (process.env.SEEKD_DEBUG) console.error(err);
     process.exitCode = exitCodeOf(err);
   }

@@ -8,6 +8,7 @@ import { UnknownBackendError } from '../kernels/api.ts';
 import { ConfigError } from '../model/config.ts';
 import { DeepseekModel, type LoadOptions } from '../model/deepseek.ts';
 import { SafetensorsError } from '../weights/errors.ts';
+import { MemoryPlanError, planForDir, type MemoryPlan } from '../model/memory-plan.ts';
 
 export interface ModelCliOptions {
   model: string;
@@ -72,9 +73,28 @@ export async function openKernels(opts: ModelCliOptions): Promise<Kernels> {
   }
 }
 
-/** Loads the model; config and checkpoint problems become one-line usage errors (exit 2). */
-export async function openModel(opts: ModelCliOptions, load: LoadOptions = {}): Promise<{ model: DeepseekModel; kernels: Kernels }> {
+/** What one command run will hold: its longest sequence and the most rows one forward computes. */
+export interface RunSize { maxModelLen: number; maxBatchTokens: number }
+
+/**
+ * Loads the model; config and checkpoint problems become one-line usage errors (exit 2). With `size`,
+ * the memory plan is checked first: a model that cannot fit stops before any weight is read
+ * (MemoryPlanError, exit 2, with the numbers and the fixes).
+ */
+export async function openModel(opts: ModelCliOptions, load: LoadOptions = {}, size?: RunSize): Promise<{ model: DeepseekModel; kernels: Kernels }> {
   checkModelDir(opts.model);
+  if (size) {
+    let plan: MemoryPlan;
+    try {
+      plan = planForDir(opts.model, {
+        ...size, maxNumSeqs: 1, quantize: load.quantize, mtp: load.mtp ?? true, routedExperts: load.routedExperts ?? true,
+      });
+    } catch (e) {
+      if (e instanceof ConfigError || e instanceof SafetensorsError) throw new UsageError(e.message);
+      throw e;
+    }
+    if (!plan.fits) throw new MemoryPlanError(plan);
+  }
   const kernels = await openKernels(opts);
   try {
     const model = await DeepseekModel.load(opts.model, kernels, load);

@@ -6,6 +6,7 @@ import { BLOCK_SIZE, type ModelRunner } from './contracts.ts';
 import { Engine, type EngineConfig } from './engine.ts';
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from './builtin/builtin.ts';
 import { DeepseekRunner } from './model-runner.ts';
+import { fittingKvBlocks, MemoryPlanError, planForDir } from '../model/memory-plan.ts';
 import { ChatTokenizer, type ChatMessage, type ChatTool, type RenderedPrompt } from './tokenizer.ts';
 
 export interface LlmOptions {
@@ -20,8 +21,13 @@ export interface LlmOptions {
   maxNumSeqs?: number;
   maxNumBatchedTokens?: number;
   maxWaiting?: number;
-  /** KV blocks (default: enough for maxNumSeqs sequences of maxModelLen, capped at 4096 blocks). */
+  /**
+   * KV blocks (default: enough for maxNumSeqs sequences of maxModelLen, capped at 4096 blocks, and
+   * lowered to what the memory plan leaves room for, never below one sequence of maxModelLen).
+   */
   numBlocks?: number;
+  /** Quantize BF16/F16/F32 linear weights to FP8 while loading. */
+  quantize?: 'fp8';
   onStatus?: (msg: string) => void;
   onProgress?: (done: number, total: number) => void;
 }
@@ -53,12 +59,23 @@ export class Llm {
     const maxModelLen = opts.maxModelLen ?? Math.min(maxPos, 4096);
     const maxNumSeqs = opts.maxNumSeqs ?? 32;
     const perSeq = Math.ceil(maxModelLen / BLOCK_SIZE);
-    const numBlocks = opts.numBlocks ?? Math.max(perSeq, Math.min(4096, perSeq * maxNumSeqs));
-    const runner = await DeepseekRunner.load(dir, { backend: opts.backend, threads: opts.threads, numBlocks, onProgress: opts.onProgress });
+    const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 512;
+    // The memory plan, before any weight is read: a model that cannot fit stops here with its numbers.
+    const planOpts = { quantize: opts.quantize, maxModelLen, maxNumSeqs, maxBatchTokens: maxNumBatchedTokens, mtp: false };
+    const wanted = opts.numBlocks ?? Math.max(perSeq, Math.min(4096, perSeq * maxNumSeqs));
+    let plan = planForDir(dir, { ...planOpts, kvBlocks: wanted });
+    let numBlocks = wanted;
+    if (!plan.fits && opts.numBlocks === undefined) {
+      numBlocks = Math.max(perSeq, fittingKvBlocks(plan, wanted));
+      plan = planForDir(dir, { ...planOpts, kvBlocks: numBlocks }, plan.available);
+      if (plan.fits) opts.onStatus?.(`KV cache lowered to ${numBlocks * BLOCK_SIZE} tokens (${numBlocks} blocks) to fit the memory plan`);
+    }
+    if (!plan.fits) throw new MemoryPlanError(plan);
+    const runner = await DeepseekRunner.load(dir, { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize, onProgress: opts.onProgress });
     const config: EngineConfig = {
       maxModelLen,
       maxNumSeqs,
-      maxNumBatchedTokens: opts.maxNumBatchedTokens ?? 512,
+      maxNumBatchedTokens,
       maxWaiting: opts.maxWaiting ?? 256,
     };
     return new Llm(modelId, dir, new Engine(runner, tokenizer, config), tokenizer, runner);

@@ -9,6 +9,8 @@ export interface RunnerOptions {
   backend?: string;
   threads?: number;
   numBlocks: number;
+  /** Quantize BF16/F16/F32 linear weights to FP8 while loading. */
+  quantize?: 'fp8';
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -26,7 +28,7 @@ export class DeepseekRunner implements ModelRunner {
   static async load(dir: string, opts: RunnerOptions): Promise<DeepseekRunner> {
     const kernels = await loadBackend(opts.backend ?? 'ref', { threads: opts.threads ?? 1 });
     try {
-      const model = await DeepseekModel.load(dir, kernels, { onProgress: opts.onProgress, mtp: false });
+      const model = await DeepseekModel.load(dir, kernels, { onProgress: opts.onProgress, mtp: false, quantize: opts.quantize });
       return new DeepseekRunner(model, kernels, opts.numBlocks);
     } catch (e) {
       await kernels.dispose();

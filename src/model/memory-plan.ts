@@ -17,7 +17,8 @@ import { readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { FP8_BLOCK } from '../kernels/api.ts';
 import { DTYPE_BYTES, type DType } from '../tensor/dtypes.ts';
-import { isMoeLayer, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
+import { Checkpoint } from '../weights/checkpoint.ts';
+import { isMoeLayer, loadConfig, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
 import { CACHE_BLOCK_SIZE } from './latent-cache.ts';
 import { isQuantizable, tensorSpecs, type TensorSpec } from './weight-map.ts';
 
@@ -70,8 +71,11 @@ export interface MemoryPlan {
 export class MemoryPlanError extends Error {
   override name = 'MemoryPlanError';
   readonly exitCode = 2;
+  /** The whole plan, for the lines after the one-line message. */
+  readonly details: string;
   constructor(readonly plan: MemoryPlan) {
-    super(`the model does not fit: ${plan.problems.join('; ')}\n${formatPlan(plan)}\nfixes: ${plan.fixes.join('; ')}`);
+    super(`the model does not fit: ${plan.problems.join('; ')}; fixes: ${plan.fixes.join('; ')}`);
+    this.details = formatPlan(plan);
   }
 }
 
@@ -165,6 +169,17 @@ export function planMemory(c: DeepseekConfig, ck: TensorHeaders | null, o: Memor
     problems,
     fixes,
   };
+}
+
+/** The plan of a model directory (config.json + safetensors headers; no weight is read). */
+export function planForDir(dir: string, o: MemoryPlanOptions, available = availableMemory()): MemoryPlan {
+  const c = loadConfig(dir);
+  const ck = Checkpoint.open(dir);
+  try {
+    return planMemory(c, ck, o, available);
+  } finally {
+    ck.close();
+  }
 }
 
 /**

@@ -29,7 +29,8 @@ export function register(program: Command): void {
       const seed = nonNegativeInt('seed', opts.seed ?? '0');
       checkModelDir(opts.model);
       const ep = await startEp(opts);
-      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : {}).catch(async (e: unknown) => {
+      const size = { maxModelLen: ids.length + maxTokens, maxBatchTokens: ids.length };
+      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : {}, size).catch(async (e: unknown) => {
         await ep?.close();
         throw e;
       });

@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .action(async (opts: ScoreOptions) => {
       const ids = parseIds(opts.ids);
       const attn = parseAttn(opts.attn);
-      const { model, kernels } = await openModel(opts);
+      const { model, kernels } = await openModel(opts, {}, { maxModelLen: ids.length, maxBatchTokens: ids.length });
       try {
         const V = model.config.vocab_size;
         checkVocab(ids, V);
