@@ -5,10 +5,11 @@ import { register as dualpipe } from './dualpipe.ts';
 import { register as eplb } from './eplb.ts';
 import { register as generate } from './generate.ts';
 import { register as info } from './info.ts';
+import { register as makeCheckpoint } from './make-checkpoint.ts';
 import { register as run } from './run.ts';
 import { register as score } from './score.ts';
 import { register as serve } from './serve.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, run, score, serve];
+export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, run, score, serve];
