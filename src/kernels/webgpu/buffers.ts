@@ -2,6 +2,7 @@
 // has no u8/u16 types), temporary buffers, uniform parameter blocks and readback through mapAsync.
 import type { GpuContext } from './device.ts';
 import { WebGpuLimitError } from './errors.ts';
+import { sizeLimits } from './split.ts';
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -22,9 +23,16 @@ export function packWords(data: ArrayBufferView): Uint32Array {
   return words;
 }
 
+/**
+ * Every storage buffer is bound whole, so it must fit the (possibly lowered, split.ts) binding and buffer
+ * limits; the ops split their tensors beforehand, so reaching this is a planning bug or an unsplit op.
+ */
 function checkBinding(ctx: GpuContext, bytes: number, label: string): void {
-  const max = ctx.limits.maxStorageBufferBindingSize;
-  if (bytes > max) throw new WebGpuLimitError(`maxStorageBufferBindingSize (${label})`, bytes, max);
+  const lim = sizeLimits(ctx);
+  if (bytes > lim.storage) {
+    throw new WebGpuLimitError(`maxStorageBufferBindingSize/maxBufferSize (${label})`, bytes, lim.storage,
+      `storage buffer ${label} (maxStorageBufferBindingSize ${lim.binding} B, maxBufferSize ${lim.buffer} B)`);
+  }
 }
 
 /** A storage buffer holding a copy of `data` (any typed array; 8/16-bit data becomes packed u32 words). */
@@ -94,7 +102,7 @@ export async function readBuffer(ctx: GpuContext, buf: GPUBuffer, byteLength: nu
   return readStaging(staging, byteLength);
 }
 
-const resident = new WeakMap<GPUDevice, WeakMap<object, GPUBuffer>>();
+const resident = new WeakMap<GPUDevice, WeakMap<object, Map<string, GPUBuffer>>>();
 
 /**
  * A storage buffer holding `data`, uploaded on first request and kept for the device's lifetime, keyed by
@@ -102,23 +110,33 @@ const resident = new WeakMap<GPUDevice, WeakMap<object, GPUBuffer>>();
  * unless releaseResident() is called first.
  */
 export function residentStorage(ctx: GpuContext, data: ArrayBufferView, label: string): GPUBuffer {
+  return residentPart(ctx, data, 'all', () => data, label);
+}
+
+/**
+ * Like residentStorage, for one part of `owner` (a weight split to fit the binding limit): `key` names the
+ * part within the owner, `make` builds its contents on first request.
+ */
+export function residentPart(ctx: GpuContext, owner: ArrayBufferView, key: string, make: () => ArrayBufferView, label: string): GPUBuffer {
   let m = resident.get(ctx.device);
   if (!m) resident.set(ctx.device, (m = new WeakMap()));
-  let b = m.get(data);
+  let parts = m.get(owner);
+  if (!parts) m.set(owner, (parts = new Map()));
+  let b = parts.get(key);
   if (!b) {
-    b = uploadStorage(ctx, data, label);
-    m.set(data, b);
+    b = uploadStorage(ctx, make(), label);
+    parts.set(key, b);
   }
   return b;
 }
 
-/** Drops (and destroys) the resident copy of `data`, if any. */
+/** Drops (and destroys) the resident copies of `data` (all its parts), if any. */
 export function releaseResident(ctx: GpuContext, data: ArrayBufferView): void {
   const m = resident.get(ctx.device);
-  const b = m?.get(data);
-  if (b) {
+  const parts = m?.get(data);
+  if (parts) {
     m!.delete(data);
-    b.destroy();
+    for (const b of parts.values()) b.destroy();
   }
 }
 

@@ -9,10 +9,11 @@ import {
   type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
 } from '../deepgemm/types.ts';
 import type { GroupedWeight, WeightMatrix } from '../api.ts';
-import { emptyStorage, residentStorage, uploadParams, uploadStorage, withTemps } from './buffers.ts';
+import { emptyStorage, residentPart, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { getDevice } from './device.ts';
 import { GEMM_WG, gemmExtraBindings, gemmKey, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
-import { getPipeline, runPasses } from './pipelines.ts';
+import { getPipeline, runPasses, type Pass } from './pipelines.ts';
+import { planBands, planRowChunks, planWeightSplit, sizeLimits, type Range } from './split.ts';
 import { grid } from './wgsl.ts';
 
 /** DeepGemmOps with every method returning a Promise. */
@@ -40,6 +41,8 @@ interface GemmCall {
   op: string;
   variant: Omit<GemmVariant, 'k4' | 'split'>;
   rows: number; n: number; k: number; mMax: number;
+  /** Stacked weight matrices in b (1 unless grouped). */
+  groups: number;
   a: Float32Array | Uint8Array;
   aScales?: Float32Array;
   b: Uint8Array | Uint16Array | Float32Array;
@@ -50,31 +53,117 @@ interface GemmCall {
   out: Float32Array;
 }
 
+const ELEM_BYTES = { f32: 4, bf16: 2, fp8: 1 } as const;
+
+/** Rows [n0, n1) of groups [g0, g1) of a [G, n, rowLen] array, as one contiguous [g1-g0, n1-n0, rowLen] array. */
+function gatherPart<T extends Uint8Array | Uint16Array | Float32Array>(src: T, n: number, rowLen: number, [g0, g1]: Range, [n0, n1]: Range): T {
+  if (n0 === 0 && n1 === n) return src.subarray(g0 * n * rowLen, g1 * n * rowLen) as T;
+  const per = (n1 - n0) * rowLen;
+  const dst = new (src.constructor as new (len: number) => T)((g1 - g0) * per);
+  for (let g = g0; g < g1; g++) dst.set(src.subarray((g * n + n0) * rowLen, (g * n + n1) * rowLen), (g - g0) * per);
+  return dst;
+}
+
+/**
+ * The masked layout as per-row groups for the contiguous kernel: row g·mMax + i uses group g when
+ * i < maskedM[g], else -2 (not written). Used when the call is tiled: the masked kernel derives g from the
+ * row index, which a row chunk or a group range would shift.
+ */
+function maskedRowGroups(maskedM: Int32Array, mMax: number, rows: number): Int32Array {
+  const gi = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) { const g = Math.floor(r / mMax); gi[r] = r % mMax < maskedM[g]! ? g : -2; }
+  return gi;
+}
+
+/**
+ * One GEMM call, tiled to the storage limits (split.ts): the weight in parts (group ranges x N ranges,
+ * each part its own resident buffer), the activations in row chunks, the output in column bands (one
+ * buffer per chunk and band, each part's dispatch writing its columns at an offset). All dispatches go
+ * in one submit. Every output element is still one invocation's full K loop, in the same order, so a
+ * split product equals the unsplit one bit for bit. An untiled call is one dispatch as before.
+ */
 async function runGemm(c: GemmCall): Promise<Float32Array> {
   const { rows, n, k, out } = c;
   if (rows === 0 || n === 0) return out;
   const ctx = await getDevice();
+  const lim = sizeLimits(ctx);
+  const fp8B = c.variant.b === 'fp8';
+  const kb = ceilDiv(k, BLOCK);
+  const wsplit = planWeightSplit({ tensor: `${c.op}:b`, groups: c.groups, n, k, elemBytes: ELEM_BYTES[c.variant.b], blockScaled: fp8B }, lim);
+  const bands = planBands(wsplit.cols, lim, `${c.op}:out`);
+  const maxBand = Math.max(...bands.map(([b0, b1]) => b1 - b0));
+  const aRow = c.variant.a === 'fp8' ? k : k * 4;
+  const chunks = planRowChunks(rows, [[`${c.op}:a`, aRow], [`${c.op}:out`, maxBand * 4], [`${c.op}:aScales`, c.variant.a === 'fp8' ? kb * 4 : 0]], lim);
+  const tiled = wsplit.groups.length > 1 || wsplit.cols.length > 1 || chunks.length > 1;
+  let grouping = c.variant.grouping;
+  let groupIndex = c.groupIndex;
+  if (tiled && grouping === 'masked') {
+    groupIndex = maskedRowGroups(c.groupIndex!, c.mMax, rows);
+    grouping = 'contiguous';
+  }
   const split = strategy === 'split' || (strategy === 'auto' && rows <= 8 && !CPU_ADAPTER.test(ctx.adapterDescription));
-  const v: GemmVariant = { ...c.variant, k4: k % 4 === 0, split };
+  const v: GemmVariant = { ...c.variant, grouping, k4: k % 4 === 0, split };
   const pipeline = await getPipeline(ctx, gemmKey(v), () => gemmWgsl(v));
+  const extras = gemmExtraBindings(v);
   return withTemps(async (t) => {
-    const kb = ceilDiv(k, BLOCK);
-    const params = uploadParams(ctx, [['u32', rows], ['u32', n], ['u32', k], ['u32', kb], ['u32', ceilDiv(n, BLOCK)],
-      ['u32', Math.max(1, c.mMax)], ['u32', 0], ['u32', 0]], `${c.op}:params`);
-    const a = uploadStorage(ctx, c.a, `${c.op}:a`);
-    const y = emptyStorage(ctx, rows * n * 4, `${c.op}:out`);
-    t.push(params, a, y);
-    const buffers = [params, a, residentStorage(ctx, c.b, `${c.op}:b`), y];
-    for (const e of gemmExtraBindings(v)) {
-      if (e === 'aScales') { const s = uploadStorage(ctx, c.aScales!, `${c.op}:aScales`); t.push(s); buffers.push(s); }
-      if (e === 'bScales') buffers.push(residentStorage(ctx, c.bScales!, `${c.op}:bScales`));
-      if (e === 'groupIndex') { const s = uploadStorage(ctx, c.groupIndex!, `${c.op}:groupIndex`); t.push(s); buffers.push(s); }
+    const temp = (buf: GPUBuffer) => { t.push(buf); return buf; };
+    // Weight parts, resident (built and uploaded on first use of this split).
+    const part = (gr: Range, nr: Range) => {
+      const key = `${gr[0]}-${gr[1]}:${nr[0]}-${nr[1]}`;
+      const whole = gr[0] === 0 && gr[1] === c.groups && nr[0] === 0 && nr[1] === n;
+      const suffix = whole ? '' : `[${gr[0]}:${gr[1]}, ${nr[0]}:${nr[1]}]`;
+      const b = residentPart(ctx, c.b, key, () => gatherPart(c.b, n, k, gr, nr), `${c.op}:b${suffix}`);
+      const bScales = fp8B
+        ? residentPart(ctx, c.bScales!, key, () => gatherPart(c.bScales!, ceilDiv(n, BLOCK), kb, gr, [nr[0] / BLOCK, ceilDiv(nr[1], BLOCK)]), `${c.op}:bScales${suffix}`)
+        : undefined;
+      return { b, bScales };
+    };
+    const passes: Pass[] = [];
+    const readbacks: { buffer: GPUBuffer; byteLength: number; r0: number; r1: number; c0: number; c1: number }[] = [];
+    for (const [r0, r1] of chunks) {
+      const cr = r1 - r0;
+      const a = temp(uploadStorage(ctx, c.a.subarray(r0 * k, r1 * k), `${c.op}:a`));
+      const aScales = c.variant.a === 'fp8' ? temp(uploadStorage(ctx, c.aScales!.subarray(r0 * kb, r1 * kb), `${c.op}:aScales`)) : undefined;
+      // Per group range: the chunk's group indices relative to the range's first group (-2: another
+      // range's row), or the raw indices / maskedM when the call is not tiled; null: no row to compute.
+      const groupBufs = wsplit.groups.map(([g0, g1]) => {
+        if (grouping === 'none') return undefined;
+        if (!tiled) return temp(uploadStorage(ctx, groupIndex!, `${c.op}:groupIndex`));
+        const local = new Int32Array(cr);
+        let any = false;
+        for (let r = 0; r < cr; r++) {
+          const g = groupIndex![r0 + r]!;
+          local[r] = g >= g0 && g < g1 ? g - g0 : g === -1 ? -1 : -2;
+          any ||= local[r]! >= 0;
+        }
+        return any ? temp(uploadStorage(ctx, local, `${c.op}:groupIndex`)) : null;
+      });
+      for (const [b0, b1] of bands) {
+        const y = temp(emptyStorage(ctx, cr * (b1 - b0) * 4, `${c.op}:out`));
+        readbacks.push({ buffer: y, byteLength: cr * (b1 - b0) * 4, r0, r1, c0: b0, c1: b1 });
+        for (const [gi, gr] of wsplit.groups.entries()) {
+          const gbuf = groupBufs[gi];
+          if (gbuf === null) continue;
+          for (const nr of wsplit.cols) {
+            if (nr[0] < b0 || nr[1] > b1) continue;
+            const pn = nr[1] - nr[0];
+            const params = temp(uploadParams(ctx, [['u32', cr], ['u32', pn], ['u32', k], ['u32', kb], ['u32', ceilDiv(pn, BLOCK)],
+              ['u32', Math.max(1, c.mMax)], ['u32', b1 - b0], ['u32', nr[0] - b0]], `${c.op}:params`));
+            const { b, bScales } = part(gr, nr);
+            const buffers = [params, a, b, y];
+            for (const e of extras) buffers.push(e === 'aScales' ? aScales! : e === 'bScales' ? bScales! : gbuf!);
+            const [gy, gz] = grid(cr);
+            passes.push({ pipeline, buffers, groups: split ? [...grid(cr * pn), 1] : [Math.ceil(pn / GEMM_WG), gy, gz] });
+          }
+        }
+      }
     }
-    const [gy, gz] = grid(rows);
-    const groups: readonly [number, number, number] = split ? [...grid(rows * n), 1] : [Math.ceil(n / GEMM_WG), gy, gz];
-    const [bytes] = await runPasses(ctx, c.op, [{ pipeline, buffers, groups }], [{ buffer: y, byteLength: rows * n * 4 }]);
-    const got = new Float32Array(bytes!);
-    for (let r = 0; r < rows; r++) if (c.rowsWritten(r)) out.set(got.subarray(r * n, (r + 1) * n), r * n);
+    const got = await runPasses(ctx, c.op, passes, readbacks);
+    readbacks.forEach(({ r0, r1, c0, c1 }, i) => {
+      const y = new Float32Array(got[i]!);
+      const w = c1 - c0;
+      for (let r = r0; r < r1; r++) if (c.rowsWritten(r)) out.set(y.subarray((r - r0) * w, (r - r0 + 1) * w), r * n + c0);
+    });
     return out;
   });
 }
@@ -95,7 +184,7 @@ export async function fp8GemmNt(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array):
   checkFp8Matrix(op, 'b', b, '128x128');
   if (a.cols !== b.cols) throw new DeepGemmShapeError(op, `a has k=${a.cols}, b has k=${b.cols}`);
   return runGemm({
-    op, variant: { a: 'fp8', b: 'fp8', grouping: 'none' }, rows: a.rows, n: b.rows, k: a.cols, mMax: 0,
+    op, variant: { a: 'fp8', b: 'fp8', grouping: 'none' }, rows: a.rows, n: b.rows, k: a.cols, mMax: 0, groups: 1,
     a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, rowsWritten: all, out: outBuffer(op, out, a.rows * b.rows),
   });
 }
@@ -106,7 +195,7 @@ export async function fp8WeightGemmNt(x: Float32Array, m: number, b: Fp8Matrix, 
   checkFp8Matrix(op, 'b', b, '128x128');
   checkX(op, x, m, b.cols);
   return runGemm({
-    op, variant: { a: 'f32', b: 'fp8', grouping: 'none' }, rows: m, n: b.rows, k: b.cols, mMax: 0,
+    op, variant: { a: 'f32', b: 'fp8', grouping: 'none' }, rows: m, n: b.rows, k: b.cols, mMax: 0, groups: 1,
     a: x, b: b.data, bScales: b.scales, rowsWritten: all, out: outBuffer(op, out, m * b.rows),
   });
 }
@@ -117,7 +206,7 @@ export async function mGroupedFp8GemmNtContiguous(a: Fp8Matrix, b: GroupedFp8Wei
   checkGrouped(op, b, a.cols);
   checkMIndices(op, mIndices, a.rows, b.groups);
   return runGemm({
-    op, variant: { a: 'fp8', b: 'fp8', grouping: 'contiguous' }, rows: a.rows, n: b.n, k: b.k, mMax: 0,
+    op, variant: { a: 'fp8', b: 'fp8', grouping: 'contiguous' }, rows: a.rows, n: b.n, k: b.k, mMax: 0, groups: b.groups,
     a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, groupIndex: mIndices, rowsWritten: all,
     out: outBuffer(op, out, a.rows * b.n),
   });
@@ -129,7 +218,7 @@ export async function mGroupedFp8GemmNtMasked(a: Fp8Matrix, b: GroupedFp8Weights
   checkGrouped(op, b, a.cols);
   checkMasked(op, maskedM, mMax, b.groups, a.rows);
   return runGemm({
-    op, variant: { a: 'fp8', b: 'fp8', grouping: 'masked' }, rows: a.rows, n: b.n, k: b.k, mMax,
+    op, variant: { a: 'fp8', b: 'fp8', grouping: 'masked' }, rows: a.rows, n: b.n, k: b.k, mMax, groups: b.groups,
     a: a.data, aScales: a.scales, b: b.data, bScales: b.scales, groupIndex: maskedM, rowsWritten: maskedRows(maskedM, mMax),
     out: outBuffer(op, out, a.rows * b.n),
   });
@@ -141,7 +230,7 @@ export async function mGroupedFp8WeightGemmNtContiguous(x: Float32Array, m: numb
   checkX(op, x, m, b.k);
   checkMIndices(op, mIndices, m, b.groups);
   return runGemm({
-    op, variant: { a: 'f32', b: 'fp8', grouping: 'contiguous' }, rows: m, n: b.n, k: b.k, mMax: 0,
+    op, variant: { a: 'f32', b: 'fp8', grouping: 'contiguous' }, rows: m, n: b.n, k: b.k, mMax: 0, groups: b.groups,
     a: x, b: b.data, bScales: b.scales, groupIndex: mIndices, rowsWritten: all, out: outBuffer(op, out, m * b.n),
   });
 }
@@ -152,7 +241,7 @@ export async function mGroupedFp8WeightGemmNtMasked(x: Float32Array, b: GroupedF
   checkX(op, x, b.groups * mMax, b.k);
   checkMasked(op, maskedM, mMax, b.groups, b.groups * mMax);
   return runGemm({
-    op, variant: { a: 'f32', b: 'fp8', grouping: 'masked' }, rows: b.groups * mMax, n: b.n, k: b.k, mMax,
+    op, variant: { a: 'f32', b: 'fp8', grouping: 'masked' }, rows: b.groups * mMax, n: b.n, k: b.k, mMax, groups: b.groups,
     a: x, b: b.data, bScales: b.scales, groupIndex: maskedM, rowsWritten: maskedRows(maskedM, mMax),
     out: outBuffer(op, out, b.groups * mMax * b.n),
   });
@@ -164,7 +253,7 @@ export async function mGroupedBf16GemmNtContiguous(x: Float32Array, m: number, b
   checkX(op, x, m, b.k);
   checkMIndices(op, mIndices, m, b.groups);
   return runGemm({
-    op, variant: { a: 'f32', b: 'bf16', grouping: 'contiguous' }, rows: m, n: b.n, k: b.k, mMax: 0,
+    op, variant: { a: 'f32', b: 'bf16', grouping: 'contiguous' }, rows: m, n: b.n, k: b.k, mMax: 0, groups: b.groups,
     a: x, b: b.data, groupIndex: mIndices, rowsWritten: all, out: outBuffer(op, out, m * b.n),
   });
 }
@@ -175,7 +264,7 @@ export async function mGroupedBf16GemmNtMasked(x: Float32Array, b: GroupedBf16We
   checkX(op, x, b.groups * mMax, b.k);
   checkMasked(op, maskedM, mMax, b.groups, b.groups * mMax);
   return runGemm({
-    op, variant: { a: 'f32', b: 'bf16', grouping: 'masked' }, rows: b.groups * mMax, n: b.n, k: b.k, mMax,
+    op, variant: { a: 'f32', b: 'bf16', grouping: 'masked' }, rows: b.groups * mMax, n: b.n, k: b.k, mMax, groups: b.groups,
     a: x, b: b.data, groupIndex: maskedM, rowsWritten: maskedRows(maskedM, mMax), out: outBuffer(op, out, b.groups * mMax * b.n),
   });
 }
@@ -186,7 +275,7 @@ export async function mGroupedBf16GemmNtMasked(x: Float32Array, b: GroupedBf16We
  */
 export async function weightMatrixGemmNt(x: Float32Array, m: number, w: WeightMatrix, out: Float32Array): Promise<Float32Array> {
   return runGemm({
-    op: `matmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'none' }, rows: m, n: w.rows, k: w.cols, mMax: 0,
+    op: `matmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'none' }, rows: m, n: w.rows, k: w.cols, mMax: 0, groups: 1,
     a: x, b: w.data, ...(w.dtype === 'fp8' ? { bScales: w.scaleInv } : {}), rowsWritten: all, out,
   });
 }
@@ -198,7 +287,7 @@ export async function weightMatrixGemmNt(x: Float32Array, m: number, w: WeightMa
  */
 export async function groupedWeightGemmNt(x: Float32Array, m: number, w: GroupedWeight, groupIndex: Int32Array, out: Float32Array): Promise<Float32Array> {
   return runGemm({
-    op: `groupedMatmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'contiguous' }, rows: m, n: w.rows, k: w.cols, mMax: 0,
+    op: `groupedMatmul:${w.dtype}`, variant: { a: 'f32', b: w.dtype, grouping: 'contiguous' }, rows: m, n: w.rows, k: w.cols, mMax: 0, groups: w.groups,
     a: x, b: w.data, ...(w.dtype === 'fp8' ? { bScales: w.scaleInv } : {}), groupIndex, rowsWritten: all, out,
   });
 }

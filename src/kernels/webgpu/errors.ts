@@ -33,10 +33,13 @@ export class WebGpuShaderError extends Error {
   }
 }
 
-/** A request beyond the device's limits (binding size, workgroup count, ...). */
+/**
+ * A request beyond the device's limits (binding size, workgroup count, ...) that no split can avoid;
+ * `detail` names the tensor and the unit that does not fit (e.g. one weight row).
+ */
 export class WebGpuLimitError extends Error {
   override name = 'WebGpuLimitError';
-  constructor(readonly limit: string, readonly requested: number, readonly allowed: number) {
-    super(`WebGPU limit ${limit} exceeded: ${requested} > ${allowed}`);
+  constructor(readonly limit: string, readonly requested: number, readonly allowed: number, readonly detail = '') {
+    super(`WebGPU limit ${limit} exceeded: ${requested} > ${allowed}${detail ? ` (${detail})` : ''}`);
   }
 }

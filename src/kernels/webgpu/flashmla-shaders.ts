@@ -8,6 +8,8 @@
 //   B  per row (invocation r < R): new max, rescale factor α = e^(m_old − m_new), p_j = e^(s_j − m_new),
 //      l = α·l + Σp;
 //   C  invocation t owns output dims t, t+128, ...: o[r] = α_r·o[r] + Σ_j p_rj·V_j[d].
+// The cache binding may be one part of the cache (blocks [blo, bhi), flashmla.ts): blocks outside it are
+// skipped, and the parts' partial results are merged by the combine like splits.
 // Keys at or past the sequence length are never loaded (NaN-poisoned slots and the block-table entries
 // past ceil(len/64) are never touched); causally masked keys inside the sequence are finite and get p = 0.
 // A row that saw no key ends with l = 0: O = 0 and lse = +inf (final) or −inf (a split's partial).
@@ -67,7 +69,7 @@ struct P {
   g: u32, rows: u32, dQK: u32, dV: u32,
   maxBlocks: u32, causal: u32, scale: f32, numItems: u32,
   tiles: u32, nope: u32, strideW: u32, _pad: u32,
-  posInf: f32, negInf: f32, _p1: u32, _p2: u32,
+  posInf: f32, negInf: f32, blo: u32, bhi: u32,
 }`;
 
 export function mlaMainWgsl(v: MlaVariant): string {
@@ -155,9 +157,12 @@ ${rep(DPT, (i) => `  let d${i} = min(lid.x + ${MLA_WG * i}u, p.dV - 1u);`)}
   workgroupBarrier();
 
   for (var cs = t0; cs < t1; cs += ${CHUNK}u) {
-    let nk = min(${CHUNK}u, t1 - cs);
     if (lid.x == 0u) { blk = u32(blockTable[bi * p.maxBlocks + cs / ${CHUNK}u]); }
-    let block = workgroupUniformLoad(&blk);
+    let gblock = workgroupUniformLoad(&blk);
+    // Only blocks [blo, bhi) are in the bound cache part (at block - blo); a block of another part counts
+    // as no keys (nk = 0: α = 1, nothing added, so the row's state is unchanged exactly).
+    let nk = select(0u, min(${CHUNK}u, t1 - cs), gblock >= p.blo && gblock < p.bhi);
+    let block = gblock - p.blo;
     // A: score of key j for the rows of parity j2 (rows j2, j2+2, ...)
     let j = lid.x % ${CHUNK}u;
     let j2 = lid.x / ${CHUNK}u;

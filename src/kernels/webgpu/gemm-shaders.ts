@@ -1,9 +1,12 @@
 // WGSL generator for the DeepGEMM family (see deepgemm.ts): D = A·Bᵀ ("NT") with
 //   A: fp8 e4m3 with 1x128 scales [rows, kb]  |  f32 (weight-only variants)
 //   B: fp8 e4m3 with 128x128 scales [G, nb, kb]  |  bf16 bits  |  f32 (the forward op matmul), G stacked [n, k]
-//   grouping: none (G = 1) | contiguous (row r uses B[mIndices[r]], -1 rows written 0)
+//   grouping: none (G = 1) | contiguous (row r uses B[mIndices[r]], -1 rows written 0, -2 rows not written:
+//             the rows of groups another weight part serves, see deepgemm.ts)
 //             | masked (row r = g·mMax + i uses B[g] when i < maskedM[g], other rows not written).
-// One invocation per output element (64 along N; rows over y/z). Per 128-wide K block the f32 partial sum
+// One invocation per output element (64 along N; rows over y/z). B may be one part of a larger weight
+// (rows n0.. of it): the kernel's n is the part's row, written at column p.n0 + n of an output whose rows
+// are p.ldo wide (unsplit: n0 = 0, ldo = n). Per 128-wide K block the f32 partial sum
 // is promoted: acc += (sA·sB)·partial for fp8×fp8, acc += sB·partial for f32×fp8, acc += partial for bf16/f32.
 // When K % 4 == 0 every row starts on a u32 word, and the inner loop decodes 4 fp8 codes (or 2 words of
 // bf16) per step; otherwise it decodes byte by byte.
@@ -75,14 +78,17 @@ export function gemmWgsl(v: GemmVariant): string {
     : v.b === 'fp8' ? 'bScales[bso + kb]' : '1.0';
   const group = v.grouping === 'contiguous' ? /* wgsl */ `
   let gi = groupIndex[row];
-  if (gi < 0) { out[row * p.n + n] = 0.0; return; }
+  if (gi < 0) {
+    if (gi == -1) { out[row * p.ldo + p.n0 + n] = 0.0; }
+    return;
+  }
   let g = u32(gi);`
     : v.grouping === 'masked' ? /* wgsl */ `
   let g = row / p.mMax;
   if (row % p.mMax >= u32(groupIndex[g])) { return; }`
     : `let g = 0u;`;
   const HEADER = /* wgsl */ `
-struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, _a: u32, _b: u32 }
+struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, ldo: u32, n0: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<${v.a === 'fp8' ? 'u32' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> b: array<${v.b === 'f32' ? 'f32' : 'u32'}>;
@@ -98,7 +104,7 @@ fn bAt4(i: u32) -> vec4f { return ${bVec}; }
 `;
   if (v.split) {
     // Group decision made once per workgroup (uniform for the barriers): g ≥ 0, −1 = write 0, −2 = skip.
-    const decide = v.grouping === 'contiguous' ? 'max(groupIndex[row], -1)'
+    const decide = v.grouping === 'contiguous' ? 'max(groupIndex[row], -2)'
       : v.grouping === 'masked' ? 'select(i32(row / p.mMax), -2, row % p.mMax >= u32(groupIndex[row / p.mMax]))'
       : '0';
     const inner = v.k4
@@ -120,7 +126,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
   let gd = workgroupUniformLoad(&gsh);
   if (gd == -2) { return; }
   if (gd == -1) {
-    if (lid.x == 0u) { out[row * p.n + n] = 0.0; }
+    if (lid.x == 0u) { out[row * p.ldo + p.n0 + n] = 0.0; }
     return;
   }
   let g = u32(gd);
@@ -141,7 +147,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
     workgroupBarrier();
   }
-  if (lid.x == 0u) { out[row * p.n + n] = red[0]; }
+  if (lid.x == 0u) { out[row * p.ldo + p.n0 + n] = red[0]; }
 }`;
   }
   return /* wgsl */ `${HEADER}
@@ -164,6 +170,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       : 'for (var kk = k0; kk < k1; kk++) { part += aAt(ao + kk) * bAt(bo + kk); }'}
     acc += ${scale} * part;
   }
-  out[row * p.n + n] = acc;
+  out[row * p.ldo + p.n0 + n] = acc;
 }`;
 }

@@ -6,3 +6,4 @@ export { webgpuDeepGemm, fp8WeightGemmNt, type AsyncDeepGemmOps } from './deepge
 export { createWebGpuFlashMla, flashMlaWithKvcacheWebGpu } from './flashmla.ts';
 export { getDevice, closeDevice, nodeBackend, type GpuContext, type WebGpuBackendName } from './device.ts';
 export * from './errors.ts';
+export { setWebGpuSizeLimits, sizeLimits, type SizeCaps, type SizeLimits } from './split.ts';

@@ -17,6 +17,7 @@ import { allocGroupedWeight, allocWeight, checkGroupedMatmul, KernelShapeError }
 import { getPipeline, runPasses } from './pipelines.ts';
 import { ELEM_WG, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
 import { grid } from './wgsl.ts';
+import { planRowChunks, sizeLimits } from './split.ts';
 
 /** KernelOps with every method returning a Promise of what the synchronous op returns. */
 export type AsyncKernelOps = {
@@ -69,6 +70,9 @@ export async function groupedMatmul(x: Float32Array, m: number, w: GroupedWeight
   return groupedWeightGemmNt(x, m, w, groupIndex, y);
 }
 
+// The row-wise ops below run in row chunks whose tensors fit the storage limits (split.ts), one submit
+// per chunk; rows are independent, so a chunked result equals the unchunked one bit for bit.
+
 export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Promise<Float32Array> {
   const cols = weight.length;
   check('rmsNorm', x.length === rows * cols, `x has ${x.length} values, need ${rows}x${cols}`);
@@ -76,16 +80,20 @@ export async function rmsNorm(x: Float32Array, rows: number, weight: Float32Arra
   if (rows === 0 || cols === 0) return y;
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'rmsNorm', rmsNormWgsl);
-  return withTemps(async (t) => {
-    const params = uploadParams(ctx, [['u32', rows], ['u32', cols], ['f32', eps], ['u32', 0]], 'rmsNorm:params');
-    const xb = uploadStorage(ctx, x.subarray(0, rows * cols), 'rmsNorm:x');
-    const wb = uploadStorage(ctx, weight, 'rmsNorm:w');
-    const yb = emptyStorage(ctx, rows * cols * 4, 'rmsNorm:y');
-    t.push(params, xb, wb, yb);
-    const [bytes] = await runPasses(ctx, 'rmsNorm', [{ pipeline, buffers: [params, xb, wb, yb], groups: grid(rows) }], [{ buffer: yb, byteLength: rows * cols * 4 }]);
-    y.set(new Float32Array(bytes!));
-    return y;
-  });
+  // The weight is one buffer whatever the chunk: listed as a per-row tensor so a too-wide one is refused.
+  for (const [r0, r1] of planRowChunks(rows, [['rmsNorm:x', cols * 4], ['rmsNorm:w', cols * 4]], sizeLimits(ctx))) {
+    const cr = r1 - r0;
+    await withTemps(async (t) => {
+      const params = uploadParams(ctx, [['u32', cr], ['u32', cols], ['f32', eps], ['u32', 0]], 'rmsNorm:params');
+      const xb = uploadStorage(ctx, x.subarray(r0 * cols, r1 * cols), 'rmsNorm:x');
+      const wb = uploadStorage(ctx, weight, 'rmsNorm:w');
+      const yb = emptyStorage(ctx, cr * cols * 4, 'rmsNorm:y');
+      t.push(params, xb, wb, yb);
+      const [bytes] = await runPasses(ctx, 'rmsNorm', [{ pipeline, buffers: [params, xb, wb, yb], groups: grid(cr) }], [{ buffer: yb, byteLength: cr * cols * 4 }]);
+      y.set(new Float32Array(bytes!), r0 * cols);
+    });
+  }
+  return y;
 }
 
 export async function rope(x: Float32Array, rows: number, stride: number, offset: number, dim: number, cos: Float32Array, sin: Float32Array): Promise<void> {
@@ -97,16 +105,22 @@ export async function rope(x: Float32Array, rows: number, stride: number, offset
   if (rows === 0 || half === 0) return;
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'rope', ropeWgsl);
-  const span = (rows - 1) * stride + offset + dim;
-  await withTemps(async (t) => {
-    const params = uploadParams(ctx, [['u32', rows], ['u32', stride], ['u32', offset], ['u32', half]], 'rope:params');
-    const xb = uploadStorage(ctx, x.subarray(0, span), 'rope:x');
-    const cb = uploadStorage(ctx, cos.subarray(0, rows * half), 'rope:cos');
-    const sb = uploadStorage(ctx, sin.subarray(0, rows * half), 'rope:sin');
-    t.push(params, xb, cb, sb);
-    const [bytes] = await runPasses(ctx, 'rope', [{ pipeline, buffers: [params, xb, cb, sb], groups: elemGroups(rows * half) }], [{ buffer: xb, byteLength: span * 4 }]);
-    x.set(new Float32Array(bytes!));
-  });
+  // A chunk of c rows spans (c-1)·stride + offset + dim ≤ c·max(stride, offset + dim) values of x.
+  const rowBytes = Math.max(stride, offset + dim) * 4;
+  for (const [r0, r1] of planRowChunks(rows, [['rope:x', rowBytes], ['rope:cos', half * 4]], sizeLimits(ctx))) {
+    const cr = r1 - r0;
+    const span = (cr - 1) * stride + offset + dim;
+    const xs = x.subarray(r0 * stride, r0 * stride + span);
+    await withTemps(async (t) => {
+      const params = uploadParams(ctx, [['u32', cr], ['u32', stride], ['u32', offset], ['u32', half]], 'rope:params');
+      const xb = uploadStorage(ctx, xs, 'rope:x');
+      const cb = uploadStorage(ctx, cos.subarray(r0 * half, r1 * half), 'rope:cos');
+      const sb = uploadStorage(ctx, sin.subarray(r0 * half, r1 * half), 'rope:sin');
+      t.push(params, xb, cb, sb);
+      const [bytes] = await runPasses(ctx, 'rope', [{ pipeline, buffers: [params, xb, cb, sb], groups: elemGroups(cr * half) }], [{ buffer: xb, byteLength: span * 4 }]);
+      xs.set(new Float32Array(bytes!));
+    });
+  }
 }
 
 export async function softmax(x: Float32Array, rows: number, cols: number): Promise<void> {
@@ -114,13 +128,16 @@ export async function softmax(x: Float32Array, rows: number, cols: number): Prom
   if (rows === 0 || cols === 0) return;
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'softmax', softmaxWgsl);
-  await withTemps(async (t) => {
-    const params = uploadParams(ctx, [['u32', rows], ['u32', cols], ['u32', 0], ['u32', 0]], 'softmax:params');
-    const xb = uploadStorage(ctx, x.subarray(0, rows * cols), 'softmax:x');
-    t.push(params, xb);
-    const [bytes] = await runPasses(ctx, 'softmax', [{ pipeline, buffers: [params, xb], groups: grid(rows) }], [{ buffer: xb, byteLength: rows * cols * 4 }]);
-    x.set(new Float32Array(bytes!));
-  });
+  for (const [r0, r1] of planRowChunks(rows, [['softmax:x', cols * 4]], sizeLimits(ctx))) {
+    const cr = r1 - r0;
+    await withTemps(async (t) => {
+      const params = uploadParams(ctx, [['u32', cr], ['u32', cols], ['u32', 0], ['u32', 0]], 'softmax:params');
+      const xb = uploadStorage(ctx, x.subarray(r0 * cols, r1 * cols), 'softmax:x');
+      t.push(params, xb);
+      const [bytes] = await runPasses(ctx, 'softmax', [{ pipeline, buffers: [params, xb], groups: grid(cr) }], [{ buffer: xb, byteLength: cr * cols * 4 }]);
+      x.set(new Float32Array(bytes!), r0 * cols);
+    });
+  }
 }
 
 export async function siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Promise<Float32Array> {
@@ -130,16 +147,20 @@ export async function siluMul(gate: Float32Array, up: Float32Array, out?: Float3
   if (n === 0) return y;
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'siluMul', siluMulWgsl);
-  return withTemps(async (t) => {
-    const params = uploadParams(ctx, [['u32', n], ['u32', 0], ['u32', 0], ['u32', 0]], 'siluMul:params');
-    const gb = uploadStorage(ctx, gate, 'siluMul:gate');
-    const ub = uploadStorage(ctx, up, 'siluMul:up');
-    const yb = emptyStorage(ctx, n * 4, 'siluMul:y');
-    t.push(params, gb, ub, yb);
-    const [bytes] = await runPasses(ctx, 'siluMul', [{ pipeline, buffers: [params, gb, ub, yb], groups: elemGroups(n) }], [{ buffer: yb, byteLength: n * 4 }]);
-    y.set(new Float32Array(bytes!));
-    return y;
-  });
+  // Elementwise: chunks of elements.
+  for (const [e0, e1] of planRowChunks(n, [['siluMul:gate', 4]], sizeLimits(ctx))) {
+    const cn = e1 - e0;
+    await withTemps(async (t) => {
+      const params = uploadParams(ctx, [['u32', cn], ['u32', 0], ['u32', 0], ['u32', 0]], 'siluMul:params');
+      const gb = uploadStorage(ctx, gate.subarray(e0, e1), 'siluMul:gate');
+      const ub = uploadStorage(ctx, up.subarray(e0, e1), 'siluMul:up');
+      const yb = emptyStorage(ctx, cn * 4, 'siluMul:y');
+      t.push(params, gb, ub, yb);
+      const [bytes] = await runPasses(ctx, 'siluMul', [{ pipeline, buffers: [params, gb, ub, yb], groups: elemGroups(cn) }], [{ buffer: yb, byteLength: cn * 4 }]);
+      y.set(new Float32Array(bytes!), e0);
+    });
+  }
+  return y;
 }
 
 export async function topk(x: Float32Array, rows: number, cols: number, k: number): Promise<TopK> {
@@ -150,18 +171,21 @@ export async function topk(x: Float32Array, rows: number, cols: number, k: numbe
   if (rows === 0) return { indices, values };
   const ctx = await getDevice();
   const pipeline = await getPipeline(ctx, 'topk', topkWgsl);
-  return withTemps(async (t) => {
-    const params = uploadParams(ctx, [['u32', rows], ['u32', cols], ['u32', k], ['u32', 0]], 'topk:params');
-    const xb = uploadStorage(ctx, x.subarray(0, rows * cols), 'topk:x');
-    const ib = emptyStorage(ctx, rows * k * 4, 'topk:indices');
-    const vb = emptyStorage(ctx, rows * k * 4, 'topk:values');
-    t.push(params, xb, ib, vb);
-    const [ibytes, vbytes] = await runPasses(ctx, 'topk', [{ pipeline, buffers: [params, xb, ib, vb], groups: grid(rows) }],
-      [{ buffer: ib, byteLength: rows * k * 4 }, { buffer: vb, byteLength: rows * k * 4 }]);
-    indices.set(new Int32Array(ibytes!));
-    values.set(new Float32Array(vbytes!));
-    return { indices, values };
-  });
+  for (const [r0, r1] of planRowChunks(rows, [['topk:x', cols * 4], ['topk:indices', k * 4]], sizeLimits(ctx))) {
+    const cr = r1 - r0;
+    await withTemps(async (t) => {
+      const params = uploadParams(ctx, [['u32', cr], ['u32', cols], ['u32', k], ['u32', 0]], 'topk:params');
+      const xb = uploadStorage(ctx, x.subarray(r0 * cols, r1 * cols), 'topk:x');
+      const ib = emptyStorage(ctx, cr * k * 4, 'topk:indices');
+      const vb = emptyStorage(ctx, cr * k * 4, 'topk:values');
+      t.push(params, xb, ib, vb);
+      const [ibytes, vbytes] = await runPasses(ctx, 'topk', [{ pipeline, buffers: [params, xb, ib, vb], groups: grid(cr) }],
+        [{ buffer: ib, byteLength: cr * k * 4 }, { buffer: vb, byteLength: cr * k * 4 }]);
+      indices.set(new Int32Array(ibytes!), r0 * k);
+      values.set(new Float32Array(vbytes!), r0 * k);
+    });
+  }
+  return { indices, values };
 }
 
 /** The WebGPU op set. Opens the device now (so a missing GPU fails here, not in the first op). */
