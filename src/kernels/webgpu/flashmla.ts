@@ -14,7 +14,11 @@
 // Storage limits (split.ts): a cache larger than one binding is bound as several parts of whole blocks,
 // one main dispatch per part, and the parts' partials are merged by the LSE combine (the keys of a
 // request are then summed in a different order than unsplit: equal within f32 rounding, not bitwise);
-// a batch whose q / out / partials exceed a binding runs in request chunks (bitwise equal).
+// a batch whose q / out / partials exceed a binding runs in request chunks (bitwise equal). Limits: the
+// partial slots of one request (its sub-items x hKv x sQ·hQ/hKv x dV f32: 256 KiB each for V3 decode) must
+// fit one binding, else WebGpuLimitError (flashmla:oAcc); and each sub-item walks its item's whole block
+// range, skipping other parts' blocks, so the walk costs grow with the number of parts (llvmpipe: 131
+// blocks in 3 parts +8%, in 9 parts 2.1x).
 import { FlashMlaError, MLA_BLOCK_SIZE, type FlashMlaArgs, type FlashMlaKernel, type FlashMlaResult } from '../flashmla/types.ts';
 import { numSmParts } from '../flashmla/metadata.ts';
 import { planFlashMla } from '../flashmla/validate.ts';
