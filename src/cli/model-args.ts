@@ -53,6 +53,12 @@ export function parseIds(v: string | undefined): number[] {
   });
 }
 
+/** --quantize: only DeepSeek's FP8 layout (e4m3, 128x128 block scales) is offered. */
+export function parseQuantize(v: string | undefined): 'fp8' | undefined {
+  if (v === undefined || v === 'fp8') return v;
+  throw new UsageError(`--quantize must be fp8, got '${v}'`);
+}
+
 export function parseAttn(v: string | undefined): 'absorb' | 'naive' {
   if (v === undefined || v === 'absorb' || v === 'naive') return v ?? 'absorb';
   throw new UsageError(`--attn must be absorb or naive, got '${v}'`);

@@ -1,14 +1,17 @@
 // `seekd info`: what a model directory holds and what running it needs — architecture, parameter
-// counts (total and active per token), stored dtypes, weight memory and KV-cache bytes per token.
+// counts (total and active per token), stored dtypes, weight memory and KV-cache bytes per token, and
+// the memory plan `seekd serve` would make with the same options (model/memory-plan.ts).
 // Reads config.json and the safetensors headers only (no weights are loaded).
 import type { Command } from 'commander';
 import { Checkpoint } from '../../weights/checkpoint.ts';
 import { SafetensorsError } from '../../weights/errors.ts';
 import { ConfigError, isMoeLayer, loadConfig, type DeepseekConfig } from '../../model/config.ts';
 import { parameterCounts, tensorSpecs } from '../../model/weight-map.ts';
-import { FP8_BLOCK } from '../../kernels/api.ts';
+import { fittingKvBlocks, planMemory, weightFootprint } from '../../model/memory-plan.ts';
+import { CACHE_BLOCK_SIZE } from '../../model/latent-cache.ts';
 import { DTYPE_BYTES } from '../../tensor/dtypes.ts';
-import { checkModelDir } from '../model-args.ts';
+import { checkModelDir, parseQuantize } from '../model-args.ts';
+import { intOpt } from './serve.ts';
 import { UsageError } from '../errors.ts';
 
 export interface ModelInfo {
@@ -30,41 +33,45 @@ export interface ModelInfo {
   quantization: string | null;
   params: { total: number; active_per_token: number; mtp: number };
   dtypes: Record<string, number>;
+  /** Weights as loaded (with the MTP module; after --quantize). */
   memory: { weights_bytes: number; absorbed_mla_bytes: number; kv_bytes_per_token: number };
+  /** The memory plan of `seekd serve` with the same options (KV cache lowered to fit where it can be). */
+  plan: {
+    quantize: 'fp8' | null; total_bytes: number; weights_bytes: number; kv_cache_bytes: number; kv_cache_tokens: number;
+    scratch_bytes: number; runtime_bytes: number; available_bytes: number; available_source: string; fits: boolean;
+    problems: string[]; fixes: string[];
+  };
 }
 
-/** Computes the report from config and checkpoint headers. */
-export function modelInfo(dir: string): ModelInfo {
+export interface InfoOptions {
+  quantize?: 'fp8';
+  /** Serving sizes the plan assumes (serve's defaults when absent). */
+  maxModelLen?: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+}
+
+/** Computes the report from config and checkpoint headers (no weight is read). */
+export function modelInfo(dir: string, o: InfoOptions = {}): ModelInfo {
   const c: DeepseekConfig = loadConfig(dir);
   const ck = Checkpoint.open(dir);
   try {
     const counts = parameterCounts(c);
     const dtypes: Record<string, number> = {};
-    let weightBytes = 0;
     for (const s of tensorSpecs(c, { mtp: true })) {
       if (!ck.has(s.name)) continue;
       const t = ck.info(s.name);
-      const n = t.byteLength / DTYPE_BYTES[t.dtype];
-      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + n;
-      // Vectors are widened to f32 on load; matrices keep their stored bytes (+ FP8 scales).
-      weightBytes += s.kind === 'vector' ? n * 4 : t.byteLength;
-      if (ck.has(`${s.name}_scale_inv`)) weightBytes += ck.info(`${s.name}_scale_inv`).byteLength;
+      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + t.byteLength / DTYPE_BYTES[t.dtype];
     }
-    // The absorbed MLA keeps per-head copies of kv_b_proj (K part transposed, V part): same bytes as
-    // kv_b_proj, or f32 where an FP8 head slice does not start on a 128-row block.
-    let absorbed = 0;
-    const H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim, r = c.kv_lora_rank;
-    const layersWithAttn = c.num_hidden_layers;
-    const kvbName = 'model.layers.0.self_attn.kv_b_proj.weight';
-    const fp8 = ck.has(kvbName) && ck.info(kvbName).dtype === 'F8_E4M3';
-    const elt = ck.has(kvbName) ? DTYPE_BYTES[ck.info(kvbName).dtype] : 2;
-    for (let h = 0; h < H; h++) {
-      for (const [start, rows] of [[h * (nope + v), nope], [h * (nope + v) + nope, v]] as const) {
-        if (fp8 && start % FP8_BLOCK !== 0) absorbed += rows * r * 4;
-        else absorbed += rows * r * elt + (fp8 ? Math.ceil(rows / FP8_BLOCK) * Math.ceil(r / FP8_BLOCK) * 4 : 0);
-      }
-    }
-    absorbed *= layersWithAttn;
+    // The plan as `seekd serve` would run it (defaults as serve's; the MTP module is not loaded there).
+    const maxModelLen = o.maxModelLen ?? Math.min(c.max_position_embeddings, 4096);
+    const maxNumSeqs = o.maxNumSeqs ?? 32;
+    const perSeq = Math.ceil(maxModelLen / CACHE_BLOCK_SIZE);
+    const planOpts = { quantize: o.quantize, maxModelLen, maxNumSeqs, maxBatchTokens: o.maxNumBatchedTokens ?? 512, mtp: false };
+    const wanted = Math.max(perSeq, Math.min(4096, perSeq * maxNumSeqs));
+    let plan = planMemory(c, ck, { ...planOpts, kvBlocks: wanted });
+    if (!plan.fits) plan = planMemory(c, ck, { ...planOpts, kvBlocks: Math.max(perSeq, fittingKvBlocks(plan, wanted)) }, plan.available);
+    const fp = weightFootprint(c, ck, { quantize: o.quantize, mtp: true });
     let moe = 0;
     for (let l = 0; l < c.num_hidden_layers; l++) if (isMoeLayer(c, l)) moe++;
     return {
@@ -74,9 +81,9 @@ export function modelInfo(dir: string): ModelInfo {
       heads: c.num_attention_heads,
       q_lora_rank: c.q_lora_rank,
       kv_lora_rank: c.kv_lora_rank,
-      qk_nope_head_dim: nope,
+      qk_nope_head_dim: c.qk_nope_head_dim,
       qk_rope_head_dim: c.qk_rope_head_dim,
-      v_head_dim: v,
+      v_head_dim: c.v_head_dim,
       vocab_size: c.vocab_size,
       routed_experts: c.n_routed_experts,
       experts_per_token: c.num_experts_per_tok,
@@ -88,9 +95,23 @@ export function modelInfo(dir: string): ModelInfo {
       params: { total: counts.total, active_per_token: counts.activePerToken, mtp: counts.mtp },
       dtypes,
       memory: {
-        weights_bytes: weightBytes,
-        absorbed_mla_bytes: absorbed,
-        kv_bytes_per_token: c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim) * 4,
+        weights_bytes: fp.matrices + fp.vectors,
+        absorbed_mla_bytes: fp.absorbedMla,
+        kv_bytes_per_token: plan.kvCache.bytesPerToken,
+      },
+      plan: {
+        quantize: o.quantize ?? null,
+        total_bytes: plan.total,
+        weights_bytes: plan.weights.total,
+        kv_cache_bytes: plan.kvCache.bytes,
+        kv_cache_tokens: plan.kvCache.tokens,
+        scratch_bytes: plan.scratch,
+        runtime_bytes: plan.runtime,
+        available_bytes: plan.available.bytes,
+        available_source: plan.available.source,
+        fits: plan.fits,
+        problems: plan.problems,
+        fixes: plan.fixes,
       },
     };
   } finally {
@@ -118,12 +139,22 @@ export function register(program: Command): void {
   program.command('info')
     .description('describe a model directory: architecture, parameters, dtypes, memory needed')
     .requiredOption('--model <dir>', 'model directory (Hugging Face layout)')
+    .option('--quantize <fmt>', 'plan for quantization while loading (fp8)')
+    .option('--max-model-len <n>', 'plan for this context limit (default: min(config, 4096), as serve)')
+    .option('--max-num-seqs <n>', 'plan for this many sequences (default 32, as serve)')
+    .option('--max-num-batched-tokens <n>', 'plan for this many tokens per step (default 512, as serve)')
     .option('--json', 'print the report as JSON')
-    .action((opts: { model: string; json?: boolean }) => {
+    .action((opts: { model: string; json?: boolean; quantize?: string; maxModelLen?: string; maxNumSeqs?: string; maxNumBatchedTokens?: string }) => {
       checkModelDir(opts.model);
+      const io: InfoOptions = {
+        quantize: parseQuantize(opts.quantize),
+        maxModelLen: intOpt('max-model-len', opts.maxModelLen),
+        maxNumSeqs: intOpt('max-num-seqs', opts.maxNumSeqs),
+        maxNumBatchedTokens: intOpt('max-num-batched-tokens', opts.maxNumBatchedTokens),
+      };
       let info: ModelInfo;
       try {
-        info = modelInfo(opts.model);
+        info = modelInfo(opts.model, io);
       } catch (e) {
         if (e instanceof ConfigError || e instanceof SafetensorsError) throw new UsageError(e.message);
         throw e;
@@ -140,7 +171,10 @@ export function register(program: Command): void {
           : `moe: ${i.routed_experts} routed experts, ${i.experts_per_token} per token, ${i.shared_experts} shared; ${i.routing}`,
         `parameters: ${human(i.params.total)} total, ${human(i.params.active_per_token)} active per token (+ ${human(i.params.mtp)} MTP)`,
         `dtypes: ${Object.entries(i.dtypes).map(([d, n]) => `${d} ${human(n)}`).join(', ')}${i.quantization ? ` (${i.quantization})` : ''}`,
-        `memory: weights ${bytes(i.memory.weights_bytes)} + absorbed-MLA copies ${bytes(i.memory.absorbed_mla_bytes)}; KV cache ${bytes(i.memory.kv_bytes_per_token)} per token (f32 latent)`,
+        `memory: weights ${bytes(i.memory.weights_bytes)}${i.plan.quantize ? ` after --quantize ${i.plan.quantize}` : ''} + absorbed-MLA copies ${bytes(i.memory.absorbed_mla_bytes)}; KV cache ${bytes(i.memory.kv_bytes_per_token)} per token (f32 latent)`,
+        `plan (serve): ${bytes(i.plan.total_bytes)} of ${bytes(i.plan.available_bytes)} available (${i.plan.available_source}): `
+          + `weights ${bytes(i.plan.weights_bytes)}, KV cache ${bytes(i.plan.kv_cache_bytes)} (${i.plan.kv_cache_tokens} tokens), scratch ${bytes(i.plan.scratch_bytes)}, runtime ${bytes(i.plan.runtime_bytes)}`
+          + (i.plan.fits ? ' -- fits' : ` -- does NOT fit: ${i.plan.problems.join('; ')}; fixes: ${i.plan.fixes.join('; ')}`),
       ];
       process.stdout.write(lines.join('\n') + '\n');
     });
