@@ -129,19 +129,23 @@ export interface BackendOptions {
  */
 export type ReserveFn = (sizes: readonly number[]) => Promise<void>;
 
+/** Where a backend keeps weights: how many separate memories (wasm: 4 GiB each; 0 = the JS heap) and bytes placed. */
+export interface MemoryStats { memories: number; weightBytes: number }
+
 /** A loaded backend: every op callable, plus which ones are its own (the rest come from `ref`). */
 export interface Kernels extends KernelOps {
   readonly backend: string;
   readonly threads: number;
   readonly native: ReadonlySet<OpName>;
   reserve: ReserveFn;
+  memoryStats(): MemoryStats;
   dispose(): Promise<void>;
 }
 
 export interface BackendModule {
   readonly name: string;
   /** Instantiates the backend (compile wasm, start workers, open a device...). */
-  create(opts: Required<BackendOptions>): Promise<Partial<KernelOps> & { reserve?: ReserveFn; dispose?(): Promise<void> }>;
+  create(opts: Required<BackendOptions>): Promise<Partial<KernelOps> & { reserve?: ReserveFn; memoryStats?(): MemoryStats; dispose?(): Promise<void> }>;
 }
 
 const backends = new Map<string, BackendModule>();
@@ -191,6 +195,7 @@ export async function loadBackend(name: string, opts: BackendOptions = {}, fallb
     threads,
     native,
     reserve: impl.reserve ? impl.reserve.bind(impl) : async () => {},
+    memoryStats: impl.memoryStats ? impl.memoryStats.bind(impl) : () => ({ memories: 0, weightBytes: 0 }),
     async dispose() {
       await impl.dispose?.();
       await base?.dispose();

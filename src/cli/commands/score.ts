@@ -4,17 +4,27 @@ import { LatentCache } from '../../model/latent-cache.ts';
 import { checkVocab, modelOptions, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
 import { UsageError } from '../errors.ts';
 
-interface ScoreOptions extends ModelCliOptions { ids?: string; allPositions?: boolean; json?: boolean }
+interface ScoreOptions extends ModelCliOptions { ids?: string; allPositions?: boolean; json?: boolean; stats?: boolean }
 
 export function register(program: Command): void {
   modelOptions(program.command('score').description('print the next-token logits of a sequence of token ids'))
     .requiredOption('--ids <list>', 'comma-separated token ids, e.g. 0,5,17')
     .option('--all-positions', 'logits for every position, not only the last')
     .option('--json', 'print {"logits": [...]} (an array of rows with --all-positions)')
+    .option('--stats', 'print "stats: {json}" to stderr: backend, wasm memories, load seconds, resident and peak RSS after loading')
     .action(async (opts: ScoreOptions) => {
       const ids = parseIds(opts.ids);
       const attn = parseAttn(opts.attn);
+      const t0 = performance.now();
       const { model, kernels } = await openModel(opts, {}, { maxModelLen: ids.length, maxBatchTokens: ids.length });
+      if (opts.stats) {
+        // Peak RSS so far is the peak while loading (the forward has not run yet).
+        const stats = {
+          backend: kernels.backend, threads: kernels.threads, ...kernels.memoryStats(), load_s: (performance.now() - t0) / 1000,
+          rss_after_load: process.memoryUsage().rss, peak_rss: process.resourceUsage().maxRSS * 1024,
+        };
+        process.stderr.write(`stats: ${JSON.stringify(stats)}\n`);
+      }
       try {
         const V = model.config.vocab_size;
         checkVocab(ids, V);

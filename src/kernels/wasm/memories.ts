@@ -15,7 +15,7 @@
 // Memories are created ahead of loading (`reserve`, async: each starts its worker threads), because
 // allocWeight is synchronous. Threads: each memory has its own pool of `threads` participants; only
 // one op runs at a time, so idle pools sleep in Atomics.wait and cost no CPU.
-import type { GroupedWeight, GroupSegments, KernelOps, TopK, WeightDType, WeightMatrix } from '../api.ts';
+import type { GroupedWeight, GroupSegments, KernelOps, MemoryStats, TopK, WeightDType, WeightMatrix } from '../api.ts';
 import { FP8_BLOCK } from '../api.ts';
 import { groupedSizes } from '../ref/ops.ts';
 import { WasmMemoryOps } from './backend.ts';
@@ -86,6 +86,10 @@ export class WasmOps implements KernelOps {
   /** The first memory's runtime (the only one for models that fit 4 GiB); tools that share a memory use it. */
   get runtime(): WasmRuntime {
     return this.memories[0]!.runtime;
+  }
+
+  memoryStats(): MemoryStats {
+    return { memories: this.memories.length, weightBytes: this.placed.reduce((a, b) => a + b, 0) };
   }
 
   /**
