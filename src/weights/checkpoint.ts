@@ -128,6 +128,11 @@ export class Checkpoint implements TensorSource {
     this.#fileOf(name).readInto(name, dest);
   }
 
+  /** Bytes [byteOffset, byteOffset + dest.byteLength) of one tensor into `dest` (a row range; see TensorSource). */
+  readRangeInto(name: string, byteOffset: number, dest: ArrayBufferView): void {
+    this.#fileOf(name).readRangeInto(name, byteOffset, dest);
+  }
+
   /** One floating-point tensor widened to f32 (for small tensors: norms, biases, embeddings rows...). */
   readF32(name: string): Float32Array {
     return this.#fileOf(name).readF32(name);

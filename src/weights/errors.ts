@@ -6,7 +6,7 @@ export type SafetensorsRule =
   | 'io' // open/read failed, or the file changed under us (short read)
   | 'not-a-file' // the path is a directory, FIFO, device...: never opened for reading
   | 'out-of-memory' // a tensor too large to allocate as one buffer
-  | 'bad-destination' // readInto: destination size differs from the tensor's byte size
+  | 'bad-destination' // readInto: destination size differs from the tensor's byte size; readRangeInto: range outside the tensor
   // header framing (reference: HeaderTooSmall, HeaderTooLarge, InvalidHeaderLength, InvalidHeader)
   | 'file-too-small' // fewer than the 8 bytes of the header length
   | 'header-too-large' // header length > 100,000,000 (the reference limit)

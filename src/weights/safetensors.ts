@@ -51,6 +51,12 @@ export interface TensorSource {
   readBytes(name: string): Uint8Array;
   /** Reads one tensor's raw bytes straight into `dest`, whose byteLength must equal the tensor's. */
   readInto(name: string, dest: ArrayBufferView): void;
+  /**
+   * Reads bytes [byteOffset, byteOffset + dest.byteLength) of one tensor's data into `dest` (for a
+   * row-major tensor, rows [r0, r1) are byteOffset r0·cols·elementSize): large tensors stream through a
+   * small buffer. The range must lie inside the tensor ('bad-destination' otherwise).
+   */
+  readRangeInto(name: string, byteOffset: number, dest: ArrayBufferView): void;
 }
 
 interface RawEntry {
@@ -369,6 +375,16 @@ export class SafetensorsFile implements TensorSource {
       throw new SafetensorsError('bad-destination', this.path, `destination has ${dest.byteLength} bytes, tensor has ${t.byteLength}`, name);
     }
     readExact(this.#fdOrThrow(name), this.path, bytesOf(dest), t.fileOffset, name);
+  }
+
+  /** Bytes [byteOffset, byteOffset + dest.byteLength) of one tensor into `dest` (see TensorSource). */
+  readRangeInto(name: string, byteOffset: number, dest: ArrayBufferView): void {
+    const t = this.info(name);
+    if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || byteOffset + dest.byteLength > t.byteLength) {
+      throw new SafetensorsError('bad-destination', this.path,
+        `byte range [${byteOffset}, ${byteOffset + dest.byteLength}) is outside the tensor's ${t.byteLength} bytes`, name);
+    }
+    readExact(this.#fdOrThrow(name), this.path, bytesOf(dest), t.fileOffset + byteOffset, name);
   }
 
   /** One floating-point tensor widened to f32. */
