@@ -6,11 +6,16 @@
 //   (kernels' GroupedWeight, FP8 scales [E, ceil(out/128), ceil(in/128)]) allocated once in backend
 //   memory; each expert's tensor is read straight into its slice, so MoE runs one grouped product per
 //   projection instead of one matmul per expert.
+// - `quantize: 'fp8'`: the projections DeepSeek's FP8 checkpoints quantize (isQuantizable) become FP8
+//   codes + 128x128 block scales as they stream in (weights/quantize.ts: DeepGEMM's per-block rule,
+//   128 rows at a time through one reusable staging buffer, straight into the backend's FP8 weight);
+//   tensors already stored as FP8 stay as stored.
 // - Norm weights and the router bias are widened to f32 (small vectors).
 // - The embedding stays in its stored format; rows are widened on lookup.
 // Shapes follow the HF convention [out, in]; see /work/shared/testdata/deepseek-ref/README.md.
 import { Checkpoint } from '../weights/checkpoint.ts';
 import { readFp8Into } from '../weights/pairing.ts';
+import { Fp8StreamQuantizer } from '../weights/quantize.ts';
 import type { DType } from '../tensor/dtypes.ts';
 import { groupSlice, weightDTypeOf, type GroupedWeight, type KernelOps, type WeightMatrix } from '../kernels/api.ts';
 import { isMoeLayer, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
@@ -208,13 +213,25 @@ export class WeightError extends Error {
 }
 
 const LINEAR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F8_E4M3'];
+/** A matrix quantized while loading may also be stored as F16 (it never stays F16). */
+const QUANT_LINEAR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];
 const VECTOR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F16'];
 const EMBED_DTYPES: readonly DType[] = ['F32', 'BF16'];
 
-/** Loads one matrix straight into backend memory in its stored format (FP8 with its block scales). */
-function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec): WeightMatrix {
+/**
+ * Loads one matrix straight into backend memory in its stored format (FP8 with its block scales), or,
+ * given a quantizer and a quantizable tensor not stored as FP8, as FP8 quantized while reading.
+ */
+function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec, q: Fp8StreamQuantizer | undefined): WeightMatrix {
   const [rows, cols] = spec.shape as [number, number];
-  const info = ck.expect(spec.name, spec.kind === 'embed' ? EMBED_DTYPES : LINEAR_DTYPES, spec.shape);
+  const quant = q !== undefined && isQuantizable(spec);
+  const info = ck.expect(spec.name, spec.kind === 'embed' ? EMBED_DTYPES : quant ? QUANT_LINEAR_DTYPES : LINEAR_DTYPES, spec.shape);
+  if (quant && info.dtype !== 'F8_E4M3') {
+    const w = k.allocWeight('fp8', rows, cols);
+    if (w.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
+    q.quantizeTensor(ck, spec.name, w.data, w.scaleInv);
+    return w;
+  }
   switch (info.dtype) {
     case 'F32':
     case 'BF16': {
@@ -239,15 +256,20 @@ function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec): Wei
  * Reads one routed expert's matrix into its slice of the layer's grouped weight (allocated on the first
  * expert, in that expert's format; every expert of a projection must share it).
  */
-function loadExpertSlice(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec, existing: GroupedWeight | undefined): GroupedWeight {
+function loadExpertSlice(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec, existing: GroupedWeight | undefined,
+  q: Fp8StreamQuantizer | undefined): GroupedWeight {
   const [rows, cols] = spec.shape as [number, number];
   const { index, count } = spec.group!;
-  const info = ck.expect(spec.name, LINEAR_DTYPES, spec.shape);
-  const dtype = weightDTypeOf(info.dtype);
+  const quant = q !== undefined && isQuantizable(spec);
+  const info = ck.expect(spec.name, quant ? QUANT_LINEAR_DTYPES : LINEAR_DTYPES, spec.shape);
+  const convert = quant && info.dtype !== 'F8_E4M3';
+  const dtype = convert ? 'fp8' : weightDTypeOf(info.dtype);
   const w = existing ?? k.allocGroupedWeight(dtype, count, rows, cols);
   if (w.dtype !== dtype) throw new WeightError(spec.name, `dtype ${info.dtype}, but this layer's other experts are ${w.dtype}: routed experts must share one format`);
   const slice = groupSlice(w, index);
-  if (slice.dtype === 'fp8') {
+  if (convert && slice.dtype === 'fp8') {
+    q!.quantizeTensor(ck, spec.name, slice.data, slice.scaleInv);
+  } else if (slice.dtype === 'fp8') {
     if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
     readFp8Into(ck, spec.name, slice.data, slice.scaleInv, c.quantization_config.weight_block_size);
   } else {
@@ -282,10 +304,19 @@ export interface LoadWeightsOptions {
   /** Load the decoder layers' routed experts (default true; false when an expert-parallel runtime holds them). */
   routedExperts?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * 'fp8': quantize the BF16 / F16 / F32 projections that DeepSeek's FP8 checkpoints store as FP8
+   * (isQuantizable) to e4m3fn codes with 128x128 f32 block scales while loading; tensors already FP8
+   * stay as stored, everything else is loaded as without it.
+   */
+  quantize?: 'fp8';
 }
 
 /** Loads every tensor of the table from an open checkpoint into backend memory. */
 export function loadWeights(ck: Checkpoint, k: KernelOps, c: Cfg, opts: LoadWeightsOptions = {}): ModelWeights {
+  if (opts.quantize !== undefined && opts.quantize !== 'fp8') throw new TypeError(`unknown quantize format ${JSON.stringify(opts.quantize)} (supported: fp8)`);
+  // One quantizer (one staging buffer, reused by every tensor) for the whole load.
+  const q = opts.quantize === 'fp8' ? new Fp8StreamQuantizer() : undefined;
   const specs = tensorSpecs(c, opts);
   const root: Record<string | number, unknown> = { layers: [], mtp: [] };
   let done = 0;
@@ -299,9 +330,9 @@ export function loadWeights(ck: Checkpoint, k: KernelOps, c: Cfg, opts: LoadWeig
       ck.expect(s.name, VECTOR_DTYPES, s.shape);
       value = ck.readF32(s.name);
     } else if (s.group) {
-      value = loadExpertSlice(ck, k, c, s, getPath(root, s.target) as GroupedWeight | undefined);
+      value = loadExpertSlice(ck, k, c, s, getPath(root, s.target) as GroupedWeight | undefined, q);
     } else {
-      value = loadMatrix(ck, k, c, s);
+      value = loadMatrix(ck, k, c, s, q);
     }
     setPath(root, s.target, value);
     opts.onProgress?.(++done, specs.length);
