@@ -15,6 +15,7 @@ export interface ModelCliOptions {
   backend?: string;
   threads?: string;
   attn?: string;
+  quantize?: string;
 }
 
 /** The fastest registered CPU backend: what every command uses unless --backend says otherwise. */
@@ -22,11 +23,15 @@ export function defaultBackend(): string {
   return backendNames().includes('wasm') ? 'wasm' : 'ref';
 }
 
-/** Adds --model, --backend, --threads (and --attn when `attn`) to a command. */
+/** The --quantize option's help (model and engine commands alike). */
+export const QUANTIZE_HELP = 'quantize BF16/F16/F32 projections to FP8 e4m3 with 128x128 block scales while loading (only: fp8)';
+
+/** Adds --model, --backend, --threads, --quantize (and --attn when `attn`) to a command. */
 export function modelOptions(cmd: Command, attn = true): Command {
   cmd.requiredOption('--model <dir>', 'model directory (Hugging Face layout: config.json + safetensors)')
     .option('--backend <name>', `kernel backend (${backendNames().join(', ')}; ref: the plain-TypeScript oracle, for checks)`, defaultBackend())
-    .option('--threads <n>', 'worker threads for the backend', '1');
+    .option('--threads <n>', 'worker threads for the backend', '1')
+    .option('--quantize <fmt>', QUANTIZE_HELP);
   if (attn) cmd.option('--attn <form>', 'MLA form: absorb (default) or naive', 'absorb');
   return cmd;
 }
@@ -88,6 +93,8 @@ export interface RunSize { maxModelLen: number; maxBatchTokens: number }
  * (MemoryPlanError, exit 2, with the numbers and the fixes).
  */
 export async function openModel(opts: ModelCliOptions, load: LoadOptions = {}, size?: RunSize): Promise<{ model: DeepseekModel; kernels: Kernels }> {
+  const quantize = parseQuantize(opts.quantize);
+  if (quantize) load = { ...load, quantize };
   checkModelDir(opts.model);
   if (size) {
     let plan: MemoryPlan;

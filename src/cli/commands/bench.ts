@@ -77,6 +77,7 @@ export function register(program: Command): void {
           '--max-num-batched-tokens', opts.maxNumBatchedTokens, '--max-waiting', opts.maxWaiting];
         if (opts.model) args.push('--model', opts.model);
         if (opts.maxModelLen) args.push('--max-model-len', opts.maxModelLen);
+        if (opts.quantize) args.push('--quantize', opts.quantize);
         if (!opts.json) process.stderr.write('seekd bench: starting seekd serve...\n');
         server = await spawnServer(args);
         url = server.url;

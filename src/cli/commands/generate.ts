@@ -27,6 +27,8 @@ export function register(program: Command): void {
         throw new UsageError(`--temperature must be a number >= 0, got '${opts.temperature}'`);
       }
       const seed = nonNegativeInt('seed', opts.seed ?? '0');
+      // The expert-parallel ranks read their experts as stored (parallel/deepep/ep/experts.ts).
+      if (opts.ep !== undefined && opts.quantize !== undefined) throw new UsageError('--quantize cannot be combined with --ep yet (the expert ranks load experts as stored)');
       checkModelDir(opts.model);
       const ep = await startEp(opts);
       const size = { maxModelLen: ids.length + maxTokens, maxBatchTokens: ids.length };

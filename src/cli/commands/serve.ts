@@ -6,7 +6,7 @@ import { backendNames } from '../../kernels/index.ts';
 import { Llm } from '../../engine/llm.ts';
 import { startServer } from '../../server/http.ts';
 import { UsageError } from '../errors.ts';
-import { defaultBackend } from '../model-args.ts';
+import { defaultBackend, parseQuantize, QUANTIZE_HELP } from '../model-args.ts';
 import { ProgressBar } from '../progress.ts';
 
 export interface EngineCliOptions {
@@ -18,6 +18,7 @@ export interface EngineCliOptions {
   maxModelLen?: string;
   maxNumBatchedTokens: string;
   maxWaiting: string;
+  quantize?: string;
 }
 
 export function intOpt(name: string, v: string | undefined, min = 1): number | undefined {
@@ -37,11 +38,13 @@ export function engineOptions(cmd: Command): Command {
     .option('--max-num-seqs <n>', 'sequences in the running batch at most', '32')
     .option('--max-model-len <n>', 'context limit in tokens (default: min(config, 4096))')
     .option('--max-num-batched-tokens <n>', 'tokens computed per step at most (chunked prefill)', '512')
-    .option('--max-waiting <n>', 'waiting requests before new ones get 429', '256');
+    .option('--max-waiting <n>', 'waiting requests before new ones get 429', '256')
+    .option('--quantize <fmt>', QUANTIZE_HELP);
 }
 
 export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Llm> {
   if (!backendNames().includes(opts.backend)) throw new UsageError(`--backend must be one of ${backendNames().join(', ')}, got '${opts.backend}'`);
+  const quantize = parseQuantize(opts.quantize);
   const bar = quiet ? null : new ProgressBar('Loading weights');
   return Llm.load({
     model: opts.model,
@@ -52,6 +55,7 @@ export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Ll
     maxModelLen: intOpt('max-model-len', opts.maxModelLen),
     maxNumBatchedTokens: intOpt('max-num-batched-tokens', opts.maxNumBatchedTokens),
     maxWaiting: intOpt('max-waiting', opts.maxWaiting, 0),
+    quantize,
     onStatus: quiet ? undefined : (m) => process.stderr.write(`seekd: ${m}\n`),
     onProgress: bar ? (d, t) => bar.update(d, t) : undefined,
   });
@@ -76,6 +80,7 @@ export function register(program: Command): void {
     .option('--max-body-bytes <n>', 'largest request body', String(4 * 1024 * 1024))
     .action(async (opts: ServeOptions) => {
       const port = intOpt('port', opts.port, 0)!;
+      parseQuantize(opts.quantize); // a bad value is a usage error before the server starts
       const apiKey = opts.apiKey ?? process.env.SEEKD_API_KEY ?? null;
       const srv = await startServer({
         host: opts.host, port, apiKey,
