@@ -44,7 +44,7 @@ export class WasmMemoryOps implements KernelOps {
   private stage(src: Typed, at: number): number {
     const h = this.heap;
     if (h.owns(src)) return src.byteOffset;
-    if (src instanceof Float32Array) h.F32.set(src, at >> 2);
+    if (src instanceof Float32Array) h.F32.set(src, at >>> 2);
     else h.U8.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), at);
     return at;
   }
@@ -66,7 +66,7 @@ export class WasmMemoryOps implements KernelOps {
 
   /** Copies f32 [n] at pointer p out: into `out` when given, else into a new array. */
   private takeOut(p: number, n: number, out: Float32Array | undefined): Float32Array {
-    const F = this.heap.F32, i = p >> 2;
+    const F = this.heap.F32, i = p >>> 2;
     if (!out) return F.slice(i, i + n);
     out.set(F.subarray(i, i + n));
     return out;
@@ -141,7 +141,7 @@ export class WasmMemoryOps implements KernelOps {
         x: this.stage(x, base + yb), m, k: K, w: this.stage(w.data, base + yb + xb),
         scales: fp8 ? this.stage(w.scaleInv, base + yb + xb + wb) : 0, aScales: 0, y: base, n: N, runs,
       });
-      const F = this.heap.F32, i = base >> 2;
+      const F = this.heap.F32, i = base >>> 2;
       let covered = 0;
       for (const r of runs) covered += r.len;
       if (covered === m) {
@@ -184,7 +184,7 @@ export class WasmMemoryOps implements KernelOps {
     try {
       const xp = this.stage(view, base);
       this.k.rope!(xp, rows, stride, offset, dim, this.stage(cos, base + xb), this.stage(sin, base + xb + cb));
-      if (xb > 0) view.set(this.heap.F32.subarray(xp >> 2, (xp >> 2) + rows * stride));
+      if (xb > 0) view.set(this.heap.F32.subarray(xp >>> 2, (xp >>> 2) + rows * stride));
     } finally {
       this.scratch.release(base);
     }
@@ -198,7 +198,7 @@ export class WasmMemoryOps implements KernelOps {
     try {
       const xp = this.stage(x, base);
       this.k.softmax!(xp, cols, 0, rows);
-      if (xb > 0) x.set(this.heap.F32.subarray(xp >> 2, (xp >> 2) + x.length));
+      if (xb > 0) x.set(this.heap.F32.subarray(xp >>> 2, (xp >>> 2) + x.length));
     } finally {
       this.scratch.release(base);
     }
@@ -228,7 +228,7 @@ export class WasmMemoryOps implements KernelOps {
     const base = this.scratch.acquire(2 * ob + this.foreign(x));
     try {
       this.k.topk!(this.stage(x, base + 2 * ob), rows, cols, k, base, base + ob);
-      return { indices: this.heap.i32(base, rows * k).slice(), values: this.heap.F32.slice((base + ob) >> 2, ((base + ob) >> 2) + rows * k) };
+      return { indices: this.heap.i32(base, rows * k).slice(), values: this.heap.F32.slice((base + ob) >>> 2, ((base + ob) >>> 2) + rows * k) };
     } finally {
       this.scratch.release(base);
     }

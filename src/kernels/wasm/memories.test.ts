@@ -10,6 +10,7 @@ import { DeepseekModel } from '../../model/deepseek.ts';
 import { LatentCache } from '../../model/latent-cache.ts';
 import { WASM_MEMORY_BYTES, WasmOps, memoriesFor } from './memories.ts';
 import { WasmOutOfMemoryError } from './heap.ts';
+import { runOpSuite } from '../ops.test-suite.ts';
 import { REF_DIR, VARIANTS, expected, maxAbsDiff } from '../../../test/helpers.ts';
 
 const CAP = 2 << 20; // a fraction of a tiny checkpoint (bf16 8.8 MB, fp8 ~3 MB): several memories
@@ -96,3 +97,17 @@ describe('placement', () => {
     }
   });
 });
+
+// Pointers past 2^31: a memory whose first 2.5 GiB are taken (reserved, never touched, so not resident)
+// puts every weight, activation and staging block above the signed 32-bit range, where an `x >> 2`
+// in the JS drivers (instead of `>>> 2`) or a signed pointer in a kernel would go wrong. The whole op
+// suite runs there against its float64 checks.
+registerBackend({
+  name: 'wasm-high-test',
+  async create(o) {
+    const ops = await WasmOps.create(o.threads);
+    ops.runtime.heap.alloc(2.5 * 2 ** 30);
+    return ops;
+  },
+});
+runOpSuite('wasm-high-test', { threads: 2 });
