@@ -24,6 +24,11 @@ import { isQuantizable, tensorSpecs, type TensorSpec } from './weight-map.ts';
 
 /** One wasm32 memory holds the whole latent cache (the FlashMLA kernel's memory). */
 export const KV_CACHE_MAX_BYTES = 4 * 2 ** 30 - 256 * 2 ** 20;
+/**
+ * The largest single weight allocation the wasm backend can hold: one wasm32 memory (a stacked expert
+ * projection is one allocation: Kimi-K2's 384 x 2048 x 7168 FP8 is 5.6 GB).
+ */
+export const WASM_TENSOR_MAX_BYTES = 4 * 2 ** 30 - 65536;
 /** Node, V8 heaps, compiled kernels and worker threads. */
 export const RUNTIME_BYTES = 384 * 2 ** 20;
 
@@ -150,8 +155,13 @@ export function planMemory(c: DeepseekConfig, ck: TensorHeaders | null, o: Memor
       const q = planMemory(c, ck, { ...o, quantize: 'fp8' }, available);
       fixes.push(`--quantize fp8 (weights ${gib(weightsTotal)} -> ${gib(q.weights.total)}${q.total <= available.bytes ? ', then it fits' : ''})`);
     }
-    if (kvBytes > 2 ** 28) fixes.push(`a smaller --max-model-len or --max-num-seqs (the KV cache takes ${gib(kvBytes)}, ${(bytesPerToken / 1024).toFixed(1)} KiB per token)`);
+    if (kvBytes > 2 ** 28 && total - kvBytes < available.bytes) fixes.push(`a smaller --max-model-len or --max-num-seqs (the KV cache takes ${gib(kvBytes)}, ${(bytesPerToken / 1024).toFixed(1)} KiB per token)`);
     fixes.push('free memory, or a machine with more');
+  }
+  const largest = Math.max(0, ...allocations);
+  if (largest > WASM_TENSOR_MAX_BYTES) {
+    problems.push(`one weight (a layer's stacked experts) takes ${gib(largest)}, over the ${gib(WASM_TENSOR_MAX_BYTES)} one wasm memory holds`);
+    fixes.push('none on the wasm backend yet: it does not split one layer\'s experts across memories');
   }
   if (kvBytes > KV_CACHE_MAX_BYTES) {
     problems.push(`its KV cache of ${blocks * CACHE_BLOCK_SIZE} tokens takes ${gib(kvBytes)}, over the ${gib(KV_CACHE_MAX_BYTES)} one wasm memory holds`);
