@@ -9,6 +9,7 @@ import { ConfigError } from '../model/config.ts';
 import { DeepseekModel, type LoadOptions } from '../model/deepseek.ts';
 import { SafetensorsError } from '../weights/errors.ts';
 import { MemoryPlanError, planForDir, type MemoryPlan } from '../model/memory-plan.ts';
+import { checkModelWeights } from '../model/weight-map.ts';
 
 export interface ModelCliOptions {
   model: string;
@@ -96,6 +97,13 @@ export async function openModel(opts: ModelCliOptions, load: LoadOptions = {}, s
   const quantize = parseQuantize(opts.quantize);
   if (quantize) load = { ...load, quantize };
   checkModelDir(opts.model);
+  try {
+    // The loader's checks on the headers first (as `seekd info` does): a bad checkpoint gets the same error.
+    checkModelWeights(opts.model, { mtp: load.mtp ?? true, routedExperts: load.routedExperts ?? true, quantize: load.quantize });
+  } catch (e) {
+    if (e instanceof ConfigError || e instanceof SafetensorsError) throw new UsageError(e.message);
+    throw e;
+  }
   if (size) {
     let plan: MemoryPlan;
     try {

@@ -122,6 +122,13 @@ export interface DeepseekConfig {
 
 type Json = Record<string, unknown>;
 
+/** Largest accepted width (vocabulary, hidden, intermediate, ranks, head dims; also heads x head dim). */
+export const MAX_WIDTH = 2 ** 24;
+/** Largest accepted num_hidden_layers + num_nextn_predict_layers. */
+export const MAX_LAYERS = 4096;
+/** Largest accepted (layers x routed experts): 3 tensors each (DeepSeek-V3: 62 x 256). */
+export const MAX_EXPERT_LAYERS = 2 ** 20;
+
 /** model_type values accepted as another name for deepseek_v3. */
 const MODEL_TYPE_ALIASES = ['kimi_k2'] as const;
 
@@ -278,6 +285,22 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekConf
     bos_token_id: typeof r.j.bos_token_id === 'number' ? r.j.bos_token_id : null,
     eos_token_id: typeof r.j.eos_token_id === 'number' || Array.isArray(r.j.eos_token_id) ? (r.j.eos_token_id as number | number[]) : null,
   };
+  // Bounds: a width above 2^24 (64x the largest vocabulary published) is no model but a typo; it keeps
+  // every tensor's element count (a product of two widths) and byte size exact (< 2^53), so `info` can
+  // never print a nonsense size. Layer and expert counts are bounded by what a checkpoint can list.
+  for (const f of ['vocab_size', 'hidden_size', 'intermediate_size', 'moe_intermediate_size', 'num_attention_heads', 'q_lora_rank',
+    'kv_lora_rank', 'qk_nope_head_dim', 'qk_rope_head_dim', 'v_head_dim'] as const) {
+    const v = cfg[f];
+    if (v !== null && v > MAX_WIDTH) throw r.err(f, `${f} ${v} is larger than any model's (at most ${MAX_WIDTH})`);
+  }
+  if (cfg.num_attention_heads * Math.max(qkHeadDim(cfg), cfg.qk_nope_head_dim + cfg.v_head_dim) > MAX_WIDTH) {
+    throw r.err('num_attention_heads', `num_attention_heads ${cfg.num_attention_heads} x head dims makes attention projections wider than ${MAX_WIDTH}`);
+  }
+  const layers = cfg.num_hidden_layers + cfg.num_nextn_predict_layers;
+  if (layers > MAX_LAYERS) throw r.err('num_hidden_layers', `${cfg.num_hidden_layers} layers + ${cfg.num_nextn_predict_layers} MTP is more than any model's (at most ${MAX_LAYERS})`);
+  if (cfg.n_routed_experts !== null && layers * cfg.n_routed_experts > MAX_EXPERT_LAYERS) {
+    throw r.err('n_routed_experts', `n_routed_experts ${cfg.n_routed_experts} over ${layers} layers is ${3 * layers * cfg.n_routed_experts} expert tensors, more than a checkpoint can list (at most ${3 * MAX_EXPERT_LAYERS})`);
+  }
   // Cross-field rules.
   if (cfg.num_key_value_heads !== cfg.num_attention_heads) {
     throw r.err('num_key_value_heads', `unsupported num_key_value_heads ${cfg.num_key_value_heads} != num_attention_heads ${cfg.num_attention_heads} (MLA has one K/V per head)`);

@@ -14,11 +14,12 @@
 // - The embedding stays in its stored format; rows are widened on lookup.
 // Shapes follow the HF convention [out, in]; see /work/shared/testdata/deepseek-ref/README.md.
 import { Checkpoint } from '../weights/checkpoint.ts';
-import { readFp8Into } from '../weights/pairing.ts';
+import { fp8Pair, type Fp8Pair } from '../weights/pairing.ts';
+import type { TensorInfo } from '../weights/safetensors.ts';
 import { Fp8StreamQuantizer } from '../weights/quantize.ts';
 import type { DType } from '../tensor/dtypes.ts';
-import { groupSlice, weightDTypeOf, type GroupedWeight, type KernelOps, type WeightMatrix } from '../kernels/api.ts';
-import { isMoeLayer, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
+import { groupSlice, type GroupedWeight, type KernelOps, type WeightMatrix } from '../kernels/api.ts';
+import { isMoeLayer, loadConfig, qkHeadDim, sharedIntermediate, type DeepseekConfig } from './config.ts';
 
 /** Weights of one MLP (dense FFN, one routed expert, or the shared experts): w2(silu(w1 x) * w3 x). */
 export interface MlpWeights { gate: WeightMatrix; up: WeightMatrix; down: WeightMatrix }
@@ -218,62 +219,147 @@ const QUANT_LINEAR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];
 const VECTOR_DTYPES: readonly DType[] = ['F32', 'BF16', 'F16'];
 const EMBED_DTYPES: readonly DType[] = ['F32', 'BF16'];
 
+/** Which tensors a load takes, and how (the options of loadWeights that decide what is checked). */
+export interface WeightSelection {
+  /** The MTP modules (default true). */
+  mtp?: boolean;
+  /** The decoder layers' routed experts (default true). */
+  routedExperts?: boolean;
+  /** 'fp8': quantizable BF16/F16/F32 projections become FP8 while loading (they may then be F16 too). */
+  quantize?: 'fp8';
+}
+
+/** One tensor of the table, checked against its header: what the loader will do with it. */
+export interface CheckedTensor {
+  spec: TensorSpec;
+  /** Null for an optional tensor the checkpoint does not have. */
+  info: TensorInfo | null;
+  /**
+   * How it lands in memory: 'vector' (widened to f32), 'quantize' (FP8 while loading), or the stored
+   * format of a matrix ('f32' | 'bf16' | 'fp8', the last with its validated `_scale_inv` partner).
+   */
+  load: 'vector' | 'quantize' | 'f32' | 'bf16' | 'fp8';
+  /** FP8 matrices: the weight + block-scale pair (pairing.ts). */
+  fp8?: Fp8Pair;
+}
+
+/**
+ * THE checkpoint rules, from the tensor headers alone (no data is read): every tensor the config needs
+ * is present (optional ones may be absent), with an accepted dtype and exactly the config's shape; FP8
+ * matrices need `quantization_config` and a valid `_scale_inv` partner; a layer's routed experts share
+ * one format per projection. Throws the first violation: WeightError (missing tensor, FP8 without
+ * quantization_config, mixed expert formats, unsupported dtype) or SafetensorsError (dtype-mismatch,
+ * shape-mismatch, fp8-*), all naming the tensor. loadWeights loads exactly what this returns; `seekd
+ * info` runs it too, so both refuse the same checkpoints with the same message.
+ */
+export function checkWeights(ck: Checkpoint, c: Cfg, opts: WeightSelection = {}): CheckedTensor[] {
+  if (opts.quantize !== undefined && opts.quantize !== 'fp8') throw new TypeError(`unknown quantize format ${JSON.stringify(opts.quantize)} (supported: fp8)`);
+  const out: CheckedTensor[] = [];
+  /** Format of the first expert of each grouped weight (by target path). */
+  const groupFormat = new Map<string, { fmt: string; first: string }>();
+  for (const spec of tensorSpecs(c, opts)) {
+    if (!ck.has(spec.name)) {
+      if (spec.optional) { out.push({ spec, info: null, load: 'vector' }); continue; }
+      throw new WeightError(spec.name, `missing from the checkpoint in ${ck.dir}`);
+    }
+    if (spec.kind === 'vector') {
+      out.push({ spec, info: ck.expect(spec.name, VECTOR_DTYPES, spec.shape), load: 'vector' });
+      continue;
+    }
+    const quant = opts.quantize === 'fp8' && isQuantizable(spec);
+    const info = ck.expect(spec.name, spec.kind === 'embed' ? EMBED_DTYPES : quant ? QUANT_LINEAR_DTYPES : LINEAR_DTYPES, spec.shape);
+    let checked: CheckedTensor;
+    if (quant && info.dtype !== 'F8_E4M3') {
+      checked = { spec, info, load: 'quantize' };
+    } else if (info.dtype === 'F8_E4M3') {
+      if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
+      checked = { spec, info, load: 'fp8', fp8: fp8Pair(ck, spec.name, c.quantization_config.weight_block_size) };
+    } else if (info.dtype === 'F32' || info.dtype === 'BF16') {
+      checked = { spec, info, load: info.dtype === 'F32' ? 'f32' : 'bf16' };
+    } else {
+      throw new WeightError(spec.name, `unsupported dtype ${info.dtype}`);
+    }
+    if (spec.group) {
+      const fmt = checked.load === 'quantize' ? 'fp8' : checked.load;
+      const key = spec.target.join('.');
+      const first = groupFormat.get(key);
+      if (!first) groupFormat.set(key, { fmt, first: spec.name });
+      else if (first.fmt !== fmt) {
+        throw new WeightError(spec.name, `dtype ${info.dtype}, but this layer's other experts are ${first.fmt} (${first.first}): routed experts must share one format`);
+      }
+    }
+    out.push(checked);
+  }
+  return out;
+}
+
+/**
+ * Opens `dir` (config.json + safetensors headers) and runs checkWeights on it: what loading would
+ * refuse, found without reading a weight. Returns the config.
+ */
+export function checkModelWeights(dir: string, opts: WeightSelection = {}): Cfg {
+  const c = loadConfig(dir);
+  const ck = Checkpoint.open(dir);
+  try {
+    checkWeights(ck, c, opts);
+  } finally {
+    ck.close();
+  }
+  return c;
+}
+
 /**
  * Loads one matrix straight into backend memory in its stored format (FP8 with its block scales), or,
- * given a quantizer and a quantizable tensor not stored as FP8, as FP8 quantized while reading.
+ * for a tensor checked as 'quantize', as FP8 quantized while reading.
  */
-function loadMatrix(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec, q: Fp8StreamQuantizer | undefined): WeightMatrix {
-  const [rows, cols] = spec.shape as [number, number];
-  const quant = q !== undefined && isQuantizable(spec);
-  const info = ck.expect(spec.name, spec.kind === 'embed' ? EMBED_DTYPES : quant ? QUANT_LINEAR_DTYPES : LINEAR_DTYPES, spec.shape);
-  if (quant && info.dtype !== 'F8_E4M3') {
-    const w = k.allocWeight('fp8', rows, cols);
-    if (w.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
-    q.quantizeTensor(ck, spec.name, w.data, w.scaleInv);
-    return w;
-  }
-  switch (info.dtype) {
-    case 'F32':
-    case 'BF16': {
-      const w = k.allocWeight(info.dtype === 'F32' ? 'f32' : 'bf16', rows, cols);
-      ck.readInto(spec.name, w.data);
-      return w;
-    }
-    case 'F8_E4M3': {
-      if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
+function loadMatrix(ck: Checkpoint, k: KernelOps, t: CheckedTensor, q: Fp8StreamQuantizer | undefined): WeightMatrix {
+  const [rows, cols] = t.spec.shape as [number, number];
+  const name = t.spec.name;
+  switch (t.load) {
+    case 'quantize': {
       const w = k.allocWeight('fp8', rows, cols);
       if (w.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
-      // Validates the `<name>_scale_inv` partner (F32, [ceil(rows/128), ceil(cols/128)]) and reads both.
-      readFp8Into(ck, spec.name, w.data, w.scaleInv, c.quantization_config.weight_block_size);
+      q!.quantizeTensor(ck, name, w.data, w.scaleInv);
+      return w;
+    }
+    case 'f32':
+    case 'bf16': {
+      const w = k.allocWeight(t.load, rows, cols);
+      ck.readInto(name, w.data);
+      return w;
+    }
+    case 'fp8': {
+      const w = k.allocWeight('fp8', rows, cols);
+      if (w.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
+      ck.readInto(name, w.data);
+      ck.readInto(t.fp8!.scale.name, w.scaleInv);
       return w;
     }
     default:
-      throw new WeightError(spec.name, `unsupported dtype ${info.dtype}`);
+      throw new WeightError(name, `not a matrix (${t.load})`);
   }
 }
 
 /**
  * Reads one routed expert's matrix into its slice of the layer's grouped weight (allocated on the first
- * expert, in that expert's format; every expert of a projection must share it).
+ * expert, in that expert's format; checkWeights made every expert of a projection share it).
  */
-function loadExpertSlice(ck: Checkpoint, k: KernelOps, c: Cfg, spec: TensorSpec, existing: GroupedWeight | undefined,
+function loadExpertSlice(ck: Checkpoint, k: KernelOps, t: CheckedTensor, existing: GroupedWeight | undefined,
   q: Fp8StreamQuantizer | undefined): GroupedWeight {
-  const [rows, cols] = spec.shape as [number, number];
-  const { index, count } = spec.group!;
-  const quant = q !== undefined && isQuantizable(spec);
-  const info = ck.expect(spec.name, quant ? QUANT_LINEAR_DTYPES : LINEAR_DTYPES, spec.shape);
-  const convert = quant && info.dtype !== 'F8_E4M3';
-  const dtype = convert ? 'fp8' : weightDTypeOf(info.dtype);
+  const [rows, cols] = t.spec.shape as [number, number];
+  const { index, count } = t.spec.group!;
+  const dtype = t.load === 'quantize' ? 'fp8' : t.load;
+  if (dtype === 'vector') throw new WeightError(t.spec.name, 'not a matrix');
   const w = existing ?? k.allocGroupedWeight(dtype, count, rows, cols);
-  if (w.dtype !== dtype) throw new WeightError(spec.name, `dtype ${info.dtype}, but this layer's other experts are ${w.dtype}: routed experts must share one format`);
+  if (w.dtype !== dtype) throw new WeightError(t.spec.name, `format ${dtype}, but this layer's other experts are ${w.dtype}: routed experts must share one format`);
   const slice = groupSlice(w, index);
-  if (convert && slice.dtype === 'fp8') {
-    q!.quantizeTensor(ck, spec.name, slice.data, slice.scaleInv);
+  if (t.load === 'quantize' && slice.dtype === 'fp8') {
+    q!.quantizeTensor(ck, t.spec.name, slice.data, slice.scaleInv);
   } else if (slice.dtype === 'fp8') {
-    if (!c.quantization_config) throw new WeightError(spec.name, 'FP8 weight in a checkpoint whose config.json has no quantization_config');
-    readFp8Into(ck, spec.name, slice.data, slice.scaleInv, c.quantization_config.weight_block_size);
+    ck.readInto(t.spec.name, slice.data);
+    ck.readInto(t.fp8!.scale.name, slice.scaleInv);
   } else {
-    ck.readInto(spec.name, slice.data);
+    ck.readInto(t.spec.name, slice.data);
   }
   return w;
 }
@@ -298,44 +384,35 @@ function setPath(root: Record<string | number, unknown>, path: (string | number)
   o[path[path.length - 1]!] = value;
 }
 
-export interface LoadWeightsOptions {
-  /** Load the MTP modules (default true). */
-  mtp?: boolean;
-  /** Load the decoder layers' routed experts (default true; false when an expert-parallel runtime holds them). */
-  routedExperts?: boolean;
+/**
+ * mtp / routedExperts: what to load (routedExperts false when an expert-parallel runtime holds them).
+ * quantize 'fp8': the BF16 / F16 / F32 projections that DeepSeek's FP8 checkpoints store as FP8
+ * (isQuantizable) become e4m3fn codes with 128x128 f32 block scales while loading; tensors already FP8
+ * stay as stored, everything else is loaded as without it.
+ */
+export interface LoadWeightsOptions extends WeightSelection {
   onProgress?: (done: number, total: number) => void;
-  /**
-   * 'fp8': quantize the BF16 / F16 / F32 projections that DeepSeek's FP8 checkpoints store as FP8
-   * (isQuantizable) to e4m3fn codes with 128x128 f32 block scales while loading; tensors already FP8
-   * stay as stored, everything else is loaded as without it.
-   */
-  quantize?: 'fp8';
 }
 
-/** Loads every tensor of the table from an open checkpoint into backend memory. */
+/**
+ * Loads every tensor of the table from an open checkpoint into backend memory. Every header is checked
+ * first (checkWeights), so a bad checkpoint is refused before any weight is read.
+ */
 export function loadWeights(ck: Checkpoint, k: KernelOps, c: Cfg, opts: LoadWeightsOptions = {}): ModelWeights {
-  if (opts.quantize !== undefined && opts.quantize !== 'fp8') throw new TypeError(`unknown quantize format ${JSON.stringify(opts.quantize)} (supported: fp8)`);
+  const checked = checkWeights(ck, c, opts);
   // One quantizer (one staging buffer, reused by every tensor) for the whole load.
   const q = opts.quantize === 'fp8' ? new Fp8StreamQuantizer() : undefined;
-  const specs = tensorSpecs(c, opts);
   const root: Record<string | number, unknown> = { layers: [], mtp: [] };
   let done = 0;
-  for (const s of specs) {
-    if (!ck.has(s.name)) {
-      if (s.optional) { done++; continue; }
-      throw new WeightError(s.name, `missing from the checkpoint in ${ck.dir}`);
-    }
+  for (const t of checked) {
+    const s = t.spec;
+    if (t.info === null) { done++; continue; }
     let value: unknown;
-    if (s.kind === 'vector') {
-      ck.expect(s.name, VECTOR_DTYPES, s.shape);
-      value = ck.readF32(s.name);
-    } else if (s.group) {
-      value = loadExpertSlice(ck, k, c, s, getPath(root, s.target) as GroupedWeight | undefined, q);
-    } else {
-      value = loadMatrix(ck, k, c, s, q);
-    }
+    if (t.load === 'vector') value = ck.readF32(s.name);
+    else if (s.group) value = loadExpertSlice(ck, k, t, getPath(root, s.target) as GroupedWeight | undefined, q);
+    else value = loadMatrix(ck, k, t, q);
     setPath(root, s.target, value);
-    opts.onProgress?.(++done, specs.length);
+    opts.onProgress?.(++done, checked.length);
   }
   const w = root as unknown as ModelWeights;
   if (c.tie_word_embeddings) w.lmHead = w.embed;

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { Checkpoint } from '../../weights/checkpoint.ts';
 import { SafetensorsError } from '../../weights/errors.ts';
 import { ConfigError, isMoeLayer, loadConfig, type DeepseekConfig } from '../../model/config.ts';
-import { parameterCounts, tensorSpecs } from '../../model/weight-map.ts';
+import { checkWeights, parameterCounts, tensorSpecs } from '../../model/weight-map.ts';
 import { fittingKvBlocks, planMemory, weightFootprint } from '../../model/memory-plan.ts';
 import { CACHE_BLOCK_SIZE } from '../../model/latent-cache.ts';
 import { DTYPE_BYTES } from '../../tensor/dtypes.ts';
@@ -51,11 +51,16 @@ export interface InfoOptions {
   maxNumBatchedTokens?: number;
 }
 
-/** Computes the report from config and checkpoint headers (no weight is read). */
+/**
+ * Computes the report from config and checkpoint headers (no weight is read). The headers are first
+ * checked against the config by the loader's own rules (weight-map.ts checkWeights, as `score` loads:
+ * with the MTP module, after --quantize), so a checkpoint that cannot load is refused with the same error.
+ */
 export function modelInfo(dir: string, o: InfoOptions = {}): ModelInfo {
   const c: DeepseekConfig = loadConfig(dir);
   const ck = Checkpoint.open(dir);
   try {
+    checkWeights(ck, c, { mtp: true, routedExperts: true, quantize: o.quantize });
     const counts = parameterCounts(c);
     const dtypes: Record<string, number> = {};
     for (const s of tensorSpecs(c, { mtp: true })) {
