@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from './helpers.ts';
-import { presetConfig } from '../src/model/presets.ts';
+import { presetConfig, presetShards } from '../src/model/presets.ts';
 import { writeSyntheticCheckpoint } from '../src/model/synthetic.ts';
 
 interface Run { code: number | null; stdout: string; stderr: string; ms: number }
@@ -79,3 +79,32 @@ describe('DeepSeek-V2-Lite at real size (sparse zeros)', () => {
     assert.ok(stats.peak_rss <= stats.rss_after_load + GiB, `peak ${stats.peak_rss} vs resident ${stats.rss_after_load}`);
   });
 });
+
+// The published layouts of the big ones: DeepSeek-V3 (163 FP8 shards with weight_scale_inv, the MTP
+// layer 61) and Kimi-K2 (61 shards), as sparse files: described and planned from the headers, and
+// refused with their plan, never crashed or half-loaded.
+for (const preset of ['v3', 'kimi-k2'] as const) {
+  describe(`${preset} at real size (sparse zeros, published shards)`, () => {
+    let dir: string;
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), `seekd-${preset}-`));
+      await writeSyntheticCheckpoint(dir, presetConfig(preset), { fill: 'zeros', shards: presetShards(preset) });
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('info reads every header and plans it; score refuses with the plan, exit 2', async () => {
+      const [info, score] = await Promise.all([
+        seekd(['info', '--model', dir, '--json']),
+        seekd(['score', '--model', dir, '--ids', '1,2,3']),
+      ]);
+      assert.equal(info.code, 0, info.stderr);
+      const i = JSON.parse(info.stdout) as { params: { total: number; mtp: number }; dtypes: Record<string, number>; plan: { fits: boolean } };
+      assert.ok(i.params.total > (preset === 'v3' ? 670e9 : 1.02e12), `${i.params.total}`);
+      if (preset === 'v3') assert.ok(i.params.mtp > 11e9, `${i.params.mtp} MTP parameters`);
+      assert.ok(i.dtypes.F8_E4M3! > 0.9 * i.params.total);
+      assert.equal(i.plan.fits, false);
+      assert.equal(score.code, 2, score.stderr);
+      assert.match(score.stderr, /does not fit/);
+    });
+  });
+}
