@@ -16,6 +16,9 @@ test('seekd eplb --json prints the placement; bad input exits 2 with one line', 
   assert.equal(ok.status, 0, ok.stderr);
   const out = JSON.parse(ok.stdout) as { phy2log: number[][]; logcnt: number[][]; log2phy: number[][][] };
   assert.deepEqual(out.phy2log, [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1]]);
+  // Replicas in replica-rank order as eplb.py's phyrank scatter lists them (expert 1: slot 15, then 13).
+  assert.deepEqual(out.log2phy, [[[12, -1], [15, 13], [11, -1], [6, -1], [7, 5], [0, 2], [1, -1], [3, -1], [4, -1], [9, -1], [8, 10], [14, -1]]]);
+  assert.deepEqual(out.logcnt, [[1, 2, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1]]);
   const table = run('--weights', f, '--replicas', '16', '--groups', '4', '--nodes', '2', '--gpus', '8');
   assert.equal(table.status, 0);
   assert.match(table.stdout, /gpu +7 +node +1/);
