@@ -49,6 +49,14 @@ export class ServerMetrics {
     gauge('vllm:num_requests_running', 'Sequences in the running batch.', () => engine.numRunning);
     gauge('vllm:num_requests_waiting', 'Sequences waiting to be scheduled.', () => engine.numWaiting);
     gauge('vllm:kv_cache_usage_perc', 'Fraction of KV blocks in use (0-1).', () => engine.kvUsage());
+    // The process figures a soak watches, under prom-client's default-metric names (its collectDefaultMetrics
+    // would also start an event-loop monitor per server, which never stops).
+    const processGauge = (name: string, help: string, get: () => number) =>
+      new Gauge({ name, help, registers: r, collect() { this.set(get()); } });
+    processGauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => process.memoryUsage.rss());
+    processGauge('nodejs_heap_size_used_bytes', 'V8 heap in use in bytes.', () => process.memoryUsage().heapUsed);
+    processGauge('nodejs_heap_size_total_bytes', 'V8 heap size in bytes.', () => process.memoryUsage().heapTotal);
+    processGauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JS objects (incl. ArrayBuffers) in bytes.', () => process.memoryUsage().external);
     this.httpRequests = new Counter({ name: 'http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['method', 'path', 'status'], registers: r });
     const l = { model_name: modelName };
     for (const c of [this.promptTokens, this.genTokens, this.preemptions, this.pcQueries, this.pcHits]) c.inc(l, 0);

@@ -2,11 +2,15 @@
 // `seekd serve` it starts itself (a child process, so the load generator does not share the engine's
 // thread). Prints a table (or --json) with request/output throughput and TTFT/TPOT/ITL/E2EL percentiles
 // per concurrency, plus the throughput ratio of each concurrency to the first.
+// Soak mode: --duration S runs each concurrency for S seconds, --abort-rate and --random-sampling vary the
+// requests, and --soak-out FILE samples the server's RSS, V8 heap and KV usage from /metrics; a soak exits 1
+// on any failure other than 429/503 or when KV usage is not back to 0 once the server is idle.
 import type { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
 import { runLoad, type LoadResult } from '../loadgen.ts';
+import { SoakSampler, summarize, writeSoak, type SoakSummary } from '../soak.ts';
 import { engineOptions, intOpt, type EngineCliOptions } from './serve.ts';
 
 interface BenchServeOptions extends EngineCliOptions {
@@ -17,7 +21,34 @@ interface BenchServeOptions extends EngineCliOptions {
   inputLen: string;
   outputLen: string;
   seed: string;
+  duration?: string;
+  abortRate?: string;
+  randomSampling?: boolean;
+  soakOut?: string;
+  sampleInterval: string;
+  warmup?: string;
   json?: boolean;
+}
+
+function numOpt(name: string, v: string | undefined, min: number, max = Infinity, minExclusive = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < min || (minExclusive && n === min) || n > max) {
+    throw new UsageError(`--${name} must be a number ${minExclusive ? '>' : '>='} ${min}${max < Infinity ? ` and <= ${max}` : ''}, got '${v}'`);
+  }
+  return n;
+}
+
+const MiB = 1024 * 1024;
+function soakLines(s: SoakSummary): string[] {
+  const mem = (name: string, c: SoakSummary['rssBytes']) =>
+    `${name}: start ${(c.start / MiB).toFixed(1)} MiB, min ${(c.min / MiB).toFixed(1)}, max ${(c.max / MiB).toFixed(1)}, end ${(c.end / MiB).toFixed(1)}, slope ${(c.slopePerMin / MiB).toFixed(3)} MiB/min after ${s.warmupS} s`;
+  return [
+    `soak: ${s.samples} samples`,
+    mem('  RSS ', s.rssBytes),
+    mem('  heap', s.heapUsedBytes),
+    `  KV usage: max ${(s.kvUsage.max * 100).toFixed(1)}%, when idle ${(s.kvUsageIdle * 100).toFixed(1)}%`,
+  ];
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/seekd.mjs', import.meta.url));
@@ -49,7 +80,7 @@ export async function spawnServer(args: string[], timeoutMs = 300_000): Promise<
 
 function fmt(r: LoadResult, base: LoadResult): string[] {
   const f = (x: number, d = 1) => x.toFixed(d);
-  return [String(r.concurrency), `${r.completed}/${r.completed + r.failed}`, f(r.requestThroughput, 2), f(r.outputThroughput), f(r.outputThroughput / base.outputThroughput, 2),
+  return [String(r.concurrency), `${r.completed}/${r.sent}`, f(r.requestThroughput, 2), f(r.outputThroughput), f(r.outputThroughput / base.outputThroughput, 2),
     `${f(r.ttftMs.p50)}/${f(r.ttftMs.p90)}/${f(r.ttftMs.p99)}`, `${f(r.tpotMs.p50)}/${f(r.tpotMs.p90)}/${f(r.tpotMs.p99)}`, `${f(r.itlMs.p50)}/${f(r.itlMs.p90)}/${f(r.itlMs.p99)}`];
 }
 
@@ -63,6 +94,12 @@ export function register(program: Command): void {
     .option('--input-len <words>', 'prompt length in words', '32')
     .option('--output-len <n>', 'tokens generated per request (ignore_eos)', '64')
     .option('--seed <n>', 'prompt seed', '0')
+    .option('--duration <s>', 'run each concurrency for this many seconds instead of --num-prompts requests (soak)')
+    .option('--abort-rate <p>', 'fraction of requests the client aborts mid-stream (0-1)', '0')
+    .option('--random-sampling', 'random endpoint, stream, temperature, top_p, top_k, max_tokens, stop, seed, logit_bias, penalties, n per request')
+    .option('--soak-out <file>', "sample the server's RSS, V8 heap and KV usage from /metrics into FILE (.csv or JSON)")
+    .option('--sample-interval <s>', 'seconds between /metrics samples', '2')
+    .option('--warmup <s>', 'seconds left out of the memory slopes (default: min(60, duration / 5))')
     .option('--json', 'print the results as JSON')
     .action(async (opts: BenchServeOptions) => {
       const levels = opts.concurrency.split(',').map((s) => intOpt('concurrency', s.trim())!);
@@ -70,6 +107,11 @@ export function register(program: Command): void {
       const inputWords = intOpt('input-len', opts.inputLen)!;
       const outputLen = intOpt('output-len', opts.outputLen)!;
       const seed = intOpt('seed', opts.seed, 0)!;
+      const durationS = numOpt('duration', opts.duration, 0, Infinity, true);
+      const abortRate = numOpt('abort-rate', opts.abortRate, 0, 1) ?? 0;
+      const sampleS = numOpt('sample-interval', opts.sampleInterval, 0.1)!;
+      const warmupS = numOpt('warmup', opts.warmup, 0) ?? Math.min(60, (durationS ?? 0) / 5);
+      const randomSampling = opts.randomSampling === true;
       let url = opts.url?.replace(/\/+$/, '');
       let server: Awaited<ReturnType<typeof spawnServer>> | null = null;
       if (!url) {
@@ -82,26 +124,45 @@ export function register(program: Command): void {
         server = await spawnServer(args);
         url = server.url;
       }
+      let sampler: SoakSampler | null = null;
       try {
         // Warm-up (JIT, page-in): a few requests that are not measured.
         await runLoad({ url, apiKey: opts.apiKey, concurrency: 2, numPrompts: 2, inputWords, outputLen: 8, seed: seed + 1000 });
+        if (opts.soakOut) sampler = new SoakSampler(url, opts.apiKey, sampleS * 1000).start();
         const results: LoadResult[] = [];
         for (const c of levels) {
           const numPrompts = intOpt('num-prompts', opts.numPrompts) ?? Math.max(4, 2 * c);
-          if (!opts.json) process.stderr.write(`seekd bench: concurrency ${c}, ${numPrompts} requests...\n`);
-          results.push(await runLoad({ url, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed }));
+          if (!opts.json) process.stderr.write(`seekd bench: concurrency ${c}, ${durationS !== undefined ? `${durationS} s` : `${numPrompts} requests`}...\n`);
+          results.push(await runLoad({ url, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed, durationS, abortRate, randomSampling }));
+        }
+        let soak: SoakSummary | null = null;
+        if (sampler) {
+          await sampler.stop();
+          soak = summarize(sampler.samples, warmupS);
+          writeSoak(opts.soakOut!, sampler.samples, soak, { bench: 'serve', durationS: durationS ?? null, abortRate, randomSampling, results });
         }
         if (opts.json) {
-          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, results }, null, 2) + '\n');
+          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, durationS: durationS ?? null, abortRate, randomSampling, results, soak }, null, 2) + '\n');
         } else {
           const head = ['concurrency', 'ok/total', 'req/s', 'out tok/s', 'x vs first', 'TTFT ms p50/p90/p99', 'TPOT ms p50/p90/p99', 'ITL ms p50/p90/p99'];
           const rows = [head, ...results.map((r) => fmt(r, results[0]!))];
           const w = head.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
           for (const r of rows) process.stdout.write(r.map((x, i) => x.padStart(w[i]!)).join('  ') + '\n');
-          for (const r of results) if (r.errors.length) process.stdout.write(`errors at concurrency ${r.concurrency}: ${r.errors.join('; ')}\n`);
+          for (const r of results) {
+            if (r.aborted || r.rejected || r.failed) process.stdout.write(`concurrency ${r.concurrency}: ${r.sent} sent, ${r.aborted} aborted by the client, ${r.rejected} rejected (429/503), ${r.failed} failed\n`);
+            if (r.errors.length) process.stdout.write(`errors at concurrency ${r.concurrency}: ${r.errors.join('; ')}\n`);
+          }
+          if (soak) for (const l of soakLines(soak)) process.stdout.write(l + '\n');
         }
         if (results.some((r) => r.completed === 0)) process.exitCode = 1;
+        // A soak must see no failure but the intended 429/503, and every KV block free once idle.
+        if (durationS !== undefined && results.some((r) => r.failed > 0)) process.exitCode = 1;
+        if (soak && soak.kvUsageIdle !== 0) {
+          process.stderr.write(`seekd bench: KV usage is ${(soak.kvUsageIdle * 100).toFixed(2)}% with the server idle (blocks leaked)\n`);
+          process.exitCode = 1;
+        }
       } finally {
+        sampler?.dispose();
         await server?.stop();
       }
     });
