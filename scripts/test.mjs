@@ -27,6 +27,8 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// Which runtime this run is on (CI runs the suite under Node 20 and Node 24; the children use process.execPath).
+console.error(`test.mjs: ${files.length} test files under Node ${process.version} (${process.execPath})`);
 // WebGPU on a CPU-only machine runs through Dawn's OpenGL ES backend on Mesa (surfaceless EGL).
 const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless' };
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
