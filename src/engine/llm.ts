@@ -86,8 +86,9 @@ export class Llm {
     return new Llm(modelId, '', new Engine(runner, tokenizer, config), tokenizer, runner);
   }
 
-  renderChat(messages: ChatMessage[], tools?: ChatTool[], extra?: Record<string, unknown>): RenderedPrompt {
-    return this.tokenizer.applyChatTemplate(messages, { tools, addGenerationPrompt: true, extra });
+  /** `maxTokens`: the prompt's token budget (TokenBudgetError past it, found as early as possible). */
+  renderChat(messages: ChatMessage[], tools?: ChatTool[], extra?: Record<string, unknown>, maxTokens?: number): RenderedPrompt {
+    return this.tokenizer.applyChatTemplate(messages, { tools, addGenerationPrompt: true, extra, maxTokens });
   }
 
   /** A /v1/completions prompt: text (BOS added per tokenizer_config) or token ids as given; FIM when a suffix is given. */

@@ -6,8 +6,8 @@
 //   added-token text swapped for a private-use sentinel; template text around it is encoded with
 //   special tokens recognised, the user string without.
 // - Byte-level tokenizers expose each token's bytes, for the streaming detokenizer and logprobs.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, realpathSync } from 'node:fs';
+import { isAbsolute, relative, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -23,6 +23,18 @@ export class TokenizerLoadError extends Error {
 
 export class ChatTemplateError extends Error {
   override name = 'ChatTemplateError';
+}
+
+/**
+ * A prompt that cannot fit its token budget: thrown before the (costly) tokenization when its bytes
+ * alone prove it, else as soon as the pieces tokenized so far exceed it. `minTokens` is a lower bound
+ * on the prompt's length in tokens (the exact count when `exact`).
+ */
+export class TokenBudgetError extends Error {
+  override name = 'TokenBudgetError';
+  constructor(readonly budget: number, readonly minTokens: number, readonly exact: boolean) {
+    super(`the prompt has ${exact ? '' : 'at least '}${minTokens} tokens, more than the ${budget} allowed`);
+  }
 }
 
 export interface ChatToolCall {
@@ -53,6 +65,34 @@ export interface RenderedPrompt {
 }
 
 type Json = Record<string, unknown>;
+
+function inside(root: string, p: string): boolean {
+  const r = relative(root, p);
+  return r !== '' && !r.startsWith('..') && !isAbsolute(r);
+}
+
+/**
+ * `name` inside model directory `dir`, the rule the weight shards follow (src/weights/checkpoint.ts):
+ * the path may not leave the directory, lexically or through a symlink.
+ */
+function fileInDir(dir: string, name: string): string {
+  const full = resolve(dir, name);
+  let root: string;
+  try {
+    root = realpathSync(dir);
+  } catch {
+    throw new TokenizerLoadError(dir, 'cannot read file');
+  }
+  if (!inside(resolve(dir), full)) throw new TokenizerLoadError(full, 'leaves the model directory');
+  let real: string;
+  try {
+    real = realpathSync(full);
+  } catch {
+    throw new TokenizerLoadError(full, 'cannot read file');
+  }
+  if (!inside(root, real)) throw new TokenizerLoadError(full, 'resolves outside the model directory');
+  return real;
+}
 
 function readJson(path: string): Json {
   let text: string;
@@ -92,6 +132,12 @@ export class ChatTokenizer implements EngineTokenizer {
   private readonly specialTokens: Json;
   readonly thinkStart: string | null;
   readonly thinkEnd: string | null;
+  /**
+   * Most UTF-8 bytes of text one token can consume (vocabulary and added tokens), when that bounds
+   * the token count from below: byte-level BPE with no normalizer (every input byte lands in exactly
+   * one token). null otherwise.
+   */
+  readonly maxTokenBytes: number | null;
 
   constructor(tokenizerJson: Json, config: Json, generationConfig: Json | null = null) {
     this.tok = new Tokenizer(tokenizerJson, config);
@@ -152,20 +198,37 @@ export class ChatTokenizer implements EngineTokenizer {
       }
       for (let i = 0; i < this.bytes.length; i++) this.bytes[i] ??= new Uint8Array(0);
     }
+    const norm = tokenizerJson.normalizer as Json | null | undefined;
+    const noNormalizer = norm === null || norm === undefined || (norm.type === 'Sequence' && Array.isArray(norm.normalizers) && norm.normalizers.length === 0);
+    if (byteLevel && noNormalizer) {
+      let max = 1;
+      for (const b of this.bytes) if (b && b.length > max) max = b.length;
+      for (const a of added) max = Math.max(max, Buffer.byteLength(a.content, 'utf8'));
+      this.maxTokenBytes = max;
+    } else {
+      this.maxTokenBytes = null;
+    }
   }
 
+  /** A lower bound on the tokens `text` encodes to (0 when the tokenizer gives none); costs one pass over the string. */
+  minTokens(text: string): number {
+    return this.maxTokenBytes === null ? 0 : Math.ceil(Buffer.byteLength(text, 'utf8') / this.maxTokenBytes);
+  }
+
+  /** Reads tokenizer.json, tokenizer_config.json and generation_config.json, each of which must resolve inside `dir`. */
   static load(dir: string): ChatTokenizer {
-    const tj = readJson(join(dir, 'tokenizer.json'));
+    const tj = readJson(fileInDir(dir, 'tokenizer.json'));
     let tc: Json = {};
     try {
-      tc = readJson(join(dir, 'tokenizer_config.json'));
+      tc = readJson(fileInDir(dir, 'tokenizer_config.json'));
     } catch (e) {
       if (!(e instanceof TokenizerLoadError) || !/cannot read/.test(e.message)) throw e;
     }
     let gc: Json | null = null;
     try {
-      gc = readJson(join(dir, 'generation_config.json'));
-    } catch {
+      gc = readJson(fileInDir(dir, 'generation_config.json'));
+    } catch (e) {
+      if (e instanceof TokenizerLoadError && /outside|leaves/.test(e.message)) throw e;
       gc = null;
     }
     try {
@@ -219,9 +282,12 @@ export class ChatTokenizer implements EngineTokenizer {
 
   /**
    * Renders the chat template and tokenizes the result. `extra` goes to the template as variables
-   * (chat_template_kwargs, e.g. { thinking: true }).
+   * (chat_template_kwargs, e.g. { thinking: true }). With `maxTokens`, a prompt longer than that
+   * throws TokenBudgetError: before tokenizing when its bytes prove it (rendering is cheap string
+   * work; tokenization is not, about 2-3 us per character here), else as soon as the pieces tokenized
+   * so far exceed it. No step recurses on the input's size.
    */
-  applyChatTemplate(messages: ChatMessage[], opts: { tools?: ChatTool[]; addGenerationPrompt?: boolean; extra?: Json } = {}): RenderedPrompt {
+  applyChatTemplate(messages: ChatMessage[], opts: { tools?: ChatTool[]; addGenerationPrompt?: boolean; extra?: Json; maxTokens?: number } = {}): RenderedPrompt {
     if (!this.template) throw new ChatTemplateError('this model has no chat template (use /v1/completions)');
     const nonce = randomBytes(6).toString('hex');
     const saved: string[] = [];
@@ -262,20 +328,30 @@ export class ChatTokenizer implements EngineTokenizer {
     } catch (e) {
       throw new ChatTemplateError(`chat template failed: ${(e as Error).message}`);
     }
-    const ids: number[] = [];
+    // The pieces: template text (special tokens recognised) and guarded user strings (plain).
+    const pieces: { text: string; plain: boolean }[] = [];
     const re = new RegExp(`\uE000${nonce}:(\\d+)\uE001`, 'g');
     let last = 0;
-    let plainText = '';
     for (const m of text.matchAll(re)) {
-      const before = text.slice(last, m.index);
-      ids.push(...this.encodeWithSpecial(before));
-      const s = saved[Number(m[1])]!;
-      ids.push(...this.encodePlain(s));
-      plainText += before + s;
+      pieces.push({ text: text.slice(last, m.index), plain: false }, { text: saved[Number(m[1])]!, plain: true });
       last = m.index! + m[0].length;
     }
-    ids.push(...this.encodeWithSpecial(text.slice(last)));
-    plainText += text.slice(last);
+    pieces.push({ text: text.slice(last), plain: false });
+    const budget = opts.maxTokens;
+    if (budget !== undefined) {
+      let min = 0;
+      for (const p of pieces) min += this.minTokens(p.text);
+      if (min > budget) throw new TokenBudgetError(budget, min, false);
+    }
+    const ids: number[] = [];
+    let plainText = '';
+    for (const p of pieces) {
+      // Appended one by one: a spread (ids.push(...big)) passes every id as an argument and overflows the stack.
+      for (const id of p.plain ? this.encodePlain(p.text) : this.encodeWithSpecial(p.text)) ids.push(id);
+      plainText += p.text;
+      const n = ids.length + (this.addBos && ids[0] !== this.bosId ? 1 : 0);
+      if (budget !== undefined && n > budget) throw new TokenBudgetError(budget, n, p === pieces[pieces.length - 1]);
+    }
     if (this.addBos && ids[0] !== this.bosId) ids.unshift(this.bosId!);
     const thinking = this.thinkStart !== null && /<think>\s*$/.test(plainText);
     return { text: plainText, ids, thinking };
