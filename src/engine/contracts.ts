@@ -31,6 +31,8 @@ export interface SamplingParams {
   logprobs: number | null;
   /** Number of choices. */
   n: number;
+  /** OpenAI logit_bias: [token id < vocab, bias] added to the logits before penalties and sampling (logprobs stay raw). */
+  logitBias?: readonly (readonly [number, number])[];
 }
 
 export function defaultSamplingParams(over: Partial<SamplingParams> = {}): SamplingParams {

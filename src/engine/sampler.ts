@@ -1,5 +1,5 @@
 // Token sampling for one sequence's logits row, in vLLM's order (vllm/v1/sample/sampler.py):
-// penalties (repetition over prompt+output, frequency and presence over output) → greedy if
+// logit bias → penalties (repetition over prompt+output, frequency and presence over output) → greedy if
 // temperature is 0 → temperature → top-k → top-p → min-p → draw from the softmax with the request's
 // own PRNG. Logprobs are the log-softmax of the raw model logits (vLLM's default "raw_logprobs").
 import type { SamplingParams } from './contracts.ts';
@@ -57,9 +57,13 @@ export function sample(
 ): SampleResult {
   const V = logits.length;
   let x: Float32Array = logits;
+  if (p.logitBias && p.logitBias.length > 0) {
+    x = logits.slice();
+    for (const [t, b] of p.logitBias) if (t < V) x[t] = x[t]! + b;
+  }
   const penalize = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
   if (penalize) {
-    x = logits.slice();
+    if (x === logits) x = logits.slice();
     if (p.repetitionPenalty !== 1) {
       const r = p.repetitionPenalty;
       const apply = (t: number) => { if (t < V) x[t] = x[t]! > 0 ? x[t]! / r : x[t]! * r; };
