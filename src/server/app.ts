@@ -4,22 +4,24 @@
 // stream_options.include_usage) a usage chunk with choices: [], then `data: [DONE]`; `: keep-alive`
 // comments while the request waits for its first token. A client that disconnects aborts its request,
 // which frees its KV blocks at the next step.
-import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { isAbsolute, join, relative } from 'node:path';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { z } from 'zod';
 import { ChatOutputParser } from '../engine/chat-output.ts';
 import { defaultSamplingParams, type Delta, type SamplingParams, type TokenLogprob, type Usage, type FinishReason } from '../engine/contracts.ts';
-import { EngineClosedError, EngineOverloadedError, PromptTooLongError } from '../engine/engine.ts';
+import { EngineClosedError, EngineOverloadedError, EngineUnavailableError, PromptTooLongError } from '../engine/engine.ts';
 import { FimUnsupportedError, type Llm } from '../engine/llm.ts';
-import { ChatTemplateError, type ChatMessage, type ChatTool } from '../engine/tokenizer.ts';
+import { ChatTemplateError, TokenBudgetError, type ChatMessage, type ChatTool } from '../engine/tokenizer.ts';
 import {
-  ApiError, bodyTooLarge, contextLengthExceeded, internalError, invalidRequest, modelNotFound, overloaded, unauthorized, unavailable, unknownUrl,
+  ApiError, bodyTooLarge, engineError, toApiError, contextLengthExceeded, contextLengthExceededAtLeast, internalError, invalidRequest, modelNotFound, originNotAllowed, overloaded,
+  unauthorized, unavailable, unknownUrl,
 } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
 import { chatLogprobs, completionLogprobs, finishReasonJson, newId, sumUsage } from './openai-format.ts';
-import { chatRequestSchema, completionRequestSchema, type ChatRequest, type CompletionRequest } from './schemas.ts';
+import { chatRequestSchema, completionRequestSchema, jsonDepth, LIMITS, type ChatRequest, type CompletionRequest } from './schemas.ts';
 
 const SSE_ENCODER = new TextEncoder();
 const SSE_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'transfer-encoding': 'chunked' };
@@ -32,9 +34,44 @@ export interface ServerOptions {
   defaultMaxTokens?: number;
   /** Interval of `: keep-alive` SSE comments while a streamed request waits for its first token. */
   keepAliveMs?: number;
-  /** Folder of the chat page; null disables it. */
+  /** Folder of the chat page; null disables it. Only its own files are served, never through a symlink leading out. */
   webDir?: string | null;
+  /**
+   * Origins allowed to call the API from a browser (CORS); '*' = any, refused together with an API key.
+   * Unset: no CORS headers at all (browsers keep cross-origin pages out). Set: requests from an Origin
+   * not listed (and not the server's own) get 403, listed ones get Access-Control-Allow-Origin; never
+   * Access-Control-Allow-Credentials (the key is a bearer header, not a browser credential).
+   */
+  allowedOrigins?: string[] | null;
 }
+
+export class CorsConfigError extends Error {
+  override name = 'CorsConfigError';
+}
+
+/** The chat page's files: regular files directly in `dir`, whose real path stays inside it (no symlink out). */
+function loadWebFiles(dir: string): Map<string, string> {
+  const web = new Map<string, string>();
+  let root: string;
+  try {
+    root = realpathSync(dir);
+  } catch {
+    return web;
+  }
+  for (const [route, file] of Object.entries(STATIC)) {
+    try {
+      const real = realpathSync(join(dir, file));
+      const rel = relative(root, real);
+      if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || !statSync(real).isFile()) continue;
+      web.set(route, readFileSync(real, 'utf8'));
+    } catch {
+      // absent: not served
+    }
+  }
+  return web;
+}
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
 export interface ServerState {
   llm: Llm | null;
@@ -53,11 +90,31 @@ function zodError(err: z.ZodError): ApiError {
 }
 
 async function readJson(c: Context): Promise<unknown> {
-  const text = await c.req.text();
+  let text: string;
   try {
-    return JSON.parse(text);
+    text = await c.req.text();
+  } catch (e) {
+    if (e instanceof ApiError) throw e; // 413 from the body limit
+    // The client went away (or broke the framing) mid-body: nobody is left to answer, but it is its fault, not ours.
+    throw invalidRequest('The request body could not be read.', null, 'body_read_error');
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text); // iterative in V8: any nesting parses
   } catch {
     throw invalidRequest('We could not parse the JSON body of your request. Expected a JSON object.', null, 'invalid_json');
+  }
+  if (jsonDepth(v, LIMITS.bodyDepth) > LIMITS.bodyDepth) throw invalidRequest(`The JSON body nests deeper than ${LIMITS.bodyDepth} levels.`, null, 'invalid_json');
+  return v;
+}
+
+/** Token ids the request names (logit_bias keys, stop_token_ids) must be in the model's vocabulary. */
+function checkTokenIds(b: ChatRequest | CompletionRequest, vocab: number): void {
+  for (const k of Object.keys(b.logit_bias ?? {})) {
+    if (Number(k) >= vocab) throw invalidRequest(`logit_bias: token id ${k} is outside the vocabulary (ids are 0 .. ${vocab - 1}).`, 'logit_bias', 'invalid_value');
+  }
+  for (const t of b.stop_token_ids ?? []) {
+    if (t >= vocab) throw invalidRequest(`stop_token_ids: token id ${t} is outside the vocabulary (ids are 0 .. ${vocab - 1}).`, 'stop_token_ids', 'invalid_value');
   }
 }
 
@@ -72,16 +129,15 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   const defaultMaxTokens = opts.defaultMaxTokens ?? 512;
   const keepAliveMs = opts.keepAliveMs ?? 10_000;
   const webDir = opts.webDir === undefined ? WEB_DIR : opts.webDir;
-  const web = new Map<string, string>();
-  if (webDir && existsSync(webDir)) {
-    for (const [route, file] of Object.entries(STATIC)) {
-      const p = join(webDir, file);
-      if (existsSync(p)) web.set(route, readFileSync(p, 'utf8'));
-    }
-  }
+  const web = webDir ? loadWebFiles(webDir) : new Map<string, string>();
+  const origins = opts.allowedOrigins ?? null;
+  const anyOrigin = origins !== null && origins.includes('*');
+  if (anyOrigin && opts.apiKey) throw new CorsConfigError("allowed origins '*' with an API key: list the origins explicitly");
+  const originSet = new Set(origins ?? []);
+  const keyDigest = opts.apiKey ? sha256(opts.apiKey) : null;
 
   app.onError((err, c) => {
-    const e = err instanceof ApiError ? err : internalError();
+    const e = toApiError(err);
     if (!(err instanceof ApiError)) console.error('seekd: internal error:', err);
     return c.json(e.body(), e.status);
   });
@@ -95,17 +151,41 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     state.metrics?.httpRequests.inc({ method: c.req.method, path: c.req.routePath, status: String(c.res.status) });
   });
 
+  // CORS (only with allowedOrigins): before the key check, as browsers send preflights without it.
+  app.use('*', async (c, next) => {
+    const origin = c.req.header('origin');
+    if (origins === null || origin === undefined) return next();
+    const host = c.req.header('host');
+    const own = host !== undefined && (origin === `http://${host}` || origin === `https://${host}`);
+    const allowed = anyOrigin || own || originSet.has(origin);
+    if (!allowed) throw originNotAllowed(origin);
+    const allowOrigin = anyOrigin ? '*' : origin;
+    if (c.req.method === 'OPTIONS' && c.req.header('access-control-request-method') !== undefined) {
+      return c.body(null, 204, {
+        'access-control-allow-origin': allowOrigin,
+        'access-control-allow-methods': 'GET, POST, OPTIONS',
+        'access-control-allow-headers': 'authorization, content-type',
+        'access-control-max-age': '600',
+        vary: 'origin',
+      });
+    }
+    await next();
+    c.res.headers.set('access-control-allow-origin', allowOrigin);
+    c.res.headers.append('vary', 'origin');
+  });
+
   app.use('*', async (c, next) => {
     const open = c.req.path === '/health' || (c.req.method === 'GET' && web.has(c.req.path));
-    if (opts.apiKey && !open) {
-      const h = c.req.header('authorization') ?? '';
-      const m = /^Bearer\s+(.+)$/i.exec(h);
-      if (!m || m[1]!.trim() !== opts.apiKey) throw unauthorized();
+    if (keyDigest && !open) {
+      // Constant time: equal-length digests, compared with timingSafeEqual whether or not the header parses.
+      const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(c.req.header('authorization') ?? '');
+      const ok = timingSafeEqual(sha256(m ? m[1]! : ''), keyDigest);
+      if (!m || !ok) throw unauthorized();
     }
     await next();
   });
 
-  app.use('/v1/*', bodyLimit({ maxSize: maxBody, onError: () => { throw bodyTooLarge(maxBody); } }));
+  app.use('*', bodyLimit({ maxSize: maxBody, onError: () => { throw bodyTooLarge(maxBody); } }));
 
   const ready = (): Llm => {
     if (state.draining) throw unavailable('The server is shutting down.');
@@ -116,6 +196,8 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   app.get('/health', (c) => {
     if (state.draining) return c.json({ status: 'draining' }, 503);
     if (!state.llm) return c.json({ status: 'loading' }, 503);
+    const h = state.llm.engine.health;
+    if (h !== 'ok') return c.json({ status: h, error: state.llm.engine.lastError?.message ?? null }, 503);
     return c.json({ status: 'ok' });
   });
 
@@ -149,6 +231,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
       topP: b.top_p ?? 1,
       topK: b.top_k && b.top_k > 0 ? b.top_k : 0,
       minP: b.min_p ?? 0,
+      logitBias: Object.entries(b.logit_bias ?? {}).map(([k, v]) => [Number(k), v] as const),
       seed: b.seed ?? null,
       maxTokens,
       stop: stop.filter((s) => s.length > 0),
@@ -182,6 +265,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     } catch (e) {
       if (e instanceof EngineOverloadedError) throw overloaded();
       if (e instanceof EngineClosedError) throw unavailable('The server is shutting down.');
+      if (e instanceof EngineUnavailableError) throw engineError(e)!;
       if (e instanceof PromptTooLongError) throw contextLengthExceeded(e.limit, e.promptTokens, e.maxTokens, param);
       throw e;
     }
@@ -226,7 +310,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
         put('data: [DONE]\n\n');
       } catch (err) {
         // Mid-stream failure (vLLM's convention): an error event, then [DONE].
-        const e = err instanceof ApiError ? err : internalError();
+        const e = toApiError(err);
         if (!(err instanceof ApiError)) console.error('seekd: stream error:', err);
         put(`data: ${JSON.stringify(e.body())}\n\n`);
         put('data: [DONE]\n\n');
@@ -252,6 +336,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     if (b.tool_choice && typeof b.tool_choice === 'object') throw invalidRequest('Only tool_choice "auto" and "none" are supported (no guided decoding).', 'tool_choice', 'unsupported');
     if (b.tool_choice === 'required') throw invalidRequest('Only tool_choice "auto" and "none" are supported (no guided decoding).', 'tool_choice', 'unsupported');
     if (b.top_logprobs !== null && b.top_logprobs !== undefined && !b.logprobs) throw invalidRequest('top_logprobs requires logprobs: true.', 'top_logprobs');
+    checkTokenIds(b, llm.runner.vocabSize);
     const messages: ChatMessage[] = b.messages.map((m) => ({
       role: m.role,
       content: textOf(m.content as string | { text: string }[] | null | undefined),
@@ -260,15 +345,22 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
       ...('name' in m && typeof m.name === 'string' ? { name: m.name } : {}),
     }));
     const tools = (b.tools ?? []) as ChatTool[];
+    const requested = b.max_completion_tokens ?? b.max_tokens;
+    // The prompt's budget (the context less one completion token): rendering stops (400) before tokenizing
+    // what cannot fit, and while tokenizing past it. A prompt within it is counted exactly (decideMaxTokens).
+    const completionMin = requested ?? 1;
     let rendered;
     try {
-      rendered = llm.renderChat(messages, tools.length > 0 ? tools : undefined, b.chat_template_kwargs ?? undefined);
+      rendered = llm.renderChat(messages, tools.length > 0 ? tools : undefined, b.chat_template_kwargs ?? undefined, llm.maxModelLen - 1);
     } catch (e) {
       if (e instanceof ChatTemplateError) throw invalidRequest(e.message, 'messages', 'chat_template_error');
+      if (e instanceof TokenBudgetError) {
+        throw e.exact ? contextLengthExceeded(llm.maxModelLen, e.minTokens, completionMin, 'messages') : contextLengthExceededAtLeast(llm.maxModelLen, e.minTokens, completionMin, 'messages');
+      }
       throw e;
     }
     const promptLen = rendered.ids.length;
-    const maxTokens = decideMaxTokens(llm, promptLen, b.max_completion_tokens ?? b.max_tokens, 'messages');
+    const maxTokens = decideMaxTokens(llm, promptLen, requested, 'messages');
     const params = samplingOf(b, maxTokens, b.logprobs ? (b.top_logprobs ?? 0) : null);
     const reasoning = llm.tokenizer.thinkStart !== null && llm.tokenizer.thinkEnd !== null;
     const parseTools = tools.length > 0 && b.tool_choice !== 'none';
@@ -361,6 +453,16 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const llm = ready();
     checkModel(llm, b.model);
     const promptText = Array.isArray(b.prompt) ? (typeof b.prompt[0] === 'string' ? (b.prompt[0] as string) : null) : b.prompt;
+    const vocab = llm.runner.vocabSize;
+    checkTokenIds(b, vocab);
+    // Bounds before encoding: token ids count as they are; text by the tokenizer's bytes-per-token bound.
+    const requested = b.max_tokens ?? 16;
+    const budget = llm.maxModelLen - 1;
+    if (promptText === null && (b.prompt as number[]).length > budget) throw contextLengthExceeded(llm.maxModelLen, (b.prompt as number[]).length, requested, 'prompt');
+    if (promptText !== null) {
+      const min = llm.tokenizer.minTokens(promptText) + (b.suffix ? llm.tokenizer.minTokens(b.suffix) : 0);
+      if (min > budget) throw contextLengthExceededAtLeast(llm.maxModelLen, min, requested, 'prompt');
+    }
     let ids: number[];
     try {
       ids = llm.encodeCompletion(promptText ?? (b.prompt as number[]), b.suffix ?? undefined);
@@ -369,10 +471,9 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
       throw e;
     }
     if (ids.length === 0) throw invalidRequest('prompt is empty.', 'prompt');
-    const vocab = llm.runner.vocabSize;
     if (ids.some((t) => t >= vocab)) throw invalidRequest(`prompt token ids must be < ${vocab}.`, 'prompt');
     const promptLen = ids.length;
-    const maxTokens = decideMaxTokens(llm, promptLen, b.max_tokens ?? 16, 'prompt');
+    const maxTokens = decideMaxTokens(llm, promptLen, requested, 'prompt');
     const params = samplingOf(b, maxTokens, b.logprobs ?? null);
     const echo = b.echo === true && promptText !== null ? promptText : '';
     const ac = clientAbort(c);

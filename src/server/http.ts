@@ -11,6 +11,12 @@ import { ServerMetrics } from './metrics.ts';
 export interface StartOptions extends ServerOptions {
   host?: string;
   port?: number;
+  /** Largest request head (request line + headers); node answers 431 past it. Default 16 KiB. */
+  maxHeaderBytes?: number;
+  /** Time a client has to send its headers (node answers 408 and closes). Default 15 s. */
+  headersTimeoutMs?: number;
+  /** Time a client has to send its whole request, body included (408). Default 60 s. Responses (streams) are not limited. */
+  requestTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -27,7 +33,16 @@ export async function startServer(opts: StartOptions = {}, llm: Llm | null = nul
   const state: ServerState = { llm: null, draining: false, metrics: null };
   const app = createApp(state, opts);
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: opts.host ?? '127.0.0.1', port: opts.port ?? 8000 }, () => resolve(s as Server));
+    const requestTimeout = opts.requestTimeoutMs ?? 60_000;
+    const headersTimeout = Math.min(opts.headersTimeoutMs ?? 15_000, requestTimeout);
+    const serverOptions = {
+      maxHeaderSize: opts.maxHeaderBytes ?? 16 * 1024,
+      headersTimeout,
+      requestTimeout,
+      // How often node checks those deadlines (its default, 30 s, would let short ones overrun).
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(headersTimeout / 4))),
+    };
+    const s = serve({ fetch: app.fetch, hostname: opts.host ?? '127.0.0.1', port: opts.port ?? 8000, serverOptions }, () => resolve(s as Server));
     (s as Server).once('error', reject);
   });
   const addr = server.address() as AddressInfo;
