@@ -68,6 +68,28 @@ interface ServeOptions extends EngineCliOptions {
   defaultMaxTokens: string;
   drainTimeout: string;
   maxBodyBytes: string;
+  maxHeaderBytes: string;
+  requestTimeout: string;
+  allowedOrigins?: string;
+}
+
+/** --allowed-origins a,b: exact origins (scheme://host[:port]) or '*'; '*' is refused with an API key. */
+export function parseAllowedOrigins(v: string | undefined, apiKey: string | null): string[] | null {
+  if (v === undefined) return null;
+  const list = v.split(',').map((o) => o.trim()).filter((o) => o.length > 0);
+  if (list.length === 0) throw new UsageError('--allowed-origins needs at least one origin');
+  for (const o of list) {
+    if (o === '*') continue;
+    let u: URL;
+    try {
+      u = new URL(o);
+    } catch {
+      throw new UsageError(`--allowed-origins: '${o}' is not an origin (scheme://host[:port])`);
+    }
+    if (u.origin !== o || !/^https?:$/.test(u.protocol)) throw new UsageError(`--allowed-origins: '${o}' is not an origin (scheme://host[:port], no path or trailing slash)`);
+  }
+  if (list.includes('*') && apiKey) throw new UsageError("--allowed-origins '*' is refused with --api-key: list the origins that may call the API");
+  return list;
 }
 
 export function register(program: Command): void {
@@ -77,7 +99,10 @@ export function register(program: Command): void {
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health (env SEEKD_API_KEY)')
     .option('--default-max-tokens <n>', 'max_tokens for requests that give none', '512')
     .option('--drain-timeout <s>', 'seconds to let in-flight requests finish on SIGTERM', '30')
-    .option('--max-body-bytes <n>', 'largest request body', String(4 * 1024 * 1024))
+    .option('--max-body-bytes <n>', 'largest request body (413 past it)', String(4 * 1024 * 1024))
+    .option('--max-header-bytes <n>', 'largest request head (431 past it)', String(16 * 1024))
+    .option('--request-timeout <s>', 'seconds a client has to send its whole request (408 past it)', '60')
+    .option('--allowed-origins <list>', "origins allowed to call the API from a browser (CORS), comma-separated; '*' only without --api-key")
     .action(async (opts: ServeOptions) => {
       const port = intOpt('port', opts.port, 0)!;
       parseQuantize(opts.quantize); // a bad value is a usage error before the server starts
@@ -86,6 +111,9 @@ export function register(program: Command): void {
         host: opts.host, port, apiKey,
         defaultMaxTokens: intOpt('default-max-tokens', opts.defaultMaxTokens),
         maxBodyBytes: intOpt('max-body-bytes', opts.maxBodyBytes),
+        maxHeaderBytes: intOpt('max-header-bytes', opts.maxHeaderBytes, 1024),
+        requestTimeoutMs: intOpt('request-timeout', opts.requestTimeout)! * 1000,
+        allowedOrigins: parseAllowedOrigins(opts.allowedOrigins, apiKey),
       });
       let stopping = false;
       const stop = async (sig: string) => {
@@ -100,7 +128,26 @@ export function register(program: Command): void {
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
       process.stderr.write(`seekd: listening on ${srv.url} (loading model; /health answers 503 until ready)\n`);
-      const llm = await loadLlm(opts);
+      let llm: Llm;
+      try {
+        llm = await loadLlm(opts);
+      } catch (e) {
+        // The listener would keep the process alive (answering 503 "loading" forever): close it, then fail.
+        srv.server.close();
+        srv.server.closeAllConnections();
+        throw e;
+      }
+      // A runner failure fails the requests in flight and reloads the model; if that fails too, exit
+      // non-zero so that a supervisor restarts the server (in-flight requests already got their errors).
+      llm.engine.onHealthChange((h, err) => {
+        if (h === 'recovering') process.stderr.write(`seekd: model runner failed: ${err?.name}: ${err?.message}; reloading (/health: recovering)\n`);
+        else if (h === 'ok') process.stderr.write('seekd: model runner reloaded; serving again\n');
+        else if (h === 'failed' && !stopping) {
+          stopping = true;
+          process.stderr.write(`seekd: model runner failed and cannot be restarted: ${err?.name}: ${err?.message}; exiting\n`);
+          void srv.shutdown(1_000).finally(() => process.exit(1));
+        }
+      });
       srv.setLlm(llm);
       process.stderr.write(`seekd: serving ${llm.modelId} at ${srv.url}/v1 (chat page: ${srv.url}/, ${opts.backend} backend)\n`);
       if (!opts.model) process.stderr.write('seekd: note: the built-in model has RANDOM weights; its answers are meaningless\n');
