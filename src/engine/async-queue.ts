@@ -4,6 +4,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   private items: T[] = [];
   private waiter: (() => void) | null = null;
   private closed = false;
+  private error: Error | null = null;
 
   push(item: T): void {
     if (this.closed) return;
@@ -14,6 +15,13 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   close(): void {
     this.closed = true;
     this.wake();
+  }
+
+  /** Ends the queue with an error: the consumer gets the items already pushed, then `err` is thrown. */
+  fail(err: Error): void {
+    if (this.closed) return;
+    this.error = err;
+    this.close();
   }
 
   get isClosed(): boolean {
@@ -32,7 +40,10 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
         yield this.items.shift()!;
         continue;
       }
-      if (this.closed) return;
+      if (this.closed) {
+        if (this.error) throw this.error;
+        return;
+      }
       await new Promise<void>((r) => { this.waiter = r; });
     }
   }

@@ -54,6 +54,41 @@ export class PromptTooLongError extends Error {
   }
 }
 
+/**
+ * The model runner failed (a forward threw: a wasm worker died, an expert rank failed, a read error...).
+ * Every request that was live at that moment ends with this error (its delta stream throws it after the
+ * deltas already produced); `cause` is the runner's own typed error.
+ */
+export class EngineFailedError extends Error {
+  override name = 'EngineFailedError';
+  constructor(override readonly cause: Error, readonly recovering: boolean) {
+    super(`the model failed while computing this request: ${cause.name}: ${cause.message}`);
+  }
+}
+
+/** Refused because the runner failed and is being rebuilt ('recovering') or could not be ('failed'). */
+export class EngineUnavailableError extends Error {
+  override name = 'EngineUnavailableError';
+  constructor(readonly health: 'recovering' | 'failed', override readonly cause: Error | null) {
+    super(health === 'recovering'
+      ? `the model runner failed${cause ? ` (${cause.name}: ${cause.message})` : ''} and is being restarted; retry shortly`
+      : `the model runner failed${cause ? ` (${cause.name}: ${cause.message})` : ''} and could not be restarted`);
+  }
+}
+
+/** 'ok': serving; 'recovering': the runner failed and a new one is being built; 'failed': no runner (terminal). */
+export type EngineHealth = 'ok' | 'recovering' | 'failed';
+
+export interface EngineRecovery {
+  /**
+   * Builds a fresh runner after `failed` threw `cause` (the failed one is disposed first). Its vocabulary
+   * and block count must equal the old one's. Absent: a runner failure is terminal ('failed').
+   */
+  rebuildRunner?: (cause: Error) => Promise<ModelRunner>;
+  /** Failures in a row (no successful step between) after which the engine stops rebuilding (default 3). */
+  maxConsecutiveFailures?: number;
+}
+
 /** Timings (ms, monotonic) and counts of one finished sequence, for metrics. */
 export interface SeqStats {
   arrival: number;
@@ -93,6 +128,12 @@ const now = () => performance.now();
 
 export class Engine {
   readonly scheduler: Scheduler;
+  #runner: ModelRunner;
+  #health: EngineHealth = 'ok';
+  #consecutiveFailures = 0;
+  readonly #healthListeners = new Set<(h: EngineHealth, err: Error | null) => void>();
+  /** Runners rebuilt after failures. */
+  recoveries = 0;
   private readonly live = new Map<number, Live>();
   private nextSeqId = 1;
   private running = false;
@@ -102,7 +143,8 @@ export class Engine {
   /** Last step's failure, if the runner threw (every live request is failed with it). */
   lastError: Error | null = null;
 
-  constructor(readonly runner: ModelRunner, readonly tokenizer: EngineTokenizer, readonly config: EngineConfig) {
+  constructor(runner: ModelRunner, readonly tokenizer: EngineTokenizer, readonly config: EngineConfig, readonly recovery: EngineRecovery = {}) {
+    this.#runner = runner;
     this.scheduler = new Scheduler({
       numBlocks: runner.numBlocks,
       maxNumSeqs: config.maxNumSeqs,
@@ -111,6 +153,27 @@ export class Engine {
     });
     const cap = this.scheduler.capacityTokens;
     if (config.maxModelLen > cap) throw new RangeError(`maxModelLen ${config.maxModelLen} exceeds the KV cache (${cap} tokens)`);
+  }
+
+  /** The current model runner (a new one after a recovery). */
+  get runner(): ModelRunner {
+    return this.#runner;
+  }
+
+  get health(): EngineHealth {
+    return this.#health;
+  }
+
+  /** Calls `fn` on every health change (with the failure that caused it, if any); returns an unsubscribe. */
+  onHealthChange(fn: (h: EngineHealth, err: Error | null) => void): () => void {
+    this.#healthListeners.add(fn);
+    return () => this.#healthListeners.delete(fn);
+  }
+
+  #setHealth(h: EngineHealth, err: Error | null): void {
+    if (h === this.#health) return;
+    this.#health = h;
+    for (const fn of [...this.#healthListeners]) fn(h, err);
   }
 
   get numRunning(): number {
@@ -153,6 +216,7 @@ export class Engine {
    */
   generate(req: EngineRequest): AsyncIterable<Delta> {
     if (this.closed) throw new EngineClosedError('engine is shutting down');
+    if (this.#health !== 'ok') throw new EngineUnavailableError(this.#health, this.lastError);
     const p = req.params;
     this.checkLength(req.prompt.length, p.maxTokens);
     if (this.scheduler.numWaiting >= this.config.maxWaiting) throw new EngineOverloadedError(this.scheduler.numWaiting);
@@ -179,7 +243,12 @@ export class Engine {
       };
       // Forward every choice's deltas into the request's queue; close it after the last choice ends.
       void (async () => {
-        for await (const d of sub) queue.push(d);
+        try {
+          for await (const d of sub) queue.push(d);
+        } catch (e) {
+          queue.fail(e as Error);
+          return;
+        }
         if (--open === 0) queue.close();
       })();
       this.live.set(seqId, live);
@@ -217,15 +286,53 @@ export class Engine {
         await new Promise<void>((r) => setImmediate(r));
       }
     } catch (err) {
-      this.lastError = err instanceof Error ? err : new Error(String(err));
-      for (const [id, l] of [...this.live]) {
-        l.queue.push({ type: 'finish', index: l.index, reason: 'abort', stopReason: `error: ${this.lastError.message}`, usage: this.usageOf(l) });
-        this.finishSeq(id, null);
-      }
+      this.#onRunnerFailure(err instanceof Error ? err : new Error(String(err)));
     } finally {
       this.running = false;
       if (this.scheduler.hasWork()) this.kick();
       else if (this.live.size === 0) this.notifyIdle();
+    }
+  }
+
+  /**
+   * A forward threw: the runner's state is unknown (a dead worker, a lost rank, half-written cache), so
+   * every live request fails with EngineFailedError, new requests are refused (EngineUnavailableError)
+   * and, when a rebuild is configured, a fresh runner replaces this one; otherwise the engine is 'failed'.
+   */
+  #onRunnerFailure(cause: Error): void {
+    this.lastError = cause;
+    this.#consecutiveFailures++;
+    const canRebuild = this.recovery.rebuildRunner !== undefined && this.#consecutiveFailures <= (this.recovery.maxConsecutiveFailures ?? 3);
+    const failure = new EngineFailedError(cause, canRebuild);
+    for (const [id, l] of [...this.live]) {
+      l.queue.fail(failure);
+      this.finishSeq(id, null);
+    }
+    this.#setHealth(canRebuild ? 'recovering' : 'failed', cause);
+    if (canRebuild) void this.#rebuild(cause);
+  }
+
+  async #rebuild(cause: Error): Promise<void> {
+    const old = this.#runner;
+    try {
+      try {
+        await old.dispose?.();
+      } catch {
+        // the failed runner may not release cleanly (a dead worker); its replacement does not depend on it
+      }
+      const next = await this.recovery.rebuildRunner!(cause);
+      if (next.vocabSize !== old.vocabSize || next.numBlocks !== old.numBlocks) {
+        await next.dispose?.();
+        throw new Error(`rebuilt runner differs (vocab ${next.vocabSize}, ${next.numBlocks} blocks; was ${old.vocabSize}, ${old.numBlocks})`);
+      }
+      this.#runner = next;
+      // The cached prefixes' KV lived in the old runner's cache.
+      this.scheduler.blocks.resetPrefixCache();
+      this.recoveries++;
+      this.#setHealth('ok', null);
+    } catch (e) {
+      this.lastError = e instanceof Error ? e : new Error(String(e));
+      this.#setHealth('failed', this.lastError);
     }
   }
 
@@ -242,8 +349,9 @@ export class Engine {
       if (l && l.stats.firstScheduled === null) l.stats.firstScheduled = t;
       return { blockTable: Int32Array.from(s.blockTable), numCached: s.numCached, numNew: s.numNew };
     });
-    const logits = await this.runner.forward({ tokens, seqs });
-    const V = this.runner.vocabSize;
+    const logits = await this.#runner.forward({ tokens, seqs });
+    this.#consecutiveFailures = 0;
+    const V = this.#runner.vocabSize;
     const sampled: (number | null)[] = [];
     const results: ({ l: Live; token: number; lp?: TokenLogprob } | null)[] = [];
     out.seqs.forEach((s, i) => {

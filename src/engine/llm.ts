@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BLOCK_SIZE, type ModelRunner } from './contracts.ts';
-import { Engine, type EngineConfig } from './engine.ts';
+import { Engine, type EngineConfig, type EngineRecovery } from './engine.ts';
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from './builtin/builtin.ts';
 import { DeepseekRunner } from './model-runner.ts';
 import { fittingKvBlocks, MemoryPlanError, planForDir } from '../model/memory-plan.ts';
@@ -38,8 +38,12 @@ export class Llm {
     readonly modelDir: string,
     readonly engine: Engine,
     readonly tokenizer: ChatTokenizer,
-    readonly runner: ModelRunner,
   ) {}
+
+  /** The engine's current runner (a rebuilt one after a runner failure). */
+  get runner(): ModelRunner {
+    return this.engine.runner;
+  }
 
   get maxModelLen(): number {
     return this.engine.config.maxModelLen;
@@ -71,19 +75,28 @@ export class Llm {
       if (plan.fits) opts.onStatus?.(`KV cache lowered to ${numBlocks * BLOCK_SIZE} tokens (${numBlocks} blocks) to fit the memory plan`);
     }
     if (!plan.fits) throw new MemoryPlanError(plan);
-    const runner = await DeepseekRunner.load(dir, { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize, onProgress: opts.onProgress });
+    const runnerOpts = { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize };
+    const runner = await DeepseekRunner.load(dir, { ...runnerOpts, onProgress: opts.onProgress });
     const config: EngineConfig = {
       maxModelLen,
       maxNumSeqs,
       maxNumBatchedTokens,
       maxWaiting: opts.maxWaiting ?? 256,
     };
-    return new Llm(modelId, dir, new Engine(runner, tokenizer, config), tokenizer, runner);
+    // A forward that throws (a wasm worker died, a read error...) fails the requests in flight; the engine
+    // then loads a fresh runner from the same directory and serves again (or, if that fails, is 'failed').
+    const recovery = {
+      rebuildRunner: async (cause: Error) => {
+        opts.onStatus?.(`model runner failed (${cause.name}: ${cause.message}); reloading ${dir}`);
+        return DeepseekRunner.load(dir, runnerOpts);
+      },
+    };
+    return new Llm(modelId, dir, new Engine(runner, tokenizer, config, recovery), tokenizer);
   }
 
   /** For tests: an Llm over any runner and tokenizer. */
-  static fromParts(modelId: string, runner: ModelRunner, tokenizer: ChatTokenizer, config: EngineConfig): Llm {
-    return new Llm(modelId, '', new Engine(runner, tokenizer, config), tokenizer, runner);
+  static fromParts(modelId: string, runner: ModelRunner, tokenizer: ChatTokenizer, config: EngineConfig, recovery?: EngineRecovery): Llm {
+    return new Llm(modelId, '', new Engine(runner, tokenizer, config, recovery), tokenizer);
   }
 
   /** `maxTokens`: the prompt's token budget (TokenBudgetError past it, found as early as possible). */

@@ -138,7 +138,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
 
   app.onError((err, c) => {
     const e = toApiError(err);
-    if (!(err instanceof ApiError)) console.error('seekd: internal error:', err);
+    if (!(err instanceof ApiError) && !engineError(err)) console.error('seekd: internal error:', err);
     return c.json(e.body(), e.status);
   });
   app.notFound((c) => {
@@ -311,7 +311,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
       } catch (err) {
         // Mid-stream failure (vLLM's convention): an error event, then [DONE].
         const e = toApiError(err);
-        if (!(err instanceof ApiError)) console.error('seekd: stream error:', err);
+        if (!(err instanceof ApiError) && !engineError(err)) console.error('seekd: stream error:', err);
         put(`data: ${JSON.stringify(e.body())}\n\n`);
         put('data: [DONE]\n\n');
       } finally {

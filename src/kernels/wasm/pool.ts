@@ -101,6 +101,8 @@ export class WasmPool {
   private readonly opTimeoutMs: number;
   private broken: Error | null = null;
   private disposed = false;
+  /** Test hook: worker index that exits inside the next op that reaches the workers, in any pool (0 = none). */
+  private static dieInNextRun = 0;
 
   private constructor(opts: PoolOptions, private readonly workers: Worker[], ctrl: SharedArrayBuffer, args: SharedArrayBuffer, errs: SharedArrayBuffer) {
     this.threads = workers.length + 1;
@@ -134,13 +136,18 @@ export class WasmPool {
       throw e;
     }
     const pool = new WasmPool(opts, workers, ctrl, args, errs);
-    for (const w of workers) {
+    workers.forEach((w, i) => {
       w.removeAllListeners('exit');
       w.removeAllListeners('error');
       w.on('error', () => { /* reported through the shared state; see the worker's exit hook */ });
+      // A worker that ended without its exit hook (terminated from outside) breaks the pool too; the
+      // shared state word covers deaths during an op (this event only runs between ops).
+      w.on('exit', (code) => {
+        if (!pool.disposed && !pool.broken) pool.broken = new WasmWorkerDiedError(i + 1, `exited with code ${code}`);
+      });
       // Workers only ever talk through shared memory; a forgotten dispose() must not keep the process alive.
       w.unref();
-    }
+    });
     return pool;
   }
 
@@ -168,6 +175,7 @@ export class WasmPool {
     for (let t = 1; t <= nw; t++) {
       const a = argsFor(t);
       const base = (t) * MAX_ARGS;
+      if (t === WasmPool.dieInNextRun) { WasmPool.dieInNextRun = 0; this.args[base] = -2; any = true; continue; }
       if (a === null) { this.args[base] = -1; continue; }
       if (a.length > MAX_ARGS - 1) throw new RangeError(`wasm pool: ${a.length} arguments (max ${MAX_ARGS - 1})`);
       this.args[base] = a.length;
@@ -241,6 +249,16 @@ export class WasmPool {
     Atomics.add(this.ctrl, SEQ, 1);
     Atomics.notify(this.ctrl, SEQ);
     return exited;
+  }
+
+  /**
+   * Test hook: worker t of the next pool whose op reaches its workers exits (as if it crashed) INSIDE
+   * that op instead of computing its share: the op throws WasmWorkerDiedError, as a real death
+   * mid-forward would. Process-wide (a loaded model's pools are not reachable from outside); 0 disarms.
+   */
+  static dieInNextRunForTest(t: number): void {
+    if (!Number.isInteger(t) || t < 0) throw new RangeError(`no worker ${t}`);
+    WasmPool.dieInNextRun = t;
   }
 
   /** Stops the workers (they finish their current op first). */
