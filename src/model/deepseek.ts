@@ -40,7 +40,20 @@ export interface ForwardOptions {
   onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
   /** Called after each decoder layer with the residual stream [T, H] (a live buffer: copy what you keep). */
   onBlockOut?: (layer: number, hidden: Float32Array) => void;
+  /**
+   * Called with the final hidden states [T, H] before the final norm (a live buffer: copy what you keep):
+   * the h_i the MTP module reads (speculative decoding).
+   */
+  onHidden?: (hidden: Float32Array) => void;
   tracer?: Tracer;
+}
+
+/** One MTP module step: draft logits and the module's own output hidden state (for chaining). */
+export interface MtpOutput {
+  /** [rows, vocab]: last new position of each sequence, or every position with allPositions. */
+  logits: Float32Array;
+  /** [rows, H]: the MTP block's output before shared_head.norm (same rows as logits; a fresh array). */
+  hidden: Float32Array;
 }
 
 export interface LoadOptions {
@@ -52,7 +65,7 @@ export interface LoadOptions {
    * itself (expert parallelism) passes false, so they are not loaded twice.
    */
   routedExperts?: boolean;
-  /** Load the MTP modules (default true; they never affect next-token logits). */
+  /** Load the MTP modules (default true; they never affect next-token logits, only mtpForward's drafts). */
   mtp?: boolean;
   /**
    * FlashMLA kernel for the absorbed attention: 'auto' (default) = the backend's own ('wasm' for the
@@ -79,6 +92,8 @@ export class DeepseekModel {
   readonly #k: Kernels;
   #w: ModelWeights;
   readonly #absorbed: AbsorbedWeights[];
+  /** Absorbed kv_b of the MTP modules' decoder blocks (derived on first use). */
+  #mtpAbsorbed: AbsorbedWeights[] | null = null;
   readonly #rope: RopeTable;
   readonly #moe: MoeExecutor;
   readonly #scale: number;
@@ -97,7 +112,11 @@ export class DeepseekModel {
     this.#scale = softmaxScale(c);
     this.#mla = mla;
     this.#ws = new Workspace(kernels);
-    this.#moe = moe({ config: c, kernels, moe: (layer) => this.#w.layers[layer]?.moe });
+    // Layer ids >= num_hidden_layers are the MTP modules' decoder blocks (as stored).
+    this.#moe = moe({
+      config: c, kernels,
+      moe: (layer) => layer < c.num_hidden_layers ? this.#w.layers[layer]?.moe : this.#w.mtp[layer - c.num_hidden_layers]?.block.moe,
+    });
   }
 
   /** Reads config.json and the safetensors checkpoint of `dir` into backend memory. */
@@ -121,7 +140,7 @@ export class DeepseekModel {
     return this.#k;
   }
 
-  /** The loaded weights (MTP modules under `.mtp`), for tools and future speculative decoding. */
+  /** The loaded weights (MTP modules under `.mtp`). */
   get weights(): ModelWeights {
     return this.#w;
   }
@@ -133,6 +152,72 @@ export class DeepseekModel {
     const mla = this.#mla;
     const alloc = mla.allocCache ? () => mla.allocCache!('f32', numBlocks, 1, rowDim).data as Float32Array : undefined;
     return new LatentCache(c.num_hidden_layers, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim, alloc);
+  }
+
+  /** Number of loaded MTP modules (0 without num_nextn_predict_layers or when loaded with mtp: false). */
+  get mtpModules(): number {
+    return this.#w.mtp.length;
+  }
+
+  /**
+   * A latent cache for MTP module `j`'s attention: one layer, indexed by the same block tables and
+   * positions as the main cache (position i holds the MTP block's latent of [t_{i+1} ; h_i]).
+   */
+  createMtpCache(numBlocks: number): LatentCache {
+    const c = this.config;
+    const mla = this.#mla;
+    const alloc = mla.allocCache ? () => mla.allocCache!('f32', numBlocks, 1, c.kv_lora_rank + c.qk_rope_head_dim).data as Float32Array : undefined;
+    return new LatentCache(1, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim, alloc);
+  }
+
+  /**
+   * MTP module `j` (DeepSeek-V3 §2.2; vLLM deepseek_mtp): for each new position i of a sequence,
+   * x_i = eh_proj([enorm(Emb(tokens[i])) ; hnorm(hidden[i])]) where tokens[i] is the token at position
+   * i + 1 and hidden[i] the main model's final hidden state at position i (before the final norm; or this
+   * module's own output hidden when chaining), then the module's decoder block (its attention over
+   * `cache`, a createMtpCache cache, at the main model's positions), then shared_head.norm and the head
+   * (shared_head.head, else lm_head): draft logits for the token at position i + 2.
+   */
+  mtpForward(batch: ForwardBatch, hidden: Float32Array, cache: LatentCache, opts: ForwardOptions & { module?: number } = {}): MtpOutput {
+    const c = this.config;
+    const k = this.#k;
+    const j = opts.module ?? 0;
+    const mw = this.#w.mtp[j];
+    if (!mw) throw new ModelInputError(`mtpForward: no MTP module ${j} loaded (${this.#w.mtp.length} loaded)`);
+    const T = this.#validate(batch, cache, 1);
+    const H = c.hidden_size;
+    if (hidden.length !== T * H) throw new ModelInputError(`mtpForward: hidden has ${hidden.length} floats, expected ${T}x${H}`);
+    const positions = new Int32Array(T);
+    {
+      let t = 0;
+      for (const s of batch.seqs) for (let i = 0; i < s.numNew; i++) positions[t++] = s.numCached + i;
+    }
+    const ropeRows = { q: this.#rope.rows(positions, c.num_attention_heads), k: this.#rope.rows(positions, 1) };
+    const ws = this.#ws;
+    // [enorm(e) ; hnorm(h)] as [T, 2H], then eh_proj.
+    const e = ws.get('mtpE', T * H);
+    const emb = mw.embed ?? this.#w.embed;
+    for (let t = 0; t < T; t++) widenRow(emb, batch.tokens[t]!, e, t * H);
+    const en = k.rmsNorm(e, T, mw.enorm, c.rms_norm_eps, ws.get('mtpEn', T * H));
+    const hn = k.rmsNorm(hidden, T, mw.hnorm, c.rms_norm_eps, ws.get('mtpHn', T * H));
+    const cat = ws.get('mtpCat', T * 2 * H);
+    for (let t = 0; t < T; t++) {
+      cat.set(en.subarray(t * H, (t + 1) * H), t * 2 * H);
+      cat.set(hn.subarray(t * H, (t + 1) * H), t * 2 * H + H);
+    }
+    const x = k.matmul(cat, T, mw.ehProj, ws.get('mtpX', T * H));
+    const lw = mw.block;
+    this.#mtpAbsorbed ??= this.#w.mtp.map((m) =>
+      deriveAbsorbed(k, m.block.attn.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim));
+    const normed = ws.get('normed', T * H);
+    const attnIn = k.rmsNorm(x, T, lw.inputNorm, c.rms_norm_eps, normed);
+    addInPlace(x, this.#attention(0, this.#mtpAbsorbed[j]!, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb'));
+    const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
+    addInPlace(x, this.#ffn(c.num_hidden_layers + j, lw, ffnIn, T, opts));
+    const { rows, last } = this.#lastRows(x, batch, T, opts.allPositions ?? false);
+    const out = last.slice();
+    const h = k.rmsNorm(last, rows, mw.headNorm, c.rms_norm_eps, ws.get('normed', rows * H));
+    return { logits: k.matmul(h, rows, mw.head ?? this.#w.lmHead), hidden: out };
   }
 
   /** Logits [numSeqs, vocab] (last new token of each sequence) or [T, vocab] with allPositions. */
@@ -156,8 +241,8 @@ export class DeepseekModel {
       const tr = opts.tracer;
       const attnIn = k.rmsNorm(x, T, lw.inputNorm, c.rms_norm_eps, normed);
       const attnOut = tr
-        ? tr.span(`layer.${l}.attn`, 'compute', () => this.#attention(l, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb'))
-        : this.#attention(l, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb');
+        ? tr.span(`layer.${l}.attn`, 'compute', () => this.#attention(l, this.#absorbed[l]!, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb'))
+        : this.#attention(l, this.#absorbed[l]!, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb');
       addInPlace(x, attnOut);
       const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
       const ffnOut = tr
@@ -166,35 +251,40 @@ export class DeepseekModel {
       addInPlace(x, ffnOut);
       opts.onBlockOut?.(l, x);
     }
+    opts.onHidden?.(x);
     // Final norm and lm_head only on the rows whose logits are wanted.
-    let rows = T;
-    let last = x;
-    if (!opts.allPositions) {
-      rows = batch.seqs.length;
-      if (rows !== T) {
-        last = ws.get('last', rows * H);
-        let end = 0;
-        for (let i = 0; i < rows; i++) {
-          end += batch.seqs[i]!.numNew;
-          last.set(x.subarray((end - 1) * H, end * H), i * H);
-        }
-      }
-    }
+    const { rows, last } = this.#lastRows(x, batch, T, opts.allPositions ?? false);
     const h = k.rmsNorm(last, rows, this.#w.norm, c.rms_norm_eps, ws.get('normed', rows * H));
     // The logits are the caller's to keep: a fresh array, not a workspace buffer.
     return k.matmul(h, rows, this.#w.lmHead);
+  }
+
+  /** The rows of x [T, H] whose logits are wanted: all, or the last new position of each sequence. */
+  #lastRows(x: Float32Array, batch: ForwardBatch, T: number, all: boolean): { rows: number; last: Float32Array } {
+    if (all) return { rows: T, last: x };
+    const H = this.config.hidden_size;
+    const rows = batch.seqs.length;
+    if (rows === T) return { rows, last: x };
+    const last = this.#ws.get('last', rows * H);
+    let end = 0;
+    for (let i = 0; i < rows; i++) {
+      end += batch.seqs[i]!.numNew;
+      last.set(x.subarray((end - 1) * H, end * H), i * H);
+    }
+    return { rows, last };
   }
 
   close(): void {
     // Backend memory belongs to the kernels instance; dropping the references releases JS-side arrays.
     this.#w = { embed: this.#w.embed, norm: new Float32Array(0), lmHead: this.#w.lmHead, layers: [], mtp: [] };
     this.#absorbed.length = 0;
+    this.#mtpAbsorbed = null;
     void this.#mla.dispose(); // stops the wasm FlashMLA's worker threads (no-op for the reference)
   }
 
   // ------------------------------------------------------------------ pieces of the story
 
-  #validate(batch: ForwardBatch, cache: LatentCache): number {
+  #validate(batch: ForwardBatch, cache: LatentCache, cacheLayers = this.config.num_hidden_layers): number {
     const c = this.config;
     if (batch.seqs.length === 0) throw new ModelInputError('forward: batch has no sequences');
     let T = 0;
@@ -210,7 +300,7 @@ export class DeepseekModel {
     for (const id of batch.tokens) {
       if (!(id >= 0 && id < c.vocab_size)) throw new ModelInputError(`forward: token id ${id} outside the vocabulary [0, ${c.vocab_size})`);
     }
-    if (cache.layers.length !== c.num_hidden_layers || cache.kvLoraRank !== c.kv_lora_rank || cache.ropeDim !== c.qk_rope_head_dim) {
+    if (cache.layers.length !== cacheLayers || cache.kvLoraRank !== c.kv_lora_rank || cache.ropeDim !== c.qk_rope_head_dim) {
       throw new ModelInputError('forward: cache was not created for this model');
     }
     return T;
@@ -228,7 +318,7 @@ export class DeepseekModel {
    * MLA for T tokens: projects q and the latent [c_kv | k_pe], writes the latents of the new positions
    * into the paged cache, attends (absorbed or naive) and applies o_proj. Returns [T, H].
    */
-  #attention(l: number, lw: LayerWeights, x: Float32Array, T: number, ropeRows: { q: RopeRows; k: RopeRows },
+  #attention(l: number, ab: AbsorbedWeights, lw: LayerWeights, x: Float32Array, T: number, ropeRows: { q: RopeRows; k: RopeRows },
     seqs: readonly SeqSlice[], cache: LatentCache, form: 'absorb' | 'naive'): Float32Array {
     const c = this.config;
     const k = this.#k;
@@ -272,7 +362,6 @@ export class DeepseekModel {
       o = naiveAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale);
     } else {
       // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
-      const ab = this.#absorbed[l]!;
       const qf = ws.get('qf', T * Hd * R);
       const qn = ws.get('qn', T * nope), qLat = ws.get('qLat', T * kvLora);
       for (let h = 0; h < Hd; h++) {
