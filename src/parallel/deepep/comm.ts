@@ -126,7 +126,15 @@ export abstract class BaseCommunicator implements Communicator {
     }
     const reason = this.#failed.get(dest);
     if (reason) throw this.failedError(dest, op, reason);
-    await this.transmit(dest, tag, parts, op);
+    try {
+      await this.transmit(dest, tag, parts, op);
+    } catch (e) {
+      // A send that finds the peer gone (EPIPE, a connection already closing) is a failure of that peer
+      // like a closed connection: record it (and make it this rank's cause), or a close right after would
+      // announce no cause and the other survivors could blame this rank instead of `dest`.
+      if (e instanceof RankFailedError) this.peerFailed(dest, e.reason);
+      throw e;
+    }
   }
 
   recv(src: number, tag: number, op: string, timeoutMs = this.timeoutMs): Promise<Uint8Array> {
