@@ -4,6 +4,7 @@
 import { LatentCache } from './latent-cache.ts';
 import type { DeepseekModel, ForwardOptions } from './deepseek.ts';
 import { mulberry32 } from '../tensor/random.ts';
+import { generateSpeculative, type SpecStats, type SpeculativeOptions } from './mtp.ts';
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -18,12 +19,16 @@ export interface GenerateOptions {
   prefillChunk?: number;
   /** Records per-layer spans of every forward pass (see src/platform/tracer.ts). */
   tracer?: ForwardOptions['tracer'];
+  /** MTP speculative decoding (mtp.ts): the module drafts, the main model verifies 1 + K positions per forward. */
+  speculative?: SpeculativeOptions;
 }
 
 export interface GenerateResult {
   ids: number[];
   /** logits[j] is the distribution that produced ids[j] ([vocab] each). */
   logits: Float32Array[];
+  /** With `speculative`: draft tokens proposed and accepted, verify steps. */
+  spec?: SpecStats;
 }
 
 /** Deterministic 32-bit PRNG (mulberry32) returning floats in [0, 1). */
@@ -52,6 +57,7 @@ export function sampleToken(logits: Float32Array, temperature: number, rand: () 
 }
 
 export function generate(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions): GenerateResult {
+  if (opts.speculative) return generateSpeculative(model, prompt, opts, opts.speculative);
   if (prompt.length === 0) throw new RangeError('generate: empty prompt');
   const maxTokens = Math.max(0, Math.floor(opts.maxTokens));
   const cache: LatentCache = model.createCache(Math.max(1, LatentCache.blocksFor(prompt.length + maxTokens)));
