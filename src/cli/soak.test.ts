@@ -32,7 +32,7 @@ test('slope and summarize: least squares after the warm-up, start/min/max/end, i
   assert.equal(slope([0, 1, 2, 3], [1, 3, 5, 7]), 2);
   assert.equal(slope([5], [1]), 0);
   const samples: SoakSample[] = Array.from({ length: 11 }, (_, i) => ({
-    t: i * 30, rssBytes: i < 2 ? 100 + 50 * i : 200 + 6 * (i * 30) / 60, heapUsedBytes: 10 + (i % 2), kvUsage: i === 10 ? 0 : 0.5, running: 0, waiting: 0,
+    t: i * 30, rssBytes: i < 2 ? 100 + 50 * i : 200 + 6 * (i * 30) / 60, heapUsedBytes: 10 + (i % 2), heapTotalBytes: 20, externalBytes: 5, kvUsage: i === 10 ? 0 : 0.5, running: 0, waiting: 0,
   }));
   const s = summarize(samples, 60);
   assert.equal(s.samples, 11);
@@ -136,9 +136,10 @@ test('seekd bench serve --duration --abort-rate --random-sampling --soak-out: a 
     assert.equal(j.soak.kvUsageIdle, 0);
     assert.ok(j.soak.rssBytes.min > 50 * 2 ** 20, 'RSS of a real server');
     const rows = readFileSync(csv, 'utf8').trim().split('\n');
-    assert.equal(rows[0], 't_s,rss_bytes,heap_used_bytes,kv_usage,running,waiting');
+    assert.equal(rows[0], 't_s,rss_bytes,heap_used_bytes,heap_total_bytes,external_bytes,kv_usage,running,waiting');
     assert.equal(rows.length - 1, j.soak.samples);
-    assert.deepEqual(rows.at(-1)!.split(',').slice(3).map(Number), [0, 0, 0]);
+    assert.deepEqual(rows.at(-1)!.split(',').slice(5).map(Number), [0, 0, 0]);
+    assert.ok(rows.slice(1).every((l) => l.split(',').slice(1, 5).every((x) => Number(x) > 0)), 'RSS, heap and external memory sampled');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -9,6 +9,9 @@ export interface SoakSample {
   t: number;
   rssBytes: number;
   heapUsedBytes: number;
+  /** V8 heap reserved, and memory outside it held by JS objects (ArrayBuffers): NaN where /metrics lacks them. */
+  heapTotalBytes: number;
+  externalBytes: number;
   /** KV blocks in use, 0..1. */
   kvUsage: number;
   running: number;
@@ -58,6 +61,8 @@ export async function scrape(url: string, apiKey?: string | null): Promise<Omit<
   return {
     rssBytes: pick(m, ['process_resident_memory_bytes'], 'resident memory'),
     heapUsedBytes: pick(m, ['nodejs_heap_size_used_bytes'], 'V8 heap size'),
+    heapTotalBytes: m.get('nodejs_heap_size_total_bytes') ?? NaN,
+    externalBytes: m.get('nodejs_external_memory_bytes') ?? NaN,
     kvUsage: pick(m, KV_NAMES, 'KV-cache usage'),
     running: pick(m, ['vllm:num_requests_running'], 'running requests'),
     waiting: pick(m, ['vllm:num_requests_waiting'], 'waiting requests'),
@@ -148,7 +153,8 @@ export function summarize(samples: SoakSample[], warmupS: number): SoakSummary {
 /** Writes the curve: CSV when the file name ends in .csv, else JSON (samples + summary + extra). */
 export function writeSoak(file: string, samples: SoakSample[], summary: SoakSummary, extra: Record<string, unknown>): void {
   if (file.toLowerCase().endsWith('.csv')) {
-    const rows = ['t_s,rss_bytes,heap_used_bytes,kv_usage,running,waiting', ...samples.map((s) => [s.t.toFixed(3), s.rssBytes, s.heapUsedBytes, s.kvUsage, s.running, s.waiting].join(','))];
+    const rows = ['t_s,rss_bytes,heap_used_bytes,heap_total_bytes,external_bytes,kv_usage,running,waiting',
+      ...samples.map((s) => [s.t.toFixed(3), s.rssBytes, s.heapUsedBytes, s.heapTotalBytes, s.externalBytes, s.kvUsage, s.running, s.waiting].join(','))];
     writeFileSync(file, rows.join('\n') + '\n');
   } else {
     writeFileSync(file, JSON.stringify({ ...extra, summary, samples }, null, 2) + '\n');
