@@ -33,6 +33,25 @@ export interface SamplingParams {
   n: number;
   /** OpenAI logit_bias: [token id < vocab, bias] added to the logits before penalties and sampling (logprobs stay raw). */
   logitBias?: readonly (readonly [number, number])[];
+  /** Guided decoding: each choice gets its own constraint; tokens outside its mask are never sampled. */
+  guided?: ConstraintFactory;
+}
+
+/**
+ * One sequence's grammar state (guided decoding): which tokens may come next, as a bitmask (bit t & 31 of
+ * word t >> 5; EOS is allowed once the grammar is complete), and the sampled token fed back.
+ */
+export interface TokenConstraint {
+  mask(): Int32Array | Promise<Int32Array>;
+  /** false: the token breaks the grammar (cannot happen for a token inside the mask). */
+  accept(token: number): boolean;
+  /** The grammar has ended (its stop token was accepted). */
+  readonly done: boolean;
+  dispose(): void;
+}
+
+export interface ConstraintFactory {
+  create(): Promise<TokenConstraint>;
 }
 
 export function defaultSamplingParams(over: Partial<SamplingParams> = {}): SamplingParams {

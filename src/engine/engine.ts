@@ -3,7 +3,7 @@
 // known token, and turns new tokens into text deltas (streaming detokenizer, stop strings/ids,
 // max_tokens). Logits are computed per sequence exactly as alone, so batching changes no token.
 import { AsyncQueue } from './async-queue.ts';
-import type { Delta, FinishReason, ModelRunner, SamplingParams, SchedulerOutput, TokenLogprob, Usage } from './contracts.ts';
+import type { Delta, FinishReason, ModelRunner, SamplingParams, SchedulerOutput, TokenConstraint, TokenLogprob, Usage } from './contracts.ts';
 import { StopMatcher, StreamingDetokenizer, type TokenDecoder } from './detokenizer.ts';
 import { Rng } from './rng.ts';
 import { sample, type Counts } from './sampler.ts';
@@ -122,6 +122,9 @@ interface Live {
   output: number[];
   stats: SeqStats;
   lastTokenAt: number | null;
+  /** Guided decoding: the sequence's own grammar state (created at admission, resolved on first use). */
+  guided: Promise<TokenConstraint> | null;
+  constraint: TokenConstraint | null;
 }
 
 const now = () => performance.now();
@@ -240,7 +243,13 @@ export class Engine {
           outputTokens: 0, cachedTokens: 0, reason: 'stop',
         },
         lastTokenAt: null,
+        guided: null,
+        constraint: null,
       };
+      if (p.guided) {
+        live.guided = p.guided.create();
+        live.guided.catch(() => {}); // reported where it is awaited (maskOf)
+      }
       // Forward every choice's deltas into the request's queue; close it after the last choice ends.
       void (async () => {
         try {
@@ -349,8 +358,11 @@ export class Engine {
       if (l && l.stats.firstScheduled === null) l.stats.firstScheduled = t;
       return { blockTable: Int32Array.from(s.blockTable), numCached: s.numCached, numNew: s.numNew };
     });
+    // Guided sequences' bitmasks are computed while the forward runs.
+    const maskPs = out.seqs.some((s) => s.sample && this.live.get(s.seqId)?.guided) ? out.seqs.map((s) => (s.sample ? this.maskOf(s.seqId) : null)) : null;
     const logits = await this.#runner.forward({ tokens, seqs });
     this.#consecutiveFailures = 0;
+    const masks = maskPs ? await Promise.all(maskPs) : null;
     const V = this.#runner.vocabSize;
     const sampled: (number | null)[] = [];
     const results: ({ l: Live; token: number; lp?: TokenLogprob } | null)[] = [];
@@ -358,7 +370,10 @@ export class Engine {
       const l = this.live.get(s.seqId);
       if (!s.sample || !l) { sampled.push(null); results.push(null); return; }
       const row = logits.subarray(i * V, (i + 1) * V);
-      const r = sample(row, l.params, l.rng, l.promptSeen, l.counts);
+      const mask = masks?.[i] ?? undefined;
+      if (l.guided && !mask) { sampled.push(null); results.push(null); return; } // its constraint failed: finished
+      const r = sample(row, l.params, l.rng, l.promptSeen, l.counts, mask);
+      l.constraint?.accept(r.token);
       sampled.push(r.token);
       let lp: TokenLogprob | undefined;
       if (r.logprob !== undefined) {
@@ -369,6 +384,20 @@ export class Engine {
     this.scheduler.update(out, sampled);
     const tt = now();
     for (const r of results) if (r) this.onToken(r.l, r.token, r.lp, tt);
+  }
+
+  /** The next-token bitmask of a guided sequence (null: not guided, gone, or its grammar failed, which finishes it). */
+  private async maskOf(seqId: number): Promise<Int32Array | null> {
+    const l = this.live.get(seqId);
+    if (!l?.guided) return null;
+    try {
+      l.constraint ??= await l.guided;
+      if (!this.live.has(seqId)) return null;
+      return await l.constraint.mask();
+    } catch (e) {
+      if (this.live.has(seqId)) this.finishSeq(seqId, 'abort', `error: guided decoding: ${e instanceof Error ? e.message : String(e)}`);
+      return null;
+    }
   }
 
   private tokenInfo(id: number): { token: string; tokenId: number; bytes: number[] } {
@@ -383,7 +412,8 @@ export class Engine {
     else if (l.lastTokenAt !== null) st.interTokenMs.push(t - l.lastTokenAt);
     l.lastTokenAt = t;
     const p = l.params;
-    if (l.stopIds.has(token)) {
+    // A guided sequence also ends when its grammar does (its stop token accepted, even under ignore_eos).
+    if (l.stopIds.has(token) || l.constraint?.done) {
       // The stop token itself is neither returned nor counted as text; it is counted as output.
       l.output.push(token);
       st.outputTokens++;
@@ -432,6 +462,8 @@ export class Engine {
     l.stats.cachedTokens = usage.cachedTokens;
     this.scheduler.finish(seqId);
     this.live.delete(seqId);
+    // After the current step's use of it (a mask may be in flight).
+    if (l.guided) void l.guided.then((c) => setImmediate(() => c.dispose()), () => {});
     l.stats.finished = now();
     l.stats.reason = reason ?? 'abort';
     if (reason !== null) l.queue.push({ type: 'finish', index: l.index, reason, ...(stopReason !== undefined ? { stopReason } : {}), usage });

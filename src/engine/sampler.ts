@@ -2,6 +2,8 @@
 // logit bias → penalties (repetition over prompt+output, frequency and presence over output) → greedy if
 // temperature is 0 → temperature → top-k → top-p → min-p → draw from the softmax with the request's
 // own PRNG. Logprobs are the log-softmax of the raw model logits (vLLM's default "raw_logprobs").
+// Guided decoding's token bitmask sets every token outside it to -inf after the penalties, before
+// greedy/temperature and the filters.
 import type { SamplingParams } from './contracts.ts';
 import type { Rng } from './rng.ts';
 
@@ -46,7 +48,7 @@ export function topIndices(row: ArrayLike<number>, k: number): number[] {
 
 /**
  * Samples one token. `logits` is not modified. `promptSeen` holds the prompt's token ids (for the
- * repetition penalty), `outputCounts` the output's counts. `allowed` masks out nothing when absent.
+ * repetition penalty), `outputCounts` the output's counts. `mask` (guided decoding) allows only its tokens; absent, every token.
  */
 export function sample(
   logits: Float32Array,
@@ -54,6 +56,7 @@ export function sample(
   rng: Rng,
   promptSeen: ReadonlySet<number>,
   outputCounts: Counts,
+  mask?: Int32Array,
 ): SampleResult {
   const V = logits.length;
   let x: Float32Array = logits;
@@ -77,6 +80,11 @@ export function sample(
     }
   }
 
+  if (mask) {
+    if (x === logits) x = logits.slice();
+    applyMask(x, mask);
+  }
+
   let token: number;
   if (p.temperature === 0) {
     token = argmax(x);
@@ -88,6 +96,17 @@ export function sample(
   const lp = logSoftmax(logits);
   const top = p.logprobs > 0 ? topIndices(lp, p.logprobs).map((t) => ({ tokenId: t, logprob: lp[t]! })) : [];
   return { token, logprob: lp[token]!, top };
+}
+
+/** Sets x[t] = -inf for every token t whose bit is clear in `mask` (bit t & 31 of word t >> 5). */
+export function applyMask(x: Float32Array, mask: Int32Array): void {
+  const V = x.length;
+  for (let w = 0; w * 32 < V; w++) {
+    const bits = w < mask.length ? mask[w]! : 0;
+    if (bits === -1) continue;
+    const end = Math.min(32, V - w * 32);
+    for (let b = 0; b < end; b++) if ((bits & (1 << b)) === 0) x[w * 32 + b] = -Infinity;
+  }
 }
 
 function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {

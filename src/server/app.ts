@@ -13,6 +13,7 @@ import type { z } from 'zod';
 import { ChatOutputParser } from '../engine/chat-output.ts';
 import { defaultSamplingParams, type Delta, type SamplingParams, type TokenLogprob, type Usage, type FinishReason } from '../engine/contracts.ts';
 import { EngineClosedError, EngineOverloadedError, EngineUnavailableError, PromptTooLongError } from '../engine/engine.ts';
+import { GrammarError, guidedDecoderFor, type GuidedSpec } from '../engine/guided/guided.ts';
 import { FimUnsupportedError, type Llm } from '../engine/llm.ts';
 import { ChatTemplateError, TokenBudgetError, type ChatMessage, type ChatTool } from '../engine/tokenizer.ts';
 import {
@@ -116,6 +117,33 @@ function checkTokenIds(b: ChatRequest | CompletionRequest, vocab: number): void 
   for (const t of b.stop_token_ids ?? []) {
     if (t >= vocab) throw invalidRequest(`stop_token_ids: token id ${t} is outside the vocabulary (ids are 0 .. ${vocab - 1}).`, 'stop_token_ids', 'invalid_value');
   }
+}
+
+/** A schema given as a JSON string (vLLM's guided_json) is parsed; a bad one is a 400 on `param`. */
+function schemaValue(v: unknown, param: string): unknown {
+  if (typeof v !== 'string') return v;
+  try {
+    return JSON.parse(v);
+  } catch {
+    throw invalidRequest(`${param}: the JSON schema is not valid JSON.`, param, 'invalid_value');
+  }
+}
+
+/**
+ * vLLM's structured-output parameters (guided_json/guided_regex/guided_choice, structured_outputs.{json,
+ * regex,choice}) as a grammar spec, with the parameter it came from; null when none is given. At most one.
+ */
+function vllmGuided(b: ChatRequest | CompletionRequest): { spec: GuidedSpec; param: string } | null {
+  const found: { spec: GuidedSpec; param: string }[] = [];
+  const so = b.structured_outputs;
+  if (b.guided_json !== null && b.guided_json !== undefined) found.push({ spec: { kind: 'json_schema', schema: schemaValue(b.guided_json, 'guided_json') }, param: 'guided_json' });
+  if (b.guided_regex) found.push({ spec: { kind: 'regex', pattern: b.guided_regex }, param: 'guided_regex' });
+  if (b.guided_choice) found.push({ spec: { kind: 'choice', choices: b.guided_choice }, param: 'guided_choice' });
+  if (so?.json !== null && so?.json !== undefined) found.push({ spec: { kind: 'json_schema', schema: schemaValue(so.json, 'structured_outputs.json') }, param: 'structured_outputs.json' });
+  if (so?.regex) found.push({ spec: { kind: 'regex', pattern: so.regex }, param: 'structured_outputs.regex' });
+  if (so?.choice) found.push({ spec: { kind: 'choice', choices: so.choice }, param: 'structured_outputs.choice' });
+  if (found.length > 1) throw invalidRequest(`Only one structured-output constraint may be given (got ${found.map((f) => f.param).join(', ')}).`, found[1]!.param, 'invalid_value');
+  return found[0] ?? null;
 }
 
 function textOf(content: string | { text: string }[] | null | undefined): string | null {
@@ -245,6 +273,41 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     });
   }
 
+  /** Compiles a grammar spec for the model's tokenizer (cached per spec); a spec it cannot compile is a 400 on `param`. */
+  async function compileGuided(llm: Llm, spec: GuidedSpec, param: string) {
+    try {
+      const dec = await guidedDecoderFor(llm.tokenizer, llm.runner.vocabSize);
+      return await dec.compile(spec);
+    } catch (e) {
+      if (e instanceof GrammarError) throw invalidRequest(`${param}: cannot compile the grammar: ${e.message}`, param, 'invalid_value');
+      throw e;
+    }
+  }
+
+  /** The chat request's grammar: response_format, a forced tool_choice, or vLLM's parameters (one of them). */
+  function chatGuided(b: ChatRequest): { spec: GuidedSpec; param: string } | null {
+    const found: { spec: GuidedSpec; param: string }[] = [];
+    const rf = b.response_format;
+    if (rf?.type === 'json_object') found.push({ spec: { kind: 'json_object' }, param: 'response_format' });
+    if (rf?.type === 'json_schema') {
+      const schema = rf.json_schema?.schema;
+      if (schema === undefined) throw invalidRequest('response_format: json_schema.schema is required for type "json_schema".', 'response_format', 'invalid_value');
+      found.push({ spec: { kind: 'json_schema', schema }, param: 'response_format' });
+    }
+    const tc = b.tool_choice;
+    const tools = b.tools ?? [];
+    if (tc === 'required' || (tc && typeof tc === 'object')) {
+      if (tools.length === 0) throw invalidRequest(`tool_choice ${typeof tc === 'string' ? '"required"' : 'naming a function'} needs tools.`, 'tool_choice', 'invalid_value');
+      const named = typeof tc === 'object' ? tools.filter((t) => t.function.name === tc.function.name) : tools;
+      if (named.length === 0) throw invalidRequest(`tool_choice names function "${(tc as { function: { name: string } }).function.name}", which is not in tools.`, 'tool_choice', 'invalid_value');
+      found.push({ spec: { kind: 'tool_call', tools: named.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? null })) }, param: 'tools' });
+    }
+    const v = vllmGuided(b);
+    if (v) found.push(v);
+    if (found.length > 1) throw invalidRequest(`Only one of response_format, a forced tool_choice and vLLM's structured outputs may constrain a request (got ${found.map((f) => f.param).join(', ')}).`, found[1]!.param, 'invalid_value');
+    return found[0] ?? null;
+  }
+
   function checkModel(llm: Llm, model: string | undefined): void {
     if (model !== undefined && model !== llm.modelId) throw modelNotFound(model);
   }
@@ -332,9 +395,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const b = parsed.data;
     const llm = ready();
     checkModel(llm, b.model);
-    if (b.response_format && b.response_format.type !== 'text') throw invalidRequest('response_format json_object/json_schema is not supported by this server (no guided decoding).', 'response_format', 'unsupported');
-    if (b.tool_choice && typeof b.tool_choice === 'object') throw invalidRequest('Only tool_choice "auto" and "none" are supported (no guided decoding).', 'tool_choice', 'unsupported');
-    if (b.tool_choice === 'required') throw invalidRequest('Only tool_choice "auto" and "none" are supported (no guided decoding).', 'tool_choice', 'unsupported');
+    const guided = chatGuided(b);
     if (b.top_logprobs !== null && b.top_logprobs !== undefined && !b.logprobs) throw invalidRequest('top_logprobs requires logprobs: true.', 'top_logprobs');
     checkTokenIds(b, llm.runner.vocabSize);
     const messages: ChatMessage[] = b.messages.map((m) => ({
@@ -362,9 +423,11 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const promptLen = rendered.ids.length;
     const maxTokens = decideMaxTokens(llm, promptLen, requested, 'messages');
     const params = samplingOf(b, maxTokens, b.logprobs ? (b.top_logprobs ?? 0) : null);
-    const reasoning = llm.tokenizer.thinkStart !== null && llm.tokenizer.thinkEnd !== null;
+    if (guided) params.guided = await compileGuided(llm, guided.spec, guided.param);
+    // A grammar applies from the first token: guided output has no reasoning part, even after an opened <think>.
+    const reasoning = llm.tokenizer.thinkStart !== null && llm.tokenizer.thinkEnd !== null && !guided;
     const parseTools = tools.length > 0 && b.tool_choice !== 'none';
-    const mkParser = () => new ChatOutputParser({ reasoning, thinking: rendered.thinking, tools: parseTools });
+    const mkParser = () => new ChatOutputParser({ reasoning, thinking: rendered.thinking && !guided, tools: parseTools });
     const ac = clientAbort(c);
     const it = start(llm, rendered.ids, params, ac.signal, 'messages');
     const id = newId('chatcmpl');
@@ -475,6 +538,8 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const promptLen = ids.length;
     const maxTokens = decideMaxTokens(llm, promptLen, requested, 'prompt');
     const params = samplingOf(b, maxTokens, b.logprobs ?? null);
+    const guided = vllmGuided(b);
+    if (guided) params.guided = await compileGuided(llm, guided.spec, guided.param);
     const echo = b.echo === true && promptText !== null ? promptText : '';
     const ac = clientAbort(c);
     const it = start(llm, ids, params, ac.signal, 'prompt');

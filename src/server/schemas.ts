@@ -28,6 +28,12 @@ export const LIMITS = {
   /** chat_template_kwargs: JSON size and nesting. */
   templateKwargsBytes: 16 * 1024,
   templateKwargsDepth: 8,
+  /** Guided decoding: a JSON schema's JSON size and nesting, a regex's length, choices and their length. */
+  guidedSchemaBytes: 64 * 1024,
+  guidedSchemaDepth: 32,
+  guidedRegexChars: 4096,
+  guidedChoices: 256,
+  guidedChoiceChars: 1024,
 } as const;
 
 /**
@@ -55,6 +61,22 @@ function jsonBytes(value: unknown): number {
   return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
 }
 
+/** A JSON schema given inline (object or boolean) or as a JSON string (vLLM's guided_json accepts both); bounded. */
+const guidedSchemaObject = z.union([z.boolean(), z.record(z.string(), z.unknown())])
+  .refine((v) => jsonDepth(v, LIMITS.guidedSchemaDepth) <= LIMITS.guidedSchemaDepth, `the JSON schema may nest at most ${LIMITS.guidedSchemaDepth} levels`)
+  .refine((v) => jsonBytes(v) <= LIMITS.guidedSchemaBytes, `the JSON schema may take at most ${LIMITS.guidedSchemaBytes} bytes of JSON`);
+const guidedSchema = z.union([z.string().max(LIMITS.guidedSchemaBytes), guidedSchemaObject]);
+const guidedRegex = z.string().min(1).max(LIMITS.guidedRegexChars);
+const guidedChoice = z.array(z.string().min(1).max(LIMITS.guidedChoiceChars)).min(1).max(LIMITS.guidedChoices);
+
+/** vLLM's structured-output parameters (the older guided_* and the newer structured_outputs), on both endpoints. */
+const guided = {
+  guided_json: guidedSchema.nullish(),
+  guided_regex: guidedRegex.nullish(),
+  guided_choice: guidedChoice.nullish(),
+  structured_outputs: z.looseObject({ json: guidedSchema.nullish(), regex: guidedRegex.nullish(), choice: guidedChoice.nullish() }).nullish(),
+};
+
 const stop = z.union([z.string().max(LIMITS.stopChars), z.array(z.string().max(LIMITS.stopChars)).max(LIMITS.stop)]).nullish();
 
 const sampling = {
@@ -79,6 +101,7 @@ const sampling = {
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
   user: z.string().max(LIMITS.name).nullish(),
+  ...guided,
 };
 
 const textPart = z.looseObject({ type: z.literal('text'), text: z.string() });
@@ -130,7 +153,15 @@ export const chatRequestSchema = z.looseObject({
   tools: tools.nullish(),
   tool_choice: z.union([z.enum(['none', 'auto', 'required']), z.looseObject({ type: z.literal('function'), function: z.looseObject({ name: z.string() }) })]).nullish(),
   parallel_tool_calls: z.boolean().nullish(),
-  response_format: z.looseObject({ type: z.enum(['text', 'json_object', 'json_schema']) }).nullish(),
+  response_format: z.looseObject({
+    type: z.enum(['text', 'json_object', 'json_schema']),
+    json_schema: z.looseObject({
+      name: z.string().max(LIMITS.name).optional(),
+      description: z.string().nullish(),
+      schema: guidedSchemaObject.optional(),
+      strict: z.boolean().nullish(),
+    }).optional(),
+  }).nullish(),
   chat_template_kwargs: templateKwargs.nullish(),
 });
 
