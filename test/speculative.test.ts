@@ -14,8 +14,14 @@ import { probs, verifyDrafts } from '../src/model/mtp.ts';
 import { writeSyntheticCheckpoint } from '../src/model/synthetic.ts';
 import { REF_DIR, VARIANTS, expected, maxAbsDiff } from './helpers.ts';
 
+const plainRuns = new WeakMap<DeepseekModel, Map<string, ReturnType<typeof generate>>>();
+
 function sameGreedy(model: DeepseekModel, prompt: number[], maxTokens: number, K: number, extra: { prefillChunk?: number; stopIds?: number[] } = {}) {
-  const plain = generate(model, prompt, { maxTokens, ...extra });
+  const runs = plainRuns.get(model) ?? new Map<string, ReturnType<typeof generate>>();
+  plainRuns.set(model, runs);
+  const key = JSON.stringify([prompt, maxTokens, extra]);
+  const plain = runs.get(key) ?? generate(model, prompt, { maxTokens, ...extra });
+  runs.set(key, plain);
   const spec = generate(model, prompt, { maxTokens, ...extra, speculative: { method: 'mtp', numSpeculativeTokens: K } });
   assert.deepEqual(spec.ids, plain.ids, `K=${K} prompt ${prompt.length}`);
   assert.equal(spec.logits.length, plain.logits.length);
