@@ -101,11 +101,16 @@ export function sample(
 /** Sets x[t] = -inf for every token t whose bit is clear in `mask` (bit t & 31 of word t >> 5). */
 export function applyMask(x: Float32Array, mask: Int32Array): void {
   const V = x.length;
-  for (let w = 0; w * 32 < V; w++) {
+  for (let w = 0, base = 0; base < V; w++, base += 32) {
     const bits = w < mask.length ? mask[w]! : 0;
     if (bits === -1) continue;
-    const end = Math.min(32, V - w * 32);
-    for (let b = 0; b < end; b++) if ((bits & (1 << b)) === 0) x[w * 32 + b] = -Infinity;
+    const end = Math.min(base + 32, V);
+    if (bits === 0) { x.fill(-Infinity, base, end); continue; }
+    // Only the clear bits (each step drops the lowest one).
+    for (let z = ~bits; z !== 0; z &= z - 1) {
+      const t = base + 31 - Math.clz32(z & -z);
+      if (t < end) x[t] = -Infinity;
+    }
   }
 }
 
