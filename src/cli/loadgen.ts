@@ -26,6 +26,12 @@ export interface LoadConfig {
   abortRate?: number;
   /** Random request parameters per request (see randomRequest); outputLen is then the mean max_tokens. */
   randomSampling?: boolean;
+  /**
+   * Guided decoding in fixed mode (vLLM's structured-output parameters on /v1/completions): 'json' =
+   * guided_json with GUIDED_BENCH_SCHEMA (one free string: the model runs to max_tokens in it), 'regex' =
+   * guided_regex GUIDED_BENCH_REGEX, 'choice' = guided_choice of GUIDED_BENCH_CHOICES (a few tokens each).
+   */
+  guided?: GuidedBenchKind | null;
   /** A request that has not finished after this long fails as a timeout (default 300 s). */
   requestTimeoutMs?: number;
 }
@@ -92,13 +98,26 @@ export interface PlannedRequest {
   abortAfterMs: number;
 }
 
+export type GuidedBenchKind = 'json' | 'regex' | 'choice';
+export const GUIDED_BENCH_KINDS: readonly GuidedBenchKind[] = ['json', 'regex', 'choice'];
+export const GUIDED_BENCH_SCHEMA = { type: 'object', properties: { text: { type: 'string' } }, required: ['text'], additionalProperties: false };
+export const GUIDED_BENCH_REGEX = '([a-z]+ )*[a-z]+\\.';
+export const GUIDED_BENCH_CHOICES = ['positive', 'negative', 'neutral'];
+
+function guidedParams(kind: GuidedBenchKind | null | undefined): Record<string, unknown> {
+  if (kind === 'json') return { guided_json: GUIDED_BENCH_SCHEMA };
+  if (kind === 'regex') return { guided_regex: GUIDED_BENCH_REGEX };
+  if (kind === 'choice') return { guided_choice: GUIDED_BENCH_CHOICES };
+  return {};
+}
+
 /**
  * Request `i` of a run. Fixed mode: a streamed /v1/completions of outputLen tokens (ignore_eos, greedy).
  * Random mode: drawn from (seed, i): chat or completions, streamed 85%, temperature 0 (20%) or U(0.05, 1.5),
  * top_p, top_k, min_p, seed, stop words, logit_bias over ids < 2048, penalties, n = 2 (10%), ignore_eos,
  * max_tokens in 1..2 x outputLen.
  */
-export function planRequest(cfg: Pick<LoadConfig, 'seed' | 'inputWords' | 'outputLen' | 'abortRate' | 'randomSampling' | 'model'>, i: number): PlannedRequest {
+export function planRequest(cfg: Pick<LoadConfig, 'seed' | 'inputWords' | 'outputLen' | 'abortRate' | 'randomSampling' | 'model' | 'guided'>, i: number): PlannedRequest {
   const rng = new Rng(cfg.seed * 1_000_003 + i);
   const u = () => rng.next();
   const int = (lo: number, hi: number) => lo + Math.floor(u() * (hi - lo + 1));
@@ -107,7 +126,10 @@ export function planRequest(cfg: Pick<LoadConfig, 'seed' | 'inputWords' | 'outpu
   if (!cfg.randomSampling) {
     return {
       endpoint: '/v1/completions', stream: true,
-      body: { ...model, prompt: promptText(cfg.seed, i, cfg.inputWords), max_tokens: cfg.outputLen, ignore_eos: true, temperature: 0, stream: true, stream_options: { include_usage: true } },
+      body: {
+        ...model, prompt: promptText(cfg.seed, i, cfg.inputWords), max_tokens: cfg.outputLen, ignore_eos: true, temperature: 0, stream: true, stream_options: { include_usage: true },
+        ...guidedParams(cfg.guided),
+      },
       abortAfterChunks: abort ? int(0, Math.max(0, cfg.outputLen - 1)) : null, abortAfterMs: 0,
     };
   }

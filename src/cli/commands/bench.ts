@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
-import { runLoad, type LoadResult } from '../loadgen.ts';
+import { GUIDED_BENCH_KINDS, runLoad, type GuidedBenchKind, type LoadResult } from '../loadgen.ts';
 import { SoakSampler, summarize, writeSoak, type SoakSummary } from '../soak.ts';
 import { engineOptions, intOpt, type EngineCliOptions } from './serve.ts';
 
@@ -24,6 +24,7 @@ interface BenchServeOptions extends EngineCliOptions {
   duration?: string;
   abortRate?: string;
   randomSampling?: boolean;
+  guided?: string;
   soakOut?: string;
   sampleInterval: string;
   warmup?: string;
@@ -97,6 +98,7 @@ export function register(program: Command): void {
     .option('--duration <s>', 'run each concurrency for this many seconds instead of --num-prompts requests (soak)')
     .option('--abort-rate <p>', 'fraction of requests the client aborts mid-stream (0-1)', '0')
     .option('--random-sampling', 'random endpoint, stream, temperature, top_p, top_k, max_tokens, stop, seed, logit_bias, penalties, n per request')
+    .option('--guided <kind>', `guided decoding on every request: ${GUIDED_BENCH_KINDS.join('|')} (vLLM's guided_json/guided_regex/guided_choice; compare TPOT with a run without)`)
     .option('--soak-out <file>', "sample the server's RSS, V8 heap and KV usage from /metrics into FILE (.csv or JSON)")
     .option('--sample-interval <s>', 'seconds between /metrics samples', '2')
     .option('--warmup <s>', 'seconds left out of the memory slopes (default: min(60, duration / 5))')
@@ -112,6 +114,9 @@ export function register(program: Command): void {
       const sampleS = numOpt('sample-interval', opts.sampleInterval, 0.1)!;
       const warmupS = numOpt('warmup', opts.warmup, 0) ?? Math.min(60, (durationS ?? 0) / 5);
       const randomSampling = opts.randomSampling === true;
+      if (opts.guided !== undefined && !GUIDED_BENCH_KINDS.includes(opts.guided as GuidedBenchKind)) throw new UsageError(`--guided must be one of ${GUIDED_BENCH_KINDS.join(', ')}`);
+      if (opts.guided !== undefined && randomSampling) throw new UsageError('--guided applies to the fixed requests, not with --random-sampling');
+      const guided = (opts.guided ?? null) as GuidedBenchKind | null;
       let url = opts.url?.replace(/\/+$/, '');
       let server: Awaited<ReturnType<typeof spawnServer>> | null = null;
       if (!url) {
@@ -127,13 +132,13 @@ export function register(program: Command): void {
       let sampler: SoakSampler | null = null;
       try {
         // Warm-up (JIT, page-in): a few requests that are not measured.
-        await runLoad({ url, apiKey: opts.apiKey, concurrency: 2, numPrompts: 2, inputWords, outputLen: 8, seed: seed + 1000 });
+        await runLoad({ url, apiKey: opts.apiKey, concurrency: 2, numPrompts: 2, inputWords, outputLen: 8, seed: seed + 1000, guided });
         if (opts.soakOut) sampler = new SoakSampler(url, opts.apiKey, sampleS * 1000).start();
         const results: LoadResult[] = [];
         for (const c of levels) {
           const numPrompts = intOpt('num-prompts', opts.numPrompts) ?? Math.max(4, 2 * c);
           if (!opts.json) process.stderr.write(`seekd bench: concurrency ${c}, ${durationS !== undefined ? `${durationS} s` : `${numPrompts} requests`}...\n`);
-          results.push(await runLoad({ url, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed, durationS, abortRate, randomSampling }));
+          results.push(await runLoad({ url, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed, durationS, abortRate, randomSampling, guided }));
         }
         let soak: SoakSummary | null = null;
         if (sampler) {
@@ -142,7 +147,7 @@ export function register(program: Command): void {
           writeSoak(opts.soakOut!, sampler.samples, soak, { bench: 'serve', durationS: durationS ?? null, abortRate, randomSampling, results });
         }
         if (opts.json) {
-          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, durationS: durationS ?? null, abortRate, randomSampling, results, soak }, null, 2) + '\n');
+          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, durationS: durationS ?? null, abortRate, randomSampling, guided, results, soak }, null, 2) + '\n');
         } else {
           const head = ['concurrency', 'ok/total', 'req/s', 'out tok/s', 'x vs first', 'TTFT ms p50/p90/p99', 'TPOT ms p50/p90/p99', 'ITL ms p50/p90/p99'];
           const rows = [head, ...results.map((r) => fmt(r, results[0]!))];
