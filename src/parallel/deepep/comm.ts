@@ -176,10 +176,13 @@ export abstract class BaseCommunicator implements Communicator {
             if (--remaining === 0) finish(null);
           },
           reject: (e) => finish(e),
+          // Without a limit, a timer that never fires still holds the event loop: the thread transport
+          // waits with Atomics.waitAsync, which does not, and a rank whose only pending work is this
+          // receive would otherwise exit (code 13, unsettled top-level await) instead of waiting.
           timer: timeoutMs > 0 ? setTimeout(() => {
             this.#noteCause(src, 'timeout');
             finish(new RankFailedError(src, op, 'timeout', `no message within ${timeoutMs} ms`));
-          }, timeoutMs) : undefined,
+          }, timeoutMs) : setInterval(() => undefined, 2 ** 30),
         };
         mine.push(w);
         const k = key(src, tag);

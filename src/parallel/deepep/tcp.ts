@@ -26,11 +26,27 @@ export class TcpCommunicator extends BaseCommunicator {
   readonly #host: string;
   #shuttingDown = false;
 
+  /** Called when a higher rank's connection is attached (connect() waiting for the mesh). */
+  #onAccept: (() => void) | null = null;
+
   private constructor(rank: number, size: number, timeoutMs: number, server: WebSocketServer, host: string) {
     super(rank, size, timeoutMs);
     this.#server = server;
     this.#host = host;
     this.#peers = new Array(size).fill(null);
+    // Accept from the start, not from connect(): a faster peer may dial this rank before it has called
+    // connect() (each rank gets the address table at its own pace). Such a connection used to be
+    // accepted by the server with nobody listening: the peer believed it was connected, this rank
+    // waited for it until the connect timeout, and the peer's messages were lost.
+    server.on('connection', (ws, req) => {
+      const from = Number(new URL(req.url ?? '/', 'ws://x').searchParams.get('rank'));
+      if (!Number.isInteger(from) || from <= this.rank || from >= this.size || this.#peers[from]) {
+        ws.close(1008, 'unexpected rank');
+        return;
+      }
+      this.#attach(from, ws);
+      this.#onAccept?.();
+    });
   }
 
   /** Step 1: listen. Exchange `address` with the other ranks (any way you like), then call connect(). */
@@ -54,25 +70,19 @@ export class TcpCommunicator extends BaseCommunicator {
   async connect(addresses: readonly string[]): Promise<void> {
     if (addresses.length !== this.size) throw new RangeError(`connect needs ${this.size} addresses, got ${addresses.length}`);
     const deadline = Date.now() + this.timeoutMs;
+    const missing = () => this.#peers.findIndex((p, r) => r > this.rank && p === null);
     const accepted = new Promise<void>((resolve, reject) => {
-      let want = this.size - 1 - this.rank;
-      if (want === 0) return resolve();
+      if (missing() < 0) return resolve();
       const timer = setTimeout(() => {
-        const missing = this.#peers.findIndex((p, r) => r > this.rank && p === null);
-        reject(new RankFailedError(missing, 'connect', 'timeout', 'peer never connected'));
+        this.#onAccept = null;
+        reject(new RankFailedError(missing(), 'connect', 'timeout', 'peer never connected'));
       }, this.timeoutMs);
-      this.#server.on('connection', (ws, req) => {
-        const from = Number(new URL(req.url ?? '/', 'ws://x').searchParams.get('rank'));
-        if (!Number.isInteger(from) || from <= this.rank || from >= this.size || this.#peers[from]) {
-          ws.close(1008, 'unexpected rank');
-          return;
-        }
-        this.#attach(from, ws);
-        if (--want === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
+      this.#onAccept = () => {
+        if (missing() >= 0) return;
+        clearTimeout(timer);
+        this.#onAccept = null;
+        resolve();
+      };
     });
     const dials = [];
     for (let r = 0; r < this.rank; r++) dials.push(this.#dial(r, addresses[r]!, deadline));
@@ -82,12 +92,18 @@ export class TcpCommunicator extends BaseCommunicator {
   async #dial(r: number, address: string, deadline: number): Promise<void> {
     for (;;) {
       try {
-        const ws = await new Promise<WebSocket>((res, rej) => {
+        await new Promise<void>((res, rej) => {
           const ws = new WebSocket(`ws://${address}/?rank=${this.rank}`, { maxPayload: MAX_PAYLOAD, perMessageDeflate: false });
-          ws.once('open', () => res(ws));
+          // Attach inside 'open', not after the promise settles: the peer may send the moment it accepts,
+          // and a frame that arrived with the handshake response is emitted right after 'open' — one
+          // microtask later it would have found no listener and been dropped.
+          ws.once('open', () => {
+            ws.off('error', rej);
+            this.#attach(r, ws);
+            res();
+          });
           ws.once('error', rej);
         });
-        this.#attach(r, ws);
         return;
       } catch (e) {
         // The peer may not listen yet (it starts at its own pace): retry until the deadline.
