@@ -194,6 +194,14 @@ test('a grammar that cannot be compiled is a 400 naming the parameter; conflicti
   await bad({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'wat' } } } } }], tool_choice: 'required' }, 'tools', /wat/);
   await bad({ response_format: { type: 'json_object' }, guided_regex: 'a' }, 'guided_regex', /Only one/);
   await bad({ guided_choice: [] }, 'guided_choice', /./);
+  // Concurrent failing compiles: each names its own problem, and stderr's writer is restored after.
+  const write = process.stderr.write;
+  await Promise.all([
+    bad({ guided_json: { type: 'object', properties: { a: { type: 'nope1' } } } }, 'guided_json', /nope1/),
+    bad({ guided_regex: '(ab' }, 'guided_regex', /./),
+    bad({ structured_outputs: { json: { type: 'nope2' } } }, 'structured_outputs.json', /nope2/),
+  ]);
+  assert.equal(process.stderr.write, write);
   // The server still serves after the compile errors.
   const ok = await post('/v1/chat/completions', { messages: msgs, max_tokens: 8, guided_choice: ['fine'] });
   assert.equal(ok.json.choices[0].message.content, 'fine');

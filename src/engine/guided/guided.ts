@@ -265,24 +265,15 @@ export class GuidedDecoder {
    * the reason.
    */
   private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    const stderr = process.stderr;
-    const write = stderr.write;
-    let reason = '';
-    stderr.write = function (this: NodeJS.WriteStream, chunk: unknown, ...rest: unknown[]): boolean {
-      const s = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('utf8') : '';
-      if (/^\[FATAL\]|^Aborted\(\)/.test(s)) {
-        const m = /^\[FATAL\][^:]*:\d+:\s*(.*)/s.exec(s);
-        if (m && !reason) reason = m[1]!.trim();
-        return true;
-      }
-      return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
-    } as typeof stderr.write;
+    captureFatal(+1);
     try {
       return await fn();
     } catch (e) {
+      const reason = fatal.last;
+      fatal.last = '';
       throw new GrammarError(reason || (e instanceof Error ? e.message : String(e)));
     } finally {
-      stderr.write = write;
+      captureFatal(-1);
     }
   }
 
@@ -290,6 +281,30 @@ export class GuidedDecoder {
   dispose(): void {
     this.compiler.dispose();
     this.info.dispose();
+  }
+}
+
+/**
+ * process.stderr.write wrapped while any xgrammar call runs (reference-counted, so overlapping calls
+ * restore it once): xgrammar's "[FATAL] ..." and "Aborted()" lines are kept as `fatal.last`, not printed.
+ */
+const fatal = { depth: 0, last: '', write: null as typeof process.stderr.write | null };
+function captureFatal(delta: 1 | -1): void {
+  const stderr = process.stderr;
+  if (delta === 1 && fatal.depth++ === 0) {
+    const write = (fatal.write = stderr.write);
+    stderr.write = function (this: NodeJS.WriteStream, chunk: unknown, ...rest: unknown[]): boolean {
+      const s = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('utf8') : '';
+      if (/^\[FATAL\]|^Aborted\(\)/.test(s)) {
+        const m = /^\[FATAL\][^:]*:\d+:\s*(.*)/s.exec(s);
+        if (m) fatal.last = m[1]!.trim();
+        return true;
+      }
+      return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof stderr.write;
+  } else if (delta === -1 && --fatal.depth === 0) {
+    stderr.write = fatal.write!;
+    fatal.write = null;
   }
 }
 
