@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
 import { startFakeServer, builtinTokenizer } from '../../server/testing.ts';
 import { applyMask } from '../sampler.ts';
-import { guidedDecoderFor } from './guided.ts';
+import { guidedDecoderFor, neverUtf8 } from './guided.ts';
 
 const srv = await startFakeServer();
 after(() => srv.shutdown(1000));
@@ -70,8 +70,14 @@ const SCHEMAS: Record<string, unknown> = {
   },
   optional: {
     type: 'object',
-    properties: { a: { type: 'string', pattern: '^[a-z ]{0,3}$' }, b: { type: 'integer', minimum: 0, maximum: 100 }, c: { type: 'boolean' } },
+    properties: { a: { type: 'string', maxLength: 3 }, b: { type: 'integer', minimum: 0, maximum: 100 }, c: { type: 'boolean' } },
     required: ['a'],
+    additionalProperties: false,
+  },
+  shortStrings: {
+    type: 'object',
+    properties: { s: { type: 'string', minLength: 1, maxLength: 2 }, t: { type: 'string', pattern: '^[a-z ]{0,3}$' } },
+    required: ['s', 't'],
     additionalProperties: false,
   },
   patterns: {
@@ -220,4 +226,20 @@ test('compiled grammars are cached per schema; masks: -inf outside, untouched in
   mask[2] = 1 << 5;
   applyMask(x, mask);
   for (let i = 0; i < 70; i++) assert.equal(x[i], i === 0 || i === 31 || i === 69 ? i : -Infinity, String(i));
+});
+
+test('strings of bounded length stay valid UTF-8: 160 samples at temperature 1.5 (overlong forms and surrogates masked)', async () => {
+  const schema = { type: 'object', properties: { a: { type: 'string', maxLength: 3 }, b: { type: 'string', minLength: 2, maxLength: 4 } }, required: ['a', 'b'], additionalProperties: false };
+  const validate = ajv.compile(schema);
+  for (let seed = 0; seed < 10; seed++) {
+    const r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: `Answer ${seed}` }], max_tokens: 60, n: 16, seed, temperature: 1.5, response_format: { type: 'json_schema', json_schema: { name: 'o', schema } } });
+    for (const c of r.json.choices) {
+      const s: string = c.message.content;
+      assert.ok(!s.includes('\ufffd'), s);
+      assert.ok(validate(JSON.parse(s)), `${s}: ${ajv.errorsText(validate.errors)}`);
+    }
+  }
+  const t = (a: number[]) => neverUtf8(Uint8Array.from(a));
+  for (const ok of [[0x41], [0xc3, 0xa9], [0xc3], [0xa9, 0x41], [0xe4, 0xb8], [0x80, 0x80, 0x80], [0xe0], [0xe0, 0xa0], [0xed, 0x9f], [0xf0, 0x90], [0xf4, 0x8f]]) assert.equal(t(ok), false, String(ok));
+  for (const bad of [[0x80, 0x80, 0x80, 0x80], [0xc1, 0xac], [0xe0, 0x80], [0xed, 0xa0, 0x80], [0xc3, 0x41], [0xf5], [0xf0, 0x80], [0x41, 0xe0, 0x80]]) assert.equal(t(bad), true, String(bad));
 });

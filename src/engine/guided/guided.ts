@@ -55,13 +55,85 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodes(b: Uint8Array): boolean {
+  try {
+    STRICT_UTF8.decode(b);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True when the token's bytes can be no part of valid UTF-8 whatever comes before or after: leading
+ * continuation bytes (up to 3, the end of a character begun earlier) and an incomplete last character
+ * (checked for a valid completion) are allowed; anything else must decode strictly.
+ */
+export function neverUtf8(b: Uint8Array): boolean {
+  let i = 0;
+  while (i < b.length && i < 3 && (b[i]! & 0xc0) === 0x80) i++;
+  let j = b.length - 1;
+  while (j >= i && j > b.length - 4 && (b[j]! & 0xc0) === 0x80) j--;
+  let end = b.length;
+  if (j >= i) {
+    const lead = b[j]!;
+    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    if (b.length - j < need) {
+      end = j;
+      // Some completion must decode: each valid second-byte range holds 0x80, 0x90 or 0xA0.
+      const part = b.subarray(j);
+      const ok = [0x80, 0x90, 0xa0].some((second) => {
+        const full = new Uint8Array(need).fill(0x80);
+        full.set(part);
+        if (part.length === 1) full[1] = second;
+        return decodes(full);
+      });
+      if (!ok) return true;
+    }
+  }
+  return !decodes(b.subarray(i, end));
+}
+
+/**
+ * The second byte after E0, ED, F0 and F4 is restricted (no overlong forms, no surrogates, nothing past
+ * U+10FFFF), which xgrammar 0.1.27 does not check. When a token ends with such a lead alone, the tokens
+ * whose first byte is out of its range are masked out for the next step.
+ */
+const SECOND_BYTE: Record<number, [number, number]> = { 0xe0: [0xa0, 0xbf], 0xed: [0x80, 0x9f], 0xf0: [0x90, 0xbf], 0xf4: [0x80, 0x8f] };
+
+export class Utf8Guard {
+  /** Per token: the restricted lead it ends with (alone), else 0. */
+  readonly endsWithLead: Uint8Array;
+  /** Per restricted lead: the tokens that may not follow it. */
+  readonly banned = new Map<number, Int32Array>();
+  constructor(bytes: (Uint8Array | null)[]) {
+    this.endsWithLead = new Uint8Array(bytes.length);
+    const banned = new Map<number, number[]>(Object.keys(SECOND_BYTE).map((k) => [Number(k), []]));
+    bytes.forEach((b, id) => {
+      if (!b || b.length === 0) return;
+      const last = b[b.length - 1]!;
+      if (SECOND_BYTE[last]) this.endsWithLead[id] = last;
+      const first = b[0]!;
+      if ((first & 0xc0) !== 0x80) return; // not a continuation byte: xgrammar rejects it after a lead
+      for (const [lead, [lo, hi]] of Object.entries(SECOND_BYTE)) if (first < lo || first > hi) banned.get(Number(lead))!.push(id);
+    });
+    for (const [lead, ids] of banned) this.banned.set(lead, Int32Array.from(ids));
+  }
+}
+
 /** A matcher's bitmask as one constraint; `terminateWithoutStop`: it ends when the grammar does. */
 class MatcherConstraint implements TokenConstraint {
-  constructor(private readonly m: GrammarMatcher) {}
-  mask(): Promise<Int32Array> {
-    return this.m.getNextTokenBitmask();
+  private lead = 0;
+  constructor(private readonly m: GrammarMatcher, private readonly utf8: Utf8Guard) {}
+  async mask(): Promise<Int32Array> {
+    const mask = await this.m.getNextTokenBitmask();
+    if (this.lead !== 0) for (const t of this.utf8.banned.get(this.lead)!) mask[t >>> 5]! &= ~(1 << (t & 31));
+    return mask;
   }
   accept(token: number): boolean {
+    this.lead = token < this.utf8.endsWithLead.length ? this.utf8.endsWithLead[token]! : 0;
     return this.m.acceptToken(token);
   }
   get done(): boolean {
@@ -141,6 +213,7 @@ export class GuidedDecoder {
     private readonly compiler: GrammarCompiler,
     private readonly tok: GuidedTokenizer,
     readonly vocabSize: number,
+    private readonly utf8: Utf8Guard,
   ) {
     this.words = Math.ceil(vocabSize / 32);
   }
@@ -150,19 +223,25 @@ export class GuidedDecoder {
     const xg = await loadXgrammar();
     const alphabet = bytesToUnicode();
     const vocab: string[] = new Array(vocabSize);
+    const allowed: (Uint8Array | null)[] = new Array(vocabSize).fill(null);
     for (let id = 0; id < vocabSize; id++) {
       const b = tok.tokenBytes(id);
       if (b === null) throw new GrammarError('guided decoding needs a byte-level BPE tokenizer');
       // Added and special tokens (roles, tool-call and think markers, BOS/EOS) match no grammar text.
       if (b.length === 0 || STRUCTURAL.test(tok.tokenText(id))) { vocab[id] = ''; continue; }
+      // Tokens that cannot be part of any valid UTF-8 text: xgrammar 0.1.27 checks only a lead byte's
+      // length, so an overlong "\xC1\xAC" or "\xE0\x80\x80" counted as one character of a maxLength
+      // string (and decoded to U+FFFD). What straddles two tokens is not caught here.
+      if (neverUtf8(b)) { vocab[id] = ''; continue; }
       let s = '';
       for (const x of b) s += alphabet[x]!;
       vocab[id] = s;
+      allowed[id] = b;
     }
     const stops = [...tok.eosTokenIds].filter((t) => t < vocabSize);
     const info = await xg.TokenizerInfo.createTokenizerInfo(vocab, 'byte_level', false, vocabSize, stops);
     const compiler = await xg.GrammarCompiler.createGrammarCompiler(info, true);
-    return new GuidedDecoder(xg, info, compiler, tok, vocabSize);
+    return new GuidedDecoder(xg, info, compiler, tok, vocabSize, new Utf8Guard(allowed));
   }
 
   /**
@@ -196,7 +275,7 @@ export class GuidedDecoder {
       const compiled = await this.cached(`tool:${JSON.stringify(tag)}`, () => this.compiler.compileStructuralTag(tag));
       const words = this.words;
       return {
-        create: async () => new ChainConstraint(prefix, new MatcherConstraint(await this.xg.GrammarMatcher.createGrammarMatcher(compiled, eos, true)), suffix, eos, words),
+        create: async () => new ChainConstraint(prefix, new MatcherConstraint(await this.xg.GrammarMatcher.createGrammarMatcher(compiled, eos, true), this.utf8), suffix, eos, words),
       };
     }
     let key: string;
@@ -226,7 +305,7 @@ export class GuidedDecoder {
       }
     }
     const compiled = await this.cached(key, build);
-    return { create: async () => new MatcherConstraint(await this.xg.GrammarMatcher.createGrammarMatcher(compiled, eos)) };
+    return { create: async () => new MatcherConstraint(await this.xg.GrammarMatcher.createGrammarMatcher(compiled, eos), this.utf8) };
   }
 
   private async schemaEbnf(schema: unknown, what: string): Promise<string> {
