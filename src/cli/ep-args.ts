@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { UsageError } from './errors.ts';
 import { positiveInt } from './model-args.ts';
-import { ExpertParallel, type EpMode } from '../parallel/deepep/ep/runtime.ts';
+import { ExpertParallel, type EpMode, type ExpertParallelOptions } from '../parallel/deepep/ep/runtime.ts';
 import { PlacementError } from '../parallel/deepep/ep/placement.ts';
 import { EplbArgumentError } from '../parallel/eplb/eplb.ts';
 
@@ -28,8 +28,8 @@ export function epOptions(cmd: Command): Command {
     .option('--redundant-experts <n>', 'with --expert-loads: extra expert slots in all (default: one per rank)');
 }
 
-/** Starts the expert ranks when --ep is given (null otherwise). */
-export async function startEp(o: EpCliOptions): Promise<ExpertParallel | null> {
+/** The validated --ep options (null without --ep): usage errors before anything starts. */
+export function parseEp(o: Omit<EpCliOptions, 'model'>): ExpertParallelOptions | null {
   if (o.ep === undefined) {
     if (o.expertLoads !== undefined) throw new UsageError('--expert-loads needs --ep');
     return null;
@@ -51,11 +51,22 @@ export async function startEp(o: EpCliOptions): Promise<ExpertParallel | null> {
   if (redundantExperts !== undefined && !(Number.isInteger(redundantExperts) && redundantExperts >= 0)) {
     throw new UsageError(`--redundant-experts must be a non-negative integer, got '${o.redundantExperts}'`);
   }
+  const backend = o.backend === 'wasm' ? 'wasm' : 'ref';
+  return { ranks, mode, microBatches: mb === '2' ? 2 : 1, expertLoads, redundantExperts, backend };
+}
+
+/** Starts the expert ranks from parsed options (placement errors are usage errors). */
+export async function startEpRanks(modelDir: string, opts: ExpertParallelOptions): Promise<ExpertParallel> {
   try {
-    const backend = o.backend === 'wasm' ? 'wasm' : 'ref';
-    return await ExpertParallel.start(o.model, { ranks, mode, microBatches: mb === '2' ? 2 : 1, expertLoads, redundantExperts, backend });
+    return await ExpertParallel.start(modelDir, opts);
   } catch (e) {
     if (e instanceof PlacementError || e instanceof EplbArgumentError) throw new UsageError(e.message);
     throw e;
   }
+}
+
+/** Starts the expert ranks when --ep is given (null otherwise). */
+export async function startEp(o: EpCliOptions): Promise<ExpertParallel | null> {
+  const opts = parseEp(o);
+  return opts ? startEpRanks(o.model, opts) : null;
 }

@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { BLOCK_SIZE, type ModelRunner } from './contracts.ts';
 import { Engine, type EngineConfig, type EngineRecovery } from './engine.ts';
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from './builtin/builtin.ts';
-import { DeepseekRunner } from './model-runner.ts';
+import { DeepseekRunner, type RoutedExpertsHost } from './model-runner.ts';
 import { fittingKvBlocks, MemoryPlanError, planForDir } from '../model/memory-plan.ts';
 import { ChatTokenizer, type ChatMessage, type ChatTool, type RenderedPrompt } from './tokenizer.ts';
 
@@ -28,6 +28,11 @@ export interface LlmOptions {
   numBlocks?: number;
   /** Quantize BF16/F16/F32 linear weights to FP8 while loading. */
   quantize?: 'fp8';
+  /**
+   * Starts the holder of the routed experts for a model directory (expert parallelism: the CLI's --ep
+   * starts ExpertParallel ranks); the model is loaded without them. A rebuilt runner starts a fresh one.
+   */
+  routedExperts?: (dir: string) => Promise<RoutedExpertsHost>;
   onStatus?: (msg: string) => void;
   onProgress?: (done: number, total: number) => void;
 }
@@ -75,7 +80,7 @@ export class Llm {
       if (plan.fits) opts.onStatus?.(`KV cache lowered to ${numBlocks * BLOCK_SIZE} tokens (${numBlocks} blocks) to fit the memory plan`);
     }
     if (!plan.fits) throw new MemoryPlanError(plan);
-    const runnerOpts = { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize };
+    const runnerOpts = { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize, routedExperts: opts.routedExperts };
     const runner = await DeepseekRunner.load(dir, { ...runnerOpts, onProgress: opts.onProgress });
     const config: EngineConfig = {
       maxModelLen,
