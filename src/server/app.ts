@@ -1,5 +1,5 @@
 // The OpenAI-compatible HTTP API over the engine (hono). Routes: /v1/chat/completions,
-// /v1/completions, /v1/models[/{id}], /health, /metrics, and the chat page at /.
+// /v1/completions (and /beta/completions), /tokenize, /detokenize, /v1/models[/{id}], /health, /metrics, and the chat page at /.
 // Streaming follows OpenAI: a role chunk first, content deltas, a finish_reason chunk, then (with
 // stream_options.include_usage) a usage chunk with choices: [], then `data: [DONE]`; `: keep-alive`
 // comments while the request waits for its first token. A client that disconnects aborts its request,
@@ -21,8 +21,9 @@ import {
   unauthorized, unavailable, unknownUrl,
 } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
+import { afterReasoning } from './reasoning-gate.ts';
 import { chatLogprobs, completionLogprobs, finishReasonJson, newId, sumUsage } from './openai-format.ts';
-import { chatRequestSchema, completionRequestSchema, jsonDepth, LIMITS, type ChatRequest, type CompletionRequest } from './schemas.ts';
+import { chatRequestSchema, completionRequestSchema, detokenizeRequestSchema, jsonDepth, LIMITS, tokenizeRequestSchema, type ChatRequest, type CompletionRequest } from './schemas.ts';
 
 const SSE_ENCODER = new TextEncoder();
 const SSE_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'transfer-encoding': 'chunked' };
@@ -149,6 +150,20 @@ function vllmGuided(b: ChatRequest | CompletionRequest): { spec: GuidedSpec; par
 function textOf(content: string | { text: string }[] | null | undefined): string | null {
   if (content === null || content === undefined) return null;
   return typeof content === 'string' ? content : content.map((p) => p.text).join('');
+}
+
+/**
+ * Request messages as the template sees them. An assistant turn's reasoning_content is left out, as
+ * DeepSeek's template drops earlier turns' reasoning from the prompt.
+ */
+function chatMessagesOf(msgs: ChatRequest['messages']): ChatMessage[] {
+  return msgs.map((m) => ({
+    role: m.role,
+    content: textOf(m.content as string | { text: string }[] | null | undefined),
+    ...(m.role === 'assistant' && m.tool_calls ? { tool_calls: m.tool_calls.map((t) => ({ id: t.id, type: 'function' as const, function: { name: t.function.name, arguments: t.function.arguments } })) } : {}),
+    ...(m.role === 'tool' && m.tool_call_id ? { tool_call_id: m.tool_call_id } : {}),
+    ...('name' in m && typeof m.name === 'string' ? { name: m.name } : {}),
+  }));
 }
 
 export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
@@ -398,13 +413,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const guided = chatGuided(b);
     if (b.top_logprobs !== null && b.top_logprobs !== undefined && !b.logprobs) throw invalidRequest('top_logprobs requires logprobs: true.', 'top_logprobs');
     checkTokenIds(b, llm.runner.vocabSize);
-    const messages: ChatMessage[] = b.messages.map((m) => ({
-      role: m.role,
-      content: textOf(m.content as string | { text: string }[] | null | undefined),
-      ...(m.role === 'assistant' && m.tool_calls ? { tool_calls: m.tool_calls.map((t) => ({ id: t.id, type: 'function' as const, function: { name: t.function.name, arguments: t.function.arguments } })) } : {}),
-      ...(m.role === 'tool' && m.tool_call_id ? { tool_call_id: m.tool_call_id } : {}),
-      ...('name' in m && typeof m.name === 'string' ? { name: m.name } : {}),
-    }));
+    const messages = chatMessagesOf(b.messages);
     const tools = (b.tools ?? []) as ChatTool[];
     const requested = b.max_completion_tokens ?? b.max_tokens;
     // The prompt's budget (the context less one completion token): rendering stops (400) before tokenizing
@@ -412,7 +421,9 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const completionMin = requested ?? 1;
     let rendered;
     try {
-      rendered = llm.renderChat(messages, tools.length > 0 ? tools : undefined, b.chat_template_kwargs ?? undefined, llm.maxModelLen - 1);
+      // DeepSeek's `thinking: {type}` sets the template's `thinking` kwarg (over chat_template_kwargs).
+      const kwargs = b.thinking ? { ...(b.chat_template_kwargs ?? {}), thinking: b.thinking.type === 'enabled' } : b.chat_template_kwargs ?? undefined;
+      rendered = llm.renderChat(messages, tools.length > 0 ? tools : undefined, kwargs, llm.maxModelLen - 1);
     } catch (e) {
       if (e instanceof ChatTemplateError) throw invalidRequest(e.message, 'messages', 'chat_template_error');
       if (e instanceof TokenBudgetError) {
@@ -423,11 +434,17 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     const promptLen = rendered.ids.length;
     const maxTokens = decideMaxTokens(llm, promptLen, requested, 'messages');
     const params = samplingOf(b, maxTokens, b.logprobs ? (b.top_logprobs ?? 0) : null);
-    if (guided) params.guided = await compileGuided(llm, guided.spec, guided.param);
-    // A grammar applies from the first token: guided output has no reasoning part, even after an opened <think>.
-    const reasoning = llm.tokenizer.thinkStart !== null && llm.tokenizer.thinkEnd !== null && !guided;
+    // With reasoning on (the prompt opened <think>), a grammar applies only after the </think> token (as
+    // vLLM's reasoning parser does); otherwise from the first token, and the output has no reasoning part.
+    const thinkEndId = llm.tokenizer.thinkEnd !== null ? llm.tokenizer.idOf(llm.tokenizer.thinkEnd) : undefined;
+    const gated = guided !== null && rendered.thinking && thinkEndId !== undefined && thinkEndId < llm.runner.vocabSize;
+    if (guided) {
+      const compiled = await compileGuided(llm, guided.spec, guided.param);
+      params.guided = gated ? afterReasoning(compiled, thinkEndId!, llm.runner.vocabSize) : compiled;
+    }
+    const reasoning = llm.tokenizer.thinkStart !== null && llm.tokenizer.thinkEnd !== null && (!guided || gated);
     const parseTools = tools.length > 0 && b.tool_choice !== 'none';
-    const mkParser = () => new ChatOutputParser({ reasoning, thinking: rendered.thinking && !guided, tools: parseTools });
+    const mkParser = () => new ChatOutputParser({ reasoning, thinking: rendered.thinking && (!guided || gated), tools: parseTools });
     const ac = clientAbort(c);
     const it = start(llm, rendered.ids, params, ac.signal, 'messages');
     const id = newId('chatcmpl');
@@ -508,7 +525,43 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   });
 
   // ---------------------------------------------------------------- completions
-  app.post('/v1/completions', async (c) => {
+  // ---------------------------------------------------------------- tokenize / detokenize (vLLM's)
+  app.post('/tokenize', async (c) => {
+    const parsed = tokenizeRequestSchema.safeParse(await readJson(c));
+    if (!parsed.success) throw zodError(parsed.error);
+    const b = parsed.data;
+    const llm = ready();
+    checkModel(llm, b.model ?? undefined);
+    let tokens: number[];
+    if (b.messages !== undefined) {
+      const tools = (b.tools ?? []) as ChatTool[];
+      try {
+        tokens = llm.tokenizer.applyChatTemplate(chatMessagesOf(b.messages), {
+          tools: tools.length > 0 ? tools : undefined, addGenerationPrompt: b.add_generation_prompt ?? true, extra: b.chat_template_kwargs ?? undefined,
+        }).ids;
+      } catch (e) {
+        if (e instanceof ChatTemplateError) throw invalidRequest(e.message, 'messages', 'chat_template_error');
+        throw e;
+      }
+    } else {
+      tokens = (b.add_special_tokens ?? true) ? llm.tokenizer.encodePrompt(b.prompt!) : llm.tokenizer.encodePlain(b.prompt!);
+    }
+    return c.json({ count: tokens.length, max_model_len: llm.maxModelLen, tokens });
+  });
+
+  app.post('/detokenize', async (c) => {
+    const parsed = detokenizeRequestSchema.safeParse(await readJson(c));
+    if (!parsed.success) throw zodError(parsed.error);
+    const b = parsed.data;
+    const llm = ready();
+    checkModel(llm, b.model ?? undefined);
+    const vocab = llm.runner.vocabSize;
+    if (b.tokens.some((t) => t >= vocab)) throw invalidRequest(`tokens must be < ${vocab}.`, 'tokens');
+    return c.json({ prompt: llm.tokenizer.decode(b.tokens) });
+  });
+
+  // ---------------------------------------------------------------- completions (DeepSeek's /beta/completions: the same route)
+  const completions = async (c: Context) => {
     const raw = await readJson(c);
     const parsed = completionRequestSchema.safeParse(raw);
     if (!parsed.success) throw zodError(parsed.error);
@@ -583,7 +636,9 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
       }
       if (includeUsage) send(chunk([], sumUsage(promptLen, usages)));
     });
-  });
+  };
+  app.post('/v1/completions', completions);
+  app.post('/beta/completions', completions);
 
   return app;
 }

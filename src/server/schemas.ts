@@ -34,6 +34,8 @@ export const LIMITS = {
   guidedRegexChars: 4096,
   guidedChoices: 256,
   guidedChoiceChars: 1024,
+  /** /detokenize: token ids in one request. */
+  detokenizeTokens: 1 << 20,
 } as const;
 
 /**
@@ -163,6 +165,8 @@ export const chatRequestSchema = z.looseObject({
     }).optional(),
   }).nullish(),
   chat_template_kwargs: templateKwargs.nullish(),
+  /** DeepSeek's API switch for reasoning: the same as chat_template_kwargs.thinking. */
+  thinking: z.looseObject({ type: z.enum(['enabled', 'disabled']) }).nullish(),
 });
 
 export const completionRequestSchema = z.looseObject({
@@ -172,6 +176,23 @@ export const completionRequestSchema = z.looseObject({
   echo: z.boolean().nullish(),
   logprobs: z.number().int().min(0).max(20).nullish(),
   best_of: z.number().int().min(1).max(1).nullish(),
+});
+
+/** vLLM's POST /tokenize: a prompt, or chat messages rendered through the template. */
+export const tokenizeRequestSchema = z.looseObject({
+  model: z.string().max(LIMITS.name).nullish(),
+  prompt: z.string().optional(),
+  messages: z.array(message).min(1).max(LIMITS.messages).optional(),
+  add_special_tokens: z.boolean().nullish(),
+  add_generation_prompt: z.boolean().nullish(),
+  tools: tools.nullish(),
+  chat_template_kwargs: templateKwargs.nullish(),
+}).refine((b) => (b.prompt === undefined) !== (b.messages === undefined), { message: 'give exactly one of prompt and messages', path: ['prompt'] });
+
+/** vLLM's POST /detokenize. */
+export const detokenizeRequestSchema = z.looseObject({
+  model: z.string().max(LIMITS.name).nullish(),
+  tokens: z.array(z.number().int().min(0)).max(LIMITS.detokenizeTokens),
 });
 
 export type ChatRequest = z.infer<typeof chatRequestSchema>;
