@@ -9,7 +9,7 @@ import { defaultSamplingParams } from '../../engine/contracts.ts';
 import type { Llm } from '../../engine/llm.ts';
 import type { ChatMessage } from '../../engine/tokenizer.ts';
 import { UsageError } from '../errors.ts';
-import { engineOptions, intOpt, loadLlm, type EngineCliOptions } from './serve.ts';
+import { engineEpOptions, intOpt, loadLlm, type EngineCliOptions } from './serve.ts';
 
 interface RunOptions extends EngineCliOptions {
   thinking?: boolean;
@@ -56,7 +56,7 @@ async function answer(llm: Llm, history: ChatMessage[], opts: RunOptions, out: N
 }
 
 export function register(program: Command): void {
-  engineOptions(program.command('run').description('chat with a model in the terminal (streams; reasoning dimmed)').argument('[prompt]', 'answer this once and exit'))
+  engineEpOptions(program.command('run').description('chat with a model in the terminal (streams; reasoning dimmed)').argument('[prompt]', 'answer this once and exit'))
     .option('--thinking', 'open <think> in the prompt (R1-style reasoning)')
     .option('--max-tokens <n>', 'tokens per answer at most', '256')
     .option('--temperature <t>', 'sampling temperature', '0.7')

@@ -8,6 +8,7 @@ import { startServer } from '../../server/http.ts';
 import { UsageError } from '../errors.ts';
 import { defaultBackend, parseQuantize, QUANTIZE_HELP } from '../model-args.ts';
 import { ProgressBar } from '../progress.ts';
+import { epOptions, parseEp, startEpRanks, type EpCliOptions } from '../ep-args.ts';
 
 export interface EngineCliOptions {
   model?: string;
@@ -19,6 +20,25 @@ export interface EngineCliOptions {
   maxNumBatchedTokens: string;
   maxWaiting: string;
   quantize?: string;
+  // --ep and its options (serve and run; see ep-args.ts)
+  ep?: EpCliOptions['ep'];
+  epMode?: string;
+  microBatches?: string;
+  expertLoads?: string;
+  redundantExperts?: string;
+}
+
+/** The validated --ep options of an engine command (null without --ep); usage errors before anything loads. */
+export function parseEngineEp(opts: EngineCliOptions): ReturnType<typeof parseEp> {
+  const ep = parseEp(opts);
+  // The expert-parallel ranks read their experts as stored (parallel/deepep/ep/experts.ts).
+  if (ep && opts.quantize !== undefined) throw new UsageError('--quantize cannot be combined with --ep yet (the expert ranks load experts as stored)');
+  return ep;
+}
+
+/** engineOptions plus the expert-parallel options (serve, run). */
+export function engineEpOptions(cmd: Command): Command {
+  return epOptions(engineOptions(cmd));
 }
 
 export function intOpt(name: string, v: string | undefined, min = 1): number | undefined {
@@ -45,6 +65,7 @@ export function engineOptions(cmd: Command): Command {
 export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Llm> {
   if (!backendNames().includes(opts.backend)) throw new UsageError(`--backend must be one of ${backendNames().join(', ')}, got '${opts.backend}'`);
   const quantize = parseQuantize(opts.quantize);
+  const ep = parseEngineEp(opts);
   const bar = quiet ? null : new ProgressBar('Loading weights');
   return Llm.load({
     model: opts.model,
@@ -56,6 +77,8 @@ export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Ll
     maxNumBatchedTokens: intOpt('max-num-batched-tokens', opts.maxNumBatchedTokens),
     maxWaiting: intOpt('max-waiting', opts.maxWaiting, 0),
     quantize,
+    // Every runner (the first and any rebuilt after a failure) starts its own expert ranks; its dispose stops them.
+    routedExperts: ep ? (dir) => startEpRanks(dir, ep) : undefined,
     onStatus: quiet ? undefined : (m) => process.stderr.write(`seekd: ${m}\n`),
     onProgress: bar ? (d, t) => bar.update(d, t) : undefined,
   });
@@ -93,7 +116,7 @@ export function parseAllowedOrigins(v: string | undefined, apiKey: string | null
 }
 
 export function register(program: Command): void {
-  engineOptions(program.command('serve').description('serve an OpenAI-compatible API (and a chat page at /)'))
+  engineEpOptions(program.command('serve').description('serve an OpenAI-compatible API (and a chat page at /)'))
     .option('--host <addr>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port', '8000')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health (env SEEKD_API_KEY)')
@@ -106,6 +129,7 @@ export function register(program: Command): void {
     .action(async (opts: ServeOptions) => {
       const port = intOpt('port', opts.port, 0)!;
       parseQuantize(opts.quantize); // a bad value is a usage error before the server starts
+      const ep = parseEngineEp(opts);
       const apiKey = opts.apiKey ?? process.env.SEEKD_API_KEY ?? null;
       const srv = await startServer({
         host: opts.host, port, apiKey,
@@ -149,7 +173,7 @@ export function register(program: Command): void {
         }
       });
       srv.setLlm(llm);
-      process.stderr.write(`seekd: serving ${llm.modelId} at ${srv.url}/v1 (chat page: ${srv.url}/, ${opts.backend} backend)\n`);
+      process.stderr.write(`seekd: serving ${llm.modelId} at ${srv.url}/v1 (chat page: ${srv.url}/, ${opts.backend} backend${ep ? `, routed experts on ${ep.ranks} expert-parallel ranks` : ''})\n`);
       if (!opts.model) process.stderr.write('seekd: note: the built-in model has RANDOM weights; its answers are meaningless\n');
     });
 }
