@@ -76,3 +76,13 @@ test('seekd serve/run --ep: usage errors exit 2 before loading', { timeout: 60_0
     assert.match(r.stderr, msg);
   }
 });
+
+test('seekd run --ep 2: the answer of run without --ep, and the process ends by itself (no expert-rank thread left running)', { timeout: 120_000 }, async () => {
+  const args = ['run', '--max-tokens', '8', '--temperature', '0', 'Hello there'];
+  const plain = await seekd(args);
+  const ep = await seekd(['run', '--ep', '2', ...args.slice(1)]);
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(ep.code, 0, ep.stderr);
+  assert.equal(ep.stdout, plain.stdout);
+  assert.ok(ep.stdout.trim().length > 0);
+});
