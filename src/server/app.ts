@@ -537,14 +537,19 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
       const tools = (b.tools ?? []) as ChatTool[];
       try {
         tokens = llm.tokenizer.applyChatTemplate(chatMessagesOf(b.messages), {
-          tools: tools.length > 0 ? tools : undefined, addGenerationPrompt: b.add_generation_prompt ?? true, extra: b.chat_template_kwargs ?? undefined,
+          tools: tools.length > 0 ? tools : undefined, addGenerationPrompt: b.add_generation_prompt ?? true, extra: b.chat_template_kwargs ?? undefined, maxTokens: llm.maxModelLen,
         }).ids;
       } catch (e) {
         if (e instanceof ChatTemplateError) throw invalidRequest(e.message, 'messages', 'chat_template_error');
+        if (e instanceof TokenBudgetError) throw e.exact ? contextLengthExceeded(llm.maxModelLen, e.minTokens, 0, 'messages') : contextLengthExceededAtLeast(llm.maxModelLen, e.minTokens, 0, 'messages');
         throw e;
       }
     } else {
+      // Bounded like the other routes: a prompt its bytes prove longer than the context is refused before tokenizing.
+      const min = llm.tokenizer.minTokens(b.prompt!);
+      if (min > llm.maxModelLen) throw contextLengthExceededAtLeast(llm.maxModelLen, min, 0, 'prompt');
       tokens = (b.add_special_tokens ?? true) ? llm.tokenizer.encodePrompt(b.prompt!) : llm.tokenizer.encodePlain(b.prompt!);
+      if (tokens.length > llm.maxModelLen) throw contextLengthExceeded(llm.maxModelLen, tokens.length, 0, 'prompt');
     }
     return c.json({ count: tokens.length, max_model_len: llm.maxModelLen, tokens });
   });

@@ -107,6 +107,26 @@ test('/tokenize and /detokenize: prompt and messages, special tokens, round trip
   assert.equal(big.json.error.param, 'tokens');
   assert.equal((await post('/detokenize', { tokens: [-1] })).json.error.param, 'tokens.0');
   assert.equal((await post('/detokenize', { tokens: 'abc' })).status, 400);
+  // Bounded by the context like the other routes (max_model_len 1024 here).
+  for (const body of [{ prompt: 'word '.repeat(5000) }, { prompt: 'x'.repeat(200_000) }, { messages: [{ role: 'user', content: 'word '.repeat(5000) }] }]) {
+    const r = await post('/tokenize', body);
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.code, 'context_length_exceeded');
+  }
+});
+
+test('guided decoding with thinking, streamed, and a forced tool call after </think>', async () => {
+  const base = { messages: user, max_tokens: 60, temperature: 0, thinking: { type: 'enabled' }, logit_bias: { [thinkEnd]: 100 } };
+  const chunks = await sse('/v1/chat/completions', { ...base, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'], additionalProperties: false } } } });
+  const content = chunks.flatMap((c) => c.choices.map((ch: any) => ch.delta.content ?? '')).join('');
+  assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+  assert.equal(typeof JSON.parse(content).a, 'number');
+  const tools = [{ type: 'function', function: { name: 'get', parameters: { type: 'object', properties: { q: { type: 'string', maxLength: 8 } }, required: ['q'] } } }];
+  const r = await post('/v1/chat/completions', { ...base, tools, tool_choice: 'required' });
+  assert.equal(r.json.choices[0].finish_reason, 'tool_calls', JSON.stringify(r.json));
+  assert.equal(r.json.choices[0].message.tool_calls[0].function.name, 'get');
+  assert.equal(typeof JSON.parse(r.json.choices[0].message.tool_calls[0].function.arguments).q, 'string');
+  assert.equal(r.json.choices[0].message.reasoning_content, '');
 });
 
 test('/tokenize, /detokenize and /beta/completions are behind the API key', async () => {
