@@ -2,27 +2,15 @@
 // Processes run concurrently to keep the suite fast.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Checkpoint } from '../src/weights/checkpoint.ts';
-import { REF_DIR, REPO_ROOT, VARIANTS, expected, maxAbsDiff } from './helpers.ts';
+import { REF_DIR, VARIANTS, expected, maxAbsDiff, seekd, type SeekdRun } from './helpers.ts';
 
-interface Run { code: number | null; stdout: string; stderr: string }
 
-function seekd(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'seekd.mjs'), ...args], { cwd: REPO_ROOT });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
-function assertUsageError(r: Run, pattern: RegExp): void {
+function assertUsageError(r: SeekdRun, pattern: RegExp): void {
   assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
   assert.equal(r.stdout, '');
   const lines = r.stderr.trim().split('\n');

@@ -1,4 +1,5 @@
 // Shared test helpers: paths to ../shared test data, loading the golden references, diffs.
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -57,4 +58,22 @@ export function argmax(a: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
   return best;
+}
+
+/** One run of the `seekd` command: exit code, output, wall time. */
+export interface SeekdRun { code: number | null; stdout: string; stderr: string; ms: number }
+
+/** Runs `node bin/seekd.mjs ...args` from the repository root (stdin closed), with extra environment. */
+export function seekd(args: string[], env: Record<string, string> = {}): Promise<SeekdRun> {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'seekd.mjs'), ...args], {
+      cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d; });
+    p.stderr.on('data', (d: Buffer) => { stderr += d; });
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
+  });
 }

@@ -5,11 +5,10 @@
 // would convert.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REF_DIR, REPO_ROOT } from './helpers.ts';
+import { REF_DIR, seekd } from './helpers.ts';
 import { Checkpoint } from '../src/weights/checkpoint.ts';
 import { writeSafetensors, type TensorToWrite } from '../src/weights/writer.ts';
 import { SafetensorsError } from '../src/weights/errors.ts';
@@ -18,17 +17,7 @@ import { checkWeights, WeightError } from '../src/model/weight-map.ts';
 import { writeSyntheticCheckpoint } from '../src/model/synthetic.ts';
 import { presetConfig, presetShards } from '../src/model/presets.ts';
 
-const BIN = join(REPO_ROOT, 'bin', 'seekd.mjs');
 
-function seekd(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d; });
-    p.stderr.on('data', (d: Buffer) => { stderr += d; });
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 type Edit = (t: TensorToWrite[], cfg: Record<string, unknown>) => TensorToWrite[];
 

@@ -4,23 +4,11 @@
 // error with exit code 2 on every command that takes the option.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { spawnServer } from '../src/cli/commands/bench.ts';
-import { REF_DIR, REPO_ROOT, expected, maxAbsDiff } from './helpers.ts';
+import { REF_DIR, expected, maxAbsDiff, seekd, type SeekdRun } from './helpers.ts';
 
-interface Run { code: number | null; stdout: string; stderr: string }
 
-function seekd(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'seekd.mjs'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 const BF16 = join(REF_DIR, 'tiny-v3-bf16');
 const FP8 = join(REF_DIR, 'tiny-v3-fp8');
@@ -53,7 +41,7 @@ describe('seekd --quantize fp8', () => {
       seekd(['info', '--model', BF16, '--json']),
     ]);
     for (const r of [q, fp8, bf16]) assert.equal(r.code, 0, r.stderr);
-    const bytes = (r: Run) => (JSON.parse(r.stdout) as { memory: { weights_bytes: number } }).memory.weights_bytes;
+    const bytes = (r: SeekdRun) => (JSON.parse(r.stdout) as { memory: { weights_bytes: number } }).memory.weights_bytes;
     assert.equal(bytes(q), bytes(fp8));
     assert.ok(bytes(bf16) > bytes(q));
   });
@@ -91,7 +79,7 @@ describe('seekd --quantize fp8', () => {
       ['score', '--model', BF16, '--ids', '1', '--quantize', ''],
       ['info', '--model', BF16, '--quantize', 'bf16'],
     ];
-    const runs = await Promise.all(cmds.map(seekd));
+    const runs = await Promise.all(cmds.map((c) => seekd(c)));
     runs.forEach((r, i) => {
       const what = cmds[i]!.join(' ');
       assert.equal(r.code, 2, `${what}: exit code (stderr: ${r.stderr})`);

@@ -7,27 +7,14 @@
 //   loading stays within 1 GiB of the resident size once loaded.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from './helpers.ts';
+import { seekd } from './helpers.ts';
 import { presetConfig, presetShards } from '../src/model/presets.ts';
 import { writeSyntheticCheckpoint } from '../src/model/synthetic.ts';
 
-interface Run { code: number | null; stdout: string; stderr: string; ms: number }
 
-function seekd(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'seekd.mjs'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env } });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
-  });
-}
 
 const GiB = 2 ** 30;
 

@@ -2,27 +2,15 @@
 // with "spec": {drafted, accepted} in --json, and one-line usage errors (exit 2).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSyntheticCheckpoint } from '../src/model/synthetic.ts';
-import { REF_DIR, REPO_ROOT, expected, maxAbsDiff } from './helpers.ts';
+import { REF_DIR, expected, maxAbsDiff, seekd, type SeekdRun } from './helpers.ts';
 
-interface Run { code: number | null; stdout: string; stderr: string }
 
-function seekd(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'seekd.mjs'), ...args], { cwd: REPO_ROOT });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
-function usageError(r: Run, pattern: RegExp): void {
+function usageError(r: SeekdRun, pattern: RegExp): void {
   assert.equal(r.code, 2, `exit code (stderr: ${r.stderr})`);
   assert.equal(r.stdout, '');
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
