@@ -72,6 +72,24 @@ for (const variant of VARIANTS) {
       assert.deepEqual(stop.ids, p.greedy_tokens.slice(0, p.greedy_tokens.indexOf(p.greedy_tokens[5]!) + 1));
     });
 
+    it('forward logitRows returns the last logitRows[i] positions of each sequence (as allPositions does)', () => {
+      const V = model.config.vocab_size;
+      const toks = [4, 8, 15, 16, 23, 42, 7, 9];
+      const seqs = [{ n: 3, r: 2 }, { n: 4, r: 0 }, { n: 1, r: 1 }];
+      let b = 0, t = 0;
+      const batch = { tokens: Int32Array.from(toks), seqs: seqs.map((s) => ({ blockTable: Int32Array.of(b++), numCached: 0, numNew: s.n })) };
+      const all = model.forward(batch, model.createCache(3), { allPositions: true });
+      const some = model.forward(batch, model.createCache(3), { logitRows: seqs.map((s) => s.r) });
+      assert.equal(some.length, 3 * V);
+      let o = 0;
+      for (const s of seqs) {
+        t += s.n;
+        for (let j = t - s.r; j < t; j++, o++) assert.ok(maxAbsDiff(some.subarray(o * V, (o + 1) * V), all.subarray(j * V, (j + 1) * V)) <= 1e-6, `row ${j}`);
+      }
+      assert.equal(model.forward(batch, model.createCache(3), { logitRows: [0, 0, 0] }).length, 0);
+      assert.throws(() => model.forward(batch, model.createCache(3), { logitRows: [4, 0, 1] }), /logitRows\[0\] must be an integer in \[0, 3\]/);
+    });
+
     it('sampling with speculation is deterministic per seed and differs across seeds', () => {
       const o = (seed: number) => generate(model, [1, 2, 3], { maxTokens: 12, temperature: 1.2, seed, speculative: { method: 'mtp', numSpeculativeTokens: 2 } });
       const a = o(7), b = o(7), c = o(8);

@@ -36,6 +36,11 @@ export interface ForwardOptions {
   attn?: 'absorb' | 'naive';
   /** Logits for every token instead of the last new token of each sequence. */
   allPositions?: boolean;
+  /**
+   * Logits for the last `logitRows[i]` new tokens of sequence i (0..numNew; default 1 each): the
+   * positions a speculative step verifies. Ignored with allPositions.
+   */
+  logitRows?: readonly number[];
   /** Called per MoE layer with the routing of all T tokens: experts/weights [T, k]. */
   onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
   /** Called after each decoder layer with the residual stream [T, H] (a live buffer: copy what you keep). */
@@ -50,7 +55,7 @@ export interface ForwardOptions {
 
 /** One MTP module step: draft logits and the module's own output hidden state (for chaining). */
 export interface MtpOutput {
-  /** [rows, vocab]: last new position of each sequence, or every position with allPositions. */
+  /** [rows, vocab]: last new position of each sequence (logitRows: its last logitRows[i]), or every position with allPositions. */
   logits: Float32Array;
   /** [rows, H]: the MTP block's output before shared_head.norm (same rows as logits; a fresh array). */
   hidden: Float32Array;
@@ -214,13 +219,14 @@ export class DeepseekModel {
     addInPlace(x, this.#attention(0, this.#mtpAbsorbed[j]!, lw, attnIn, T, ropeRows, batch.seqs, cache, opts.attn ?? 'absorb'));
     const ffnIn = k.rmsNorm(x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
     addInPlace(x, this.#ffn(c.num_hidden_layers + j, lw, ffnIn, T, opts));
-    const { rows, last } = this.#lastRows(x, batch, T, opts.allPositions ?? false);
+    const { rows, last } = this.#lastRows(x, batch, T, opts.allPositions ?? false, opts.logitRows);
+    if (rows === 0) return { logits: new Float32Array(0), hidden: new Float32Array(0) };
     const out = last.slice();
     const h = k.rmsNorm(last, rows, mw.headNorm, c.rms_norm_eps, ws.get('normed', rows * H));
     return { logits: k.matmul(h, rows, mw.head ?? this.#w.lmHead), hidden: out };
   }
 
-  /** Logits [numSeqs, vocab] (last new token of each sequence) or [T, vocab] with allPositions. */
+  /** Logits [numSeqs, vocab] (last new token of each sequence), [sum logitRows, vocab], or [T, vocab] with allPositions. */
   forward(batch: ForwardBatch, cache: LatentCache, opts: ForwardOptions = {}): Float32Array {
     const c = this.config;
     const k = this.#k;
@@ -253,17 +259,43 @@ export class DeepseekModel {
     }
     opts.onHidden?.(x);
     // Final norm and lm_head only on the rows whose logits are wanted.
-    const { rows, last } = this.#lastRows(x, batch, T, opts.allPositions ?? false);
+    const { rows, last } = this.#lastRows(x, batch, T, opts.allPositions ?? false, opts.logitRows);
+    if (rows === 0) return new Float32Array(0);
     const h = k.rmsNorm(last, rows, this.#w.norm, c.rms_norm_eps, ws.get('normed', rows * H));
     // The logits are the caller's to keep: a fresh array, not a workspace buffer.
     return k.matmul(h, rows, this.#w.lmHead);
   }
 
-  /** The rows of x [T, H] whose logits are wanted: all, or the last new position of each sequence. */
-  #lastRows(x: Float32Array, batch: ForwardBatch, T: number, all: boolean): { rows: number; last: Float32Array } {
+  /**
+   * The rows of x [T, H] whose logits are wanted: all, the last new position of each sequence, or the
+   * last logitRows[i] of sequence i.
+   */
+  #lastRows(x: Float32Array, batch: ForwardBatch, T: number, all: boolean, logitRows?: readonly number[]): { rows: number; last: Float32Array } {
     if (all) return { rows: T, last: x };
     const H = this.config.hidden_size;
-    const rows = batch.seqs.length;
+    const n = batch.seqs.length;
+    if (logitRows) {
+      if (logitRows.length !== n) throw new ModelInputError(`forward: logitRows has ${logitRows.length} entries for ${n} sequences`);
+      let rows = 0;
+      for (let i = 0; i < n; i++) {
+        const r = logitRows[i]!;
+        if (!Number.isSafeInteger(r) || r < 0 || r > batch.seqs[i]!.numNew) {
+          throw new ModelInputError(`forward: logitRows[${i}] must be an integer in [0, ${batch.seqs[i]!.numNew}], got ${r}`);
+        }
+        rows += r;
+      }
+      if (rows === T) return { rows, last: x };
+      const last = this.#ws.get('last', rows * H);
+      let end = 0, o = 0;
+      for (let i = 0; i < n; i++) {
+        end += batch.seqs[i]!.numNew;
+        const r = logitRows[i]!;
+        last.set(x.subarray((end - r) * H, end * H), o * H);
+        o += r;
+      }
+      return { rows, last };
+    }
+    const rows = n;
     if (rows === T) return { rows, last: x };
     const last = this.#ws.get('last', rows * H);
     let end = 0;
