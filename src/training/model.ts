@@ -1,0 +1,185 @@
+// The DeepSeek-V3-architecture training forward on the autograd, the same computation as the inference
+// model (model/deepseek.ts forward and mtpForward, naive MLA form) for whole training windows:
+//   x = Emb(t) → per layer: x += MLA(RMSNorm(x)); x += (MLP | MoE)(RMSNorm(x)) → h;
+//   logits = lm_head(RMSNorm(h))                                      main next-token loss
+//   MTP module k = 1..D (§2.2): h^k_i = Block_k(eh_proj([enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)])),
+//   logits^k_i = head(shared_head.norm(h^k_i)) predicts t_{i+k+1}       λ/D · Σ_k CE_k
+//   + Σ over MoE layers of the sequence-wise balance loss (α).
+// A batch is a list of windows of n_s + 1 tokens: inputs w[0..n_s), next-token targets w[1..n_s].
+// Shapes: T = Σ n_s tokens, H hidden, V vocabulary, Hd heads. f32 tensors compute their products on the
+// kernels (gemm.ts); f64 tensors (gradient checks) on float64 loops — same code.
+// Reference: DeepSeek-V3 technical report, arXiv 2412.19437 (§2.1 MLA, DeepSeekMoE, balancing; §2.2 MTP).
+import { LORA_NORM_EPS } from '../model/deepseek.ts';
+import { qkHeadDim, softmaxScale, type DeepseekConfig } from '../model/config.ts';
+import { planByExpert } from '../model/moe.ts';
+import { RopeTable } from '../model/rope.ts';
+import { add, crossEntropy, rmsNorm, type Tensor, type WeightGradStore } from '../tensor/autograd/index.ts';
+import type { Gemm } from './gemm.ts';
+import { mlaAttention } from './attention.ts';
+import { combineExperts, routingWeights, seqBalanceLoss } from './moe-ops.ts';
+import { concatCols, embedding, groupedLinear, linear, rope, scale, sigmoid, sliceCols, sumScalars, swiglu, takeRows } from './ops.ts';
+import type { LayerParams, MlpParams, MoeParams, TrainParams } from './params.ts';
+import { expertLoad, routingShape, selectExperts } from './routing.ts';
+
+export interface TrainLossOptions {
+  /** MTP loss weight λ (DeepSeek-V3: 0.3 for the first 10T tokens, then 0.1). Default 0.3. */
+  mtpLambda?: number;
+  /** Sequence-wise balance loss factor α (DeepSeek-V3: 0.0001). Default: config aux_loss_alpha, else 0.0001. */
+  balanceAlpha?: number;
+}
+
+export interface ForwardResult {
+  /** The training objective: main CE + λ/D Σ CE_k + Σ balance losses (one element). */
+  loss: Tensor;
+  /** Its parts (plain numbers, for logs). */
+  mainLoss: number;
+  mtpLosses: number[];
+  balanceLoss: number;
+  /** Main logits [T, V] (all positions) and the final hidden states before the norm [T, H]. */
+  logits: Tensor;
+  hidden: Tensor;
+  /** MTP module k's logits [Σ (n_s − k), V] (positions 0..n_s − k − 1 of each window). */
+  mtpLogits: Tensor[];
+  /** Routed tokens per expert of each MoE layer this forward (layer index → load [E]; MTP blocks at L + j). */
+  loads: Map<number, Int32Array>;
+}
+
+export class TrainInputError extends Error {
+  override name = 'TrainInputError';
+  readonly exitCode = 2;
+}
+
+export class TrainModel {
+  readonly #rope: RopeTable;
+  readonly #scale: number;
+  readonly mtpLambda: number;
+  readonly balanceAlpha: number;
+  /** Set by the pipeline runtime to defer weight gradients (DualPipe's W step). */
+  store: WeightGradStore | null = null;
+
+  constructor(readonly config: DeepseekConfig, readonly params: TrainParams, readonly gemm: Gemm, opts: TrainLossOptions = {}) {
+    this.#rope = new RopeTable(config);
+    this.#scale = softmaxScale(config);
+    this.mtpLambda = opts.mtpLambda ?? 0.3;
+    const raw = (config as unknown as { aux_loss_alpha?: unknown }).aux_loss_alpha;
+    this.balanceAlpha = opts.balanceAlpha ?? (typeof raw === 'number' ? raw : 0.0001);
+    if (config.n_routed_experts !== null) routingShape(config);
+  }
+
+  /** Forward of a batch of windows (each ≥ 2 tokens); MTP modules run where windows are long enough. */
+  forward(windows: readonly Int32Array[], opts: { mtp?: boolean } = {}): ForwardResult {
+    const c = this.config, p = this.params;
+    if (windows.length === 0) throw new TrainInputError('empty batch');
+    for (const w of windows) {
+      if (w.length < 2) throw new TrainInputError(`a window of ${w.length} tokens (need at least 2)`);
+      for (const id of w) if (!(id >= 0 && id < c.vocab_size)) throw new TrainInputError(`token id ${id} outside [0, ${c.vocab_size})`);
+    }
+    const seqLens = windows.map((w) => w.length - 1);
+    const T = seqLens.reduce((a, b) => a + b, 0);
+    const inputs = new Int32Array(T), targets = new Int32Array(T), positions = new Int32Array(T);
+    {
+      let t = 0;
+      for (const w of windows) for (let i = 0; i + 1 < w.length; i++, t++) { inputs[t] = w[i]!; targets[t] = w[i + 1]!; positions[t] = i; }
+    }
+    const loads = new Map<number, Int32Array>();
+    const balance: Tensor[] = [];
+    let x = embedding(p.embed, inputs);
+    for (let l = 0; l < c.num_hidden_layers; l++) x = this.#block(l, p.layers[l]!, x, positions, seqLens, loads, balance);
+    const hidden = x;
+    const logits = linear(this.gemm, rmsNorm(hidden, p.norm, c.rms_norm_eps), p.lmHead);
+    const mainLoss = crossEntropy(logits, targets);
+    const terms: Tensor[] = [mainLoss];
+
+    const mtpLogits: Tensor[] = [];
+    const mtpLosses: number[] = [];
+    const mtpTerms: Tensor[] = [];
+    let prev = hidden; // h^{k-1}, rows of the previous depth's positions
+    let prevLens = seqLens;
+    for (let j = 0; j < (opts.mtp === false ? 0 : p.mtp.length); j++) {
+      const k = j + 1;
+      const lens = seqLens.map((n) => Math.max(0, n - k));
+      if (lens.every((n) => n === 0)) break;
+      // Rows of h^{k-1} for positions 0..n-k-1 of each window, the tokens t_{i+k}, the targets t_{i+k+1}.
+      const rows: number[] = [], toks: number[] = [], tgts: number[] = [], pos: number[] = [];
+      let r0 = 0;
+      windows.forEach((w, s) => {
+        for (let i = 0; i < lens[s]!; i++) { rows.push(r0 + i); toks.push(w[i + k]!); tgts.push(w[i + k + 1]!); pos.push(i); }
+        r0 += prevLens[s]!;
+      });
+      const keep = lens.filter((n) => n > 0);
+      const m = p.mtp[j]!;
+      const h = takeRows(prev, Int32Array.from(rows));
+      const e = embedding(m.embed ?? p.embed, Int32Array.from(toks));
+      const cat = concatCols(rmsNorm(e, m.enorm, c.rms_norm_eps), rmsNorm(h, m.hnorm, c.rms_norm_eps));
+      let y = linear(this.gemm, cat, m.ehProj, { store: this.store });
+      y = this.#block(c.num_hidden_layers + j, m.block, y, Int32Array.from(pos), keep, loads, balance);
+      const lg = linear(this.gemm, rmsNorm(y, m.headNorm, c.rms_norm_eps), m.head ?? p.lmHead);
+      const ce = crossEntropy(lg, Int32Array.from(tgts));
+      mtpLogits.push(lg);
+      mtpLosses.push(ce.item());
+      mtpTerms.push(ce);
+      prev = y;
+      prevLens = lens; // a window with no position left keeps a zero row count
+    }
+    if (mtpTerms.length > 0) terms.push(scale(sumScalars(mtpTerms), this.mtpLambda / p.mtp.length));
+    let balanceLoss = 0;
+    if (balance.length > 0) {
+      const b = sumScalars(balance);
+      balanceLoss = b.item();
+      terms.push(b);
+    }
+    const loss = terms.length === 1 ? mainLoss : sumScalars(terms);
+    return { loss, mainLoss: mainLoss.item(), mtpLosses, balanceLoss, logits, hidden, mtpLogits, loads };
+  }
+
+  /** One decoder block (layer id `l`: main layers, then the MTP blocks at num_hidden_layers + j). */
+  #block(l: number, lw: LayerParams, x: Tensor, positions: Int32Array, seqLens: readonly number[], loads: Map<number, Int32Array>, balance: Tensor[]): Tensor {
+    const c = this.config;
+    x = add(x, this.#attention(lw, rmsNorm(x, lw.inputNorm, c.rms_norm_eps), positions, seqLens));
+    const f = rmsNorm(x, lw.postAttnNorm, c.rms_norm_eps);
+    // The name table gives a layer (MTP blocks included) exactly one of moe / dense (isMoeLayer).
+    return add(x, lw.moe ? this.#moe(l, lw.moe, f, seqLens, loads, balance) : this.#mlp(lw.dense!, f));
+  }
+
+  /** MLA (naive form): [T, H] → [T, H]. */
+  #attention(lw: LayerParams, x: Tensor, positions: Int32Array, seqLens: readonly number[]): Tensor {
+    const c = this.config, g = this.gemm, a = lw.attn, st = this.store;
+    const Hd = c.num_attention_heads, nope = c.qk_nope_head_dim, rp = c.qk_rope_head_dim, kvLora = c.kv_lora_rank;
+    const qk = qkHeadDim(c);
+    const q0 = a.q ? linear(g, x, a.q, { store: st }) : linear(g, rmsNorm(linear(g, x, a.qA!, { store: st }), a.qANorm!, LORA_NORM_EPS), a.qB!, { store: st });
+    const rq = this.#rope.rows(positions, Hd), rk = this.#rope.rows(positions, 1);
+    const q = rope(q0, Hd, qk, nope, rp, rq.cos, rq.sin);
+    const kvA = linear(g, x, a.kvA, { store: st }); // [T, kv_lora + rope] = [c_kv | k_pe]
+    const kpe = rope(sliceCols(kvA, kvLora, rp), 1, rp, 0, rp, rk.cos, rk.sin);
+    const kv = linear(g, rmsNorm(sliceCols(kvA, 0, kvLora), a.kvANorm, LORA_NORM_EPS), a.kvB, { store: st });
+    const o = mlaAttention(g, q, kv, kpe, seqLens, { heads: Hd, nope, rope: rp, v: c.v_head_dim, scale: this.#scale });
+    return linear(g, o, a.o, { store: st });
+  }
+
+  #mlp(w: MlpParams, x: Tensor): Tensor {
+    const g = this.gemm, st = this.store;
+    return linear(g, swiglu(linear(g, x, w.gate, { store: st }), linear(g, x, w.up, { store: st })), w.down, { store: st });
+  }
+
+  /** DeepSeekMoE: shared expert + k routed experts with sigmoid gating (grouped products). */
+  #moe(l: number, w: MoeParams, x: Tensor, seqLens: readonly number[], loads: Map<number, Int32Array>, balance: Tensor[]): Tensor {
+    const c = this.config, g = this.gemm;
+    const { E, K } = routingShape(c);
+    const T = x.size / c.hidden_size;
+    const scores = sigmoid(linear(g, x, w.router)); // router in full precision; [T, E]
+    const idx = selectExperts(c, scores.data, T, w.bias?.data ?? null);
+    loads.set(l, expertLoad(idx, E));
+    const normalize = c.norm_topk_prob;
+    const factor = normalize && c.model_type === 'deepseek_v2' && K > 1 ? 1 : c.routed_scaling_factor;
+    const gates = routingWeights(scores, idx, K, normalize, factor);
+    if (this.balanceAlpha > 0) balance.push(seqBalanceLoss(scores, idx, K, seqLens, this.balanceAlpha));
+    const plan = planByExpert(idx, T, K, E);
+    const tokenOf = new Int32Array(plan.rows);
+    for (let r = 0; r < plan.rows; r++) tokenOf[r] = (plan.order[r]! / K) | 0;
+    const xs = takeRows(x, tokenOf); // [R, H] grouped by expert
+    const ex = w.experts;
+    const h = swiglu(groupedLinear(g, xs, ex.gate, plan.segments), groupedLinear(g, xs, ex.up, plan.segments));
+    const y = combineExperts(groupedLinear(g, h, ex.down, plan.segments), gates, plan.order, T, K);
+    return w.shared ? add(y, this.#mlp(w.shared, x)) : y;
+  }
+}
