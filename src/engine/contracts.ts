@@ -74,6 +74,11 @@ export interface ScheduledSeq {
   blockTable: number[];
   /** True when this chunk reaches the end of the known tokens, so its last logits are sampled. */
   sample: boolean;
+  /**
+   * Speculative decoding: the last numDraft of `tokens` are draft tokens to verify (positions past the
+   * known tokens); the step then needs logits of its last 1 + numDraft positions. 0 without drafts.
+   */
+  numDraft: number;
 }
 
 export interface SchedulerOutput {
@@ -88,15 +93,41 @@ export interface SchedulerOutput {
 export interface RunnerBatch {
   /** Token ids of all sequences, concatenated in seqs order. */
   tokens: Int32Array;
-  seqs: { blockTable: Int32Array; numCached: number; numNew: number }[];
+  /** logitRows: logits of the sequence's last logitRows new positions (default 1; 1 + drafts when verifying). */
+  seqs: { blockTable: Int32Array; numCached: number; numNew: number; logitRows?: number }[];
+}
+
+/**
+ * After a forward and its sampling, what the drafter (speculative decoding) reads of one of that
+ * forward's sequences: its first numValid new positions (all of a prefill chunk; 1 + the accepted drafts
+ * of a verify step), the token that follows each of them, and how many drafts to propose after them.
+ */
+export interface DraftRequest {
+  /** Index of the sequence in the last forward's batch. */
+  index: number;
+  numValid: number;
+  /** [numValid]: the token at position numCached + j + 1 for each valid position numCached + j. */
+  nextTokens: Int32Array;
+  /** Drafts wanted (0: the drafter only records these positions in its own cache). */
+  numDrafts: number;
 }
 
 export interface ModelRunner {
   readonly vocabSize: number;
   /** KV blocks in the runner's cache; block ids are 0 .. numBlocks - 1. */
   readonly numBlocks: number;
-  /** Logits of each sequence's last new token: [seqs.length, vocabSize]. Must not depend on batch composition. */
+  /**
+   * Logits of each sequence's last logitRows (default 1) new tokens, in order: [sum of logitRows, vocabSize].
+   * Must not depend on batch composition.
+   */
   forward(batch: RunnerBatch): Float32Array | Promise<Float32Array>;
+  /** Speculative decoding: drafts per step the runner proposes at most (absent or 0: it does not draft). */
+  readonly maxDraftTokens?: number;
+  /**
+   * Runs the drafter over the last forward's valid positions (every sequence of that forward that is still
+   * live gets a request, in the forward's order) and returns each request's drafts (numDrafts tokens).
+   */
+  draft?(reqs: readonly DraftRequest[]): number[][] | Promise<number[][]>;
   dispose?(): Promise<void> | void;
 }
 

@@ -3,10 +3,10 @@
 // known token, and turns new tokens into text deltas (streaming detokenizer, stop strings/ids,
 // max_tokens). Logits are computed per sequence exactly as alone, so batching changes no token.
 import { AsyncQueue } from './async-queue.ts';
-import type { Delta, FinishReason, ModelRunner, SamplingParams, SchedulerOutput, TokenConstraint, TokenLogprob, Usage } from './contracts.ts';
+import type { Delta, DraftRequest, FinishReason, ModelRunner, SamplingParams, SchedulerOutput, TokenConstraint, TokenLogprob, Usage } from './contracts.ts';
 import { StopMatcher, StreamingDetokenizer, type TokenDecoder } from './detokenizer.ts';
 import { Rng } from './rng.ts';
-import { sample, type Counts } from './sampler.ts';
+import { sample, sampleWithDraft, type Counts } from './sampler.ts';
 import { Scheduler } from './scheduler.ts';
 
 export interface EngineConfig {
@@ -100,12 +100,26 @@ export interface SeqStats {
   promptTokens: number;
   outputTokens: number;
   cachedTokens: number;
+  /** Speculative decoding: draft tokens verified for this sequence, and how many were accepted. */
+  draftTokens: number;
+  acceptedTokens: number;
   reason: FinishReason;
+}
+
+/** One step's speculative verification, over the sequences that had drafts. */
+export interface SpecStepStats {
+  /** Sequences verified with at least one draft. */
+  seqs: number;
+  drafted: number;
+  accepted: number;
+  /** perPos[j]: drafts accepted at draft position j (0-based). */
+  perPos: number[];
 }
 
 export interface EngineObserver {
   onStep?(out: SchedulerOutput, ms: number): void;
   onSeqFinished?(s: SeqStats): void;
+  onSpec?(s: SpecStepStats): void;
 }
 
 interface Live {
@@ -240,7 +254,7 @@ export class Engine {
         detok: new StreamingDetokenizer(this.tokenizer), stops: new StopMatcher(p.stop), stopIds, output: [],
         stats: {
           arrival, firstScheduled: null, firstToken: null, finished: 0, interTokenMs: [], promptTokens: req.prompt.length,
-          outputTokens: 0, cachedTokens: 0, reason: 'stop',
+          outputTokens: 0, cachedTokens: 0, draftTokens: 0, acceptedTokens: 0, reason: 'stop',
         },
         lastTokenAt: null,
         guided: null,
@@ -356,34 +370,120 @@ export class Engine {
       off += s.numNew;
       const l = this.live.get(s.seqId);
       if (l && l.stats.firstScheduled === null) l.stats.firstScheduled = t;
-      return { blockTable: Int32Array.from(s.blockTable), numCached: s.numCached, numNew: s.numNew };
+      return { blockTable: Int32Array.from(s.blockTable), numCached: s.numCached, numNew: s.numNew, ...(s.numDraft > 0 ? { logitRows: 1 + s.numDraft } : {}) };
     });
-    // Guided sequences' bitmasks are computed while the forward runs.
+    // Guided sequences' bitmasks (for their first sampled position) are computed while the forward runs.
     const maskPs = out.seqs.some((s) => s.sample && this.live.get(s.seqId)?.guided) ? out.seqs.map((s) => (s.sample ? this.maskOf(s.seqId) : null)) : null;
-    const logits = await this.#runner.forward({ tokens, seqs });
+    const runner = this.#runner;
+    const logits = await runner.forward({ tokens, seqs });
     this.#consecutiveFailures = 0;
     const masks = maskPs ? await Promise.all(maskPs) : null;
-    const V = this.#runner.vocabSize;
-    const sampled: (number | null)[] = [];
-    const results: ({ l: Live; token: number; lp?: TokenLogprob } | null)[] = [];
+    const V = runner.vocabSize;
+    const appended: (number[] | null)[] = [];
+    const accepted: number[] = [];
+    const results: ({ l: Live; tokens: { token: number; lp?: TokenLogprob }[] } | null)[] = [];
+    const spec = { seqs: 0, drafted: 0, accepted: 0, perPos: [] as number[] };
+    let row = 0;
+    for (let i = 0; i < out.seqs.length; i++) {
+      const s = out.seqs[i]!;
+      const base = row;
+      row += 1 + s.numDraft;
+      const l = this.live.get(s.seqId);
+      accepted.push(0);
+      if (!s.sample || !l) { appended.push(null); results.push(null); continue; }
+      // Position j's row decides the token after it: draft d_{j+1} (s.tokens[1 + j]) is kept while it
+      // passes, else the row's own token ends the run; after every draft passed, the last row adds one more.
+      const emitted: { token: number; lp?: TokenLogprob }[] = [];
+      let a = 0;
+      for (let j = 0; j <= s.numDraft; j++) {
+        let mask: Int32Array | undefined;
+        if (l.guided) {
+          const m = j === 0 ? masks?.[i] : await this.maskOf(s.seqId);
+          if (!m) break; // its constraint failed: finished
+          mask = m;
+        }
+        const rowj = logits.subarray((base + j) * V, (base + j + 1) * V);
+        const draft = j < s.numDraft ? s.tokens[1 + j]! : null;
+        const r = draft === null
+          ? sample(rowj, l.params, l.rng, l.promptSeen, l.counts, mask)
+          : sampleWithDraft(rowj, l.params, l.rng, l.promptSeen, l.counts, mask, draft);
+        l.constraint?.accept(r.token);
+        let lp: TokenLogprob | undefined;
+        if (r.logprob !== undefined) {
+          lp = { ...this.tokenInfo(r.token), logprob: r.logprob, top: (r.top ?? []).map((x) => ({ ...this.tokenInfo(x.tokenId), logprob: x.logprob })) };
+        }
+        emitted.push({ token: r.token, lp });
+        const ends = l.stopIds.has(r.token) || (l.constraint?.done ?? false);
+        // Output counts (frequency/presence penalties) include the tokens emitted before each position.
+        if (!ends) l.counts.set(r.token, (l.counts.get(r.token) ?? 0) + 1);
+        const ok = draft !== null && r.token === draft;
+        if (ok) {
+          a++;
+          spec.perPos[j] = (spec.perPos[j] ?? 0) + 1;
+        }
+        if (!ok || ends) break;
+      }
+      if (s.numDraft > 0) {
+        spec.seqs++;
+        spec.drafted += s.numDraft;
+        spec.accepted += a;
+        l.stats.draftTokens += s.numDraft;
+        l.stats.acceptedTokens += a;
+      }
+      accepted[i] = a;
+      appended.push(emitted.length > 0 && this.live.has(s.seqId) ? emitted.map((e) => e.token) : null);
+      results.push(emitted.length > 0 ? { l, tokens: emitted } : null);
+    }
+    this.scheduler.update(out, appended, accepted);
+    if (spec.seqs > 0) this.observer.onSpec?.(spec);
+    const tt = now();
+    for (const r of results) {
+      if (!r) continue;
+      for (const e of r.tokens) {
+        if (!this.live.has(r.l.seqId)) break; // a stop ended it inside an accepted run
+        this.onToken(r.l, e.token, e.lp, tt);
+      }
+    }
+    if ((runner.maxDraftTokens ?? 0) > 0 && runner.draft && runner === this.#runner) await this.#draft(runner, out, appended, accepted);
+  }
+
+  /**
+   * Speculative decoding: the drafter reads every position this step made valid (so its own cache stays
+   * complete) and proposes the drafts that each sequence at the decode frontier verifies next step.
+   */
+  async #draft(runner: ModelRunner, out: SchedulerOutput, appended: readonly (number[] | null)[], accepted: readonly number[]): Promise<void> {
+    const K = runner.maxDraftTokens!;
+    const reqs: DraftRequest[] = [];
+    const ids: number[] = [];
     out.seqs.forEach((s, i) => {
       const l = this.live.get(s.seqId);
-      if (!s.sample || !l) { sampled.push(null); results.push(null); return; }
-      const row = logits.subarray(i * V, (i + 1) * V);
-      const mask = masks?.[i] ?? undefined;
-      if (l.guided && !mask) { sampled.push(null); results.push(null); return; } // its constraint failed: finished
-      const r = sample(row, l.params, l.rng, l.promptSeen, l.counts, mask);
-      l.constraint?.accept(r.token);
-      sampled.push(r.token);
-      let lp: TokenLogprob | undefined;
-      if (r.logprob !== undefined) {
-        lp = { ...this.tokenInfo(r.token), logprob: r.logprob, top: (r.top ?? []).map((x) => ({ ...this.tokenInfo(x.tokenId), logprob: x.logprob })) };
+      if (!l || !this.scheduler.has(s.seqId)) return;
+      const st = this.scheduler.get(s.seqId);
+      if (st.status !== 'running') return; // preempted meanwhile: recomputed (drafter included) later
+      const numValid = s.numNew - s.numDraft + accepted[i]!;
+      const after = appended[i];
+      let next: number[];
+      if (s.sample) {
+        if (!after) return;
+        next = [...s.tokens.slice(1, s.numNew - s.numDraft), ...after];
+      } else {
+        next = [...s.tokens.slice(1), st.tokens[s.numCached + s.numNew]!];
       }
-      results.push({ l, token: r.token, lp });
+      if (next.length !== numValid) throw new Error(`speculative bookkeeping: ${next.length} next tokens for ${numValid} positions`);
+      let numDrafts = 0;
+      if (s.sample) {
+        const seqLen = l.stats.promptTokens + l.output.length;
+        // Draft k + 1 is chained from the drafter at position numCached + numValid + k - 1, which must lie in
+        // the blocks this step already holds (the next step allocates for what it verifies).
+        const inBlocks = s.blockTable.length * this.scheduler.blockSize - (s.numCached + numValid) + 1;
+        numDrafts = Math.max(0, Math.min(K, l.params.maxTokens - l.output.length - 1, this.config.maxModelLen - seqLen - 1, inBlocks));
+      }
+      reqs.push({ index: i, numValid, nextTokens: Int32Array.from(next), numDrafts });
+      ids.push(s.seqId);
     });
-    this.scheduler.update(out, sampled);
-    const tt = now();
-    for (const r of results) if (r) this.onToken(r.l, r.token, r.lp, tt);
+    if (reqs.length === 0) return;
+    const drafts = await runner.draft!(reqs);
+    reqs.forEach((r, j) => { if (r.numDrafts > 0) this.scheduler.setDrafts(ids[j]!, drafts[j]!.slice(0, r.numDrafts)); });
   }
 
   /** The next-token bitmask of a guided sequence (null: not guided, gone, or its grammar failed, which finishes it). */
@@ -424,7 +524,6 @@ export class Engine {
     }
     l.output.push(token);
     st.outputTokens++;
-    l.counts.set(token, (l.counts.get(token) ?? 0) + 1);
     const piece = l.detok.push(token);
     const { emit, stop } = l.stops.push(piece);
     const lps = lp ? [lp] : undefined;

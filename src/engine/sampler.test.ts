@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultSamplingParams as P } from './contracts.ts';
+import { defaultSamplingParams as P, defaultSamplingParams, type SamplingParams } from './contracts.ts';
 import { Rng } from './rng.ts';
-import { argmax, logSoftmax, sample } from './sampler.ts';
+import { argmax, logSoftmax, sample, sampleWithDraft } from './sampler.ts';
 
 const none = new Set<number>();
 const logits = Float32Array.from([1, 3, 2, 3, -1, 0.5]);
@@ -63,4 +63,49 @@ test('logprobs: the sampled token and the top alternatives from the raw log-soft
   assert.deepEqual(r.top, [{ tokenId: 1, logprob: lp[1] }, { tokenId: 3, logprob: lp[3] }]);
   const s = Array.from(lp, Math.exp).reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(s - 1) < 1e-12);
+});
+
+test('sampleWithDraft: the emitted token follows the target distribution whatever the draft (top-k/top-p/min-p, penalties)', () => {
+  const logits = Float32Array.of(1.5, 0.2, 2.4, -0.7, 1.1, 0.9, -2, 0.4);
+  const cases: Partial<SamplingParams>[] = [
+    { temperature: 0.9 },
+    { temperature: 1.3, topK: 4 },
+    { temperature: 1, topP: 0.8, minP: 0.05 },
+    { temperature: 0.7, frequencyPenalty: 0.5, presencePenalty: 0.2 },
+  ];
+  const counts = new Map([[2, 2], [4, 1]]);
+  for (const over of cases) {
+    const p = defaultSamplingParams(over);
+    const rng = new Rng(17);
+    // The target: what plain sample() draws, estimated from many draws.
+    const N = 30000;
+    const want = new Float64Array(8);
+    for (let i = 0; i < N; i++) want[sample(logits, p, rng, new Set(), counts).token]!++;
+    for (const draft of [2, 0, 6]) {
+      const got = new Float64Array(8);
+      let acc = 0;
+      for (let i = 0; i < N; i++) {
+        const r = sampleWithDraft(logits, p, rng, new Set(), counts, undefined, draft);
+        got[r.token]!++;
+        if (r.accepted) { acc++; assert.equal(r.token, draft); }
+      }
+      for (let t = 0; t < 8; t++) assert.ok(Math.abs(got[t]! - want[t]!) / N < 0.015, `${JSON.stringify(over)} draft ${draft} token ${t}: ${got[t]! / N} vs ${want[t]! / N}`);
+      // Acceptance is the target's probability of the draft.
+      assert.ok(Math.abs(acc - want[draft]!) / N < 0.015, `acceptance ${acc / N} vs p(d) ${want[draft]! / N}`);
+    }
+  }
+});
+
+test('sampleWithDraft greedy: accepts exactly the argmax of the processed logits; a masked draft is never accepted', () => {
+  const logits = Float32Array.of(0.1, 3, 2.9, 0);
+  const p = defaultSamplingParams({ temperature: 0 });
+  const rng = new Rng(1);
+  assert.deepEqual(sampleWithDraft(logits, p, rng, new Set(), new Map(), undefined, 1), { token: 1, accepted: true });
+  assert.deepEqual(sampleWithDraft(logits, p, rng, new Set(), new Map(), undefined, 2), { token: 1, accepted: false });
+  // A frequency penalty on token 1 makes 2 the argmax.
+  assert.deepEqual(sampleWithDraft(logits, defaultSamplingParams({ temperature: 0, frequencyPenalty: 0.5 }), rng, new Set(), new Map([[1, 1]]), undefined, 2), { token: 2, accepted: true });
+  const mask = Int32Array.of(0b1101); // token 1 not allowed
+  const s = sampleWithDraft(logits, defaultSamplingParams({ temperature: 1 }), rng, new Set(), new Map(), mask, 1);
+  assert.equal(s.accepted, false);
+  assert.notEqual(s.token, 1);
 });

@@ -58,6 +58,49 @@ export function sample(
   outputCounts: Counts,
   mask?: Int32Array,
 ): SampleResult {
+  const x = processedLogits(logits, p, promptSeen, outputCounts, mask);
+  const token = p.temperature === 0 ? argmax(x) : drawFiltered(x, p, rng);
+  return withLogprobs(logits, p, token);
+}
+
+/**
+ * Verifies one draft token (speculative decoding) against this row, as vLLM's rejection sampler does for a
+ * drafter that proposes its argmax (q is one-hot at the draft): greedy accepts the draft iff it is the
+ * argmax of the processed logits (and emits that argmax either way); sampling accepts it with probability
+ * p(draft) under the request's processed distribution p (penalties, mask, temperature, top-k/top-p/min-p)
+ * and otherwise draws from p with the draft removed, renormalized. Either way the emitted token is
+ * distributed as p: P(t) = p(d)[t = d] + (1 - p(d)) p(t)[t != d] / (1 - p(d)) = p(t).
+ */
+export function sampleWithDraft(
+  logits: Float32Array,
+  p: SamplingParams,
+  rng: Rng,
+  promptSeen: ReadonlySet<number>,
+  outputCounts: Counts,
+  mask: Int32Array | undefined,
+  draft: number,
+): SampleResult & { accepted: boolean } {
+  const x = processedLogits(logits, p, promptSeen, outputCounts, mask);
+  let token: number;
+  if (p.temperature === 0) {
+    token = argmax(x);
+  } else {
+    const { ids, probs } = targetDistribution(x, p);
+    let at = -1;
+    for (let i = 0; i < ids.length; i++) if (ids[i] === draft) { at = i; break; }
+    const pd = at >= 0 ? probs[at]! : 0;
+    if (pd > 0 && rng.next() < pd) {
+      token = draft;
+    } else {
+      if (at >= 0) probs[at] = 0;
+      token = drawWeighted(ids, probs, rng);
+    }
+  }
+  return { ...withLogprobs(logits, p, token), accepted: token === draft };
+}
+
+/** Logits after logit bias, penalties and the guided mask (a copy when anything applies; `logits` is never modified). */
+function processedLogits(logits: Float32Array, p: SamplingParams, promptSeen: ReadonlySet<number>, outputCounts: Counts, mask?: Int32Array): Float32Array {
   const V = logits.length;
   let x: Float32Array = logits;
   if (p.logitBias && p.logitBias.length > 0) {
@@ -84,18 +127,75 @@ export function sample(
     if (x === logits) x = logits.slice();
     applyMask(x, mask);
   }
+  return x;
+}
 
-  let token: number;
-  if (p.temperature === 0) {
-    token = argmax(x);
-  } else {
-    token = drawFiltered(x, p, rng);
-  }
-
+/** The sampled token's logprob and the top alternatives (raw logits), when the request asks for them. */
+function withLogprobs(logits: Float32Array, p: SamplingParams, token: number): SampleResult {
   if (p.logprobs === null) return { token };
   const lp = logSoftmax(logits);
   const top = p.logprobs > 0 ? topIndices(lp, p.logprobs).map((t) => ({ tokenId: t, logprob: lp[t]! })) : [];
   return { token, logprob: lp[token]!, top };
+}
+
+/**
+ * The distribution drawFiltered samples from, explicitly: candidate ids and their probabilities (summing
+ * to 1) after temperature, top-k, top-p and min-p.
+ */
+export function targetDistribution(x: Float32Array, p: SamplingParams): { ids: Int32Array; probs: Float64Array } {
+  const V = x.length;
+  const inv = 1 / p.temperature;
+  let cand: number[];
+  if (p.topK > 0 && p.topK < V) cand = topIndices(x, p.topK);
+  else if (p.topP < 1 || p.minP > 0) {
+    cand = Array.from({ length: V }, (_, i) => i);
+    cand.sort((a, b) => (x[b]! - x[a]!) || (a - b));
+  } else {
+    // Plain temperature: every token, in id order.
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) if (x[i]! > max) max = x[i]!;
+    const probs = new Float64Array(V);
+    let total = 0;
+    for (let i = 0; i < V; i++) total += probs[i] = Math.exp((x[i]! - max) * inv);
+    for (let i = 0; i < V; i++) probs[i] = probs[i]! / total;
+    return { ids: Int32Array.from({ length: V }, (_, i) => i), probs };
+  }
+  const max = x[cand[0]!]! * inv;
+  let probs = cand.map((t) => Math.exp(x[t]! * inv - max));
+  let sum = probs.reduce((a, b) => a + b, 0);
+  probs = probs.map((v) => v / sum);
+  let keep = probs.length;
+  if (p.topP < 1) {
+    let acc = 0;
+    for (let i = 0; i < probs.length; i++) {
+      acc += probs[i]!;
+      if (acc >= p.topP) { keep = i + 1; break; }
+    }
+  }
+  if (p.minP > 0) {
+    const thr = p.minP * probs[0]!;
+    let k = 0;
+    while (k < keep && probs[k]! >= thr) k++;
+    keep = Math.max(1, k);
+  }
+  sum = 0;
+  for (let i = 0; i < keep; i++) sum += probs[i]!;
+  return { ids: Int32Array.from(cand.slice(0, keep)), probs: Float64Array.from(probs.slice(0, keep), (v) => v / sum) };
+}
+
+/** A draw from ids weighted by non-negative `w` (any total); the last positive weight if rounding runs out. */
+function drawWeighted(ids: Int32Array, w: Float64Array, rng: Rng): number {
+  let total = 0;
+  for (const v of w) total += v;
+  let u = rng.next() * total;
+  let lastPos = 0;
+  for (let i = 0; i < w.length; i++) {
+    if (w[i]! <= 0) continue;
+    lastPos = i;
+    u -= w[i]!;
+    if (u < 0) return ids[i]!;
+  }
+  return ids[lastPos]!;
 }
 
 /** Sets x[t] = -inf for every token t whose bit is clear in `mask` (bit t & 31 of word t >> 5). */

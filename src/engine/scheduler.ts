@@ -36,6 +36,8 @@ export interface SeqState {
   cachedPromptTokens: number | null;
   status: SeqStatus;
   numPreemptions: number;
+  /** Speculative decoding: draft tokens proposed after the last known token, verified at the next step. */
+  drafts: number[];
 }
 
 export class SchedulerError extends Error {
@@ -86,7 +88,7 @@ export class Scheduler {
     if (prompt.length + 1 > this.capacityTokens) throw new SchedulerError(`prompt of ${prompt.length} tokens cannot fit ${this.config.numBlocks} KV blocks`);
     const s: SeqState = {
       seqId, tokens: prompt.slice(), promptLen: prompt.length, numComputed: 0, blocks: [], hashes: [],
-      numRegistered: 0, cachedPromptTokens: null, status: 'waiting', numPreemptions: 0,
+      numRegistered: 0, cachedPromptTokens: null, status: 'waiting', numPreemptions: 0, drafts: [],
     };
     this.seqs.set(seqId, s);
     this.waiting.push(s);
@@ -104,7 +106,9 @@ export class Scheduler {
 
     for (let i = 0; i < this.running.length && budget > 0; ) {
       const s = this.running[i]!;
-      const numNew = Math.min(s.tokens.length - s.numComputed, budget);
+      // At the decode frontier with drafts: the last token and as many drafts as the budget allows.
+      const known = s.tokens.length - s.numComputed;
+      const numNew = Math.min(known === 1 ? 1 + s.drafts.length : known, budget);
       if (numNew <= 0) { i++; continue; }
       const need = Math.ceil((s.numComputed + numNew) / B) - s.blocks.length;
       let selfPreempted = false;
@@ -116,7 +120,7 @@ export class Scheduler {
       }
       if (selfPreempted) break;
       if (need > 0) s.blocks.push(...this.blocks.allocate(need));
-      out.push(this.slice(s, numNew));
+      out.push(this.slice(s, numNew, known === 1 ? numNew - 1 : 0));
       budget -= numNew;
       i++;
     }
@@ -150,18 +154,36 @@ export class Scheduler {
   }
 
   /**
-   * Applies a finished step: each scheduled sequence's computed count advances by its numNew, newly
-   * full blocks enter the prefix cache, and `sampled[i]` (for seqs with `sample`) is appended.
+   * Applies a finished step: each scheduled sequence's computed count advances by its numNew less the
+   * drafts rejected (`accepted[i]` of its numDraft were accepted; default 0), newly full blocks enter the
+   * prefix cache, and for seqs with `sample` the tokens `sampled[i]` (one id, or the accepted drafts and
+   * the model's own next token) are appended. Drafts are consumed by the step (see setDrafts).
    */
-  update(step: SchedulerOutput, sampled: readonly (number | null)[]): void {
+  update(step: SchedulerOutput, sampled: readonly (number | readonly number[] | null)[], accepted?: readonly number[]): void {
     step.seqs.forEach((sch, i) => {
       const s = this.seqs.get(sch.seqId);
       if (!s || s.status !== 'running') return; // finished or aborted meanwhile
-      s.numComputed = sch.numCached + sch.numNew;
-      this.registerFull(s);
+      const a = accepted?.[i] ?? 0;
+      if (a < 0 || a > sch.numDraft) throw new SchedulerError(`sequence ${sch.seqId}: ${a} of ${sch.numDraft} drafts accepted`);
+      s.numComputed = sch.numCached + sch.numNew - sch.numDraft + a;
+      s.drafts = [];
       const t = sampled[i];
-      if (sch.sample && t !== null && t !== undefined) s.tokens.push(t);
+      if (sch.sample && t !== null && t !== undefined) {
+        if (typeof t === 'number') s.tokens.push(t);
+        else s.tokens.push(...t);
+      }
+      this.registerFull(s);
     });
+  }
+
+  /**
+   * Speculative decoding: the drafts to verify at this sequence's next step (after its last known token).
+   * Ignored unless the sequence is running with exactly its last token left to compute.
+   */
+  setDrafts(seqId: number, drafts: readonly number[]): void {
+    const s = this.seqs.get(seqId);
+    if (!s || s.status !== 'running' || s.numComputed !== s.tokens.length - 1) return;
+    s.drafts = drafts.slice();
   }
 
   /** Ends a sequence (finished or aborted), releasing its blocks. Unknown ids are ignored. */
@@ -182,6 +204,7 @@ export class Scheduler {
     s.blocks = [];
     s.numComputed = 0;
     s.numRegistered = 0;
+    s.drafts = [];
     s.status = 'waiting';
     s.numPreemptions++;
     this.numPreemptions++;
@@ -197,14 +220,16 @@ export class Scheduler {
     s.numRegistered = full;
   }
 
-  private slice(s: SeqState, numNew: number): ScheduledSeq {
+  private slice(s: SeqState, numNew: number, numDraft = 0): ScheduledSeq {
+    const numKnown = numNew - numDraft;
     return {
       seqId: s.seqId,
       numCached: s.numComputed,
       numNew,
-      tokens: s.tokens.slice(s.numComputed, s.numComputed + numNew),
+      tokens: numDraft > 0 ? [...s.tokens.slice(s.numComputed, s.numComputed + numKnown), ...s.drafts.slice(0, numDraft)] : s.tokens.slice(s.numComputed, s.numComputed + numNew),
       blockTable: s.blocks.slice(),
-      sample: s.numComputed + numNew === s.tokens.length,
+      sample: s.numComputed + numKnown === s.tokens.length,
+      numDraft,
     };
   }
 }
