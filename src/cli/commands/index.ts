@@ -6,10 +6,11 @@ import { register as eplb } from './eplb.ts';
 import { register as generate } from './generate.ts';
 import { register as info } from './info.ts';
 import { register as makeCheckpoint } from './make-checkpoint.ts';
+import { register as perplexity } from './perplexity.ts';
 import { register as run } from './run.ts';
 import { register as score } from './score.ts';
 import { register as serve } from './serve.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, run, score, serve];
+export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, perplexity, run, score, serve];
