@@ -63,6 +63,17 @@ CASES.forEach((c, i) => {
   test(`matrix #${i}: ${JSON.stringify(c)}`, (t) => onEveryBackend(t, prepareCase(c, i)));
 });
 
+// Prefill shapes: many folded rows (sQ·g > the wasm kernel's 64-row tile), so rows go in tiles that stop
+// at their last visible key block (causal) and, with 2 threads, are split across participants by cost.
+const PREFILL: MlaCase[] = [
+  { b: 1, sQ: 40, sK: 140, hQ: 16, hKv: 1, varlen: false, causal: true },
+  { b: 2, sQ: 24, sK: 200, hQ: 16, hKv: 2, varlen: true, causal: true },
+  { b: 1, sQ: 9, sK: 70, hQ: 16, hKv: 1, varlen: false, causal: false },
+];
+PREFILL.forEach((c, i) => {
+  test(`prefill shape (row tiles, rows split across threads) #${i}: ${JSON.stringify(c)}`, (t) => onEveryBackend(t, prepareCase(c, 300 + i)));
+});
+
 SMALL.forEach((c, i) => {
   test(`bf16 cache (reference on bf16-rounded q and K) #${i}`, (t) => onEveryBackend(t, prepareCase(c, 100 + i, 'bf16')));
   test(`fp8 cache: exact on dequantized K, within the a-posteriori quantization bound of raw K #${i}`, async (t) => {

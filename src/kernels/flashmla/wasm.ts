@@ -14,6 +14,44 @@ import { metadataParts } from './metadata.ts';
 
 const PARAMS = 24;
 const UNIT_INTS = 8;
+/** Folded query rows per tile of the kernel (assembly/flashmla.ts ROW_TILE). */
+export const ROW_TILE = 64;
+
+/**
+ * Splits each of the first `n` units (UNIT_INTS each) into chunks of ROW_TILE folded rows (unit ints 6, 7
+ * = [r0, r1)) and cuts the chunk list, in order, into `parts` contiguous ranges of about equal cost:
+ * the keys each row sees within its unit's blocks (causal: row r = s·g + j sees keys
+ * < len − sQ + 1 + s), plus a row-tile's fixed work. Returns the chunk table and range bounds.
+ */
+export function splitUnitRows(units: Int32Array, n: number, R: number, g: number, sQ: number, seqlens: Int32Array,
+  causal: boolean, parts: number): { units: Int32Array; bounds: number[] } {
+  const chunks: number[][] = [];
+  const cost: number[] = [];
+  for (let u = 0; u < n; u++) {
+    const o = u * UNIT_INTS;
+    const len = seqlens[units[o]!]!;
+    const k0 = units[o + 1]! * MLA_BLOCK_SIZE, k1 = Math.min(len, units[o + 2]! * MLA_BLOCK_SIZE);
+    for (let r0 = 0; r0 < R; r0 += ROW_TILE) {
+      const r1 = Math.min(R, r0 + ROW_TILE);
+      let c = 0;
+      for (let r = r0; r < r1; r++) {
+        const lim = causal ? Math.min(k1, len - sQ + 1 + Math.floor(r / g)) : k1;
+        c += Math.max(0, lim - k0) + 8;
+      }
+      chunks.push([...units.subarray(o, o + 6), r0, r1]);
+      cost.push(c);
+    }
+  }
+  const total = cost.reduce((x, y) => x + y, 0);
+  const bounds = [0];
+  let acc = 0, i = 0;
+  for (let t = 1; t < parts; t++) {
+    while (i < chunks.length && acc + cost[i]! / 2 < (total * t) / parts) acc += cost[i++]!;
+    bounds.push(i);
+  }
+  bounds.push(chunks.length);
+  return { units: Int32Array.from(chunks.flat()), bounds };
+}
 const DTYPE_CODE: Record<KvCacheDType, number> = { f32: 0, bf16: 1, fp8: 2 };
 
 export interface WasmFlashMlaOptions {
@@ -132,13 +170,21 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
       partStart[it.part + 1] = n;
     }
     for (let p = 1; p <= parts; p++) partStart[p] = Math.max(partStart[p]!, partStart[p - 1]!);
+    // Many folded rows (a prefill: sQ·g, e.g. 512 × 16): the scheduler's parts split keys, which a causal
+    // prefill of one sequence leaves in one part (one thread). Split rows instead: every unit's rows in
+    // chunks of the kernel's row tile, dealt out in order as contiguous ranges of equal estimated cost
+    // (keys each row sees within the unit's blocks). Rows are independent, so results do not change.
+    const threads = rt.threads;
+    let rowSplit: { units: Int32Array; bounds: number[] } | null = null;
+    if (threads > 1 && R > ROW_TILE) rowSplit = splitUnitRows(units, n, R, g, sQ, a.cacheSeqlens, plan.causal, threads);
     // Everything else of the call in ONE reused scratch block (outputs, accumulators, staged inputs):
     // no allocator work per call, which matters at decode where a call is tens of microseconds.
     const sized = (bytes: number) => Math.ceil(Math.max(bytes, 4) / 64) * 64;
     const staged = (v: Float32Array | Int32Array) => (heap.owns(v) ? 0 : sized(v.byteLength));
     const outB = sized(out.byteLength), lseB = sized(lse.byteLength);
     const oAccB = sized(numSlots * hKv * R * dV * 4), lseAccB = sized(numSlots * hKv * R * 4);
-    const qB = staged(a.q), tableB = staged(table), seqB = staged(a.cacheSeqlens), unitsB = sized(units.byteLength);
+    const unitTable = rowSplit ? rowSplit.units : units;
+    const qB = staged(a.q), tableB = staged(table), seqB = staged(a.cacheSeqlens), unitsB = sized(unitTable.byteLength);
     const base = this.arena.acquire(outB + lseB + oAccB + lseAccB + qB + tableB + seqB + unitsB + sized(PARAMS * 4));
     try {
       let at = base;
@@ -150,7 +196,7 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
         return p;
       };
       const outP = take(outB), lseP = take(lseB), oAccP = take(oAccB), lseAccP = take(lseAccB);
-      const qP = put(a.q, qB), tableP = put(table, tableB), seqP = put(a.cacheSeqlens, seqB), unitsP = put(units, unitsB);
+      const qP = put(a.q, qB), tableP = put(table, tableB), seqP = put(a.cacheSeqlens, seqB), unitsP = put(unitTable, unitsB);
       const paramsP = take(sized(PARAMS * 4));
       const params = heap.i32(paramsP, PARAMS);
       params.set([
@@ -165,6 +211,9 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
       const T = rt.threads;
       if (T === 1) {
         if (partStart[parts]! > 0) fm.flashMlaUnits!(paramsP, 0, partStart[parts]!, scratch[0]!);
+      } else if (rowSplit) {
+        const bounds = rowSplit.bounds;
+        rt.pool.run('flashmla', 'flashMlaUnits', (t) => (bounds[t + 1]! > bounds[t]! ? [paramsP, bounds[t]!, bounds[t + 1]!, scratch[t]!] : null));
       } else {
         rt.pool.run('flashmla', 'flashMlaUnits', (t) => {
           const u0 = partStart[Math.floor((t * parts) / T)]!;

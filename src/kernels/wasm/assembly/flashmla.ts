@@ -5,7 +5,9 @@
 // (compute_attn_1rowblock_splitkv_mla) — same work decomposition, CPU-shaped inner loops.
 //
 // Memory (byte offsets into the shared memory; all f32 unless stated):
-//   params  i32[24], see P_* below        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, 0, 0]
+//   params  i32[24], see P_* below        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, r0, r1]
+//   (folded rows [r0, r1) of the unit; r1 = 0 means all R rows: the driver splits a long prefill's rows
+//   across participants, each row's result is independent of the split)
 //   q       [b, sQ, hQ, dQK]              cache  [numBlocks, 64, hKv, rowStride] (f32 / u16 bf16 / FP8 bytes)
 //   blockTable i32 [b, maxBlocks]         seqlens i32 [b]
 //   out     [b, sQ, hQ, dV]               lse    [b, hQ, sQ]
@@ -15,6 +17,13 @@
 // so NaN in unused cache slots never reaches a result.
 
 const BLOCK: i32 = 64;
+/**
+ * Folded query rows processed together over all of a unit's key blocks (a prefill has sQ·g rows, e.g.
+ * 512 × 16): Q, S and O of one tile (RT × (dQK + 64 + dV) f32, ~300 KB for MLA) stay cache-resident while
+ * the keys stream past, and a tile stops at the last key block its last row may see (causal). Rows are
+ * computed exactly as without tiles (the 4-row S and P·V tiles start at multiples of 4 either way).
+ */
+export const ROW_TILE: i32 = 64;
 const P_Q = 0, P_CACHE = 1, P_TABLE = 2, P_SEQLENS = 3, P_OUT = 4, P_LSE = 5, P_OACC = 6, P_LSEACC = 7, P_UNITS = 8;
 const P_SQ = 9, P_HQ = 10, P_HKV = 11, P_G = 12, P_DQK = 13, P_DV = 14, P_MAXBLOCKS = 15, P_DTYPE = 16;
 const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R = 22;
@@ -33,7 +42,8 @@ const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R =
 }
 
 /** Scratch bytes one participant needs: K block f32 [64, dQK], Q rows [R, dQK], S [R, 64], O [R, dV], m, l [R]. */
-export function flashScratchBytes(R: i32, dQK: i32, dV: i32): i32 {
+export function flashScratchBytes(rows: i32, dQK: i32, dV: i32): i32 {
+  const R = min(rows, ROW_TILE);
   return <i32>(align64(<usize>BLOCK * <usize>dQK * 4) + align64(<usize>R * <usize>dQK * 4) + align64(<usize>R * BLOCK * 4)
     + align64(<usize>R * <usize>dV * 4) + 2 * align64(<usize>R * 4));
 }
@@ -127,16 +137,17 @@ function dot1(q: usize, k: usize, d: i32): f32 {
 export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void {
   const sQ = pi(p, P_SQ), hQ = pi(p, P_HQ), hKv = pi(p, P_HKV), g = pi(p, P_G);
   const dQK = pi(p, P_DQK), dV = pi(p, P_DV), maxBlocks = pi(p, P_MAXBLOCKS), dtype = pi(p, P_DTYPE);
-  const stride = pi(p, P_STRIDE), causal = pi(p, P_CAUSAL), R = pi(p, P_R);
+  const stride = pi(p, P_STRIDE), causal = pi(p, P_CAUSAL), RU = pi(p, P_R);
   const scale = reinterpret<f32>(pi(p, P_SCALE));
   const qBase = <usize>pi(p, P_Q), cache = <usize>pi(p, P_CACHE);
   const table = <usize>pi(p, P_TABLE), seqlens = <usize>pi(p, P_SEQLENS), units = <usize>pi(p, P_UNITS);
+  const RT = min(RU, ROW_TILE);
   const kbuf = scratch;
   const qbuf = kbuf + align64(<usize>BLOCK * <usize>dQK * 4);
-  const sbuf = qbuf + align64(<usize>R * <usize>dQK * 4);
-  const obuf = sbuf + align64(<usize>R * BLOCK * 4);
-  const mbuf = obuf + align64(<usize>R * <usize>dV * 4);
-  const lbuf = mbuf + align64(<usize>R * 4);
+  const sbuf = qbuf + align64(<usize>RT * <usize>dQK * 4);
+  const obuf = sbuf + align64(<usize>RT * BLOCK * 4);
+  const mbuf = obuf + align64(<usize>RT * <usize>dV * 4);
+  const lbuf = mbuf + align64(<usize>RT * 4);
   const qs = <usize>dQK * 4;
   const simdD = (dQK & 3) == 0;
   const dV4 = dV & ~3;
@@ -145,10 +156,14 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
     const up = units + (<usize>u << 5);
     const bi = load<i32>(up), bb = load<i32>(up, 4), be = load<i32>(up, 8), h = load<i32>(up, 12);
     const isFinal = load<i32>(up, 16), slot = load<i32>(up, 20);
+    const ur0 = load<i32>(up, 24), ur1raw = load<i32>(up, 28);
+    const ur1 = ur1raw == 0 ? RU : ur1raw;
     const len = load<i32>(seqlens + (<usize>bi << 2));
-    // Gather the unit's query rows: r = s·g + j -> q[b, s, h·g + j].
+    for (let ra = ur0; ra < ur1; ra += RT) {
+    const R = min(RT, ur1 - ra); // rows of this tile: folded rows ra + r, r in [0, R)
+    // Gather the tile's query rows: row ra + r = s·g + j -> q[b, s, h·g + j].
     for (let r = 0; r < R; r++) {
-      const s = r / g, j = r % g;
+      const s = (ra + r) / g, j = (ra + r) % g;
       memory.copy(qbuf + <usize>r * qs, qBase + ((<usize>(bi * sQ + s) * <usize>hQ + <usize>(h * g + j)) * qs), qs);
       store<f32>(mbuf + (<usize>r << 2), -Infinity);
       store<f32>(lbuf + (<usize>r << 2), 0);
@@ -159,6 +174,8 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
       const t0 = blkIdx * BLOCK;
       const n = min(BLOCK, len - t0);
       if (n <= 0) break;
+      // No row of the tile sees this block or later ones (its last row sees keys < len − sQ + 1 + ⌊row/g⌋).
+      if (causal && t0 >= len - sQ + 1 + (ra + R - 1) / g) break;
       const blk = load<i32>(table + ((<usize>bi * <usize>maxBlocks + <usize>blkIdx) << 2));
       let kp: usize;
       let kstride: usize; // bytes between consecutive keys
@@ -194,7 +211,7 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
       for (r = 0; r < R; r++) {
         // Keys of this block row r may see: FlashMLA's col ≤ sK − 1 − (sQ − 1 − ⌊r/g⌋).
         let lim = n;
-        if (causal) lim = min(n, len - sQ + 1 + r / g - t0);
+        if (causal) lim = min(n, len - sQ + 1 + (ra + r) / g - t0);
         const srow = sbuf + (<usize>(r * BLOCK) << 2);
         if (lim <= 0) {
           for (let t = 0; t < n; t++) store<f32>(srow + (<usize>t << 2), 0);
@@ -292,15 +309,15 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
     for (let r = 0; r < R; r++) {
       const l = load<f32>(lbuf + (<usize>r << 2));
       const m = load<f32>(mbuf + (<usize>r << 2));
-      const s = r / g, j = r % g;
+      const s = (ra + r) / g, j = (ra + r) % g;
       const qh = h * g + j;
       let dst: usize, lsePtr: usize;
       if (isFinal) {
         dst = <usize>pi(p, P_OUT) + (<usize>(bi * sQ + s) * <usize>hQ + <usize>qh) * <usize>dV * 4;
         lsePtr = <usize>pi(p, P_LSE) + ((<usize>(bi * hQ + qh) * <usize>sQ + <usize>s) << 2);
       } else {
-        dst = <usize>pi(p, P_OACC) + ((<usize>slot * <usize>hKv + <usize>h) * <usize>R + <usize>r) * <usize>dV * 4;
-        lsePtr = <usize>pi(p, P_LSEACC) + (((<usize>slot * <usize>hKv + <usize>h) * <usize>R + <usize>r) << 2);
+        dst = <usize>pi(p, P_OACC) + ((<usize>slot * <usize>hKv + <usize>h) * <usize>RU + <usize>(ra + r)) * <usize>dV * 4;
+        lsePtr = <usize>pi(p, P_LSEACC) + (((<usize>slot * <usize>hKv + <usize>h) * <usize>RU + <usize>(ra + r)) << 2);
       }
       const orow = obuf + <usize>r * <usize>dV * 4;
       if (l == 0) {
@@ -314,5 +331,6 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
       for (let e = dV4; e < dV; e++) store<f32>(dst + (<usize>e << 2), load<f32>(orow + (<usize>e << 2)) * inv);
       store<f32>(lsePtr, <f32>(Math.log(<f64>l) + <f64>m));
     }
+    } // row tiles
   }
 }
