@@ -10,6 +10,8 @@ import { DeepseekModel, type LoadOptions } from '../model/deepseek.ts';
 import { SafetensorsError } from '../weights/errors.ts';
 import { MemoryPlanError, planForDir, type MemoryPlan } from '../model/memory-plan.ts';
 import { checkModelWeights } from '../model/weight-map.ts';
+import type { ForwardModel } from '../model/forward-model.ts';
+import { GpuDeepseekModel } from '../model/gpu/forward.ts';
 
 export interface ModelCliOptions {
   model: string;
@@ -134,4 +136,15 @@ export function checkVocab(ids: readonly number[], vocab: number): void {
 /** Float32 logits as plain numbers for JSON (each the exact f32 value). */
 export function rowToJson(x: Float32Array): number[] {
   return Array.from(x);
+}
+
+/**
+ * The model whose forward a command runs: for --backend webgpu the GPU-resident forward (weights uploaded
+ * once now; absorbed MLA only), else the loaded model itself. `close` frees what the GPU model holds.
+ */
+export async function forwardModelFor(model: DeepseekModel, kernels: Kernels, attn: 'absorb' | 'naive'): Promise<{ fwd: ForwardModel<unknown>; close(): void }> {
+  if (kernels.backend !== 'webgpu') return { fwd: model, close: () => {} };
+  if (attn !== 'absorb') throw new UsageError('--backend webgpu computes absorbed MLA only (--attn naive is a CPU check)');
+  const gpu = await GpuDeepseekModel.create(model);
+  return { fwd: gpu, close: () => gpu.close() };
 }

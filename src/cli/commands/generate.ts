@@ -2,7 +2,8 @@
 // optionally with MTP speculative decoding (--speculative mtp [--num-speculative-tokens K]).
 import type { Command } from 'commander';
 import { generate } from '../../model/generate.ts';
-import { checkModelDir, checkVocab, modelOptions, nonNegativeInt, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
+import { checkModelDir, checkVocab, forwardModelFor, modelOptions, nonNegativeInt, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
+import { generateAsync } from '../../model/forward-model.ts';
 import { UsageError } from '../errors.ts';
 import { epOptions, startEp, type EpCliOptions } from '../ep-args.ts';
 import { ChromeTraceRecorder } from '../../parallel/trace/chrome-trace.ts';
@@ -40,21 +41,32 @@ export function register(program: Command): void {
       const speculative = opts.speculative ? { method: 'mtp' as const, numSpeculativeTokens: numSpec } : undefined;
       // The expert-parallel ranks read their experts as stored (parallel/deepep/ep/experts.ts).
       if (opts.ep !== undefined && opts.quantize !== undefined) throw new UsageError('--quantize cannot be combined with --ep yet (the expert ranks load experts as stored)');
+      if (opts.backend === 'webgpu') {
+        // The GPU-resident forward runs its experts itself and has no MTP drafter or per-layer spans yet.
+        if (opts.speculative) throw new UsageError('--speculative cannot be combined with --backend webgpu yet');
+        if (opts.ep !== undefined) throw new UsageError('--ep cannot be combined with --backend webgpu (the GPU forward runs the routed experts itself)');
+        if (opts.trace !== undefined) throw new UsageError('--trace cannot be combined with --backend webgpu yet (no per-layer spans on the GPU)');
+        if (attn !== 'absorb') throw new UsageError('--backend webgpu computes absorbed MLA only (--attn naive is a CPU check)');
+      }
       checkModelDir(opts.model);
       const ep = await startEp(opts);
       // Verification writes up to K positions past the last token, 1 + K at a time.
       const size = { maxModelLen: ids.length + maxTokens + numSpec, maxBatchTokens: Math.max(ids.length, 1 + numSpec) };
-      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : {}, size).catch(async (e: unknown) => {
+      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : opts.backend === 'webgpu' ? { mtp: false } : {}, size).catch(async (e: unknown) => {
         await ep?.close();
         throw e;
       });
+      let closeFwd = () => {};
       try {
         checkVocab(ids, model.config.vocab_size);
         if (speculative && model.mtpModules === 0) throw new UsageError(`--speculative mtp: ${opts.model} has no MTP module (num_nextn_predict_layers is 0)`);
+        const gpu = kernels.backend === 'webgpu' ? await forwardModelFor(model, kernels, attn) : null;
+        if (gpu) closeFwd = gpu.close;
         const t0 = performance.now();
         const rec = opts.trace ? new ChromeTraceRecorder({ processName: 'seekd generate' }) : null;
         const run = () => generate(model, ids, { maxTokens, temperature, seed, attn, tracer: rec ?? undefined, speculative });
-        const r = rec ? rec.span('generate', 'compute', run, { prompt: ids.length, maxTokens }) : run();
+        const r = gpu ? await generateAsync(gpu.fwd, ids, { maxTokens, temperature, seed, attn })
+          : rec ? rec.span('generate', 'compute', run, { prompt: ids.length, maxTokens }) : run();
         if (rec) rec.writeFile(opts.trace!, { command: 'generate', backend: kernels.backend, threads: kernels.threads });
         const ms = performance.now() - t0;
         if (opts.json) {
@@ -66,6 +78,7 @@ export function register(program: Command): void {
           if (r.spec) process.stderr.write(`speculative mtp: ${r.spec.accepted}/${r.spec.drafted} drafts accepted (${r.spec.drafted ? (100 * r.spec.accepted / r.spec.drafted).toFixed(1) : '0.0'}%), ${r.spec.steps} verify steps\n`);
         }
       } finally {
+        closeFwd();
         model.close();
         await kernels.dispose();
         await ep?.close();

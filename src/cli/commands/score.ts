@@ -1,7 +1,7 @@
 // `seekd score`: logits of a token sequence (last position, or every position with --all-positions).
 import type { Command } from 'commander';
 import { LatentCache } from '../../model/latent-cache.ts';
-import { checkVocab, modelOptions, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
+import { checkVocab, forwardModelFor, modelOptions, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
 import { UsageError } from '../errors.ts';
 
 interface ScoreOptions extends ModelCliOptions { ids?: string; allPositions?: boolean; json?: boolean; stats?: boolean }
@@ -15,6 +15,7 @@ export function register(program: Command): void {
     .action(async (opts: ScoreOptions) => {
       const ids = parseIds(opts.ids);
       const attn = parseAttn(opts.attn);
+      if (opts.backend === 'webgpu' && attn !== 'absorb') throw new UsageError('--backend webgpu computes absorbed MLA only (--attn naive is a CPU check)');
       const t0 = performance.now();
       const { model, kernels } = await openModel(opts, {}, { maxModelLen: ids.length, maxBatchTokens: ids.length });
       if (opts.stats) {
@@ -25,12 +26,17 @@ export function register(program: Command): void {
         };
         process.stderr.write(`stats: ${JSON.stringify(stats)}\n`);
       }
+      let closeFwd = () => {};
       try {
         const V = model.config.vocab_size;
         checkVocab(ids, V);
-        const cache = model.createCache(LatentCache.blocksFor(ids.length));
-        const blockTable = Int32Array.from({ length: cache.numBlocks }, (_, i) => i);
-        const logits = model.forward({ tokens: Int32Array.from(ids), seqs: [{ blockTable, numCached: 0, numNew: ids.length }] }, cache, {
+        // --backend webgpu: the GPU-resident forward (the CPU model's own otherwise).
+        const { fwd, close } = await forwardModelFor(model, kernels, attn);
+        closeFwd = close;
+        const numBlocks = LatentCache.blocksFor(ids.length);
+        const cache = fwd.createCache(numBlocks);
+        const blockTable = Int32Array.from({ length: numBlocks }, (_, i) => i);
+        const logits = await fwd.forward({ tokens: Int32Array.from(ids), seqs: [{ blockTable, numCached: 0, numNew: ids.length }] }, cache, {
           attn, allPositions: !!opts.allPositions,
         });
         const rows = opts.allPositions ? ids.map((_, i) => rowToJson(logits.subarray(i * V, (i + 1) * V))) : null;
@@ -46,6 +52,7 @@ export function register(program: Command): void {
           process.stdout.write(lines.join('\n') + '\n');
         }
       } finally {
+        closeFwd();
         model.close();
         await kernels.dispose();
       }

@@ -56,7 +56,7 @@ interface GemmCall {
 const ELEM_BYTES = { f32: 4, bf16: 2, fp8: 1 } as const;
 
 /** Rows [n0, n1) of groups [g0, g1) of a [G, n, rowLen] array, as one contiguous [g1-g0, n1-n0, rowLen] array. */
-function gatherPart<T extends Uint8Array | Uint16Array | Float32Array>(src: T, n: number, rowLen: number, [g0, g1]: Range, [n0, n1]: Range): T {
+export function gatherPart<T extends Uint8Array | Uint16Array | Float32Array>(src: T, n: number, rowLen: number, [g0, g1]: Range, [n0, n1]: Range): T {
   if (n0 === 0 && n1 === n) return src.subarray(g0 * n * rowLen, g1 * n * rowLen) as T;
   const per = (n1 - n0) * rowLen;
   const dst = new (src.constructor as new (len: number) => T)((g1 - g0) * per);
@@ -148,7 +148,7 @@ async function runGemm(c: GemmCall): Promise<Float32Array> {
             if (nr[0] < b0 || nr[1] > b1) continue;
             const pn = nr[1] - nr[0];
             const params = temp(uploadParams(ctx, [['u32', cr], ['u32', pn], ['u32', k], ['u32', kb], ['u32', ceilDiv(pn, BLOCK)],
-              ['u32', Math.max(1, c.mMax)], ['u32', b1 - b0], ['u32', nr[0] - b0]], `${c.op}:params`));
+              ['u32', Math.max(1, c.mMax)], ['u32', b1 - b0], ['u32', nr[0] - b0], ['u32', k], ['u32', 0], ['u32', 0], ['u32', gr[1] - gr[0]]], `${c.op}:params`));
             const { b, bScales } = part(gr, nr);
             const buffers = [params, a, b, y];
             for (const e of extras) buffers.push(e === 'aScales' ? aScales! : e === 'bScales' ? bScales! : gbuf!);

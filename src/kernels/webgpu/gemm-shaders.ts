@@ -6,7 +6,9 @@
 //             | masked (row r = g·mMax + i uses B[g] when i < maskedM[g], other rows not written).
 // One invocation per output element (64 along N; rows over y/z). B may be one part of a larger weight
 // (rows n0.. of it): the kernel's n is the part's row, written at column p.n0 + n of an output whose rows
-// are p.ldo wide (unsplit: n0 = 0, ldo = n). Per 128-wide K block the f32 partial sum
+// are p.ldo wide (unsplit: n0 = 0, ldo = n); row r of A starts at element r·p.lda + p.a0 (a column block of a
+// wider activation; plain: lda = k, a0 = 0); contiguous grouping serves groups [p.g0, p.g0 + p.gn) of the
+// group indices (the part's groups; other rows are left alone). Per 128-wide K block the f32 partial sum
 // is promoted: acc += (sA·sB)·partial for fp8×fp8, acc += sB·partial for f32×fp8, acc += partial for bf16/f32.
 // When K % 4 == 0 every row starts on a u32 word, and the inner loop decodes 4 fp8 codes (or 2 words of
 // bf16) per step; otherwise it decodes byte by byte.
@@ -62,6 +64,19 @@ fn fp8x4(w: u32) -> vec4f {
   return select(v, -v, (c & vec4u(0x80u)) != vec4u(0u));
 }`;
 
+/**
+ * Contiguous grouping: the group of row `row` local to the weight part's groups [g0, g0 + gn), -1 (write 0)
+ * or -2 (not written: below -1, or a group of another part).
+ */
+const GROUP_OF = /* wgsl */ `
+fn groupOf(row: u32) -> i32 {
+  let gi = groupIndex[row];
+  if (gi < 0) { return max(gi, -2); }
+  let gl = gi - i32(p.g0);
+  if (gl < 0 || gl >= i32(p.gn)) { return -2; }
+  return gl;
+}`;
+
 export function gemmWgsl(v: GemmVariant): string {
   let binding = 4;
   const extra = gemmExtraBindings(v).map((name) => {
@@ -77,7 +92,7 @@ export function gemmWgsl(v: GemmVariant): string {
   const scale = v.a === 'fp8' && v.b === 'fp8' ? '(aScales[row * p.kb + kb] * bScales[bso + kb])'
     : v.b === 'fp8' ? 'bScales[bso + kb]' : '1.0';
   const group = v.grouping === 'contiguous' ? /* wgsl */ `
-  let gi = groupIndex[row];
+  let gi = groupOf(row);
   if (gi < 0) {
     if (gi == -1) { out[row * p.ldo + p.n0 + n] = 0.0; }
     return;
@@ -88,7 +103,7 @@ export function gemmWgsl(v: GemmVariant): string {
   if (row % p.mMax >= u32(groupIndex[g])) { return; }`
     : `let g = 0u;`;
   const HEADER = /* wgsl */ `
-struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, ldo: u32, n0: u32 }
+struct P { rows: u32, n: u32, k: u32, kb: u32, nb: u32, mMax: u32, ldo: u32, n0: u32, lda: u32, a0: u32, g0: u32, gn: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<${v.a === 'fp8' ? 'u32' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> b: array<${v.b === 'f32' ? 'f32' : 'u32'}>;
@@ -97,6 +112,7 @@ ${extra}
 ${FP8_E4M3_DECODE}
 ${FP8X4_DECODE}
 ${BF16_DECODE}
+${v.grouping === 'contiguous' ? GROUP_OF : ''}
 fn aAt(i: u32) -> f32 { return ${aScalar}; }
 fn bAt(i: u32) -> f32 { return ${bScalar}; }
 fn aAt4(i: u32) -> vec4f { return ${aVec}; }
@@ -104,7 +120,7 @@ fn bAt4(i: u32) -> vec4f { return ${bVec}; }
 `;
   if (v.split) {
     // Group decision made once per workgroup (uniform for the barriers): g ≥ 0, −1 = write 0, −2 = skip.
-    const decide = v.grouping === 'contiguous' ? 'max(groupIndex[row], -2)'
+    const decide = v.grouping === 'contiguous' ? 'groupOf(row)'
       : v.grouping === 'masked' ? 'select(i32(row / p.mMax), -2, row % p.mMax >= u32(groupIndex[row / p.mMax]))'
       : '0';
     const inner = v.k4
@@ -130,7 +146,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     return;
   }
   let g = u32(gd);
-  let ao = row * p.k;
+  let ao = row * p.lda + p.a0;
   let bo = (g * p.n + n) * p.k;
   let bso = (g * p.nb + n / 128u) * p.kb;
   var acc = 0.0;
@@ -157,7 +173,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let row = gid.y + gid.z * nwg.y;
   if (n >= p.n || row >= p.rows) { return; }
   ${group}
-  let ao = row * p.k;
+  let ao = row * p.lda + p.a0;
   let bo = (g * p.n + n) * p.k;
   let bso = (g * p.nb + n / 128u) * p.kb;
   var acc = 0.0;

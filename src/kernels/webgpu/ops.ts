@@ -1,7 +1,8 @@
 // The WebGPU forward ops: KernelOps semantics (src/kernels/api.ts), but asynchronous, because a GPU result
-// only comes back through mapAsync. The kernel registry's `loadBackend` hands out synchronous ops, so this
-// backend is not registered there: the model runs on `ref` / `wasm` for now and this is the op set of the
-// GPU path (`loadWebGpuBackend()`), tested against the same semantics.
+// only comes back through mapAsync, one submit and readback per op. The kernel registry's `loadBackend`
+// hands out synchronous ops, so these are not the registry's `webgpu` ops (registry.ts: ref's host
+// fallbacks); the model's GPU forward uses the recorded, resident ops of resident.ts instead. This op set
+// (`loadWebGpuBackend()`) stays for callers with host arrays, tested against the same semantics.
 //
 // Weights: each WeightMatrix is uploaded on first use and kept on the GPU, keyed by its data array
 // (buffers.ts residentStorage), so a weight must not be modified after its first matmul (call

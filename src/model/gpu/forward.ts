@@ -1,0 +1,408 @@
+// The DeepSeek-V2/V3 forward pass resident on the GPU (WebGPU): the same story as deepseek.ts
+//   embedding → for each layer: x += MLA(RMSNorm(x)); x += (MLP | MoE)(RMSNorm(x)) → RMSNorm → lm_head
+// step for step, but every tensor is a GPU buffer (kernels/webgpu/resident.ts) and every op records its
+// dispatches into ONE recorder per forward: weights are uploaded once at create() (FP8 one byte per
+// parameter, scales beside it), activations, the paged latent cache and the MoE routing never leave the
+// GPU, and the forward submits one command encoder and reads back only the logits.
+//
+// Why a second forward rather than deepseek.ts over GPU handles: the CPU forward moves data between ops
+// with JS loops (residual adds, column gathers, cache writes, the router's scores, the expert plan), which
+// a GPU-resident forward must express as dispatches; here each of those is one resident op, and the
+// model's structure (norm → attention → norm → FFN, absorbed MLA per head, grouped experts) mirrors
+// deepseek.ts / mla.ts / moe.ts line for line so the two stay comparable. Host work per forward is only
+// what plans dispatches: positions, RoPE rows, cache slots, the FlashMLA schedule (all from the batch's
+// shape, never from GPU results).
+//
+// Differences from the CPU forward: absorbed MLA only (naive is a CPU check); the MoE runs on the GPU
+// (gate, counting sort, grouped GEMMs over the contiguous layout, weighted combine), not through a
+// MoeExecutor (expert parallelism stays on the CPU backends); MTP drafting is not on the GPU yet.
+import type { GpuContext } from '../../kernels/webgpu/device.ts';
+import { getDevice } from '../../kernels/webgpu/device.ts';
+import {
+  addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuTensor, GpuRecorder, GpuWorkspace,
+  moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector, uploadWeight, type GateArgs, type GpuTensor, type GpuWeight,
+} from '../../kernels/webgpu/resident.ts';
+import { isMoeLayer, qkHeadDim, softmaxScale, type DeepseekConfig } from '../config.ts';
+import { LORA_NORM_EPS, ModelInputError, type DeepseekModel, type ForwardBatch } from '../deepseek.ts';
+import { CACHE_BLOCK_SIZE, CacheError } from '../latent-cache.ts';
+import { deriveAbsorbed, type SeqSlice } from '../mla.ts';
+import { RopeTable } from '../rope.ts';
+import type { MlpWeights } from '../weight-map.ts';
+
+export interface GpuForwardOptions {
+  /** Only 'absorb' runs on the GPU. */
+  attn?: 'absorb' | 'naive';
+  allPositions?: boolean;
+  /** Routing of every MoE layer, read back with the logits (costs a readback per MoE layer; for checks). */
+  onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
+}
+
+/** The paged latent cache on the GPU: one resident [numBlocks, 64, 1, rowDim] f32 tensor per layer. */
+export class GpuLatentCache {
+  readonly blockSize = CACHE_BLOCK_SIZE;
+  readonly rowDim: number;
+  readonly layers: GpuTensor[];
+
+  constructor(ctx: GpuContext, readonly numLayers: number, readonly numBlocks: number, readonly kvLoraRank: number, readonly ropeDim: number) {
+    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) throw new CacheError(`numBlocks must be a positive integer, got ${numBlocks}`);
+    this.rowDim = kvLoraRank + ropeDim;
+    this.layers = Array.from({ length: numLayers }, (_, l) => gpuTensor(ctx, numBlocks * CACHE_BLOCK_SIZE * this.rowDim, `latentCache:${l}`));
+  }
+
+  /** Row index (slot) of position `pos` of a sequence, checked against the block table. */
+  slot(blockTable: Int32Array, pos: number): number {
+    const bi = Math.floor(pos / CACHE_BLOCK_SIZE);
+    if (bi >= blockTable.length) throw new CacheError(`position ${pos} needs block ${bi} but the block table has ${blockTable.length} entries`);
+    const block = blockTable[bi]!;
+    if (block < 0 || block >= this.numBlocks) throw new CacheError(`block id ${block} out of range [0, ${this.numBlocks})`);
+    return block * CACHE_BLOCK_SIZE + (pos % CACHE_BLOCK_SIZE);
+  }
+
+  get byteLength(): number {
+    return this.numLayers * this.numBlocks * CACHE_BLOCK_SIZE * this.rowDim * 4;
+  }
+
+  destroy(): void {
+    for (const t of this.layers) t.buffer.destroy();
+  }
+}
+
+interface GpuMlp { gate: GpuWeight; up: GpuWeight; down: GpuWeight }
+interface GpuLayer {
+  inputNorm: GpuTensor; postAttnNorm: GpuTensor;
+  q?: GpuWeight; qA?: GpuWeight; qANorm?: GpuTensor; qB?: GpuWeight;
+  kvA: GpuWeight; kvANorm: GpuTensor; o: GpuWeight;
+  /** Absorbed kv_b per head: W_UK(h)ᵀ [kv_lora, nope] and W_UV(h) [v, kv_lora]. */
+  kT: GpuWeight[]; v: GpuWeight[];
+  dense?: GpuMlp;
+  moe?: { router: GpuWeight; bias: GpuTensor | null; experts: GpuMlp; shared?: GpuMlp };
+}
+
+export class GpuDeepseekModel {
+  readonly #ctx: GpuContext;
+  readonly #layers: GpuLayer[];
+  readonly #embed: GpuWeight;
+  readonly #norm: GpuTensor;
+  readonly #lmHead: GpuWeight;
+  readonly #rope: RopeTable;
+  readonly #scale: number;
+  readonly #ws: GpuWorkspace;
+  readonly #gate: GateArgs | null;
+
+  private constructor(readonly config: DeepseekConfig, ctx: GpuContext, layers: GpuLayer[], embed: GpuWeight, norm: GpuTensor, lmHead: GpuWeight) {
+    this.#ctx = ctx;
+    this.#layers = layers;
+    this.#embed = embed;
+    this.#norm = norm;
+    this.#lmHead = lmHead;
+    this.#rope = new RopeTable(config);
+    this.#scale = softmaxScale(config);
+    this.#ws = new GpuWorkspace(ctx);
+    this.#gate = gateArgs(config);
+  }
+
+  /**
+   * Uploads the weights of a loaded model (its host copies, loaded through the `webgpu` kernel backend)
+   * to the GPU, once. Routed experts must be loaded in the model (no expert parallelism on this path).
+   */
+  static async create(model: DeepseekModel): Promise<GpuDeepseekModel> {
+    const ctx = await getDevice();
+    const c = model.config;
+    const w = model.weights;
+    const k = model.kernels;
+    if (w.embed.dtype === 'fp8') throw new ModelInputError('embedding must be f32 or bf16');
+    const mlp = (m: MlpWeights, name: string): GpuMlp => ({
+      gate: uploadWeight(ctx, m.gate, `${name}.gate`), up: uploadWeight(ctx, m.up, `${name}.up`), down: uploadWeight(ctx, m.down, `${name}.down`),
+    });
+    const layers = w.layers.map((lw, l): GpuLayer => {
+      const a = lw.attn;
+      const name = `layers.${l}`;
+      const ab = deriveAbsorbed(k, a.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim);
+      const layer: GpuLayer = {
+        inputNorm: uploadVector(ctx, lw.inputNorm, `${name}.inputNorm`),
+        postAttnNorm: uploadVector(ctx, lw.postAttnNorm, `${name}.postAttnNorm`),
+        kvA: uploadWeight(ctx, a.kvA, `${name}.kvA`),
+        kvANorm: uploadVector(ctx, a.kvANorm, `${name}.kvANorm`),
+        o: uploadWeight(ctx, a.o, `${name}.o`),
+        kT: ab.kT.map((m, h) => uploadWeight(ctx, m, `${name}.kT${h}`)),
+        v: ab.v.map((m, h) => uploadWeight(ctx, m, `${name}.v${h}`)),
+      };
+      if (a.q) layer.q = uploadWeight(ctx, a.q, `${name}.q`);
+      else {
+        layer.qA = uploadWeight(ctx, a.qA!, `${name}.qA`);
+        layer.qANorm = uploadVector(ctx, a.qANorm!, `${name}.qANorm`);
+        layer.qB = uploadWeight(ctx, a.qB!, `${name}.qB`);
+      }
+      if (lw.dense) layer.dense = mlp(lw.dense, `${name}.mlp`);
+      else {
+        const m = lw.moe!;
+        if (!m.experts) throw new ModelInputError(`layer ${l}: routed experts not loaded; the WebGPU forward runs them itself`);
+        const experts: GpuMlp = {
+          gate: uploadWeight(ctx, m.experts.gate, `${name}.experts.gate`), up: uploadWeight(ctx, m.experts.up, `${name}.experts.up`),
+          down: uploadWeight(ctx, m.experts.down, `${name}.experts.down`),
+        };
+        layer.moe = {
+          router: uploadWeight(ctx, m.router, `${name}.router`),
+          bias: c.topk_method === 'noaux_tc' ? uploadVector(ctx, requireBias(m.bias, l), `${name}.bias`) : null,
+          experts, ...(m.shared ? { shared: mlp(m.shared, `${name}.shared`) } : {}),
+        };
+      }
+      return layer;
+    });
+    return new GpuDeepseekModel(c, ctx, layers, uploadWeight(ctx, w.embed, 'embed'), uploadVector(ctx, w.norm, 'norm'), uploadWeight(ctx, w.lmHead, 'lmHead'));
+  }
+
+  createCache(numBlocks: number): GpuLatentCache {
+    const c = this.config;
+    return new GpuLatentCache(this.#ctx, c.num_hidden_layers, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim);
+  }
+
+  /** Logits [numSeqs, vocab] (last new token of each sequence) or [T, vocab] with allPositions. */
+  async forward(batch: ForwardBatch, cache: GpuLatentCache, opts: GpuForwardOptions = {}): Promise<Float32Array> {
+    if ((opts.attn ?? 'absorb') !== 'absorb') throw new ModelInputError('the WebGPU forward computes absorbed MLA only (--attn absorb)');
+    const c = this.config;
+    const T = validate(c, batch, cache);
+    const H = c.hidden_size;
+    const Hd = c.num_attention_heads;
+    const positions = new Int32Array(T);
+    const slots = new Int32Array(T);
+    {
+      let t = 0;
+      for (const s of batch.seqs) {
+        for (let i = 0; i < s.numNew; i++, t++) {
+          positions[t] = s.numCached + i;
+          slots[t] = cache.slot(s.blockTable, s.numCached + i);
+        }
+      }
+    }
+    const rec = new GpuRecorder(this.#ctx, 'forward');
+    const qRows = this.#rope.rows(positions, Hd), kRows = this.#rope.rows(positions, 1);
+    const rp = {
+      qCos: rec.upload(qRows.cos, 'rope:qCos'), qSin: rec.upload(qRows.sin, 'rope:qSin'),
+      kCos: rec.upload(kRows.cos, 'rope:kCos'), kSin: rec.upload(kRows.sin, 'rope:kSin'),
+      slots: rec.upload(slots, 'cache:slots'),
+    };
+    const ws = this.#ws;
+    const x = ws.get('x', T * H);
+    await embedRows(rec, this.#embed, rec.upload(batch.tokens, 'tokens'), T, x);
+    const normed = ws.get('normed', T * H);
+    const routing: { layer: number; experts: GpuTensor; weights: GpuTensor }[] = [];
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      const lw = this.#layers[l]!;
+      await rmsNorm(rec, x, T, lw.inputNorm, c.rms_norm_eps, normed);
+      const attnOut = await this.#attention(rec, l, lw, normed, T, rp, batch.seqs, cache);
+      await addInPlace(rec, x, attnOut, T * H);
+      await rmsNorm(rec, x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
+      const ffnOut = await this.#ffn(rec, l, lw, normed, T, opts.onRouting ? routing : null);
+      await addInPlace(rec, x, ffnOut, T * H);
+    }
+    // Final norm and lm_head only on the rows whose logits are wanted.
+    let rows = T;
+    let last = x;
+    if (!opts.allPositions && batch.seqs.length !== T) {
+      rows = batch.seqs.length;
+      const idx = new Int32Array(rows);
+      let end = 0;
+      batch.seqs.forEach((s, i) => { end += s.numNew; idx[i] = end - 1; });
+      last = ws.get('last', rows * H);
+      await gatherRows(rec, x, rec.upload(idx, 'lastRows'), rows, H, last);
+    }
+    const h = ws.get('finalNormed', rows * H);
+    await rmsNorm(rec, last, rows, this.#norm, c.rms_norm_eps, h);
+    const V = c.vocab_size;
+    const logits = ws.get('logits', rows * V);
+    await gemm(rec, { a: h, rows, w: this.#lmHead, out: logits });
+    const K = c.num_experts_per_tok ?? 0;
+    const reads = [{ tensor: logits, length: rows * V }, ...routing.flatMap((r) => [{ tensor: r.experts, length: T * K }, { tensor: r.weights, length: T * K }])];
+    const got = await rec.finish(reads);
+    ws.collect();
+    routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[1 + 2 * i]!), new Float32Array(got[2 + 2 * i]!)));
+    return new Float32Array(got[0]!);
+  }
+
+  /** Frees the GPU copies of the activations (weights stay resident with the device). */
+  close(): void {
+    this.#ws.destroy();
+  }
+
+  // ------------------------------------------------------------------ pieces of the story
+
+  async #attention(rec: GpuRecorder, l: number, lw: GpuLayer, x: GpuTensor, T: number,
+    rp: { qCos: GpuTensor; qSin: GpuTensor; kCos: GpuTensor; kSin: GpuTensor; slots: GpuTensor },
+    seqs: readonly SeqSlice[], cache: GpuLatentCache): Promise<GpuTensor> {
+    const c = this.config;
+    const ws = this.#ws;
+    const Hd = c.num_attention_heads;
+    const nope = c.qk_nope_head_dim, ropeDim = c.qk_rope_head_dim, vDim = c.v_head_dim, kvLora = c.kv_lora_rank;
+    const qk = qkHeadDim(c);
+    const R = kvLora + ropeDim;
+    // Queries [T, Hd, nope + rope]; RoPE on the rope part of every head.
+    const q = ws.get('q', T * Hd * qk);
+    if (lw.q) await gemm(rec, { a: x, rows: T, w: lw.q, out: q });
+    else {
+      const qA = ws.get('qA', T * lw.qA!.rows);
+      await gemm(rec, { a: x, rows: T, w: lw.qA!, out: qA });
+      await rmsNorm(rec, qA, T, lw.qANorm!, LORA_NORM_EPS, qA);
+      await gemm(rec, { a: qA, rows: T, w: lw.qB!, out: q });
+    }
+    await rope(rec, q, T * Hd, qk, nope, ropeDim, rp.qCos, rp.qSin);
+    // Latent rows [T, R] = [kv_a_layernorm(c_kv) | RoPE(k_pe)], written into the paged cache.
+    const kv = ws.get('kv', T * R);
+    await gemm(rec, { a: x, rows: T, w: lw.kvA, out: kv });
+    await rope(rec, kv, T, R, kvLora, ropeDim, rp.kCos, rp.kSin);
+    await rmsNorm(rec, kv, T, lw.kvANorm, LORA_NORM_EPS, kv, { xs: R, ys: R });
+    const layer = cache.layers[l]!;
+    await scatterRows(rec, kv, rp.slots, T, R, layer);
+    // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
+    const qf = ws.get('qf', T * Hd * R);
+    for (let h = 0; h < Hd; h++) {
+      await gemm(rec, { a: q, lda: Hd * qk, a0: h * qk, rows: T, w: lw.kT[h]!, out: qf, ldo: Hd * R, n0: h * R });
+    }
+    await copy2d(rec, q, qk, nope, qf, R, kvLora, T * Hd, ropeDim);
+    const oLat = ws.get('oLat', T * Hd * kvLora);
+    await this.#latentAttention(rec, qf, seqs, layer, cache, Hd, oLat);
+    const o = ws.get('o', T * Hd * vDim);
+    for (let h = 0; h < Hd; h++) {
+      await gemm(rec, { a: oLat, lda: Hd * kvLora, a0: h * kvLora, rows: T, w: lw.v[h]!, out: o, ldo: Hd * vDim, n0: h * vDim });
+    }
+    const out = ws.get('attnOut', T * c.hidden_size);
+    await gemm(rec, { a: o, rows: T, w: lw.o, out });
+    return out;
+  }
+
+  /**
+   * Absorbed attention (mla.ts latentAttention): sequences with the same number of new tokens form one
+   * FlashMLA call; when one group holds every sequence, q and the output are used in place.
+   */
+  async #latentAttention(rec: GpuRecorder, q: GpuTensor, seqs: readonly SeqSlice[], layer: GpuTensor, cache: GpuLatentCache, heads: number, o: GpuTensor): Promise<void> {
+    const R = cache.rowDim, dv = cache.kvLoraRank;
+    const starts: number[] = [];
+    let t0 = 0;
+    for (const s of seqs) { starts.push(t0); t0 += s.numNew; }
+    const groups = new Map<number, number[]>();
+    seqs.forEach((s, i) => { const g = groups.get(s.numNew); if (g) g.push(i); else groups.set(s.numNew, [i]); });
+    for (const [sQ, idx] of groups) {
+      const b = idx.length;
+      const whole = b === seqs.length;
+      const qLen = sQ * heads * R, oLen = sQ * heads * dv;
+      const qb = whole ? q : rec.scratch(b * qLen, 'mla:qGroup');
+      const ob = whole ? o : rec.scratch(b * oLen, 'mla:oGroup');
+      const maxBlocks = Math.max(...idx.map((i) => Math.ceil((seqs[i]!.numCached + seqs[i]!.numNew) / CACHE_BLOCK_SIZE)));
+      const blockTable = new Int32Array(b * maxBlocks);
+      const cacheSeqlens = new Int32Array(b);
+      for (const [j, i] of idx.entries()) {
+        const s = seqs[i]!;
+        if (!whole) await copy2d(rec, q, 0, starts[i]! * heads * R, qb, 0, j * qLen, 1, qLen);
+        const nb = Math.ceil((s.numCached + s.numNew) / CACHE_BLOCK_SIZE);
+        blockTable.set(s.blockTable.subarray(0, nb), j * maxBlocks);
+        cacheSeqlens[j] = s.numCached + s.numNew;
+      }
+      await flashMla(rec, {
+        q: qb, batch: b, seqLenQ: sQ, numHeadsQ: heads, kCache: layer, numBlocks: cache.numBlocks, dQK: R,
+        blockTable, cacheSeqlens, dV: dv, softmaxScale: this.#scale, causal: true, out: ob,
+      });
+      if (!whole) {
+        for (const [j, i] of idx.entries()) await copy2d(rec, ob, 0, j * oLen, o, 0, starts[i]! * heads * dv, 1, oLen);
+      }
+    }
+  }
+
+  /** Dense MLP, or MoE = routed experts (gate, plan, grouped GEMMs, combine) + shared experts. */
+  async #ffn(rec: GpuRecorder, l: number, lw: GpuLayer, x: GpuTensor, T: number,
+    routing: { layer: number; experts: GpuTensor; weights: GpuTensor }[] | null): Promise<GpuTensor> {
+    const c = this.config;
+    const H = c.hidden_size;
+    const ws = this.#ws;
+    const out = ws.get('ffnOut', T * H);
+    if (lw.dense) {
+      await this.#mlp(rec, lw.dense, x, T, out, 'mlp');
+      return out;
+    }
+    const m = lw.moe!;
+    const E = m.router.rows;
+    const K = c.num_experts_per_tok!;
+    const logits = ws.get('routerLogits', T * E);
+    await gemm(rec, { a: x, rows: T, w: m.router, out: logits });
+    // Per-layer routing tensors only when they are read back.
+    const experts = routing ? rec.scratch(T * K, `topkIdx${l}`) : ws.get('topkIdx', T * K);
+    const weights = routing ? rec.scratch(T * K, `topkW${l}`) : ws.get('topkW', T * K);
+    await moeGate(rec, logits, T, m.bias, this.#gate!, experts, weights);
+    routing?.push({ layer: l, experts, weights });
+    const A = T * K;
+    const rowToken = ws.get('rowToken', A), rowExpert = ws.get('rowExpert', A), rowOf = ws.get('rowOf', A);
+    await expertPlan(rec, experts, A, K, E, rowToken, rowExpert, rowOf);
+    const xs = ws.get('xs', A * H);
+    await gatherRows(rec, x, rowToken, A, H, xs);
+    const ex = m.experts;
+    const I = ex.gate.rows;
+    const g = ws.get('exG', A * I), u = ws.get('exU', A * I), hcat = ws.get('exH', A * I), y = ws.get('exY', A * H);
+    await gemm(rec, { a: xs, rows: A, w: ex.gate, out: g, groupIndex: rowExpert });
+    await gemm(rec, { a: xs, rows: A, w: ex.up, out: u, groupIndex: rowExpert });
+    await siluMul(rec, g, u, hcat, A * I);
+    await gemm(rec, { a: hcat, rows: A, w: ex.down, out: y, groupIndex: rowExpert });
+    await combineExperts(rec, y, weights, rowOf, T, H, K, out);
+    if (m.shared) {
+      const sh = ws.get('sharedOut', T * H);
+      await this.#mlp(rec, m.shared, x, T, sh, 'shared');
+      await addInPlace(rec, out, sh, T * H);
+    }
+    return out;
+  }
+
+  async #mlp(rec: GpuRecorder, w: GpuMlp, x: GpuTensor, m: number, out: GpuTensor, name: string): Promise<void> {
+    const I = w.gate.rows;
+    const ws = this.#ws;
+    const g = ws.get(`${name}G`, m * I), u = ws.get(`${name}U`, m * I), h = ws.get(`${name}H`, m * I);
+    await gemm(rec, { a: x, rows: m, w: w.gate, out: g });
+    await gemm(rec, { a: x, rows: m, w: w.up, out: u });
+    await siluMul(rec, g, u, h, m * I);
+    await gemm(rec, { a: h, rows: m, w: w.down, out });
+  }
+}
+
+function requireBias(b: Float32Array | undefined, l: number): Float32Array {
+  if (!b) throw new ModelInputError(`layer ${l}: noaux_tc routing needs e_score_correction_bias`);
+  return b;
+}
+
+/** The MoE gate of the config (moe.ts `route` semantics), or null for a dense model. */
+function gateArgs(c: DeepseekConfig): GateArgs | null {
+  let anyMoe = false;
+  for (let l = 0; l < c.num_hidden_layers; l++) anyMoe ||= isMoeLayer(c, l);
+  if (!anyMoe) return null;
+  const K = c.num_experts_per_tok!;
+  const grouped = c.topk_method !== 'greedy' && c.n_group! > 1;
+  const norm = K > 1 && !!c.norm_topk_prob;
+  return {
+    variant: {
+      experts: c.n_routed_experts!, k: K, scoring: c.scoring_func === 'softmax' ? 'softmax' : 'sigmoid',
+      method: !grouped ? 'greedy' : c.topk_method === 'group_limited_greedy' ? 'group_max' : 'group_top2',
+      groups: grouped ? c.n_group! : 1, topkGroup: grouped ? c.topk_group! : 1, bias: c.topk_method === 'noaux_tc',
+    },
+    norm,
+    mul: norm && c.model_type === 'deepseek_v2' ? 1 : c.routed_scaling_factor,
+  };
+}
+
+/** deepseek.ts #validate for a GPU cache: the number of new tokens T. */
+function validate(c: DeepseekConfig, batch: ForwardBatch, cache: GpuLatentCache): number {
+  if (batch.seqs.length === 0) throw new ModelInputError('forward: batch has no sequences');
+  let T = 0;
+  for (const s of batch.seqs) {
+    if (!Number.isSafeInteger(s.numNew) || s.numNew < 1) throw new ModelInputError(`forward: numNew must be >= 1, got ${s.numNew}`);
+    if (!Number.isSafeInteger(s.numCached) || s.numCached < 0) throw new ModelInputError(`forward: numCached must be >= 0, got ${s.numCached}`);
+    if (s.blockTable.length * cache.blockSize < s.numCached + s.numNew) {
+      throw new ModelInputError(`forward: block table of ${s.blockTable.length} blocks cannot hold ${s.numCached + s.numNew} positions`);
+    }
+    T += s.numNew;
+  }
+  if (batch.tokens.length !== T) throw new ModelInputError(`forward: ${batch.tokens.length} tokens for ${T} new positions`);
+  for (const id of batch.tokens) {
+    if (!(id >= 0 && id < c.vocab_size)) throw new ModelInputError(`forward: token id ${id} outside the vocabulary [0, ${c.vocab_size})`);
+  }
+  if (cache.numLayers !== c.num_hidden_layers || cache.kvLoraRank !== c.kv_lora_rank || cache.ropeDim !== c.qk_rope_head_dim) {
+    throw new ModelInputError('forward: cache was not created for this model');
+  }
+  return T;
+}
+

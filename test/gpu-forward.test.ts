@@ -1,0 +1,161 @@
+// The GPU-resident forward (src/model/gpu/forward.ts on WebGPU: Dawn over OpenGL ES on Mesa llvmpipe here)
+// against DeepSeek's reference outputs on the two tiny checkpoints, and against the CPU forward on batches
+// the reference has no vectors for. Tolerance: |logit difference| <= 2e-5 (the README's float32 bound;
+// WGSL f32 with a different summation order than the CPU's; measured <= 5.8e-6 on llvmpipe), greedy
+// tokens and expert choices identical, routing weights <= 1e-5.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { loadBackend, type Kernels } from '../src/kernels/index.ts';
+import { DeepseekModel } from '../src/model/deepseek.ts';
+import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
+import { closeDevice } from '../src/kernels/webgpu/device.ts';
+import { WebGpuLimitError } from '../src/kernels/webgpu/errors.ts';
+import { setWebGpuSizeLimits } from '../src/kernels/webgpu/split.ts';
+import { REF_DIR, VARIANTS, argmax, expected, maxAbsDiff, seekd } from './helpers.ts';
+
+const LOGIT_TOL = 2e-5;
+const WEIGHT_TOL = 1e-5;
+
+after(() => closeDevice());
+
+for (const variant of VARIANTS) {
+  describe(`GPU-resident forward on ${variant}`, () => {
+    let kernels: Kernels;
+    let model: DeepseekModel;
+    let gpu: GpuDeepseekModel;
+    before(async () => {
+      kernels = await loadBackend('webgpu');
+      model = await DeepseekModel.load(join(REF_DIR, variant), kernels, { mtp: false });
+      gpu = await GpuDeepseekModel.create(model);
+    });
+    after(() => {
+      gpu?.close();
+      model?.close();
+    });
+
+    it('prefill, 16 greedy decode steps and routing match the reference', async () => {
+      let worst = 0, worstW = 0;
+      for (const p of expected(variant).prompts) {
+        const cache = gpu.createCache(1);
+        const blockTable = Int32Array.of(0);
+        try {
+          let logits = await gpu.forward({ tokens: Int32Array.from(p.prompt), seqs: [{ blockTable, numCached: 0, numNew: p.prompt.length }] }, cache, {
+            onRouting: (l, experts, weights) => {
+              const ref = p.prefill_routing[String(l)]!;
+              const K = ref.experts[0]!.length;
+              assert.deepEqual(Array.from(experts), ref.experts.flat(), `prompt ${p.prompt.length} layer ${l}: experts`);
+              for (let t = 0; t < ref.weights.length; t++) worstW = Math.max(worstW, maxAbsDiff(weights.subarray(t * K, (t + 1) * K), ref.weights[t]!));
+            },
+          });
+          worst = Math.max(worst, maxAbsDiff(logits, p.prefill_last_logits));
+          for (let j = 0; j < 16; j++) {
+            const tok = argmax(logits);
+            assert.equal(tok, p.greedy_tokens[j], `prompt ${p.prompt.length}: greedy token ${j}`);
+            logits = await gpu.forward({ tokens: Int32Array.of(tok), seqs: [{ blockTable, numCached: p.prompt.length + j, numNew: 1 }] }, cache);
+            worst = Math.max(worst, maxAbsDiff(logits, p.decode_logits[j]!));
+          }
+          assert.equal(argmax(logits), p.next_token_after_decode);
+        } finally {
+          cache.destroy();
+        }
+      }
+      console.log(`# ${variant}: max |logit - reference| ${worst.toExponential(2)}, routing weights ${worstW.toExponential(2)}`);
+      assert.ok(worst <= LOGIT_TOL, `logits differ by ${worst}`);
+      assert.ok(worstW <= WEIGHT_TOL, `routing weights differ by ${worstW}`);
+    });
+
+    it('a varlen batch (prefill chunk next to decodes, all positions) equals the CPU forward', async () => {
+      // Three sequences in one forward: a 7-token prefill, a 3-token chunk after 9 cached positions and a
+      // decode after 20, so the FlashMLA groups are split (q and out gathered per group) and the caches
+      // hold earlier positions written by separate forwards.
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7, 6, 5, 4, 3, 2, 1, 10, 11, 12], Array.from({ length: 21 }, (_, i) => (i * 37) % 500)];
+      const cached = [0, 9, 20];
+      const cpuCache = model.createCache(3);
+      const gpuCache = gpu.createCache(3);
+      try {
+        const tables = [Int32Array.of(2), Int32Array.of(0), Int32Array.of(1)];
+        for (let i = 0; i < 3; i++) {
+          if (cached[i] === 0) continue;
+          const b = { tokens: Int32Array.from(prompts[i]!.slice(0, cached[i])), seqs: [{ blockTable: tables[i]!, numCached: 0, numNew: cached[i]! }] };
+          model.forward(b, cpuCache);
+          await gpu.forward(b, gpuCache);
+        }
+        const seqs = prompts.map((p, i) => ({ blockTable: tables[i]!, numCached: cached[i]!, numNew: p.length - cached[i]! }));
+        const tokens = Int32Array.from(prompts.flatMap((p, i) => p.slice(cached[i])));
+        for (const allPositions of [false, true]) {
+          const want = model.forward({ tokens, seqs }, cpuCache, { allPositions });
+          const got = await gpu.forward({ tokens, seqs }, gpuCache, { allPositions });
+          assert.equal(got.length, want.length);
+          const d = maxAbsDiff(got, want);
+          assert.ok(d <= LOGIT_TOL, `allPositions ${allPositions}: logits differ by ${d}`);
+        }
+      } finally {
+        gpuCache.destroy();
+      }
+    });
+  });
+}
+
+describe('GPU-resident forward under lowered storage limits', () => {
+  it('weights split into parts give the same logits bit for bit; an activation beyond a binding is a typed error', async () => {
+    const kernels = await loadBackend('webgpu');
+    const model = await DeepseekModel.load(join(REF_DIR, 'tiny-v3-fp8'), kernels, { mtp: false });
+    const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens
+    const run = async (g: GpuDeepseekModel, prompt: number[]) => {
+      const cache = g.createCache(1);
+      try {
+        return await g.forward({ tokens: Int32Array.from(prompt), seqs: [{ blockTable: Int32Array.of(0), numCached: 0, numNew: prompt.length }] }, cache);
+      } finally {
+        cache.destroy();
+      }
+    };
+    const whole = await GpuDeepseekModel.create(model);
+    const want = await run(whole, p.prompt);
+    whole.close();
+    // 64 KiB bindings: lm_head (256 KiB BF16) and the embedding split by rows, the stacked experts by group.
+    const old = setWebGpuSizeLimits({ maxBindingBytes: 64 * 1024 });
+    try {
+      const split = await GpuDeepseekModel.create(model);
+      try {
+        assert.deepEqual(await run(split, p.prompt), want);
+        // 23 tokens x 4 experts x 256 hidden f32 = 94 KiB of grouped activations: refused, not wrong.
+        await assert.rejects(run(split, expected('tiny-v3-fp8').prompts[3]!.prompt), WebGpuLimitError);
+      } finally {
+        split.close();
+      }
+    } finally {
+      setWebGpuSizeLimits(old);
+      model.close();
+    }
+  });
+});
+
+describe('seekd score / generate --backend webgpu', () => {
+  const dir = join(REF_DIR, 'tiny-v3-bf16');
+  const ids = '3,14,15,92,65,35';
+  it('score --json matches the ref backend, generate gives the same greedy tokens', async () => {
+    const [gs, rs, gg, rg] = await Promise.all([
+      seekd(['score', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--json']),
+      seekd(['score', '--model', dir, '--ids', ids, '--backend', 'ref', '--json']),
+      seekd(['generate', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--max-tokens', '12', '--json']),
+      seekd(['generate', '--model', dir, '--ids', ids, '--backend', 'ref', '--max-tokens', '12', '--json']),
+    ]);
+    for (const r of [gs, rs, gg, rg]) assert.equal(r.code, 0, r.stderr);
+    const d = maxAbsDiff((JSON.parse(gs.stdout) as { logits: number[] }).logits, (JSON.parse(rs.stdout) as { logits: number[] }).logits);
+    assert.ok(d <= LOGIT_TOL, `score logits differ by ${d}`);
+    const g = JSON.parse(gg.stdout) as { ids: number[]; logits: number[][] }, r = JSON.parse(rg.stdout) as { ids: number[]; logits: number[][] };
+    assert.deepEqual(g.ids, r.ids);
+    g.logits.forEach((row, j) => assert.ok(maxAbsDiff(row, r.logits[j]!) <= LOGIT_TOL, `generate step ${j}`));
+  });
+
+  it('refuses what the GPU forward does not do, before loading', async () => {
+    const naive = await seekd(['score', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--attn', 'naive']);
+    assert.equal(naive.code, 2);
+    assert.match(naive.stderr, /absorbed MLA only/);
+    const spec = await seekd(['generate', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--speculative', 'mtp']);
+    assert.equal(spec.code, 2);
+    assert.match(spec.stderr, /--speculative cannot be combined with --backend webgpu/);
+  });
+});
+
