@@ -14,7 +14,7 @@ import { loadBackend, type Kernels } from '../kernels/index.ts';
 import { DeepseekModel } from '../model/deepseek.ts';
 import { LatentCache } from '../model/latent-cache.ts';
 import { parseConfig } from '../model/config.ts';
-import { backward, Tensor } from '../tensor/autograd/index.ts';
+import { backward, Tensor, WeightGradStore } from '../tensor/autograd/index.ts';
 import { mulberry32 } from '../tensor/random.ts';
 import { Gemm } from './gemm.ts';
 import { gradcheck } from './gradcheck.ts';
@@ -140,5 +140,42 @@ describe('whole-model backward in float64', () => {
     assert.equal(res.failure, null, res.failure ?? '');
     for (const p of inputs) assert.ok(p.grad, 'every parameter gets a gradient');
     assert.ok(inputs.every((p) => p instanceof Tensor));
+  });
+});
+
+describe('pipeline-stage pieces', () => {
+  it('embed → layers in two stages → head equals forward; deferred weight gradients (WeightGradStore) equal immediate ones', () => {
+    const c = parseConfig(tinyJson);
+    const params = initTrainParams(c, { seed: 8, std: 0.3 }, Float64Array);
+    const model = new TrainModel(c, params, new Gemm(null), { balanceAlpha: 0.01 });
+    const windows = windowsOf(6, [6, 8], c.vocab_size);
+    const whole = model.forward(windows);
+    const b = model.batch(windows);
+    const aux = { loads: new Map<number, Int32Array>(), balance: [] as Tensor[] };
+    const mid = model.layers(b, model.embed(b), 0, 1, aux);
+    const staged = model.head(b, model.layers(b, mid, 1, 2, aux), aux);
+    assert.equal(staged.loss.item(), whole.loss.item());
+    assert.deepEqual(staged.logits.data, whole.logits.data);
+    assert.throws(() => model.layers(b, mid, 1, 3, aux), RangeError);
+
+    const named = namedParams(c, params).filter((n) => n.tensor.requiresGrad);
+    backward([whole.loss], [null]);
+    const ref = named.map((n) => n.tensor.grad!.slice());
+    for (const n of named) n.tensor.grad = null;
+    const store = new WeightGradStore();
+    model.store = store;
+    store.enabled = true;
+    backward([model.forward(windows).loss], [null]);
+    store.flush();
+    store.enabled = false;
+    model.store = null;
+    const matrices = named.filter((n) => n.tensor.shape.length >= 2 && !n.name.endsWith('embed_tokens.weight'));
+    assert.ok(matrices.length > 20 && matrices.every((n) => n.tensor.grad === null), 'linear and expert weight gradients wait for the W step');
+    assert.ok(named.filter((n) => n.tensor.shape.length === 1).every((n) => n.tensor.grad !== null), 'norms get theirs at once');
+    store.pop();
+    named.forEach((n, i) => {
+      const g = n.tensor.grad!;
+      for (let j = 0; j < g.length; j++) assert.ok(Math.abs(g[j]! - ref[i]![j]!) <= 1e-12 * (1 + Math.abs(ref[i]![j]!)), n.name);
+    });
   });
 });

@@ -44,6 +44,23 @@ export interface ForwardResult {
   loads: Map<number, Int32Array>;
 }
 
+/** A batch laid out for the layers: T = Σ n_s tokens of windows of n_s + 1 tokens. */
+export interface TrainBatch {
+  windows: readonly Int32Array[];
+  /** n_s per window. */
+  seqLens: number[];
+  /** [T] w[0..n_s) of each window, [T] w[1..n_s], [T] the position i of each token in its window. */
+  inputs: Int32Array;
+  targets: Int32Array;
+  positions: Int32Array;
+}
+
+/** What MoE layers report besides their output: routed tokens per expert, sequence-wise balance-loss terms. */
+export interface LayerAux {
+  loads: Map<number, Int32Array>;
+  balance: Tensor[];
+}
+
 export class TrainInputError extends Error {
   override name = 'TrainInputError';
   readonly exitCode = 2;
@@ -66,9 +83,9 @@ export class TrainModel {
     if (config.n_routed_experts !== null) routingShape(config);
   }
 
-  /** Forward of a batch of windows (each ≥ 2 tokens); MTP modules run where windows are long enough. */
-  forward(windows: readonly Int32Array[], opts: { mtp?: boolean } = {}): ForwardResult {
-    const c = this.config, p = this.params;
+  /** Checks a batch of windows (each ≥ 2 tokens) and lays out its inputs, targets and positions. */
+  batch(windows: readonly Int32Array[]): TrainBatch {
+    const c = this.config;
     if (windows.length === 0) throw new TrainInputError('empty batch');
     for (const w of windows) {
       if (w.length < 2) throw new TrainInputError(`a window of ${w.length} tokens (need at least 2)`);
@@ -77,16 +94,44 @@ export class TrainModel {
     const seqLens = windows.map((w) => w.length - 1);
     const T = seqLens.reduce((a, b) => a + b, 0);
     const inputs = new Int32Array(T), targets = new Int32Array(T), positions = new Int32Array(T);
-    {
-      let t = 0;
-      for (const w of windows) for (let i = 0; i + 1 < w.length; i++, t++) { inputs[t] = w[i]!; targets[t] = w[i + 1]!; positions[t] = i; }
-    }
-    const loads = new Map<number, Int32Array>();
-    const balance: Tensor[] = [];
-    let x = embedding(p.embed, inputs);
-    for (let l = 0; l < c.num_hidden_layers; l++) x = this.#block(l, p.layers[l]!, x, positions, seqLens, loads, balance);
-    const hidden = x;
-    const logits = linear(this.gemm, rmsNorm(hidden, p.norm, c.rms_norm_eps), p.lmHead);
+    let t = 0;
+    for (const w of windows) for (let i = 0; i + 1 < w.length; i++, t++) { inputs[t] = w[i]!; targets[t] = w[i + 1]!; positions[t] = i; }
+    return { windows, seqLens, inputs, targets, positions };
+  }
+
+  /** The token embeddings x [T, H] (the first pipeline stage's start). */
+  embed(b: TrainBatch): Tensor {
+    return embedding(this.params.embed, b.inputs);
+  }
+
+  /**
+   * Decoder layers [from, to) on the residual stream x [T, H] (a pipeline stage's body). MoE layers add
+   * their expert loads and balance-loss terms to `aux`; a stage that does not compute the final loss
+   * back-propagates its own terms (their sum with gradient 1) together with its output.
+   */
+  layers(b: TrainBatch, x: Tensor, from: number, to: number, aux: LayerAux): Tensor {
+    const c = this.config;
+    if (!(from >= 0 && from <= to && to <= c.num_hidden_layers)) throw new RangeError(`layers [${from}, ${to}) outside [0, ${c.num_hidden_layers}]`);
+    for (let l = from; l < to; l++) x = this.#block(l, this.params.layers[l]!, x, b.positions, b.seqLens, aux.loads, aux.balance);
+    return x;
+  }
+
+  /** Forward of a batch of windows (each ≥ 2 tokens); MTP modules run where windows are long enough. */
+  forward(windows: readonly Int32Array[], opts: { mtp?: boolean } = {}): ForwardResult {
+    const b = this.batch(windows);
+    const aux: LayerAux = { loads: new Map(), balance: [] };
+    return this.head(b, this.layers(b, this.embed(b), 0, this.config.num_hidden_layers, aux), aux, opts);
+  }
+
+  /**
+   * The last stage: final norm and lm_head (main loss), the MTP modules on the final hidden states
+   * `hidden` [T, H] (before the norm), and the total loss with the balance terms collected in `aux`.
+   */
+  head(b: TrainBatch, hidden: Tensor, aux: LayerAux, opts: { mtp?: boolean } = {}): ForwardResult {
+    const c = this.config, p = this.params;
+    const { windows, seqLens, targets } = b;
+    const { loads, balance } = aux;
+    const logits = this.#lin(rmsNorm(hidden, p.norm, c.rms_norm_eps), p.lmHead);
     const mainLoss = crossEntropy(logits, targets);
     const terms: Tensor[] = [mainLoss];
 
@@ -111,9 +156,9 @@ export class TrainModel {
       const h = takeRows(prev, Int32Array.from(rows));
       const e = embedding(m.embed ?? p.embed, Int32Array.from(toks));
       const cat = concatCols(rmsNorm(e, m.enorm, c.rms_norm_eps), rmsNorm(h, m.hnorm, c.rms_norm_eps));
-      let y = linear(this.gemm, cat, m.ehProj, { store: this.store });
+      let y = this.#lin(cat, m.ehProj);
       y = this.#block(c.num_hidden_layers + j, m.block, y, Int32Array.from(pos), keep, loads, balance);
-      const lg = linear(this.gemm, rmsNorm(y, m.headNorm, c.rms_norm_eps), m.head ?? p.lmHead);
+      const lg = this.#lin(rmsNorm(y, m.headNorm, c.rms_norm_eps), m.head ?? p.lmHead);
       const ce = crossEntropy(lg, Int32Array.from(tgts));
       mtpLogits.push(lg);
       mtpLosses.push(ce.item());
@@ -132,6 +177,11 @@ export class TrainModel {
     return { loss, mainLoss: mainLoss.item(), mtpLosses, balanceLoss, logits, hidden, mtpLogits, loads };
   }
 
+  /** A linear layer on the run's GEMM engine; its weight gradient is deferred while `store` is enabled. */
+  #lin(x: Tensor, w: Tensor): Tensor {
+    return linear(this.gemm, x, w, { store: this.store });
+  }
+
   /** One decoder block (layer id `l`: main layers, then the MTP blocks at num_hidden_layers + j). */
   #block(l: number, lw: LayerParams, x: Tensor, positions: Int32Array, seqLens: readonly number[], loads: Map<number, Int32Array>, balance: Tensor[]): Tensor {
     const c = this.config;
@@ -143,22 +193,21 @@ export class TrainModel {
 
   /** MLA (naive form): [T, H] → [T, H]. */
   #attention(lw: LayerParams, x: Tensor, positions: Int32Array, seqLens: readonly number[]): Tensor {
-    const c = this.config, g = this.gemm, a = lw.attn, st = this.store;
+    const c = this.config, g = this.gemm, a = lw.attn;
     const Hd = c.num_attention_heads, nope = c.qk_nope_head_dim, rp = c.qk_rope_head_dim, kvLora = c.kv_lora_rank;
     const qk = qkHeadDim(c);
-    const q0 = a.q ? linear(g, x, a.q, { store: st }) : linear(g, rmsNorm(linear(g, x, a.qA!, { store: st }), a.qANorm!, LORA_NORM_EPS), a.qB!, { store: st });
+    const q0 = a.q ? this.#lin(x, a.q) : this.#lin(rmsNorm(this.#lin(x, a.qA!), a.qANorm!, LORA_NORM_EPS), a.qB!);
     const rq = this.#rope.rows(positions, Hd), rk = this.#rope.rows(positions, 1);
     const q = rope(q0, Hd, qk, nope, rp, rq.cos, rq.sin);
-    const kvA = linear(g, x, a.kvA, { store: st }); // [T, kv_lora + rope] = [c_kv | k_pe]
+    const kvA = this.#lin(x, a.kvA); // [T, kv_lora + rope] = [c_kv | k_pe]
     const kpe = rope(sliceCols(kvA, kvLora, rp), 1, rp, 0, rp, rk.cos, rk.sin);
-    const kv = linear(g, rmsNorm(sliceCols(kvA, 0, kvLora), a.kvANorm, LORA_NORM_EPS), a.kvB, { store: st });
+    const kv = this.#lin(rmsNorm(sliceCols(kvA, 0, kvLora), a.kvANorm, LORA_NORM_EPS), a.kvB);
     const o = mlaAttention(g, q, kv, kpe, seqLens, { heads: Hd, nope, rope: rp, v: c.v_head_dim, scale: this.#scale });
-    return linear(g, o, a.o, { store: st });
+    return this.#lin(o, a.o);
   }
 
   #mlp(w: MlpParams, x: Tensor): Tensor {
-    const g = this.gemm, st = this.store;
-    return linear(g, swiglu(linear(g, x, w.gate, { store: st }), linear(g, x, w.up, { store: st })), w.down, { store: st });
+    return this.#lin(swiglu(this.#lin(x, w.gate), this.#lin(x, w.up)), w.down);
   }
 
   /** DeepSeekMoE: shared expert + k routed experts with sigmoid gating (grouped products). */
@@ -166,7 +215,7 @@ export class TrainModel {
     const c = this.config, g = this.gemm;
     const { E, K } = routingShape(c);
     const T = x.size / c.hidden_size;
-    const scores = sigmoid(linear(g, x, w.router)); // router in full precision; [T, E]
+    const scores = sigmoid(this.#lin(x, w.router)); // router in full precision; [T, E]
     const idx = selectExperts(c, scores.data, T, w.bias?.data ?? null);
     loads.set(l, expertLoad(idx, E));
     const normalize = c.norm_topk_prob;
@@ -178,8 +227,8 @@ export class TrainModel {
     for (let r = 0; r < plan.rows; r++) tokenOf[r] = (plan.order[r]! / K) | 0;
     const xs = takeRows(x, tokenOf); // [R, H] grouped by expert
     const ex = w.experts;
-    const h = swiglu(groupedLinear(g, xs, ex.gate, plan.segments), groupedLinear(g, xs, ex.up, plan.segments));
-    const y = combineExperts(groupedLinear(g, h, ex.down, plan.segments), gates, plan.order, T, K);
+    const h = swiglu(groupedLinear(g, xs, ex.gate, plan.segments, { store: this.store }), groupedLinear(g, xs, ex.up, plan.segments, { store: this.store }));
+    const y = combineExperts(groupedLinear(g, h, ex.down, plan.segments, { store: this.store }), gates, plan.order, T, K);
     return w.shared ? add(y, this.#mlp(w.shared, x)) : y;
   }
 }

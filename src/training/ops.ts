@@ -146,6 +146,21 @@ export interface LinearOptions {
   store?: WeightGradStore | null;
 }
 
+/**
+ * The weight gradient of a linear op: computed now and returned (backward() accumulates it), or, while
+ * the store is enabled, deferred: the store's W step computes it later and adds it into weight.grad.
+ */
+function weightGrad(weight: Tensor, opts: LinearOptions, compute: () => FloatArray): FloatArray | null {
+  if (!weight.requiresGrad) return null;
+  if (!opts.store?.enabled) return compute();
+  opts.store.put(() => {
+    const d = compute();
+    if (weight.grad) for (let i = 0; i < d.length; i++) weight.grad[i]! += d[i]!;
+    else weight.grad = d;
+  });
+  return null;
+}
+
 /** y [T, N] = x [T, K] · Wᵀ, W [N, K] (HF layout; no bias in this family). */
 export function linear(g: Gemm, x: Tensor, weight: Tensor, opts: LinearOptions = {}): Tensor {
   if (weight.shape.length !== 2) throw new AutogradError('weight must be [out, in]', 'linear');
@@ -157,17 +172,7 @@ export function linear(g: Gemm, x: Tensor, weight: Tensor, opts: LinearOptions =
     name: 'linear',
     inputs: [x, weight],
     backward(dy) {
-      let dw: FloatArray | null = null;
-      if (weight.requiresGrad) {
-        const wgrad = () => g.tn(dy, x.data, T, N, K);
-        if (opts.store?.enabled) {
-          opts.store.put(() => {
-            const d = wgrad();
-            if (weight.grad) for (let i = 0; i < d.length; i++) weight.grad[i]! += d[i]!;
-            else weight.grad = d;
-          });
-        } else dw = wgrad();
-      }
+      const dw = weightGrad(weight, opts, () => g.tn(dy, x.data, T, N, K));
       return [x.requiresGrad ? g.nn(dy, T, weight.data, N, K) : null, dw];
     },
   });
@@ -178,7 +183,7 @@ export function linear(g: Gemm, x: Tensor, weight: Tensor, opts: LinearOptions =
  * (DeepGEMM's m-grouped contiguous layout). dx is the grouped product with the transposed experts;
  * dW_e = dy_eᵀ · x_e per expert that received rows.
  */
-export function groupedLinear(g: Gemm, x: Tensor, weight: Tensor, seg: GroupSegments): Tensor {
+export function groupedLinear(g: Gemm, x: Tensor, weight: Tensor, seg: GroupSegments, opts: LinearOptions = {}): Tensor {
   if (weight.shape.length !== 3) throw new AutogradError('weight must be [groups, out, in]', 'groupedLinear');
   const [E, N, K] = weight.shape as [number, number, number];
   if (cols(x, 'groupedLinear') !== K) throw new AutogradError(`input has ${cols(x, 'groupedLinear')} features, weight ${K}`, 'groupedLinear');
@@ -197,15 +202,15 @@ export function groupedLinear(g: Gemm, x: Tensor, weight: Tensor, seg: GroupSegm
         }
         dx = g.groupedNt(dy, R, wt, E, K, N, seg);
       }
-      let dw: FloatArray | null = null;
-      if (weight.requiresGrad) {
-        dw = alloc(weight, weight.size);
+      const dw = weightGrad(weight, opts, () => {
+        const d = alloc(weight, weight.size);
         for (let e = 0; e < E; e++) {
           const r0 = seg.start[e]!, n = seg.count[e]!;
           if (n === 0) continue;
-          dw.set(g.tn(dy.subarray(r0 * N, (r0 + n) * N), x.data.subarray(r0 * K, (r0 + n) * K), n, N, K), e * N * K);
+          d.set(g.tn(dy.subarray(r0 * N, (r0 + n) * N), x.data.subarray(r0 * K, (r0 + n) * K), n, N, K), e * N * K);
         }
-      }
+        return d;
+      });
       return [dx, dw];
     },
   });
