@@ -29,6 +29,11 @@ export interface LlmOptions {
   /** Quantize BF16/F16/F32 linear weights to FP8 while loading. */
   quantize?: 'fp8';
   /**
+   * MTP speculative decoding (--speculative mtp): the checkpoint's MTP module drafts up to this many
+   * tokens per step and the model verifies them (0 or absent: off).
+   */
+  numSpeculativeTokens?: number;
+  /**
    * Starts the holder of the routed experts for a model directory (expert parallelism: the CLI's --ep
    * starts ExpertParallel ranks); the model is loaded without them. A rebuilt runner starts a fresh one.
    */
@@ -70,7 +75,9 @@ export class Llm {
     const perSeq = Math.ceil(maxModelLen / BLOCK_SIZE);
     const maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 512;
     // The memory plan, before any weight is read: a model that cannot fit stops here with its numbers.
-    const planOpts = { quantize: opts.quantize, maxModelLen, maxNumSeqs, maxBatchTokens: maxNumBatchedTokens, mtp: false };
+    const spec = (opts.numSpeculativeTokens ?? 0) > 0;
+    // Drafts count against the step's token budget like any token; the MTP module adds its weights and cache.
+    const planOpts = { quantize: opts.quantize, maxModelLen, maxNumSeqs, maxBatchTokens: maxNumBatchedTokens, mtp: spec, mtpCache: spec };
     const wanted = opts.numBlocks ?? Math.max(perSeq, Math.min(4096, perSeq * maxNumSeqs));
     let plan = planForDir(dir, { ...planOpts, kvBlocks: wanted });
     let numBlocks = wanted;
@@ -80,7 +87,7 @@ export class Llm {
       if (plan.fits) opts.onStatus?.(`KV cache lowered to ${numBlocks * BLOCK_SIZE} tokens (${numBlocks} blocks) to fit the memory plan`);
     }
     if (!plan.fits) throw new MemoryPlanError(plan);
-    const runnerOpts = { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize, routedExperts: opts.routedExperts };
+    const runnerOpts = { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize, routedExperts: opts.routedExperts, numSpeculativeTokens: opts.numSpeculativeTokens };
     const runner = await DeepseekRunner.load(dir, { ...runnerOpts, onProgress: opts.onProgress });
     const config: EngineConfig = {
       maxModelLen,

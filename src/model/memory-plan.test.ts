@@ -86,6 +86,15 @@ describe('memory plan', () => {
     assert.match(k2.problems.join(';'), /stacked experts\) takes 5\.25 GiB/);
   });
 
+  it('speculative decoding: the MTP module\'s weights and its one-layer latent cache are planned', () => {
+    const c = parseConfig(presetConfig('v3'));
+    const plain = planMemory(c, null, { ...SIZES, mtp: false }, { bytes: 2048 * GiB, source: 'test' });
+    const spec = planMemory(c, null, { ...SIZES, mtp: true, mtpCache: true }, { bytes: 2048 * GiB, source: 'test' });
+    assert.equal(spec.kvCache.bytesPerToken * c.num_hidden_layers, plain.kvCache.bytesPerToken * (c.num_hidden_layers + 1));
+    // V3's MTP module: a MoE decoder layer plus eh_proj, about 11.5B parameters in FP8.
+    assert.ok(spec.weights.total - plain.weights.total > 10 * GiB, `${spec.weights.total - plain.weights.total}`);
+  });
+
   it('available memory: SEEKD_MEMORY_LIMIT overrides, and a bad value is a typed error', () => {
     const old = process.env.SEEKD_MEMORY_LIMIT;
     try {

@@ -48,6 +48,8 @@ export interface MemoryPlanOptions {
   /** KV blocks to hold; default: enough for maxNumSeqs sequences of maxModelLen. */
   kvBlocks?: number;
   mtp?: boolean;
+  /** Speculative decoding: the MTP module's one-layer latent cache beside the main one (same blocks). */
+  mtpCache?: boolean;
   routedExperts?: boolean;
 }
 
@@ -139,7 +141,8 @@ export function weightFootprint(c: DeepseekConfig, ck: TensorHeaders | null,
 /** Computes the plan; `ck` null means "from config.json alone" (no checkpoint files yet). */
 export function planMemory(c: DeepseekConfig, ck: TensorHeaders | null, o: MemoryPlanOptions, available = availableMemory()): MemoryPlan {
   const { allocations, matrices, vectors, absorbedMla, storedDtypes } = weightFootprint(c, ck, o);
-  const bytesPerToken = c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim) * 4;
+  const layerBytesPerToken = (c.kv_lora_rank + c.qk_rope_head_dim) * 4;
+  const bytesPerToken = (c.num_hidden_layers + (o.mtpCache ? 1 : 0)) * layerBytesPerToken;
   const blocks = o.kvBlocks ?? Math.ceil(o.maxModelLen / CACHE_BLOCK_SIZE) * o.maxNumSeqs;
   const kvBytes = blocks * CACHE_BLOCK_SIZE * bytesPerToken;
   const scratch = scratchBytes(c, o.maxBatchTokens, o.maxNumSeqs);
@@ -163,9 +166,10 @@ export function planMemory(c: DeepseekConfig, ck: TensorHeaders | null, o: Memor
     problems.push(`one weight (a layer's stacked experts) takes ${gib(largest)}, over the ${gib(WASM_TENSOR_MAX_BYTES)} one wasm memory holds`);
     fixes.push('none on the wasm backend yet: it does not split one layer\'s experts across memories');
   }
-  if (kvBytes > KV_CACHE_MAX_BYTES) {
+  // The main cache is one allocation (the MTP module's, when present, is another).
+  if (blocks * CACHE_BLOCK_SIZE * c.num_hidden_layers * layerBytesPerToken > KV_CACHE_MAX_BYTES) {
     problems.push(`its KV cache of ${blocks * CACHE_BLOCK_SIZE} tokens takes ${gib(kvBytes)}, over the ${gib(KV_CACHE_MAX_BYTES)} one wasm memory holds`);
-    fixes.push(`at most ${Math.floor(KV_CACHE_MAX_BYTES / bytesPerToken)} cached tokens: a smaller --max-model-len x --max-num-seqs`);
+    fixes.push(`at most ${Math.floor(KV_CACHE_MAX_BYTES / (c.num_hidden_layers * layerBytesPerToken))} cached tokens: a smaller --max-model-len x --max-num-seqs`);
   }
   return {
     allocations,

@@ -23,6 +23,13 @@ export class ServerMetrics {
   private readonly preemptions: Counter<'model_name'>;
   private readonly pcQueries: Counter<'model_name'>;
   private readonly pcHits: Counter<'model_name'>;
+  /** Speculative decoding (vllm/v1/spec_decode/metrics.py), registered only when the runner drafts. */
+  private readonly spec: {
+    drafts: Counter<'model_name'>;
+    draftTokens: Counter<'model_name'>;
+    accepted: Counter<'model_name'>;
+    perPos: Counter<'model_name' | 'position'>;
+  } | null = null;
   private last = { preemptions: 0, queries: 0, hits: 0 };
 
   constructor(private readonly engine: Engine, private readonly modelName: string) {
@@ -61,11 +68,30 @@ export class ServerMetrics {
     const l = { model_name: modelName };
     for (const c of [this.promptTokens, this.genTokens, this.preemptions, this.pcQueries, this.pcHits]) c.inc(l, 0);
 
-    const prevStep = engine.observer.onStep;
-    const prevFinish = engine.observer.onSeqFinished;
+    const K = engine.runner.maxDraftTokens ?? 0;
+    if (K > 0) {
+      this.spec = {
+        drafts: counter('vllm:spec_decode_num_drafts_total', 'Sequence steps verified with drafts.'),
+        draftTokens: counter('vllm:spec_decode_num_draft_tokens_total', 'Draft tokens verified.'),
+        accepted: counter('vllm:spec_decode_num_accepted_tokens_total', 'Draft tokens accepted.'),
+        perPos: new Counter({ name: 'vllm:spec_decode_num_accepted_tokens_per_pos_total', help: 'Draft tokens accepted, by draft position (0-based).', labelNames: ['model_name', 'position'], registers: r }),
+      };
+      for (const c of [this.spec.drafts, this.spec.draftTokens, this.spec.accepted]) c.inc(l, 0);
+      for (let j = 0; j < K; j++) this.spec.perPos.inc({ model_name: modelName, position: String(j) }, 0);
+    }
+
+    const prev = engine.observer;
     engine.observer = {
-      onStep: (out, ms) => { prevStep?.(out, ms); this.syncEngineCounters(); },
-      onSeqFinished: (s) => { prevFinish?.(s); this.onSeq(s); },
+      onStep: (out, ms) => { prev.onStep?.(out, ms); this.syncEngineCounters(); },
+      onSeqFinished: (s) => { prev.onSeqFinished?.(s); this.onSeq(s); },
+      onSpec: (s) => {
+        prev.onSpec?.(s);
+        if (!this.spec) return;
+        this.spec.drafts.inc(l, s.seqs);
+        this.spec.draftTokens.inc(l, s.drafted);
+        this.spec.accepted.inc(l, s.accepted);
+        s.perPos.forEach((n, j) => { if (n) this.spec!.perPos.inc({ model_name: modelName, position: String(j) }, n); });
+      },
     };
   }
 

@@ -5,13 +5,17 @@
 // Soak mode: --duration S runs each concurrency for S seconds, --abort-rate and --random-sampling vary the
 // requests, and --soak-out FILE samples the server's RSS, V8 heap and KV usage from /metrics; a soak exits 1
 // on any failure other than 429/503 or when KV usage is not back to 0 once the server is idle.
+// Speculative decoding: with --speculative mtp it first measures a server without it (same model and
+// options), then one with it, and reports per concurrency the acceptance rate (from the server's
+// vllm:spec_decode_* counters over the measured requests), the mean tokens per verify step and the
+// speed-up in output tok/s and TPOT. Against --url it reports the acceptance rate only.
 import type { Command } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
 import { GUIDED_BENCH_KINDS, runLoad, type GuidedBenchKind, type LoadResult } from '../loadgen.ts';
 import { SoakSampler, summarize, writeSoak, type SoakSummary } from '../soak.ts';
-import { engineOptions, intOpt, type EngineCliOptions } from './serve.ts';
+import { engineOptions, intOpt, parseSpeculative, type EngineCliOptions } from './serve.ts';
 
 interface BenchServeOptions extends EngineCliOptions {
   url?: string;
@@ -50,6 +54,39 @@ function soakLines(s: SoakSummary): string[] {
     mem('  heap', s.heapUsedBytes),
     `  KV usage: max ${(s.kvUsage.max * 100).toFixed(1)}%, when idle ${(s.kvUsageIdle * 100).toFixed(1)}%`,
   ];
+}
+
+/** The server's speculative-decoding counters (null when it does not speculate). */
+async function specCounters(url: string, apiKey?: string): Promise<{ steps: number; drafted: number; accepted: number } | null> {
+  const r = await fetch(`${url}/metrics`, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {} });
+  if (!r.ok) return null;
+  const text = await r.text();
+  const sum = (name: string): number | null => {
+    let found = false, total = 0;
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+      found = true;
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return found ? total : null;
+  };
+  const steps = sum('vllm:spec_decode_num_drafts_total'), drafted = sum('vllm:spec_decode_num_draft_tokens_total'), accepted = sum('vllm:spec_decode_num_accepted_tokens_total');
+  return steps === null || drafted === null || accepted === null ? null : { steps, drafted, accepted };
+}
+
+export interface SpecLevel {
+  concurrency: number;
+  /** Sequence steps verified with drafts, draft tokens, accepted drafts over the measured requests. */
+  steps: number;
+  drafted: number;
+  accepted: number;
+  acceptanceRate: number;
+  /** Tokens a verify step emits on average: 1 + accepted / steps. */
+  meanTokensPerStep: number;
+  /** Output tok/s with speculation over without (null without a baseline run). */
+  speedup: number | null;
+  /** TPOT p50 without over with (null without a baseline run). */
+  tpotSpeedup: number | null;
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/seekd.mjs', import.meta.url));
@@ -117,37 +154,75 @@ export function register(program: Command): void {
       if (opts.guided !== undefined && !GUIDED_BENCH_KINDS.includes(opts.guided as GuidedBenchKind)) throw new UsageError(`--guided must be one of ${GUIDED_BENCH_KINDS.join(', ')}`);
       if (opts.guided !== undefined && randomSampling) throw new UsageError('--guided applies to the fixed requests, not with --random-sampling');
       const guided = (opts.guided ?? null) as GuidedBenchKind | null;
+      const numSpec = parseSpeculative(opts);
+      // Set by measure() on the measured server (closures hide assignments from narrowing, hence the holder).
+      const soakRef: { sampler: SoakSampler | null } = { sampler: null };
       let url = opts.url?.replace(/\/+$/, '');
       let server: Awaited<ReturnType<typeof spawnServer>> | null = null;
+      const measure = async (target: string, onLevel?: (c: number, phase: 'before' | 'after') => Promise<void>): Promise<LoadResult[]> => {
+        // Warm-up (JIT, page-in): a few requests that are not measured.
+        await runLoad({ url: target, apiKey: opts.apiKey, concurrency: 2, numPrompts: 2, inputWords, outputLen: 8, seed: seed + 1000, guided });
+        if (opts.soakOut && onLevel) soakRef.sampler = new SoakSampler(target, opts.apiKey, sampleS * 1000).start();
+        const out: LoadResult[] = [];
+        for (const c of levels) {
+          const numPrompts = intOpt('num-prompts', opts.numPrompts) ?? Math.max(4, 2 * c);
+          if (!opts.json) process.stderr.write(`seekd bench: concurrency ${c}, ${durationS !== undefined ? `${durationS} s` : `${numPrompts} requests`}${onLevel && numSpec > 0 ? ', speculative' : ''}...\n`);
+          await onLevel?.(c, 'before');
+          out.push(await runLoad({ url: target, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed, durationS, abortRate, randomSampling, guided }));
+          await onLevel?.(c, 'after');
+        }
+        return out;
+      };
+      let baseline: LoadResult[] | null = null;
+      let args: string[] = [];
       if (!url) {
-        const args = ['--backend', opts.backend, '--threads', opts.threads, '--max-num-seqs', String(Math.max(intOpt('max-num-seqs', opts.maxNumSeqs)!, ...levels)),
+        args = ['--backend', opts.backend, '--threads', opts.threads, '--max-num-seqs', String(Math.max(intOpt('max-num-seqs', opts.maxNumSeqs)!, ...levels)),
           '--max-num-batched-tokens', opts.maxNumBatchedTokens, '--max-waiting', opts.maxWaiting];
         if (opts.model) args.push('--model', opts.model);
         if (opts.maxModelLen) args.push('--max-model-len', opts.maxModelLen);
         if (opts.quantize) args.push('--quantize', opts.quantize);
+        if (numSpec > 0) {
+          // The same server without speculation first: the speed-up's baseline.
+          if (!opts.json) process.stderr.write('seekd bench: starting seekd serve without speculative decoding (baseline)...\n');
+          const base = await spawnServer(args);
+          try {
+            baseline = await measure(base.url);
+          } finally {
+            await base.stop();
+          }
+          args.push('--speculative', 'mtp', '--num-speculative-tokens', String(numSpec));
+        }
         if (!opts.json) process.stderr.write('seekd bench: starting seekd serve...\n');
         server = await spawnServer(args);
         url = server.url;
       }
-      let sampler: SoakSampler | null = null;
       try {
-        // Warm-up (JIT, page-in): a few requests that are not measured.
-        await runLoad({ url, apiKey: opts.apiKey, concurrency: 2, numPrompts: 2, inputWords, outputLen: 8, seed: seed + 1000, guided });
-        if (opts.soakOut) sampler = new SoakSampler(url, opts.apiKey, sampleS * 1000).start();
-        const results: LoadResult[] = [];
-        for (const c of levels) {
-          const numPrompts = intOpt('num-prompts', opts.numPrompts) ?? Math.max(4, 2 * c);
-          if (!opts.json) process.stderr.write(`seekd bench: concurrency ${c}, ${durationS !== undefined ? `${durationS} s` : `${numPrompts} requests`}...\n`);
-          results.push(await runLoad({ url, apiKey: opts.apiKey, concurrency: c, numPrompts, inputWords, outputLen, seed, durationS, abortRate, randomSampling, guided }));
+        const specLevels: SpecLevel[] = [];
+        let before: Awaited<ReturnType<typeof specCounters>> = null;
+        const results = await measure(url, async (c, phase) => {
+          const now = await specCounters(url!, opts.apiKey);
+          if (phase === 'before') { before = now; return; }
+          if (!now || !before) return;
+          const steps = now.steps - before.steps, drafted = now.drafted - before.drafted, accepted = now.accepted - before.accepted;
+          specLevels.push({ concurrency: c, steps, drafted, accepted, acceptanceRate: drafted > 0 ? accepted / drafted : 0, meanTokensPerStep: steps > 0 ? 1 + accepted / steps : 1, speedup: null, tpotSpeedup: null });
+        });
+        if (baseline) {
+          specLevels.forEach((l, i) => {
+            const b = baseline![i]!, r = results[i]!;
+            l.speedup = b.outputThroughput > 0 ? r.outputThroughput / b.outputThroughput : null;
+            l.tpotSpeedup = r.tpotMs.p50 > 0 ? b.tpotMs.p50 / r.tpotMs.p50 : null;
+          });
         }
         let soak: SoakSummary | null = null;
+        const sampler = soakRef.sampler;
         if (sampler) {
           await sampler.stop();
           soak = summarize(sampler.samples, warmupS);
           writeSoak(opts.soakOut!, sampler.samples, soak, { bench: 'serve', durationS: durationS ?? null, abortRate, randomSampling, results });
         }
         if (opts.json) {
-          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, durationS: durationS ?? null, abortRate, randomSampling, guided, results, soak }, null, 2) + '\n');
+          const speculative = specLevels.length > 0 ? { method: 'mtp', numSpeculativeTokens: numSpec || null, levels: specLevels, baseline } : null;
+          process.stdout.write(JSON.stringify({ bench: 'serve', url: opts.url ?? null, inputWords, outputLen, durationS: durationS ?? null, abortRate, randomSampling, guided, results, speculative, soak }, null, 2) + '\n');
         } else {
           const head = ['concurrency', 'ok/total', 'req/s', 'out tok/s', 'x vs first', 'TTFT ms p50/p90/p99', 'TPOT ms p50/p90/p99', 'ITL ms p50/p90/p99'];
           const rows = [head, ...results.map((r) => fmt(r, results[0]!))];
@@ -156,6 +231,10 @@ export function register(program: Command): void {
           for (const r of results) {
             if (r.aborted || r.rejected || r.failed) process.stdout.write(`concurrency ${r.concurrency}: ${r.sent} sent, ${r.aborted} aborted by the client, ${r.rejected} rejected (429/503), ${r.failed} failed\n`);
             if (r.errors.length) process.stdout.write(`errors at concurrency ${r.concurrency}: ${r.errors.join('; ')}\n`);
+          }
+          for (const l of specLevels) {
+            const sp = l.speedup === null ? '' : `, output tok/s x${l.speedup.toFixed(2)} and TPOT p50 x${l.tpotSpeedup?.toFixed(2) ?? '-'} vs without speculation`;
+            process.stdout.write(`speculative, concurrency ${l.concurrency}: ${l.accepted}/${l.drafted} drafts accepted (${(100 * l.acceptanceRate).toFixed(1)}%), ${l.meanTokensPerStep.toFixed(2)} tokens per verify step${sp}\n`);
           }
           if (soak) for (const l of soakLines(soak)) process.stdout.write(l + '\n');
         }
@@ -167,7 +246,7 @@ export function register(program: Command): void {
           process.exitCode = 1;
         }
       } finally {
-        sampler?.dispose();
+        soakRef.sampler?.dispose();
         await server?.stop();
       }
     });

@@ -20,6 +20,8 @@ export interface EngineCliOptions {
   maxNumBatchedTokens: string;
   maxWaiting: string;
   quantize?: string;
+  speculative?: string;
+  numSpeculativeTokens?: string;
   // --ep and its options (serve and run; see ep-args.ts)
   ep?: EpCliOptions['ep'];
   epMode?: string;
@@ -59,13 +61,25 @@ export function engineOptions(cmd: Command): Command {
     .option('--max-model-len <n>', 'context limit in tokens (default: min(config, 4096))')
     .option('--max-num-batched-tokens <n>', 'tokens computed per step at most (chunked prefill)', '512')
     .option('--max-waiting <n>', 'waiting requests before new ones get 429', '256')
-    .option('--quantize <fmt>', QUANTIZE_HELP);
+    .option('--quantize <fmt>', QUANTIZE_HELP)
+    .option('--speculative <method>', "speculative decoding: 'mtp' (the checkpoint's MTP module drafts, the model verifies)")
+    .option('--num-speculative-tokens <k>', 'tokens drafted per step with --speculative (default 1)');
+}
+
+/** --speculative mtp [--num-speculative-tokens K] -> K (0 without --speculative); usage errors first. */
+export function parseSpeculative(opts: { speculative?: string; numSpeculativeTokens?: string; ep?: unknown }): number {
+  if (opts.speculative !== undefined && opts.speculative !== 'mtp') throw new UsageError(`--speculative must be mtp, got '${opts.speculative}'`);
+  if (opts.numSpeculativeTokens !== undefined && opts.speculative === undefined) throw new UsageError('--num-speculative-tokens needs --speculative mtp');
+  if (opts.speculative === undefined) return 0;
+  if (opts.ep !== undefined) throw new UsageError('--speculative cannot be combined with --ep yet (the expert ranks do not hold the MTP module\'s experts)');
+  return intOpt('num-speculative-tokens', opts.numSpeculativeTokens ?? '1')!;
 }
 
 export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Llm> {
   if (!backendNames().includes(opts.backend)) throw new UsageError(`--backend must be one of ${backendNames().join(', ')}, got '${opts.backend}'`);
   const quantize = parseQuantize(opts.quantize);
   const ep = parseEngineEp(opts);
+  const numSpeculativeTokens = parseSpeculative(opts);
   const bar = quiet ? null : new ProgressBar('Loading weights');
   return Llm.load({
     model: opts.model,
@@ -77,6 +91,7 @@ export async function loadLlm(opts: EngineCliOptions, quiet = false): Promise<Ll
     maxNumBatchedTokens: intOpt('max-num-batched-tokens', opts.maxNumBatchedTokens),
     maxWaiting: intOpt('max-waiting', opts.maxWaiting, 0),
     quantize,
+    numSpeculativeTokens,
     // Every runner (the first and any rebuilt after a failure) starts its own expert ranks; its dispose stops them.
     routedExperts: ep ? (dir) => startEpRanks(dir, ep) : undefined,
     onStatus: quiet ? undefined : (m) => process.stderr.write(`seekd: ${m}\n`),
