@@ -7,7 +7,8 @@
 // - the f32 gradients (products on the wasm kernels) against the float64 ones.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadBackend, type Kernels } from '../kernels/index.ts';
@@ -18,6 +19,7 @@ import { backward, Tensor, WeightGradStore } from '../tensor/autograd/index.ts';
 import { mulberry32 } from '../tensor/random.ts';
 import { Gemm } from './gemm.ts';
 import { gradcheck } from './gradcheck.ts';
+import { writeTrainCheckpoint } from './checkpoint.ts';
 import { TrainModel } from './model.ts';
 import { initTrainParams, loadTrainParams, namedParams, trainableTensors } from './params.ts';
 
@@ -177,5 +179,41 @@ describe('pipeline-stage pieces', () => {
       const g = n.tensor.grad!;
       for (let j = 0; j < g.length; j++) assert.ok(Math.abs(g[j]! - ref[i]![j]!) <= 1e-12 * (1 + Math.abs(ref[i]![j]!)), n.name);
     });
+  });
+});
+
+describe('two MTP modules (depth 2, chained as §2.2)', () => {
+  it('module k reads module k−1\'s output hidden states: equals mtpForward chained by hand; its gradient matches finite differences', async () => {
+    const json = { ...tinyJson, num_nextn_predict_layers: 2 };
+    const c = parseConfig(json);
+    const dir = mkdtempSync(join(tmpdir(), 'seekd-mtp2-'));
+    const k = await loadBackend('wasm', { threads: 1 });
+    try {
+      const params = initTrainParams(c, { seed: 12, std: 0.3 });
+      writeTrainCheckpoint(dir, json, c, params);
+      const inf = await DeepseekModel.load(dir, k);
+      const w = windowsOf(13, [10], c.vocab_size)[0]!;
+      const res = new TrainModel(c, params, new Gemm(k)).forward([w]);
+      assert.equal(res.mtpLogits.length, 2);
+      const n = w.length - 1, H = c.hidden_size, V = c.vocab_size;
+      const blockTable = Int32Array.of(0);
+      let hidden!: Float32Array;
+      inf.forward({ tokens: w.subarray(0, n), seqs: [{ blockTable, numCached: 0, numNew: n }] }, inf.createCache(1), { allPositions: true, attn: 'naive', onHidden: (h) => { hidden = h.slice(); } });
+      const m0 = inf.mtpForward({ tokens: w.subarray(1, n), seqs: [{ blockTable, numCached: 0, numNew: n - 1 }] }, hidden.subarray(0, (n - 1) * H), inf.createMtpCache(1), { allPositions: true, attn: 'naive', module: 0 });
+      const m1 = inf.mtpForward({ tokens: w.subarray(2, n), seqs: [{ blockTable, numCached: 0, numNew: n - 2 }] }, m0.hidden.subarray(0, (n - 2) * H), inf.createMtpCache(1), { allPositions: true, attn: 'naive', module: 1 });
+      inf.close();
+      assert.ok(maxDiff(res.mtpLogits[0]!.data, m0.logits) <= 1e-5);
+      assert.ok(maxDiff(res.mtpLogits[1]!.data, m1.logits) <= 1e-5);
+      assert.equal(res.mtpLogits[1]!.size, (n - 2) * V);
+    } finally {
+      await k.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const p64 = initTrainParams(c, { seed: 12, std: 0.4 }, Float64Array);
+    const model = new TrainModel(c, p64, new Gemm(null), { mtpLambda: 0.5 });
+    const windows = windowsOf(14, [6, 4], c.vocab_size);
+    const mtp = p64.mtp.flatMap((m) => [m.ehProj, m.enorm, m.hnorm, m.block.attn.kvB]);
+    const r = gradcheck([...mtp, p64.embed], () => model.forward(windows).loss, { sample: 6, seed: 5 });
+    assert.equal(r.failure, null, r.failure ?? '');
   });
 });
