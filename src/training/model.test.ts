@@ -1,5 +1,5 @@
 // The training forward against the inference model, and its backward end to end:
-// - on the tiny DeepSeek-V3 reference checkpoint (MLA with q_lora, YaRN RoPE, 1 dense + 2 MoE layers
+// - on the tiny DeepSeek-V3 reference checkpoints (BF16 and FP8 with block scales; MLA with q_lora, YaRN RoPE, 1 dense + 2 MoE layers
 //   with sigmoid noaux_tc group-limited routing and a shared expert, one MTP module), the training
 //   logits (all positions, two windows) equal DeepseekModel.forward's within 1e-5, in both MLA forms,
 //   and the MTP module's logits equal mtpForward's;
@@ -40,7 +40,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-describe('training forward equals the inference model (tiny-v3-bf16)', () => {
+describe('training forward equals the inference model (tiny-v3-bf16, tiny-v3-fp8)', () => {
   let k: Kernels;
   let inf: DeepseekModel;
   before(async () => {
@@ -50,6 +50,23 @@ describe('training forward equals the inference model (tiny-v3-bf16)', () => {
   after(async () => {
     inf.close();
     await k.dispose();
+  });
+
+  it('FP8 checkpoint (128x128 block scales): the dequantized parameters give the inference logits within 1e-5', async () => {
+    const dir = join(REF_DIR, 'tiny-v3-fp8');
+    const fp8 = await DeepseekModel.load(dir, k);
+    try {
+      const { config, params } = loadTrainParams(dir);
+      const w = windowsOf(4, [12], config.vocab_size)[0]!;
+      const n = w.length - 1;
+      const res = new TrainModel(config, params, new Gemm(k)).forward([w]);
+      const cache = fp8.createCache(LatentCache.blocksFor(n));
+      const logits = fp8.forward({ tokens: w.subarray(0, n), seqs: [{ blockTable: Int32Array.of(0), numCached: 0, numNew: n }] }, cache, { allPositions: true, attn: 'naive' });
+      const d = maxDiff(res.logits.data, logits);
+      assert.ok(d <= 1e-5, `logits differ by ${d}`);
+    } finally {
+      fp8.close();
+    }
   });
 
   it('main logits of every position (two windows) within 1e-5, both MLA forms; MTP logits within 1e-5', (t) => {
