@@ -5,6 +5,8 @@
 // tokens and expert choices identical, routing weights <= 1e-5.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadBackend, type Kernels } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
@@ -13,6 +15,7 @@ import { closeDevice } from '../src/kernels/webgpu/device.ts';
 import { WebGpuLimitError } from '../src/kernels/webgpu/errors.ts';
 import { setWebGpuSizeLimits } from '../src/kernels/webgpu/split.ts';
 import { REF_DIR, VARIANTS, argmax, expected, maxAbsDiff, seekd } from './helpers.ts';
+import { VARIANT_CONFIGS, writeVariant, type VariantName } from './variants.ts';
 
 const LOGIT_TOL = 2e-5;
 const WEIGHT_TOL = 1e-5;
@@ -96,6 +99,50 @@ for (const variant of VARIANTS) {
     });
   });
 }
+
+// The family's config variations (test/variants.ts): q_proj without LoRA, softmax + greedy and
+// group_limited_greedy gates, the V2 normalisation quirk, v_head_dim != qk_nope_head_dim, FP8 kv_b head
+// slices on and off 128-row blocks, tied embeddings, hidden 160 (partial FP8 blocks), against the CPU forward.
+describe('GPU-resident forward on the config variants', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'seekd-gpu-variants-'));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  for (const name of Object.keys(VARIANT_CONFIGS) as VariantName[]) {
+    for (const format of ['bf16', 'fp8'] as const) {
+      it(`${name} (${format}): prefill (all positions) + 3 decode steps and routing equal the CPU forward`, async () => {
+        const dir = join(tmp, `${name}-${format}`);
+        writeVariant(dir, name, format);
+        const kernels = await loadBackend('webgpu');
+        const model = await DeepseekModel.load(dir, kernels, { mtp: false });
+        const gpu = await GpuDeepseekModel.create(model);
+        const cpuCache = model.createCache(1), gpuCache = gpu.createCache(1);
+        const blockTable = Int32Array.of(0);
+        try {
+          let tokens = Int32Array.from([5, 77, 13, 250, 8, 199, 42, 3, 120]);
+          let numCached = 0;
+          for (let step = 0; step < 4; step++) {
+            const batch = { tokens, seqs: [{ blockTable, numCached, numNew: tokens.length }] };
+            const cpuRouting = new Map<number, Int32Array>();
+            const want = model.forward(batch, cpuCache, { allPositions: step === 0, onRouting: (l, e) => cpuRouting.set(l, e.slice()) });
+            let layers = 0;
+            const got = await gpu.forward(batch, gpuCache, {
+              allPositions: step === 0,
+              onRouting: (l, e) => { layers++; assert.deepEqual(e, cpuRouting.get(l), `step ${step} layer ${l}: experts`); },
+            });
+            assert.equal(layers, cpuRouting.size);
+            const d = maxAbsDiff(got, want);
+            assert.ok(d <= LOGIT_TOL, `step ${step}: logits differ by ${d}`);
+            numCached += tokens.length;
+            tokens = Int32Array.of(argmax(want.subarray(want.length - model.config.vocab_size)));
+          }
+        } finally {
+          gpuCache.destroy();
+          gpu.close();
+          model.close();
+        }
+      });
+    }
+  }
+});
 
 describe('GPU-resident forward under lowered storage limits', () => {
   it('weights split into parts give the same logits bit for bit; an activation beyond a binding is a typed error', async () => {

@@ -153,6 +153,7 @@ export function gateKey(v: GateVariant): string {
 }
 
 /**
+ * Bindings: params, logits, bias (only with `bias`), experts, weights.
  * One invocation per token: scores = softmax(logits) or sigmoid(logits); choice = scores (+ bias); with
  * groups, the topkGroup best groups by max / top-2-sum of choice are kept and the other experts' choice
  * becomes 0; top-k of choice (value descending, ties to the lower index); weights = the unbiased scores
@@ -165,9 +166,9 @@ export function moeGateWgsl(v: GateVariant): string {
 struct P { rows: u32, norm: u32, mul: f32, _a: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> outE: array<i32>;
-@group(0) @binding(4) var<storage, read_write> outW: array<f32>;
+${v.bias ? '@group(0) @binding(2) var<storage, read> bias: array<f32>;' : ''}
+@group(0) @binding(${v.bias ? 3 : 2}) var<storage, read_write> outE: array<i32>;
+@group(0) @binding(${v.bias ? 4 : 3}) var<storage, read_write> outW: array<f32>;
 const E = ${E}u;
 const K = ${v.k}u;
 const G = ${G}u;

@@ -330,7 +330,8 @@ export async function moeGate(rec: GpuRecorder, logits: GpuTensor, rows: number,
   need('moeGate', logits, rows * v.experts); need('moeGate', experts, rows * v.k); need('moeGate', weights, rows * v.k);
   const pipeline = await getPipeline(rec.ctx, gateKey(v), () => moeGateWgsl(v));
   const params = rec.params([['u32', rows], ['u32', g.norm ? 1 : 0], ['f32', g.mul], ['u32', 0]], 'moeGate:params');
-  rec.dispatch(pipeline, [params, logits.buffer, (bias ?? logits).buffer, experts.buffer, weights.buffer], grid(Math.ceil(rows / 64)));
+  const io = bias ? [logits.buffer, bias.buffer] : [logits.buffer];
+  rec.dispatch(pipeline, [params, ...io, experts.buffer, weights.buffer], grid(Math.ceil(rows / 64)));
 }
 
 /** Counting sort of `assignments` = T·k expert ids by expert (see resident-shaders.ts expertPlanWgsl). */
