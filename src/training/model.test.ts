@@ -234,3 +234,37 @@ describe('two MTP modules (depth 2, chained as §2.2)', () => {
     assert.equal(r.failure, null, r.failure ?? '');
   });
 });
+
+describe('other layouts of the family', () => {
+  it('q_proj without q_lora, all-dense MLP, tied embeddings, no MTP: inference logits within 1e-5 and finite differences', async () => {
+    const json = {
+      ...tinyJson, q_lora_rank: null, n_routed_experts: null, n_shared_experts: null, num_experts_per_tok: null, n_group: null, topk_group: null,
+      num_nextn_predict_layers: 0, tie_word_embeddings: true,
+    };
+    const c = parseConfig(json);
+    const params = initTrainParams(c, { seed: 21, std: 0.3 });
+    assert.equal(params.lmHead, params.embed);
+    assert.ok(params.layers.every((l) => l.attn.q && !l.attn.qA && l.dense && !l.moe));
+    const dir = mkdtempSync(join(tmpdir(), 'seekd-dense-'));
+    const k = await loadBackend('wasm', { threads: 1 });
+    try {
+      writeTrainCheckpoint(dir, json, c, params);
+      const inf = await DeepseekModel.load(dir, k);
+      const w = windowsOf(22, [9], c.vocab_size)[0]!;
+      const res = new TrainModel(c, params, new Gemm(k)).forward([w]);
+      const logits = inf.forward({ tokens: w.subarray(0, 8), seqs: [{ blockTable: Int32Array.of(0), numCached: 0, numNew: 8 }] }, inf.createCache(1), { allPositions: true });
+      inf.close();
+      assert.ok(maxDiff(res.logits.data, logits) <= 1e-5);
+      assert.equal(res.mtpLogits.length, 0);
+      assert.equal(res.loss.item(), res.mainLoss);
+    } finally {
+      await k.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const p64 = initTrainParams(c, { seed: 21, std: 0.4 }, Float64Array);
+    const model = new TrainModel(c, p64, new Gemm(null));
+    const windows = windowsOf(23, [5, 4], c.vocab_size);
+    const r = gradcheck(trainableTensors(c, p64), () => model.forward(windows).loss, { sample: 5, seed: 2 });
+    assert.equal(r.failure, null, r.failure ?? '');
+  });
+});
