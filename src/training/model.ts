@@ -24,7 +24,10 @@ import { expertLoad, routingShape, selectExperts } from './routing.ts';
 export interface TrainLossOptions {
   /** MTP loss weight λ (DeepSeek-V3: 0.3 for the first 10T tokens, then 0.1). Default 0.3. */
   mtpLambda?: number;
-  /** Sequence-wise balance loss factor α (DeepSeek-V3: 0.0001). Default: config aux_loss_alpha, else 0.0001. */
+  /**
+   * Sequence-wise balance loss factor α (DeepSeek-V3: 0.0001, its "extremely small" value). Default 0.0001.
+   * (config.json's aux_loss_alpha is not part of the parsed config; a trainer that wants it passes it here.)
+   */
   balanceAlpha?: number;
 }
 
@@ -78,8 +81,7 @@ export class TrainModel {
     this.#rope = new RopeTable(config);
     this.#scale = softmaxScale(config);
     this.mtpLambda = opts.mtpLambda ?? 0.3;
-    const raw = (config as unknown as { aux_loss_alpha?: unknown }).aux_loss_alpha;
-    this.balanceAlpha = opts.balanceAlpha ?? (typeof raw === 'number' ? raw : 0.0001);
+    this.balanceAlpha = opts.balanceAlpha ?? 0.0001;
     if (config.n_routed_experts !== null) routingShape(config);
   }
 
@@ -169,9 +171,9 @@ export class TrainModel {
     if (mtpTerms.length > 0) terms.push(scale(sumScalars(mtpTerms), this.mtpLambda / p.mtp.length));
     let balanceLoss = 0;
     if (balance.length > 0) {
-      const b = sumScalars(balance);
-      balanceLoss = b.item();
-      terms.push(b);
+      const bal = sumScalars(balance);
+      balanceLoss = bal.item();
+      terms.push(bal);
     }
     const loss = terms.length === 1 ? mainLoss : sumScalars(terms);
     return { loss, mainLoss: mainLoss.item(), mtpLosses, balanceLoss, logits, hidden, mtpLogits, loads };

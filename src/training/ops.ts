@@ -5,9 +5,8 @@
 // Every op keeps the element type of its inputs: Float32Array for training (products through the
 // kernels, see gemm.ts), Float64Array for the finite-difference checks.
 // Reference: DeepSeek-V3 technical report, arXiv 2412.19437 (§2.1 MLA and DeepSeekMoE, §2.2 MTP).
-import { AutogradError, makeResult, type FloatArray, type Tensor } from '../tensor/autograd/index.ts';
+import { AutogradError, makeResult, type FloatArray, type Tensor, type WeightGradStore } from '../tensor/autograd/index.ts';
 import type { GroupSegments } from '../kernels/api.ts';
-import type { WeightGradStore } from '../tensor/autograd/index.ts';
 import type { Gemm } from './gemm.ts';
 
 function cols(t: Tensor, op: string): number {
