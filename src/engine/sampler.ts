@@ -85,15 +85,15 @@ export function sampleWithDraft(
   if (p.temperature === 0) {
     token = argmax(x);
   } else {
-    const { ids, probs } = targetDistribution(x, p);
-    let at = -1;
-    for (let i = 0; i < ids.length; i++) if (ids[i] === draft) { at = i; break; }
-    const pd = at >= 0 ? probs[at]! : 0;
+    const t = targetWeights(x, p);
+    const at = t.ids ? t.ids.indexOf(draft) : draft < t.w.length ? draft : -1;
+    const pd = at >= 0 ? t.w[at]! / t.total : 0;
     if (pd > 0 && rng.next() < pd) {
       token = draft;
     } else {
-      if (at >= 0) probs[at] = 0;
-      token = drawWeighted(ids, probs, rng);
+      // The residual: p without the draft, renormalized.
+      if (at >= 0) { t.w[at] = 0; t.total = t.w.reduce((a, b) => a + b, 0); }
+      token = t.total > 0 ? drawWeighted(t, rng) : draft;
     }
   }
   return { ...withLogprobs(logits, p, token), accepted: token === draft };
@@ -138,66 +138,6 @@ function withLogprobs(logits: Float32Array, p: SamplingParams, token: number): S
   return { token, logprob: lp[token]!, top };
 }
 
-/**
- * The distribution drawFiltered samples from, explicitly: candidate ids and their probabilities (summing
- * to 1) after temperature, top-k, top-p and min-p.
- */
-export function targetDistribution(x: Float32Array, p: SamplingParams): { ids: Int32Array; probs: Float64Array } {
-  const V = x.length;
-  const inv = 1 / p.temperature;
-  let cand: number[];
-  if (p.topK > 0 && p.topK < V) cand = topIndices(x, p.topK);
-  else if (p.topP < 1 || p.minP > 0) {
-    cand = Array.from({ length: V }, (_, i) => i);
-    cand.sort((a, b) => (x[b]! - x[a]!) || (a - b));
-  } else {
-    // Plain temperature: every token, in id order.
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) if (x[i]! > max) max = x[i]!;
-    const probs = new Float64Array(V);
-    let total = 0;
-    for (let i = 0; i < V; i++) total += probs[i] = Math.exp((x[i]! - max) * inv);
-    for (let i = 0; i < V; i++) probs[i] = probs[i]! / total;
-    return { ids: Int32Array.from({ length: V }, (_, i) => i), probs };
-  }
-  const max = x[cand[0]!]! * inv;
-  let probs = cand.map((t) => Math.exp(x[t]! * inv - max));
-  let sum = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((v) => v / sum);
-  let keep = probs.length;
-  if (p.topP < 1) {
-    let acc = 0;
-    for (let i = 0; i < probs.length; i++) {
-      acc += probs[i]!;
-      if (acc >= p.topP) { keep = i + 1; break; }
-    }
-  }
-  if (p.minP > 0) {
-    const thr = p.minP * probs[0]!;
-    let k = 0;
-    while (k < keep && probs[k]! >= thr) k++;
-    keep = Math.max(1, k);
-  }
-  sum = 0;
-  for (let i = 0; i < keep; i++) sum += probs[i]!;
-  return { ids: Int32Array.from(cand.slice(0, keep)), probs: Float64Array.from(probs.slice(0, keep), (v) => v / sum) };
-}
-
-/** A draw from ids weighted by non-negative `w` (any total); the last positive weight if rounding runs out. */
-function drawWeighted(ids: Int32Array, w: Float64Array, rng: Rng): number {
-  let total = 0;
-  for (const v of w) total += v;
-  let u = rng.next() * total;
-  let lastPos = 0;
-  for (let i = 0; i < w.length; i++) {
-    if (w[i]! <= 0) continue;
-    lastPos = i;
-    u -= w[i]!;
-    if (u < 0) return ids[i]!;
-  }
-  return ids[lastPos]!;
-}
-
 /** Sets x[t] = -inf for every token t whose bit is clear in `mask` (bit t & 31 of word t >> 5). */
 export function applyMask(x: Float32Array, mask: Int32Array): void {
   const V = x.length;
@@ -214,7 +154,12 @@ export function applyMask(x: Float32Array, mask: Int32Array): void {
   }
 }
 
-function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {
+/**
+ * The distribution a request samples from, as weights over candidate ids (null: every id, in id order):
+ * softmax(x / temperature) restricted by top-k, top-p and min-p (candidates sorted by logit, descending,
+ * ties to the lower id, so filtering is deterministic). `total` is the sum of `w`.
+ */
+export function targetWeights(x: Float32Array, p: SamplingParams): { ids: Int32Array | null; w: Float64Array; total: number } {
   const V = x.length;
   const inv = 1 / p.temperature;
   if ((p.topK <= 0 || p.topK >= V) && p.topP >= 1 && p.minP <= 0) {
@@ -224,14 +169,8 @@ function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {
     const w = new Float64Array(V);
     let total = 0;
     for (let i = 0; i < V; i++) total += w[i] = Math.exp((x[i]! - max) * inv);
-    let u = rng.next() * total;
-    for (let i = 0; i < V; i++) {
-      u -= w[i]!;
-      if (u < 0) return i;
-    }
-    return argmax(x);
+    return { ids: null, w, total };
   }
-  // Candidates sorted by logit, descending (ties to the lower id) so filtering is deterministic.
   let cand: number[];
   if (p.topK > 0 && p.topK < V) cand = topIndices(x, p.topK);
   else {
@@ -240,7 +179,7 @@ function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {
   }
   const max = x[cand[0]!]! * inv;
   let probs = cand.map((t) => Math.exp(x[t]! * inv - max));
-  let sum = probs.reduce((a, b) => a + b, 0);
+  const sum = probs.reduce((a, b) => a + b, 0);
   probs = probs.map((v) => v / sum);
 
   let keep = probs.length;
@@ -257,13 +196,24 @@ function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {
     while (k < keep && probs[k]! >= thr) k++;
     keep = Math.max(1, k);
   }
-  cand = cand.slice(0, keep);
-  probs = probs.slice(0, keep);
-  sum = probs.reduce((a, b) => a + b, 0);
-  let u = rng.next() * sum;
-  for (let i = 0; i < probs.length; i++) {
-    u -= probs[i]!;
-    if (u < 0) return cand[i]!;
+  const w = Float64Array.from(probs.slice(0, keep));
+  return { ids: Int32Array.from(cand.slice(0, keep)), w, total: probs.slice(0, keep).reduce((a, b) => a + b, 0) };
+}
+
+/** One draw from targetWeights' weights with the request's PRNG; the last positive weight if rounding runs out. */
+function drawWeighted(t: { ids: Int32Array | null; w: Float64Array; total: number }, rng: Rng): number {
+  const { ids, w } = t;
+  let u = rng.next() * t.total;
+  let lastPos = 0;
+  for (let i = 0; i < w.length; i++) {
+    if (w[i]! <= 0) continue;
+    lastPos = i;
+    u -= w[i]!;
+    if (u < 0) return ids ? ids[i]! : i;
   }
-  return cand[cand.length - 1]!;
+  return ids ? ids[lastPos]! : lastPos;
+}
+
+function drawFiltered(x: Float32Array, p: SamplingParams, rng: Rng): number {
+  return drawWeighted(targetWeights(x, p), rng);
 }
