@@ -6,6 +6,7 @@ import { BLOCK_SIZE, type ModelRunner } from './contracts.ts';
 import { Engine, type EngineConfig, type EngineRecovery } from './engine.ts';
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from './builtin/builtin.ts';
 import { DeepseekRunner, type RoutedExpertsHost } from './model-runner.ts';
+import { GpuDeepseekRunner } from './gpu-runner.ts';
 import { fittingKvBlocks, MemoryPlanError, planForDir } from '../model/memory-plan.ts';
 import { ChatTokenizer, type ChatMessage, type ChatTool, type RenderedPrompt } from './tokenizer.ts';
 
@@ -88,7 +89,9 @@ export class Llm {
     }
     if (!plan.fits) throw new MemoryPlanError(plan);
     const runnerOpts = { backend: opts.backend, threads: opts.threads, numBlocks, quantize: opts.quantize, routedExperts: opts.routedExperts, numSpeculativeTokens: opts.numSpeculativeTokens };
-    const runner = await DeepseekRunner.load(dir, { ...runnerOpts, onProgress: opts.onProgress });
+    // --backend webgpu: the GPU-resident forward and cache (gpu-runner.ts); the CPU backends: DeepseekRunner.
+    const Runner = opts.backend === 'webgpu' ? GpuDeepseekRunner : DeepseekRunner;
+    const runner = await Runner.load(dir, { ...runnerOpts, onProgress: opts.onProgress });
     const config: EngineConfig = {
       maxModelLen,
       maxNumSeqs,
@@ -100,7 +103,7 @@ export class Llm {
     const recovery = {
       rebuildRunner: async (cause: Error) => {
         opts.onStatus?.(`model runner failed (${cause.name}: ${cause.message}); reloading ${dir}`);
-        return DeepseekRunner.load(dir, runnerOpts);
+        return Runner.load(dir, runnerOpts);
       },
     };
     return new Llm(modelId, dir, new Engine(runner, tokenizer, config, recovery), tokenizer);

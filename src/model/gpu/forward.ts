@@ -33,6 +33,8 @@ export interface GpuForwardOptions {
   /** Only 'absorb' runs on the GPU. */
   attn?: 'absorb' | 'naive';
   allPositions?: boolean;
+  /** Logits of the last logitRows[i] new tokens of sequence i (0..numNew; default 1 each), as deepseek.ts. */
+  logitRows?: readonly number[];
   /** Routing of every MoE layer, read back with the logits (costs a readback per MoE layer; for checks). */
   onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
 }
@@ -197,23 +199,25 @@ export class GpuDeepseekModel {
       await addInPlace(rec, x, ffnOut, T * H);
     }
     // Final norm and lm_head only on the rows whose logits are wanted.
-    let rows = T;
+    const idx = opts.allPositions ? null : lastRows(batch, T, opts.logitRows);
+    const rows = idx ? idx.length : T;
     let last = x;
-    if (!opts.allPositions && batch.seqs.length !== T) {
-      rows = batch.seqs.length;
-      const idx = new Int32Array(rows);
-      let end = 0;
-      batch.seqs.forEach((s, i) => { end += s.numNew; idx[i] = end - 1; });
-      last = ws.get('last', rows * H);
+    if (idx && rows !== T) {
+      last = ws.get('last', Math.max(1, rows) * H);
       await gatherRows(rec, x, rec.upload(idx, 'lastRows'), rows, H, last);
+    }
+    if (rows === 0) {
+      const got = await rec.finish(routingReads(routing, T, c.num_experts_per_tok ?? 0));
+      ws.collect();
+      routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[2 * i]!), new Float32Array(got[1 + 2 * i]!)));
+      return new Float32Array(0);
     }
     const h = ws.get('finalNormed', rows * H);
     await rmsNorm(rec, last, rows, this.#norm, c.rms_norm_eps, h);
     const V = c.vocab_size;
     const logits = ws.get('logits', rows * V);
     await gemm(rec, { a: h, rows, w: this.#lmHead, out: logits });
-    const K = c.num_experts_per_tok ?? 0;
-    const reads = [{ tensor: logits, length: rows * V }, ...routing.flatMap((r) => [{ tensor: r.experts, length: T * K }, { tensor: r.weights, length: T * K }])];
+    const reads = [{ tensor: logits, length: rows * V }, ...routingReads(routing, T, c.num_experts_per_tok ?? 0)];
     const got = await rec.finish(reads);
     ws.collect();
     routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[1 + 2 * i]!), new Float32Array(got[2 + 2 * i]!)));
@@ -358,6 +362,30 @@ export class GpuDeepseekModel {
     await siluMul(rec, g, u, h, m * I);
     await gemm(rec, { a: h, rows: m, w: w.down, out });
   }
+}
+
+function routingReads(routing: readonly { experts: GpuTensor; weights: GpuTensor }[], T: number, K: number): { tensor: GpuTensor; length: number }[] {
+  return routing.flatMap((r) => [{ tensor: r.experts, length: T * K }, { tensor: r.weights, length: T * K }]);
+}
+
+/**
+ * Row indices (into the T new tokens) whose logits are wanted: each sequence's last new token, or its last
+ * logitRows[i] (deepseek.ts #lastRows rules and errors).
+ */
+function lastRows(batch: ForwardBatch, T: number, logitRows?: readonly number[]): Int32Array {
+  const n = batch.seqs.length;
+  if (logitRows && logitRows.length !== n) throw new ModelInputError(`forward: logitRows has ${logitRows.length} entries for ${n} sequences`);
+  const out: number[] = [];
+  let end = 0;
+  for (let i = 0; i < n; i++) {
+    const s = batch.seqs[i]!;
+    end += s.numNew;
+    const r = logitRows ? logitRows[i]! : 1;
+    if (!Number.isSafeInteger(r) || r < 0 || r > s.numNew) throw new ModelInputError(`forward: logitRows[${i}] must be an integer in [0, ${s.numNew}], got ${r}`);
+    for (let j = end - r; j < end; j++) out.push(j);
+  }
+  if (end !== T) throw new ModelInputError(`forward: ${T} tokens for ${end} new positions`);
+  return Int32Array.from(out);
 }
 
 function requireBias(b: Float32Array | undefined, l: number): Float32Array {
