@@ -1,0 +1,67 @@
+// Resume is exact: 3 steps, save, load into fresh objects, 3 more steps gives the losses and parameters
+// of 6 uninterrupted steps bit for bit (parameters, AdamW moments and step, router biases all restored).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadBackend } from '../kernels/index.ts';
+import { parseConfig } from '../model/config.ts';
+import { DeepseekModel } from '../model/deepseek.ts';
+import { mulberry32 } from '../tensor/random.ts';
+import { Gemm } from './gemm.ts';
+import { TrainModel } from './model.ts';
+import { AdamW } from './optim.ts';
+import { initTrainParams, namedParams, trainableTensors } from './params.ts';
+import { loadTrainState, saveTrainState, TrainStateError } from './state.ts';
+import { trainStep } from './step.ts';
+
+const json = {
+  model_type: 'deepseek_v3', vocab_size: 40, hidden_size: 32, intermediate_size: 48, moe_intermediate_size: 16,
+  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, q_lora_rank: 16, kv_lora_rank: 16,
+  qk_nope_head_dim: 8, qk_rope_head_dim: 8, v_head_dim: 8, n_routed_experts: 8, n_shared_experts: 1, num_experts_per_tok: 2,
+  n_group: 2, topk_group: 1, routed_scaling_factor: 2.5, scoring_func: 'sigmoid', topk_method: 'noaux_tc', norm_topk_prob: true,
+  first_k_dense_replace: 1, moe_layer_freq: 1, rope_theta: 10000, max_position_embeddings: 64, rms_norm_eps: 1e-6, rope_scaling: null,
+  num_nextn_predict_layers: 1, tie_word_embeddings: false,
+};
+
+test('save after 3 steps + load + 3 steps = 6 steps, bit for bit', async () => {
+  const k = await loadBackend('wasm', { threads: 1 });
+  const dir = mkdtempSync(join(tmpdir(), 'seekd-resume-'));
+  try {
+    const c = parseConfig(json);
+    const r = mulberry32(2);
+    const batches = Array.from({ length: 6 }, () => Array.from({ length: 3 }, () => Int32Array.from({ length: 12 }, () => Math.floor(r() * c.vocab_size))));
+    const o = { schedule: { lr: 5e-3, warmupSteps: 2, totalSteps: 6 }, clip: 1, biasSpeed: 1e-3 };
+    const fresh = () => {
+      const params = initTrainParams(c, { seed: 9 });
+      return { params, opt: new AdamW(trainableTensors(c, params)) };
+    };
+    const a = fresh();
+    const ma = new TrainModel(c, a.params, new Gemm(k));
+    const straight = batches.map((b) => trainStep(ma, a.opt, b, o).loss);
+
+    const b = fresh();
+    const mb = new TrainModel(c, b.params, new Gemm(k));
+    const first = batches.slice(0, 3).map((x) => trainStep(mb, b.opt, x, o).loss);
+    saveTrainState(dir, json, c, b.params, b.opt, { cursor: 3 });
+    const s = loadTrainState(dir);
+    assert.equal(s.opt.state.step, 3);
+    assert.deepEqual(s.extra, { cursor: 3 });
+    const ms = new TrainModel(s.config, s.params, new Gemm(k));
+    const rest = batches.slice(3).map((x) => trainStep(ms, s.opt, x, o).loss);
+    assert.deepEqual([...first, ...rest], straight);
+    const pa = namedParams(c, a.params), ps = namedParams(c, s.params);
+    pa.forEach((p, i) => assert.deepEqual(ps[i]!.tensor.data, p.tensor.data, p.name));
+    assert.ok(a.params.layers[1]!.moe!.bias!.data.some((v) => v !== 0));
+    assert.throws(() => loadTrainState(join(dir, 'nowhere')), TrainStateError);
+    // The directory stays a model directory: the inference loader reads it, ignoring trainer/.
+    const inf = await DeepseekModel.load(dir, k);
+    inf.close();
+    // The optimizer must hold the trainable parameters in name-table order.
+    assert.throws(() => saveTrainState(dir, json, c, b.params, new AdamW(trainableTensors(c, b.params).reverse())), TrainStateError);
+  } finally {
+    await k.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
