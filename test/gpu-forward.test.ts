@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { loadBackend, type Kernels } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
 import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
-import { closeDevice } from '../src/kernels/webgpu/device.ts';
-import { WebGpuLimitError } from '../src/kernels/webgpu/errors.ts';
+import { closeDevice, getDevice } from '../src/kernels/webgpu/device.ts';
+import { WebGpuDeviceLostError, WebGpuLimitError } from '../src/kernels/webgpu/errors.ts';
 import { setWebGpuSizeLimits } from '../src/kernels/webgpu/split.ts';
 import { REF_DIR, VARIANTS, argmax, expected, maxAbsDiff, seekd } from './helpers.ts';
 import { VARIANT_CONFIGS, writeVariant, type VariantName } from './variants.ts';
@@ -196,6 +196,15 @@ describe('seekd score / generate --backend webgpu', () => {
     g.logits.forEach((row, j) => assert.ok(maxAbsDiff(row, r.logits[j]!) <= LOGIT_TOL, `generate step ${j}`));
   });
 
+  it('info --backend webgpu reports the adapter and the limits the forward plans with', async () => {
+    const r = await seekd(['info', '--model', dir, '--backend', 'webgpu', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const w = (JSON.parse(r.stdout) as { webgpu: { platform: string; adapter: string; limits: Record<string, number> } }).webgpu;
+    assert.equal(w.platform, 'node:opengles');
+    assert.match(w.adapter, /llvmpipe/);
+    assert.ok(w.limits.maxStorageBufferBindingSize! >= 128 * 2 ** 20 && w.limits.maxComputeInvocationsPerWorkgroup! >= 256, JSON.stringify(w.limits));
+  });
+
   it('refuses what the GPU forward does not do, before loading', async () => {
     const naive = await seekd(['score', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--attn', 'naive']);
     assert.equal(naive.code, 2);
@@ -206,3 +215,26 @@ describe('seekd score / generate --backend webgpu', () => {
   });
 });
 
+
+describe('a lost device', () => {
+  it('fails the forward with WebGpuDeviceLostError; the next device is a fresh one', async () => {
+    const kernels = await loadBackend('webgpu');
+    const model = await DeepseekModel.load(join(REF_DIR, 'tiny-v3-bf16'), kernels, { mtp: false });
+    const gpu = await GpuDeepseekModel.create(model);
+    const cache = gpu.createCache(1);
+    const batch = { tokens: Int32Array.of(1, 2, 3), seqs: [{ blockTable: Int32Array.of(0), numCached: 0, numNew: 3 }] };
+    const want = await gpu.forward(batch, cache);
+    const ctx = await getDevice();
+    ctx.device.destroy();
+    await ctx.device.lost;
+    await assert.rejects(gpu.forward(batch, cache), WebGpuDeviceLostError);
+    // A new model on a new device computes again.
+    const fresh = await GpuDeepseekModel.create(model);
+    assert.notEqual(await getDevice(), ctx);
+    const c2 = fresh.createCache(1);
+    assert.deepEqual(await fresh.forward(batch, c2), want);
+    c2.destroy();
+    fresh.close();
+    model.close();
+  });
+});

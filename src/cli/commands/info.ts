@@ -13,6 +13,8 @@ import { DTYPE_BYTES } from '../../tensor/dtypes.ts';
 import { checkModelDir, parseQuantize } from '../model-args.ts';
 import { intOpt } from './serve.ts';
 import { UsageError } from '../errors.ts';
+import { backendNames } from '../../kernels/index.ts';
+import { closeDevice, describeDevice, getDevice, type DeviceReport } from '../../kernels/webgpu/device.ts';
 
 export interface ModelInfo {
   model_type: string;
@@ -148,8 +150,9 @@ export function register(program: Command): void {
     .option('--max-model-len <n>', 'plan for this context limit (default: min(config, 4096), as serve)')
     .option('--max-num-seqs <n>', 'plan for this many sequences (default 32, as serve)')
     .option('--max-num-batched-tokens <n>', 'plan for this many tokens per step (default 512, as serve)')
+    .option('--backend <name>', 'also report this backend: webgpu prints the adapter and the limits the GPU forward plans with')
     .option('--json', 'print the report as JSON')
-    .action((opts: { model: string; json?: boolean; quantize?: string; maxModelLen?: string; maxNumSeqs?: string; maxNumBatchedTokens?: string }) => {
+    .action(async (opts: { model: string; json?: boolean; quantize?: string; maxModelLen?: string; maxNumSeqs?: string; maxNumBatchedTokens?: string; backend?: string }) => {
       checkModelDir(opts.model);
       const io: InfoOptions = {
         quantize: parseQuantize(opts.quantize),
@@ -164,8 +167,12 @@ export function register(program: Command): void {
         if (e instanceof ConfigError || e instanceof SafetensorsError) throw new UsageError(e.message);
         throw e;
       }
+      if (opts.backend !== undefined && !backendNames().includes(opts.backend)) {
+        throw new UsageError(`unknown --backend '${opts.backend}' (available: ${backendNames().join(', ')})`);
+      }
+      const gpu = opts.backend === 'webgpu' ? await webgpuReport() : null;
       if (opts.json) {
-        process.stdout.write(JSON.stringify(info) + '\n');
+        process.stdout.write(JSON.stringify(gpu ? { ...info, webgpu: gpu } : info) + '\n');
         return;
       }
       const i = info;
@@ -181,6 +188,24 @@ export function register(program: Command): void {
           + `weights ${bytes(i.plan.weights_bytes)}, KV cache ${bytes(i.plan.kv_cache_bytes)} (${i.plan.kv_cache_tokens} tokens), scratch ${bytes(i.plan.scratch_bytes)}, runtime ${bytes(i.plan.runtime_bytes)}`
           + (i.plan.fits ? ' -- fits' : ` -- does NOT fit: ${i.plan.problems.join('; ')}; fixes: ${i.plan.fixes.join('; ')}`),
       ];
+      if (gpu) {
+        const l = gpu.limits;
+        lines.push(`webgpu: ${gpu.adapter || '(no adapter description)'} on ${gpu.platform} (feature level ${gpu.featureLevel}); features: ${gpu.features.join(', ') || 'none'}`,
+          `webgpu limits: maxStorageBufferBindingSize ${bytes(l.maxStorageBufferBindingSize ?? 0)}, maxBufferSize ${bytes(l.maxBufferSize ?? 0)} `
+          + `(weights beyond a binding are split into parts), maxStorageBuffersPerShaderStage ${l.maxStorageBuffersPerShaderStage}, `
+          + `maxComputeInvocationsPerWorkgroup ${l.maxComputeInvocationsPerWorkgroup}, maxComputeWorkgroupStorageSize ${bytes(l.maxComputeWorkgroupStorageSize ?? 0)}, `
+          + `maxComputeWorkgroupsPerDimension ${l.maxComputeWorkgroupsPerDimension}`);
+      }
       process.stdout.write(lines.join('\n') + '\n');
     });
+}
+
+/** The WebGPU device the GPU forward would use (opened and closed again). */
+async function webgpuReport(): Promise<DeviceReport> {
+  const ctx = await getDevice();
+  try {
+    return describeDevice(ctx);
+  } finally {
+    await closeDevice();
+  }
 }

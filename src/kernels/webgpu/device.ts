@@ -150,3 +150,22 @@ export async function closeDevice(): Promise<void> {
   // Dawn resolves device.lost on destroy; wait for it so no callback is pending at exit.
   await ctx.device.lost;
 }
+
+/** What `seekd info --backend webgpu` reports: where the device runs and the limits the ops plan with. */
+export interface DeviceReport {
+  platform: string;
+  featureLevel: 'core' | 'compatibility';
+  adapter: string;
+  features: string[];
+  limits: Record<string, number>;
+}
+
+export function describeDevice(ctx: GpuContext): DeviceReport {
+  const lim = ctx.limits as unknown as Record<string, number>;
+  const limits: Record<string, number> = {};
+  for (const k of REQUESTED_LIMITS) if (typeof lim[k] === 'number') limits[k] = lim[k];
+  return {
+    platform: ctx.platform, featureLevel: ctx.featureLevel, adapter: ctx.adapterDescription,
+    features: [...ctx.device.features].map(String).sort(), limits,
+  };
+}

@@ -17,7 +17,7 @@
 // (gate, counting sort, grouped GEMMs over the contiguous layout, weighted combine), not through a
 // MoeExecutor (expert parallelism stays on the CPU backends); MTP drafting is not on the GPU yet.
 import type { GpuContext } from '../../kernels/webgpu/device.ts';
-import { getDevice } from '../../kernels/webgpu/device.ts';
+import { checkDevice, getDevice } from '../../kernels/webgpu/device.ts';
 import {
   addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuTensor, GpuRecorder, GpuWorkspace,
   moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector, uploadWeight, type GateArgs, type GpuTensor, type GpuWeight,
@@ -162,6 +162,8 @@ export class GpuDeepseekModel {
   /** Logits [numSeqs, vocab] (last new token of each sequence) or [T, vocab] with allPositions. */
   async forward(batch: ForwardBatch, cache: GpuLatentCache, opts: GpuForwardOptions = {}): Promise<Float32Array> {
     if ((opts.attn ?? 'absorb') !== 'absorb') throw new ModelInputError('the WebGPU forward computes absorbed MLA only (--attn absorb)');
+    // A lost device is a typed error (WebGpuDeviceLostError) before anything is recorded on it.
+    checkDevice(this.#ctx);
     const c = this.config;
     const T = validate(c, batch, cache);
     const H = c.hidden_size;
