@@ -21,6 +21,7 @@ export const WASM_ENTRIES = {
   // validates it (src/kernels/wasm/runtime.ts), so it shares kernels' static window.
   'kernels-relaxed': { src: 'src/kernels/wasm/assembly/kernels.ts', memoryBase: 1024, relaxed: true },
   flashmla: { src: 'src/kernels/wasm/assembly/flashmla.ts', memoryBase: 16384 },
+  'flashmla-relaxed': { src: 'src/kernels/wasm/assembly/flashmla.ts', memoryBase: 16384, relaxed: true },
 };
 
 /** Memory limits shared by every module (pages of 64 KiB): 4 GiB maximum, the wasm32 limit. */

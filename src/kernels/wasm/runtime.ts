@@ -23,6 +23,7 @@ export const WASM_MODULES: Record<string, URL> = {
  */
 export const WASM_RELAXED: Record<string, URL> = {
   kernels: new URL('./kernels-relaxed.wasm', import.meta.url),
+  flashmla: new URL('./flashmla-relaxed.wasm', import.meta.url),
 };
 
 /** 'relaxed': the WASM_RELAXED binaries (fused multiply-adds); 'plain': SIMD128 only. */

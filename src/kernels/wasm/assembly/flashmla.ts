@@ -28,6 +28,15 @@ const P_Q = 0, P_CACHE = 1, P_TABLE = 2, P_SEQLENS = 3, P_OUT = 4, P_LSE = 5, P_
 const P_SQ = 9, P_HQ = 10, P_HKV = 11, P_G = 12, P_DQK = 13, P_DV = 14, P_MAXBLOCKS = 15, P_DTYPE = 16;
 const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R = 22;
 
+/**
+ * a·b + c per lane: one fused multiply-add in the relaxed-SIMD build (flashmla-relaxed.wasm), a multiply
+ * then an add in the plain build (as gemm.ts).
+ */
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
+
 @inline function pi(p: usize, i: i32): i32 {
   return load<i32>(p + (<usize>i << 2));
 }
@@ -94,10 +103,10 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
     const o = <usize>e << 2;
     const x0 = v128.load(k0 + o), x1 = v128.load(k1 + o);
     const y0 = v128.load(q0 + o), y1 = v128.load(q0 + qs + o), y2 = v128.load(q0 + 2 * qs + o), y3 = v128.load(q0 + 3 * qs + o);
-    a00 = f32x4.add(a00, f32x4.mul(y0, x0)); a01 = f32x4.add(a01, f32x4.mul(y0, x1));
-    a10 = f32x4.add(a10, f32x4.mul(y1, x0)); a11 = f32x4.add(a11, f32x4.mul(y1, x1));
-    a20 = f32x4.add(a20, f32x4.mul(y2, x0)); a21 = f32x4.add(a21, f32x4.mul(y2, x1));
-    a30 = f32x4.add(a30, f32x4.mul(y3, x0)); a31 = f32x4.add(a31, f32x4.mul(y3, x1));
+    a00 = madd(y0, x0, a00); a01 = madd(y0, x1, a01);
+    a10 = madd(y1, x0, a10); a11 = madd(y1, x1, a11);
+    a20 = madd(y2, x0, a20); a21 = madd(y2, x1, a21);
+    a30 = madd(y3, x0, a30); a31 = madd(y3, x1, a31);
   }
   const row = <usize>BLOCK * 4;
   store<f32>(s, hsum(a00)); store<f32>(s, hsum(a01), 4);
@@ -112,10 +121,10 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
   for (let e = 0; e < d; e += 4) {
     const o = <usize>e << 2;
     const y = v128.load(q + o);
-    a0 = f32x4.add(a0, f32x4.mul(y, v128.load(k0 + o)));
-    a1 = f32x4.add(a1, f32x4.mul(y, v128.load(k0 + ks + o)));
-    a2 = f32x4.add(a2, f32x4.mul(y, v128.load(k0 + 2 * ks + o)));
-    a3 = f32x4.add(a3, f32x4.mul(y, v128.load(k0 + 3 * ks + o)));
+    a0 = madd(y, v128.load(k0 + o), a0);
+    a1 = madd(y, v128.load(k0 + ks + o), a1);
+    a2 = madd(y, v128.load(k0 + 2 * ks + o), a2);
+    a3 = madd(y, v128.load(k0 + 3 * ks + o), a3);
   }
   store<f32>(s, hsum(a0)); store<f32>(s, hsum(a1), 4); store<f32>(s, hsum(a2), 8); store<f32>(s, hsum(a3), 12);
 }
@@ -124,7 +133,7 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
 function dot1(q: usize, k: usize, d: i32): f32 {
   let a = f32x4.splat(0);
   const full = d & ~3;
-  for (let e = 0; e < full; e += 4) a = f32x4.add(a, f32x4.mul(v128.load(q + (<usize>e << 2)), v128.load(k + (<usize>e << 2))));
+  for (let e = 0; e < full; e += 4) a = madd(v128.load(q + (<usize>e << 2)), v128.load(k + (<usize>e << 2)), a);
   let s = hsum(a);
   for (let e = full; e < d; e++) s += load<f32>(q + (<usize>e << 2)) * load<f32>(k + (<usize>e << 2));
   return s;
@@ -261,10 +270,10 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
             const to = <usize>t << 2;
             const p0 = f32x4.splat(load<f32>(s0 + to)), p1 = f32x4.splat(load<f32>(s0 + to, BLOCK * 4));
             const p2 = f32x4.splat(load<f32>(s0 + to, BLOCK * 8)), p3 = f32x4.splat(load<f32>(s0 + to, BLOCK * 12));
-            c00 = f32x4.add(c00, f32x4.mul(p0, v0)); c01 = f32x4.add(c01, f32x4.mul(p0, v1));
-            c10 = f32x4.add(c10, f32x4.mul(p1, v0)); c11 = f32x4.add(c11, f32x4.mul(p1, v1));
-            c20 = f32x4.add(c20, f32x4.mul(p2, v0)); c21 = f32x4.add(c21, f32x4.mul(p2, v1));
-            c30 = f32x4.add(c30, f32x4.mul(p3, v0)); c31 = f32x4.add(c31, f32x4.mul(p3, v1));
+            c00 = madd(p0, v0, c00); c01 = madd(p0, v1, c01);
+            c10 = madd(p1, v0, c10); c11 = madd(p1, v1, c11);
+            c20 = madd(p2, v0, c20); c21 = madd(p2, v1, c21);
+            c30 = madd(p3, v0, c30); c31 = madd(p3, v1, c31);
           }
           v128.store(o0 + eo, c00); v128.store(o0 + eo, c01, 16);
           v128.store(o0 + ob + eo, c10); v128.store(o0 + ob + eo, c11, 16);
@@ -290,10 +299,10 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
           for (let t = 0; t < n; t++) {
             const ps = f32x4.splat(load<f32>(srow + (<usize>t << 2)));
             const vp = kp + <usize>t * kstride + eo;
-            c0 = f32x4.add(c0, f32x4.mul(ps, v128.load(vp)));
-            c1 = f32x4.add(c1, f32x4.mul(ps, v128.load(vp, 16)));
-            c2 = f32x4.add(c2, f32x4.mul(ps, v128.load(vp, 32)));
-            c3 = f32x4.add(c3, f32x4.mul(ps, v128.load(vp, 48)));
+            c0 = madd(ps, v128.load(vp), c0);
+            c1 = madd(ps, v128.load(vp, 16), c1);
+            c2 = madd(ps, v128.load(vp, 32), c2);
+            c3 = madd(ps, v128.load(vp, 48), c3);
           }
           v128.store(orow + eo, c0); v128.store(orow + eo, c1, 16); v128.store(orow + eo, c2, 32); v128.store(orow + eo, c3, 48);
         }
