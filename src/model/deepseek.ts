@@ -14,7 +14,7 @@ import { WasmFlashMla } from '../kernels/flashmla/wasm.ts';
 import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { LatentCache } from './latent-cache.ts';
 import {
-  copyCols, deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
+  absorbOutput, absorbQuery, deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
 } from './mla.ts';
 import { localMoeExecutor, mlp, route, type MoeExecutor, type MoeExecutorFactory } from './moe.ts';
 import { RopeTable } from './rope.ts';
@@ -395,19 +395,11 @@ export class DeepseekModel {
     } else {
       // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
       const qf = ws.get('qf', T * Hd * R);
-      const qn = ws.get('qn', T * nope), qLat = ws.get('qLat', T * kvLora);
-      for (let h = 0; h < Hd; h++) {
-        k.matmul(gatherCols(q, T, Hd * qk, h * qk, nope, qn), T, ab.kT[h]!, qLat);
-        scatterCols(qLat, T, kvLora, qf, Hd * R, h * R);
-        copyCols(q, T, Hd * qk, h * qk + nope, rope, qf, Hd * R, h * R + kvLora);
-      }
+      const scratch = (name: string, n: number) => ws.get(name, n);
+      absorbQuery(k, ab, q, T, Hd, nope, rope, qf, scratch);
       const oLat = latentAttention(qf, seqs, cache, l, Hd, this.#scale, this.#mla, ws.get('oLat', T * Hd * kvLora)); // [T, Hd, kvLora]
       o = ws.get('o', T * Hd * vDim);
-      const ol = ws.get('ol', T * kvLora), oh = ws.get('oh', T * vDim);
-      for (let h = 0; h < Hd; h++) {
-        k.matmul(gatherCols(oLat, T, Hd * kvLora, h * kvLora, kvLora, ol), T, ab.v[h]!, oh);
-        scatterCols(oh, T, vDim, o, Hd * vDim, h * vDim);
-      }
+      absorbOutput(k, ab, oLat, T, Hd, o, scratch);
     }
     return k.matmul(o, T, a.o, ws.get('attnOut', T * c.hidden_size));
   }

@@ -6,7 +6,7 @@
 // References: deepseek-ai/DeepSeek-V3 inference/model.py `MLA.forward` (attn_impl naive / absorb);
 // deepseek-ai/FlashMLA `flash_mla_with_kvcache`.
 // Shapes: T new tokens of all sequences (varlen, concatenated), Hd heads, R = rowDim = kv_lora + rope.
-import { FP8_BLOCK, type Kernels, type WeightMatrix } from '../kernels/api.ts';
+import { FP8_BLOCK, groupSlice, type GroupedWeight, type Kernels, type WeightDType, type WeightMatrix } from '../kernels/api.ts';
 import { FP8_E4M3_TABLE } from '../tensor/dtypes.ts';
 import { getMlaMetadata } from '../kernels/flashmla/metadata.ts';
 import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
@@ -21,6 +21,18 @@ export interface AbsorbedWeights {
   kT: WeightMatrix[];
   /** [Hd] of W_UV(h): [v, kv_lora], so out = o_lat · W_UV(h)ᵀ. */
   v: WeightMatrix[];
+  /**
+   * The same matrices stacked per head, [Hd, kv_lora, nope] and [Hd, v, kv_lora] (kT[h] and v[h] are
+   * views of group h), so that all heads run as ONE grouped product (absorbQuery/absorbOutput: one pool
+   * hand-off instead of Hd). Absent when the heads' slices do not share one format.
+   */
+  kTAll?: GroupedWeight;
+  vAll?: GroupedWeight;
+}
+
+/** The format sliceWeight gives rows [rowStart, ...) of w: FP8 only on a 128-row block boundary. */
+function sliceDType(w: WeightMatrix, rowStart: number): WeightDType {
+  return w.dtype === 'fp8' && rowStart % FP8_BLOCK !== 0 ? 'f32' : w.dtype;
 }
 
 /**
@@ -29,13 +41,16 @@ export interface AbsorbedWeights {
  * block boundary (the scale grid then maps block to block); otherwise the slice is dequantised
  * exactly to f32 (only for shapes where head boundaries split FP8 blocks, e.g. tiny test models).
  */
-export function sliceWeight(k: Kernels, w: WeightMatrix, rowStart: number, rowCount: number, transpose: boolean): WeightMatrix {
+export function sliceWeight(k: Kernels, w: WeightMatrix, rowStart: number, rowCount: number, transpose: boolean, dst?: WeightMatrix): WeightMatrix {
   const K = w.cols;
   const outRows = transpose ? K : rowCount;
   const outCols = transpose ? rowCount : K;
   const src = (r: number, c: number) => (rowStart + r) * K + c; // element (r, c) of the slice
+  if (dst && (dst.dtype !== sliceDType(w, rowStart) || dst.rows !== outRows || dst.cols !== outCols)) {
+    throw new Error(`sliceWeight: destination ${dst.dtype} [${dst.rows}, ${dst.cols}] does not fit the slice`);
+  }
   if (w.dtype === 'fp8' && rowStart % FP8_BLOCK === 0) {
-    const o = k.allocWeight('fp8', outRows, outCols);
+    const o = dst ?? k.allocWeight('fp8', outRows, outCols);
     if (o.dtype !== 'fp8') throw new Error('allocWeight returned the wrong dtype');
     for (let r = 0; r < rowCount; r++) {
       for (let c = 0; c < K; c++) o.data[transpose ? c * outCols + r : r * outCols + c] = w.data[src(r, c)]!;
@@ -53,7 +68,7 @@ export function sliceWeight(k: Kernels, w: WeightMatrix, rowStart: number, rowCo
     return o;
   }
   const dtype = w.dtype === 'fp8' ? 'f32' : w.dtype;
-  const o = k.allocWeight(dtype, outRows, outCols);
+  const o = dst ?? k.allocWeight(dtype, outRows, outCols);
   for (let r = 0; r < rowCount; r++) {
     for (let c = 0; c < K; c++) {
       const d = transpose ? c * outCols + r : r * outCols + c;
@@ -72,11 +87,88 @@ export function sliceWeight(k: Kernels, w: WeightMatrix, rowStart: number, rowCo
 export function deriveAbsorbed(k: Kernels, kvB: WeightMatrix, heads: number, nope: number, v: number): AbsorbedWeights {
   const kT: WeightMatrix[] = [];
   const vv: WeightMatrix[] = [];
+  const kvLora = kvB.cols;
+  const kStart = (h: number) => h * (nope + v), vStart = (h: number) => h * (nope + v) + nope;
+  const kd = sliceDType(kvB, 0), vd = sliceDType(kvB, nope);
+  let same = true;
+  for (let h = 0; h < heads; h++) same &&= sliceDType(kvB, kStart(h)) === kd && sliceDType(kvB, vStart(h)) === vd;
+  if (same && heads > 0) {
+    // Stacked: each head's slice written into its group (no second copy).
+    const kTAll = k.allocGroupedWeight(kd, heads, kvLora, nope);
+    const vAll = k.allocGroupedWeight(vd, heads, v, kvLora);
+    for (let h = 0; h < heads; h++) {
+      kT.push(sliceWeight(k, kvB, kStart(h), nope, true, groupSlice(kTAll, h)));
+      vv.push(sliceWeight(k, kvB, vStart(h), v, false, groupSlice(vAll, h)));
+    }
+    return { kT, v: vv, kTAll, vAll };
+  }
   for (let h = 0; h < heads; h++) {
-    kT.push(sliceWeight(k, kvB, h * (nope + v), nope, true));
-    vv.push(sliceWeight(k, kvB, h * (nope + v) + nope, v, false));
+    kT.push(sliceWeight(k, kvB, kStart(h), nope, true));
+    vv.push(sliceWeight(k, kvB, vStart(h), v, false));
   }
   return { kT, v: vv };
+}
+
+/** Scratch the absorbed products stage through (the model's reused activation buffers). */
+export type ScratchFn = (name: string, n: number) => Float32Array;
+
+/** Segments of Hd groups of T rows each: head h owns rows [h·T, (h + 1)·T). */
+function headSegments(heads: number, T: number): { start: Int32Array; count: Int32Array } {
+  return { start: Int32Array.from({ length: heads }, (_, h) => h * T), count: new Int32Array(heads).fill(T) };
+}
+
+/**
+ * FlashMLA's query qf [T, Hd, kvLora + rope] from q [T, Hd, nope + rope]: per head h,
+ * q_lat = q_nope(h) · W_UK(h) (ab.kT[h]) and q_pe copied next to it. All heads in one grouped product
+ * when ab.kTAll is there (same kernels per head as one matmul each, so the same bits), else head by head.
+ */
+export function absorbQuery(k: Kernels, ab: AbsorbedWeights, q: Float32Array, T: number, heads: number, nope: number, rope: number,
+  qf: Float32Array, ws: ScratchFn): void {
+  const qk = nope + rope;
+  const kvLora = ab.kT[0]!.rows;
+  const R = kvLora + rope;
+  if (!ab.kTAll) {
+    const qn = ws('qn', T * nope), qLat = ws('qLat', T * kvLora);
+    for (let h = 0; h < heads; h++) {
+      k.matmul(gatherCols(q, T, heads * qk, h * qk, nope, qn), T, ab.kT[h]!, qLat);
+      scatterCols(qLat, T, kvLora, qf, heads * R, h * R);
+      copyCols(q, T, heads * qk, h * qk + nope, rope, qf, heads * R, h * R + kvLora);
+    }
+    return;
+  }
+  // Rows grouped by head: row h·T + t = q_nope(t, h).
+  const qn = ws('qn', heads * T * nope);
+  for (let h = 0; h < heads; h++) gatherCols(q, T, heads * qk, h * qk, nope, qn.subarray(h * T * nope, (h + 1) * T * nope));
+  const qLat = k.groupedMatmul(qn, heads * T, ab.kTAll, headSegments(heads, T), ws('qLat', heads * T * kvLora));
+  for (let h = 0; h < heads; h++) {
+    scatterCols(qLat.subarray(h * T * kvLora, (h + 1) * T * kvLora), T, kvLora, qf, heads * R, h * R);
+    copyCols(q, T, heads * qk, h * qk + nope, rope, qf, heads * R, h * R + kvLora);
+  }
+}
+
+/**
+ * o [T, Hd, v] from FlashMLA's oLat [T, Hd, kvLora]: per head h, o(h) = oLat(h) · W_UV(h)ᵀ (ab.v[h]); all
+ * heads in one grouped product when ab.vAll is there, else head by head.
+ */
+export function absorbOutput(k: Kernels, ab: AbsorbedWeights, oLat: Float32Array, T: number, heads: number, o: Float32Array, ws: ScratchFn): void {
+  const kvLora = ab.v[0]!.cols, vDim = ab.v[0]!.rows;
+  if (!ab.vAll) {
+    const ol = ws('ol', T * kvLora), oh = ws('oh', T * vDim);
+    for (let h = 0; h < heads; h++) {
+      k.matmul(gatherCols(oLat, T, heads * kvLora, h * kvLora, kvLora, ol), T, ab.v[h]!, oh);
+      scatterCols(oh, T, vDim, o, heads * vDim, h * vDim);
+    }
+    return;
+  }
+  // One token: oLat's rows already go by head. Else regroup rows by head.
+  let xs = oLat;
+  if (T > 1) {
+    xs = ws('ol', heads * T * kvLora);
+    for (let h = 0; h < heads; h++) gatherCols(oLat, T, heads * kvLora, h * kvLora, kvLora, xs.subarray(h * T * kvLora, (h + 1) * T * kvLora));
+  }
+  const y = k.groupedMatmul(xs.subarray(0, heads * T * kvLora), heads * T, ab.vAll, headSegments(heads, T), ws('oh', heads * T * vDim));
+  if (T === 1) { o.set(y.subarray(0, heads * vDim)); return; }
+  for (let h = 0; h < heads; h++) scatterCols(y.subarray(h * T * vDim, (h + 1) * T * vDim), T, vDim, o, heads * vDim, h * vDim);
 }
 
 /** Copies column block [off, off + n) of each row of x[rows, stride] into out[rows, n]. */
