@@ -14,6 +14,7 @@
 // - The embedding stays in its stored format; rows are widened on lookup.
 // Shapes follow the HF convention [out, in]; see /work/shared/testdata/deepseek-ref/README.md.
 import { Checkpoint } from '../weights/checkpoint.ts';
+import type { CheckpointLike } from '../weights/bytes-checkpoint.ts';
 import { fp8Pair, type Fp8Pair } from '../weights/pairing.ts';
 import type { TensorInfo } from '../weights/safetensors.ts';
 import { Fp8StreamQuantizer } from '../weights/quantize.ts';
@@ -252,7 +253,7 @@ export interface CheckedTensor {
  * shape-mismatch, fp8-*), all naming the tensor. loadWeights loads exactly what this returns; `seekd
  * info` runs it too, so both refuse the same checkpoints with the same message.
  */
-export function checkWeights(ck: Checkpoint, c: Cfg, opts: WeightSelection = {}): CheckedTensor[] {
+export function checkWeights(ck: CheckpointLike, c: Cfg, opts: WeightSelection = {}): CheckedTensor[] {
   if (opts.quantize !== undefined && opts.quantize !== 'fp8') throw new TypeError(`unknown quantize format ${JSON.stringify(opts.quantize)} (supported: fp8)`);
   const out: CheckedTensor[] = [];
   /** Format of the first expert of each grouped weight (by target path). */
@@ -312,7 +313,7 @@ export function checkModelWeights(dir: string, opts: WeightSelection = {}): Cfg 
  * Loads one matrix straight into backend memory in its stored format (FP8 with its block scales), or,
  * for a tensor checked as 'quantize', as FP8 quantized while reading.
  */
-function loadMatrix(ck: Checkpoint, k: KernelOps, t: CheckedTensor, q: Fp8StreamQuantizer | undefined): WeightMatrix {
+function loadMatrix(ck: CheckpointLike, k: KernelOps, t: CheckedTensor, q: Fp8StreamQuantizer | undefined): WeightMatrix {
   const [rows, cols] = t.spec.shape as [number, number];
   const name = t.spec.name;
   switch (t.load) {
@@ -344,7 +345,7 @@ function loadMatrix(ck: Checkpoint, k: KernelOps, t: CheckedTensor, q: Fp8Stream
  * Reads one routed expert's matrix into its slice of the layer's grouped weight (allocated on the first
  * expert, in that expert's format; checkWeights made every expert of a projection share it).
  */
-function loadExpertSlice(ck: Checkpoint, k: KernelOps, t: CheckedTensor, existing: GroupedWeight | undefined,
+function loadExpertSlice(ck: CheckpointLike, k: KernelOps, t: CheckedTensor, existing: GroupedWeight | undefined,
   q: Fp8StreamQuantizer | undefined): GroupedWeight {
   const [rows, cols] = t.spec.shape as [number, number];
   const { index, count } = t.spec.group!;
@@ -398,7 +399,7 @@ export interface LoadWeightsOptions extends WeightSelection {
  * Loads every tensor of the table from an open checkpoint into backend memory. Every header is checked
  * first (checkWeights), so a bad checkpoint is refused before any weight is read.
  */
-export function loadWeights(ck: Checkpoint, k: KernelOps, c: Cfg, opts: LoadWeightsOptions = {}): ModelWeights {
+export function loadWeights(ck: CheckpointLike, k: KernelOps, c: Cfg, opts: LoadWeightsOptions = {}): ModelWeights {
   const checked = checkWeights(ck, c, opts);
   // One quantizer (one staging buffer, reused by every tensor) for the whole load.
   const q = opts.quantize === 'fp8' ? new Fp8StreamQuantizer() : undefined;

@@ -27,7 +27,8 @@ import { LORA_NORM_EPS, ModelInputError, type DeepseekModel, type ForwardBatch }
 import { CACHE_BLOCK_SIZE, CacheError } from '../latent-cache.ts';
 import { deriveAbsorbed, type SeqSlice } from '../mla.ts';
 import { RopeTable } from '../rope.ts';
-import type { MlpWeights } from '../weight-map.ts';
+import type { MlpWeights, ModelWeights } from '../weight-map.ts';
+import type { Kernels } from '../../kernels/api.ts';
 
 export interface GpuForwardOptions {
   /** Only 'absorb' runs on the GPU. */
@@ -107,11 +108,17 @@ export class GpuDeepseekModel {
    * Uploads the weights of a loaded model (its host copies, loaded through the `webgpu` kernel backend)
    * to the GPU, once. Routed experts must be loaded in the model (no expert parallelism on this path).
    */
-  static async create(model: DeepseekModel): Promise<GpuDeepseekModel> {
+  static create(model: DeepseekModel): Promise<GpuDeepseekModel> {
+    return GpuDeepseekModel.fromWeights(model.config, model.weights, model.kernels);
+  }
+
+  /**
+   * Uploads loaded weights (weight-map.ts loadWeights into host arrays through `k`, which also derives the
+   * absorbed kv_b slices) to the GPU, once: what create() does without a DeepseekModel (a browser page
+   * loads its weights from fetched bytes, src/model/gpu/load-bytes.ts).
+   */
+  static async fromWeights(c: DeepseekConfig, w: ModelWeights, k: Kernels): Promise<GpuDeepseekModel> {
     const ctx = await getDevice();
-    const c = model.config;
-    const w = model.weights;
-    const k = model.kernels;
     if (w.embed.dtype === 'fp8') throw new ModelInputError('embedding must be f32 or bf16');
     const mlp = (m: MlpWeights, name: string): GpuMlp => ({
       gate: uploadWeight(ctx, m.gate, `${name}.gate`), up: uploadWeight(ctx, m.up, `${name}.up`), down: uploadWeight(ctx, m.down, `${name}.down`),
