@@ -1,10 +1,12 @@
-// `npm run bench -- profile --model DIR [--quantize fp8] [--threads 2] [--prompt 512] [--decode 32] [--reps 3] [--json]`
+// `npm run bench -- profile --model DIR [--quantize fp8] [--threads 2] [--prompt 512] [--decode 32] [--reps 3] [--batch B] [--json]`
 // Where a forward's wall time goes, per kernel op: wraps the backend's ops (matmul by weight shape,
 // groupedMatmul, rmsNorm, rope, siluMul, topk, softmax) and the FlashMLA kernel with timers, then runs
 // the forward bench's protocol (bench/forward.ts: a P-token prefill on an empty cache, D greedy decode
 // steps after ids[0]). Rows: milliseconds per prefill / per decode token of each op (medians over
 // --reps), and "other" = forward wall time not inside any op (JS glue: embedding, gathers, routing,
 // residual adds, cache writes). Timers cost ~0.1 us per call; nothing is changed otherwise.
+// --batch B (default 1): each decode step is one forward of B sequences (one new token each, B separate
+// caches' worth of blocks), as a server's running batch; ms are per step.
 import { basename, resolve } from 'node:path';
 import { loadBackend } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
@@ -41,7 +43,11 @@ function wrapKernels(k: Kernels, acc: { cur: Acc }): void {
   }
 }
 
-export default async function profileBench(args: string[]): Promise<BenchReport> {
+export default async function profileBench(argv: string[]): Promise<BenchReport> {
+  const bi = argv.indexOf('--batch');
+  const batch = bi >= 0 ? Number(argv[bi + 1]) : 1;
+  if (!(Number.isInteger(batch) && batch >= 1)) throw new Error('--batch must be a positive integer');
+  const args = bi >= 0 ? [...argv.slice(0, bi), ...argv.slice(bi + 2)] : argv;
   const a = parseForwardArgs(args.some((x) => x.startsWith('--decode')) ? args : [...args, '--decode', '32']);
   if (!a.model) throw new Error('profile needs --model DIR');
   const threads = a.threads[a.threads.length - 1]!;
@@ -55,7 +61,8 @@ export default async function profileBench(args: string[]): Promise<BenchReport>
     clampIds(ids, model.config.vocab_size);
     const blocks = LatentCache.blocksFor(Math.max(64, a.prompt, 1 + a.decode));
     const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
-    const cache = model.createCache(blocks);
+    const cache = model.createCache(blocks * batch);
+    const tables = Array.from({ length: batch }, (_, b) => Int32Array.from({ length: blocks }, (_, i) => b * blocks + i));
     const fwd = (tokens: Int32Array, numCached: number) => model.forward({ tokens, seqs: [{ blockTable, numCached, numNew: tokens.length }] }, cache);
     fwd(ids.subarray(0, 64), 0);
     const pre: Acc[] = [], dec: Acc[] = [];
@@ -70,6 +77,11 @@ export default async function profileBench(args: string[]): Promise<BenchReport>
       let token = ids[1]!;
       const t1 = performance.now();
       for (let j = 0; j < a.decode; j++) {
+        if (batch > 1) {
+          // B sequences at position 1 + j (their caches hold whatever earlier steps left: cost is the same).
+          model.forward({ tokens: new Int32Array(batch).fill(token), seqs: tables.map((bt) => ({ blockTable: bt, numCached: 1 + j, numNew: 1 })) }, cache);
+          continue;
+        }
         const logits = fwd(Int32Array.of(token), 1 + j);
         let best = 0;
         for (let v = 1; v < logits.length; v++) if (logits[v]! > logits[best]!) best = v;
