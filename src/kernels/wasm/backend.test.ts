@@ -55,3 +55,25 @@ test('wasm ops write into outputs in wasm memory, in place when aliased, and nev
     await ops.dispose();
   }
 });
+
+test('large rmsNorm and siluMul split across 2 threads give the 1-thread bits (also in place)', async () => {
+  const one = await WasmMemoryOps.create(1), two = await WasmMemoryOps.create(2);
+  try {
+    const rows = 301, d = 1024; // rows·d above ROW_OP_PARALLEL_MIN; an odd row count
+    const x = randn(rows * d, 9), w = randn(d, 10);
+    const want = one.rmsNorm(x, rows, w, 1e-6);
+    assert.deepEqual(two.rmsNorm(x, rows, w, 1e-6), want);
+    const xin = two.allocWeight('f32', 1, rows * d).data as Float32Array;
+    xin.set(x);
+    assert.deepEqual(two.rmsNorm(xin, rows, w, 1e-6, xin), want, 'in place');
+    const n = 50_001, g = randn(n, 11), u = randn(n, 12);
+    const sm = one.siluMul(g, u);
+    assert.deepEqual(two.siluMul(g, u), sm);
+    const gin = two.allocWeight('f32', 1, n).data as Float32Array;
+    gin.set(g);
+    assert.deepEqual(two.siluMul(gin, u, gin), sm, 'into its gate');
+  } finally {
+    await one.dispose();
+    await two.dispose();
+  }
+});

@@ -15,6 +15,9 @@ type Typed = Float32Array | Uint16Array | Uint8Array | Int32Array;
 
 const al = (bytes: number): number => Math.ceil(bytes / ALIGN) * ALIGN;
 
+/** Row ops (rmsNorm, siluMul) below this many element-operations run on the calling thread alone. */
+export const ROW_OP_PARALLEL_MIN = 1 << 18;
+
 export class WasmMemoryOps implements KernelOps {
   private readonly k;
   private readonly heap: WasmHeap;
@@ -70,6 +73,22 @@ export class WasmMemoryOps implements KernelOps {
     if (!out) return F.slice(i, i + n);
     out.set(F.subarray(i, i + n));
     return out;
+  }
+
+  /**
+   * Runs a row-range kernel (args(r0, r1) for rows [r0, r1)) over `rows` rows: on the calling thread
+   * when the op is small (`cost`, about element-operations, under ROW_OP_PARALLEL_MIN: a hand-off costs
+   * tens of microseconds), else split evenly across the pool. Rows are independent, so the bits do not
+   * depend on the split.
+   */
+  private rowsOnPool(fn: 'rmsNorm' | 'siluMul', rows: number, cost: number, args: (r0: number, r1: number) => number[]): void {
+    const parts = cost < ROW_OP_PARALLEL_MIN ? 1 : Math.min(this.runtime.threads, rows);
+    if (parts <= 1) { this.k[fn]!(...args(0, rows)); return; }
+    const chunk = Math.ceil(rows / parts);
+    this.runtime.pool.run('kernels', fn, (t) => {
+      const r0 = t * chunk, r1 = Math.min(rows, r0 + chunk);
+      return r0 < r1 ? args(r0, r1) : null;
+    });
   }
 
   allocWeight(dtype: WeightDType, rows: number, cols: number): WeightMatrix {
@@ -165,7 +184,8 @@ export class WasmMemoryOps implements KernelOps {
     const yb = inPlace ? 0 : al(rows * d * 4), xb = this.foreign(x);
     const base = this.scratch.acquire(yb + xb + this.foreign(weight));
     try {
-      this.k.rmsNorm!(this.stage(x, base + yb), this.stage(weight, base + yb + xb), inPlace ? out.byteOffset : base, d, eps, 0, rows);
+      const xp = this.stage(x, base + yb), wp = this.stage(weight, base + yb + xb), yp = inPlace ? out.byteOffset : base;
+      this.rowsOnPool('rmsNorm', rows, rows * d, (r0, r1) => [xp, wp, yp, d, eps, r0, r1]);
       return inPlace ? out : this.takeOut(base, rows * d, out);
     } finally {
       this.scratch.release(base);
@@ -213,7 +233,8 @@ export class WasmMemoryOps implements KernelOps {
     const yb = inPlace ? 0 : al(n * 4), gb = this.foreign(gate);
     const base = this.scratch.acquire(yb + gb + this.foreign(up));
     try {
-      this.k.siluMul!(this.stage(gate, base + yb), this.stage(up, base + yb + gb), inPlace ? out.byteOffset : base, 0, n);
+      const gp = this.stage(gate, base + yb), upp = this.stage(up, base + yb + gb), op = inPlace ? out.byteOffset : base;
+      this.rowsOnPool('siluMul', n, n * 16, (i0, i1) => [gp, upp, op, i0, i1]);
       return inPlace ? out : this.takeOut(base, n, out);
     } finally {
       this.scratch.release(base);
