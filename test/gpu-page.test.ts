@@ -1,8 +1,9 @@
 // The in-page model runner (web/gpu) in headless Chromium on SwiftShader (its CPU Vulkan; a second WebGPU
-// implementation: Chromium's Dawn + Tint): the page fetches tiny-v3-fp8 from the test server (index +
-// two shards), shows its progress, runs the GPU forward in the page and POSTs its greedy tokens and
-// logits. They must be DeepSeek's reference tokens (= `seekd generate`'s, test/gpu-forward.test.ts), the
-// logits within the float32 tolerance 2e-5. Needs Chromium (Debian `chromium`; CHROMIUM_PATH overrides).
+// implementation: Chromium's Dawn + Tint). 1) The page fetches tiny-v3-fp8 (index + two shards) from a
+// test server, shows its progress, runs the GPU forward in the page and POSTs its greedy tokens and
+// logits: DeepSeek's reference tokens (= `seekd generate`'s, test/gpu-forward.test.ts), logits within the
+// float32 tolerance 2e-5. 2) Served by `seekd serve` (/gpu/, the model from /gpu/model/): the page's greedy
+// tokens equal `seekd generate`'s on the built-in model. Needs Chromium (Debian `chromium`; CHROMIUM_PATH).
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,72 +11,80 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { buildGpuPage } from '../web/gpu/build.ts';
-import { REF_DIR, expected, maxAbsDiff } from './helpers.ts';
+import { buildGpuPage } from '../src/server/gpu-page.ts';
+import { startServer, type RunningServer } from '../src/server/http.ts';
+import { Llm } from '../src/engine/llm.ts';
+import { ensureBuiltinModel } from '../src/engine/builtin/builtin.ts';
+import { REF_DIR, expected, maxAbsDiff, seekd } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const TIMEOUT_MS = 150_000;
 const LOGIT_TOL = 2e-5;
 
-let server: Server | null = null;
-let chrome: ChildProcess | null = null;
-const profile = mkdtempSync(join(tmpdir(), 'seekd-chromium-page-'));
+const cleanups: (() => Promise<void> | void)[] = [];
 after(async () => {
-  const c = chrome;
-  if (c && c.exitCode === null && c.signalCode === null) {
-    const exited = new Promise((r) => c.once('exit', r));
-    try { process.kill(-c.pid!, 'SIGKILL'); } catch { c.kill('SIGKILL'); }
-    await exited;
-  }
-  server?.close();
-  rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  for (const f of cleanups.reverse()) await f();
 });
 
-test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
-  const { html, js } = await buildGpuPage();
-  const modelDir = join(REF_DIR, 'tiny-v3-fp8');
-  const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens, then 16 greedy tokens
-  const served: string[] = [];
-  const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
+/**
+ * Serves `route` handlers (plus POST /result) on a local port, opens `page(origin)` in headless Chromium
+ * (WebGPU on SwiftShader) and resolves with the JSON the page POSTs to `${origin}/result`.
+ */
+async function inChromium(page: (origin: string) => string, route: (path: string, res: import('node:http').ServerResponse) => boolean): Promise<Record<string, unknown>> {
+  const profile = mkdtempSync(join(tmpdir(), 'seekd-chromium-page-'));
+  let chrome: ChildProcess | null = null;
+  let server: Server | null = null;
+  cleanups.push(async () => {
+    const c = chrome;
+    if (c && c.exitCode === null && c.signalCode === null) {
+      const exited = new Promise((r) => c.once('exit', r));
+      try { process.kill(-c.pid!, 'SIGKILL'); } catch { c.kill('SIGKILL'); }
+      await exited;
+    }
+    server?.close();
+    rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  });
+  return new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no result from Chromium within ${TIMEOUT_MS} ms`)), TIMEOUT_MS);
     server = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://x');
       if (req.method === 'POST' && url.pathname === '/result') {
         let body = '';
         req.on('data', (c: Buffer) => { body += c.toString(); });
-        req.on('end', () => { res.end('ok'); clearTimeout(timer); resolve(JSON.parse(body) as Record<string, unknown>); });
+        req.on('end', () => { res.setHeader('access-control-allow-origin', '*'); res.end('ok'); clearTimeout(timer); resolve(JSON.parse(body) as Record<string, unknown>); });
         return;
       }
-      if (url.pathname === '/app.js') {
-        res.setHeader('content-type', 'text/javascript');
-        res.end(js);
-        return;
-      }
-      if (url.pathname.startsWith('/model/')) {
-        const f = basename(url.pathname);
-        try {
-          const bytes = readFileSync(join(modelDir, f));
-          served.push(f);
-          res.setHeader('content-length', bytes.byteLength);
-          res.end(bytes);
-        } catch {
-          res.statusCode = 404;
-          res.end();
-        }
-        return;
-      }
-      res.setHeader('content-type', 'text/html');
-      res.end(html);
+      if (!route(url.pathname, res)) { res.statusCode = 404; res.end(); }
     });
     server.listen(0, '127.0.0.1', () => {
       const { port } = server!.address() as { port: number };
-      const page = `http://127.0.0.1:${port}/?model=/model/&ids=${p.prompt.join(',')}&max=16&autorun=1&report=/result`;
       chrome = spawn(CHROMIUM, [
         '--headless=new', '--no-sandbox', '--disable-gpu-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader',
-        `--user-data-dir=${profile}`, '--no-first-run', '--disable-extensions', page,
+        `--user-data-dir=${profile}`, '--no-first-run', '--disable-extensions', page(`http://127.0.0.1:${port}`),
       ], { stdio: 'ignore', detached: true });
       chrome.on('error', (e) => { clearTimeout(timer); reject(new Error(`cannot start ${CHROMIUM}: ${e.message}`)); });
     });
+  });
+}
+
+test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const { html, js } = await buildGpuPage();
+  const modelDir = join(REF_DIR, 'tiny-v3-fp8');
+  const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens, then 16 greedy tokens
+  const served: string[] = [];
+  const result = await inChromium((o) => `${o}/?model=/model/&ids=${p.prompt.join(',')}&max=16&autorun=1&report=/result`, (path, res) => {
+    if (path === '/') { res.setHeader('content-type', 'text/html'); res.end(html); return true; }
+    if (path === '/app.js') { res.setHeader('content-type', 'text/javascript'); res.end(js); return true; }
+    if (!path.startsWith('/model/')) return false;
+    try {
+      const bytes = readFileSync(join(modelDir, basename(path)));
+      served.push(basename(path));
+      res.setHeader('content-length', bytes.byteLength);
+      res.end(bytes);
+      return true;
+    } catch {
+      return false;
+    }
   });
   assert.equal(result.error, undefined, String(result.error));
   console.log(`# page: ${result.platform} ${result.adapter}; ${(result.ms as number).toFixed(0)} ms for 12 + 16 tokens; ${result.progressEvents} progress updates`);
@@ -88,4 +97,22 @@ test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy to
   assert.ok(worst <= LOGIT_TOL, `logits differ by ${worst}`);
   assert.ok((result.progressEvents as number) >= 2, 'the page showed its loading progress');
   assert.deepEqual([...new Set(served)].sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+});
+
+test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generate on the built-in model', { timeout: TIMEOUT_MS + 60_000 }, async () => {
+  const dir = ensureBuiltinModel();
+  const ids = '1,500,77,1024,9';
+  const cli = seekd(['generate', '--model', dir, '--ids', ids, '--max-tokens', '8', '--json']);
+  const llm = await Llm.load({ model: dir, backend: 'ref', maxModelLen: 64, maxNumSeqs: 1 });
+  const srv: RunningServer = await startServer({ port: 0 }, llm);
+  cleanups.push(async () => { await srv.shutdown(1000); await llm.close(); });
+  // The model files are served from the model directory only, by name.
+  const bad = await fetch(`${srv.url}/gpu/model/..%2Fconfig.json`);
+  assert.equal(bad.status, 404);
+  const result = await inChromium((o) => `${srv.url}/gpu/?ids=${ids}&max=8&autorun=1&report=${encodeURIComponent(`${o}/result`)}`, () => false);
+  assert.equal(result.error, undefined, String(result.error));
+  const want = await cli;
+  assert.equal(want.code, 0, want.stderr);
+  assert.deepEqual(result.ids, (JSON.parse(want.stdout) as { ids: number[] }).ids);
+  console.log(`# served page: ${(result.ms as number).toFixed(0)} ms for 5 + 8 tokens of the built-in model`);
 });

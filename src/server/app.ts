@@ -5,7 +5,8 @@
 // comments while the request waits for its first token. A client that disconnects aborts its request,
 // which frees its KV blocks at the next step.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+import { createReadStream, readFileSync, realpathSync, statSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { isAbsolute, join, relative } from 'node:path';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -21,6 +22,7 @@ import {
   unauthorized, unavailable, unknownUrl,
 } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
+import type { GpuPage } from './gpu-page.ts';
 import { afterReasoning } from './reasoning-gate.ts';
 import { chatLogprobs, completionLogprobs, finishReasonJson, newId, sumUsage } from './openai-format.ts';
 import { chatRequestSchema, completionRequestSchema, detokenizeRequestSchema, jsonDepth, LIMITS, tokenizeRequestSchema, type ChatRequest, type CompletionRequest } from './schemas.ts';
@@ -38,6 +40,12 @@ export interface ServerOptions {
   keepAliveMs?: number;
   /** Folder of the chat page; null disables it. Only its own files are served, never through a symlink leading out. */
   webDir?: string | null;
+  /**
+   * The in-page model runner served at /gpu/ (open, like the chat page; built on first request), with the
+   * served model's config.json, safetensors (and index) and tokenizer files at /gpu/model/<file> (behind the
+   * API key like the API). Default: src/server/gpu-page.ts buildGpuPage; null: not served.
+   */
+  gpuPage?: (() => Promise<GpuPage>) | null;
   /**
    * Origins allowed to call the API from a browser (CORS); '*' = any, refused together with an API key.
    * Unset: no CORS headers at all (browsers keep cross-origin pages out). Set: requests from an Origin
@@ -83,6 +91,9 @@ export interface ServerState {
 
 const WEB_DIR = new URL('../../web/', import.meta.url).pathname;
 const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+const GPU_PAGE_ROUTES = new Set(['/gpu', '/gpu/', '/gpu/app.js']);
+/** The model files /gpu/model/ serves (directly inside the model directory). */
+const MODEL_FILE = /^(config\.json|model\.safetensors\.index\.json|[A-Za-z0-9._-]+\.safetensors|tokenizer\.json|tokenizer_config\.json)$/;
 const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
 function zodError(err: z.ZodError): ApiError {
@@ -173,6 +184,13 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   const keepAliveMs = opts.keepAliveMs ?? 10_000;
   const webDir = opts.webDir === undefined ? WEB_DIR : opts.webDir;
   const web = webDir ? loadWebFiles(webDir) : new Map<string, string>();
+  const gpuPage = opts.gpuPage === undefined ? async () => (await import('./gpu-page.ts')).buildGpuPage() : opts.gpuPage;
+  let gpuBuilt: Promise<GpuPage> | null = null;
+  const gpuFiles = () => {
+    gpuBuilt ??= gpuPage!();
+    gpuBuilt.catch(() => { gpuBuilt = null; });
+    return gpuBuilt;
+  };
   const origins = opts.allowedOrigins ?? null;
   const anyOrigin = origins !== null && origins.includes('*');
   if (anyOrigin && opts.apiKey) throw new CorsConfigError("allowed origins '*' with an API key: list the origins explicitly");
@@ -218,7 +236,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   });
 
   app.use('*', async (c, next) => {
-    const open = c.req.path === '/health' || (c.req.method === 'GET' && web.has(c.req.path));
+    const open = c.req.path === '/health' || (c.req.method === 'GET' && (web.has(c.req.path) || (gpuPage !== null && GPU_PAGE_ROUTES.has(c.req.path))));
     if (keyDigest && !open) {
       // Constant time: equal-length digests, compared with timingSafeEqual whether or not the header parses.
       const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(c.req.header('authorization') ?? '');
@@ -264,6 +282,35 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   for (const [route, body] of web) {
     const ext = STATIC[route]!.split('.').pop()!;
     app.get(route, (c) => c.body(body, 200, { 'content-type': MIME[ext]!, 'cache-control': 'no-cache' }));
+  }
+
+  if (gpuPage !== null) {
+    // The model on WebGPU in the page (web/gpu): the page, its bundle, and the served model's files.
+    app.get('/gpu', (c) => c.redirect('/gpu/'));
+    app.get('/gpu/', async (c) => c.body((await gpuFiles()).html, 200, { 'content-type': MIME.html!, 'cache-control': 'no-cache' }));
+    app.get('/gpu/app.js', async (c) => c.body((await gpuFiles()).js, 200, { 'content-type': MIME.js!, 'cache-control': 'no-cache' }));
+    app.get('/gpu/model/:file', (c) => {
+      const llm = ready();
+      const file = c.req.param('file');
+      if (!MODEL_FILE.test(file)) throw unknownUrl('GET', c.req.path);
+      let real: string;
+      let size: number;
+      try {
+        const root = realpathSync(llm.modelDir);
+        real = realpathSync(join(root, file));
+        const rel = relative(root, real);
+        const st = statSync(real);
+        if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || !st.isFile()) throw new Error('outside');
+        size = st.size;
+      } catch {
+        throw unknownUrl('GET', c.req.path);
+      }
+      const body = Readable.toWeb(createReadStream(real)) as unknown as ReadableStream;
+      return c.body(body, 200, {
+        'content-type': file.endsWith('.json') ? 'application/json' : 'application/octet-stream',
+        'content-length': String(size), 'cache-control': 'no-cache',
+      });
+    });
   }
 
   /** Maps the shared sampling fields; maxTokens is decided by the caller. */

@@ -2,7 +2,7 @@
 // The in-page model runner: the whole GPU forward in the browser tab (src/model/gpu/forward.ts on
 // navigator.gpu), a model loaded from a URL or from a local folder, a progress bar while it loads, and
 // greedy or seeded sampling over token ids (src/model/forward-model.ts generateAsync, the loop of
-// `seekd generate`). Bundled by web/gpu/build.ts (served by `seekd serve` at /gpu/, or written as static
+// `seekd generate`). Bundled by src/server/gpu-page.ts (served by `seekd serve` at /gpu/; web/gpu/build.ts writes static
 // files). Query parameters: ?model=URL (a model directory, ending in '/'), ids=1,2,3, max=16,
 // temperature=0, seed=0, autorun=1 (load and generate at once), report=PATH (POST the result as JSON;
 // used by the browser test).

@@ -1,0 +1,31 @@
+// The in-page model runner (web/gpu: the GPU forward in a browser tab) bundled for browsers with esbuild
+// (tsx's own dependency), for `seekd serve` (/gpu/), the browser test and static builds (web/gpu/build.ts).
+// The model code shares modules with the Node CLI; the Node built-ins some of them import (file loading,
+// worker threads, ...; never called on the page's path) resolve to an empty module.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { build, type Plugin } from 'esbuild';
+
+const PAGE_DIR = fileURLToPath(new URL('../../web/gpu/', import.meta.url));
+
+/** `node:*` (and bare Node built-in) imports as an empty CommonJS module: named imports are undefined. */
+const nodeBuiltinsEmpty: Plugin = {
+  name: 'node-builtins-empty',
+  setup(b) {
+    const builtins = /^(node:.*|fs|path|os|url|worker_threads|child_process|crypto|module|util|events|stream|http|net|zlib|webgpu)$/;
+    b.onResolve({ filter: builtins }, (a) => ({ path: a.path, namespace: 'node-empty' }));
+    b.onLoad({ filter: /.*/, namespace: 'node-empty' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
+  },
+};
+
+export interface GpuPage { html: string; js: string }
+
+export async function buildGpuPage(): Promise<GpuPage> {
+  const out = await build({
+    entryPoints: [`${PAGE_DIR}app.ts`], bundle: true, format: 'esm', write: false, platform: 'browser', target: 'es2022',
+    plugins: [nodeBuiltinsEmpty], logLevel: 'silent', legalComments: 'none',
+    // package.json says sideEffects: false, but the backends register themselves on import (kernels/api.ts).
+    ignoreAnnotations: true,
+  });
+  return { html: readFileSync(`${PAGE_DIR}index.html`, 'utf8'), js: out.outputFiles[0]!.text };
+}
