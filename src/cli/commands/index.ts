@@ -10,7 +10,8 @@ import { register as perplexity } from './perplexity.ts';
 import { register as run } from './run.ts';
 import { register as score } from './score.ts';
 import { register as serve } from './serve.ts';
+import { register as train } from './train.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, perplexity, run, score, serve];
+export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, perplexity, run, score, serve, train];
