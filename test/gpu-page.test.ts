@@ -3,7 +3,8 @@
 // test server, shows its progress, runs the GPU forward in the page and POSTs its greedy tokens and
 // logits: DeepSeek's reference tokens (= `seekd generate`'s, test/gpu-forward.test.ts), logits within the
 // float32 tolerance 2e-5. 2) Served by `seekd serve` (/gpu/, the model from /gpu/model/): the page's greedy
-// tokens equal `seekd generate`'s on the built-in model. Needs Chromium (Debian `chromium`; CHROMIUM_PATH).
+// tokens equal `seekd generate`'s on the built-in model, and its chat answer (the engine in the page) the
+// server's. Needs Chromium (Debian `chromium`; CHROMIUM_PATH).
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -115,4 +116,18 @@ test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generat
   assert.equal(want.code, 0, want.stderr);
   assert.deepEqual(result.ids, (JSON.parse(want.stdout) as { ids: number[] }).ids);
   console.log(`# served page: ${(result.ms as number).toFixed(0)} ms for 5 + 8 tokens of the built-in model`);
+
+  // Chat: the page's engine (template, tokenizer, scheduler, sampler) over the WebGPU runner answers as
+  // the server's engine over the CPU model.
+  const message = 'Hello there!';
+  const api = await fetch(`${srv.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'user', content: message }], max_tokens: 10, temperature: 0 }),
+  });
+  const want2 = (await api.json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+  const chat = await inChromium((o) => `${srv.url}/gpu/?chat=${encodeURIComponent(message)}&max=10&autorun=1&report=${encodeURIComponent(`${o}/result`)}`, () => false);
+  assert.equal(chat.error, undefined, String(chat.error));
+  assert.equal((chat.ids as number[]).length, want2.usage.completion_tokens);
+  assert.equal(chat.text, want2.choices[0]!.message.content);
+  console.log(`# served page chat: ${JSON.stringify(chat.text)} in ${(chat.ms as number).toFixed(0)} ms`);
 });

@@ -13,10 +13,15 @@ export class GpuDeepseekRunner implements ModelRunner {
   readonly numBlocks: number;
   private readonly cache: GpuLatentCache;
 
-  private constructor(readonly model: DeepseekModel, private readonly gpu: GpuDeepseekModel, private readonly kernels: Kernels, numBlocks: number) {
-    this.vocabSize = model.config.vocab_size;
+  private constructor(readonly model: DeepseekModel | null, private readonly gpu: GpuDeepseekModel, private readonly kernels: Kernels | null, numBlocks: number) {
+    this.vocabSize = gpu.config.vocab_size;
     this.numBlocks = numBlocks;
     this.cache = gpu.createCache(numBlocks);
+  }
+
+  /** A runner over a GPU model loaded by other means (a browser page: src/model/gpu/load-bytes.ts); dispose closes it. */
+  static fromGpuModel(gpu: GpuDeepseekModel, numBlocks: number): GpuDeepseekRunner {
+    return new GpuDeepseekRunner(null, gpu, null, numBlocks);
   }
 
   static async load(dir: string, opts: RunnerOptions): Promise<GpuDeepseekRunner> {
@@ -38,7 +43,7 @@ export class GpuDeepseekRunner implements ModelRunner {
   }
 
   get maxPositions(): number {
-    return this.model.config.max_position_embeddings;
+    return this.gpu.config.max_position_embeddings;
   }
 
   forward(batch: RunnerBatch): Promise<Float32Array> {
@@ -49,7 +54,7 @@ export class GpuDeepseekRunner implements ModelRunner {
   async dispose(): Promise<void> {
     this.cache.destroy();
     this.gpu.close();
-    this.model.close();
-    await this.kernels.dispose();
+    this.model?.close();
+    await this.kernels?.dispose();
   }
 }

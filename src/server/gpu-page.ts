@@ -1,7 +1,8 @@
 // The in-page model runner (web/gpu: the GPU forward in a browser tab) bundled for browsers with esbuild
 // (tsx's own dependency), for `seekd serve` (/gpu/), the browser test and static builds (web/gpu/build.ts).
 // The model code shares modules with the Node CLI; the Node built-ins some of them import (file loading,
-// worker threads, ...; never called on the page's path) resolve to an empty module.
+// worker threads, ...; never called on the page's path) resolve to an empty module, except node:crypto and
+// the globals Buffer / setImmediate, which the engine uses (web/gpu/shims).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build, type Plugin } from 'esbuild';
@@ -12,6 +13,8 @@ const PAGE_DIR = fileURLToPath(new URL('../../web/gpu/', import.meta.url));
 const nodeBuiltinsEmpty: Plugin = {
   name: 'node-builtins-empty',
   setup(b) {
+    // The engine's node:crypto (prefix-cache hashes, template nonces): a small browser implementation.
+    b.onResolve({ filter: /^(node:)?crypto$/ }, () => ({ path: `${PAGE_DIR}shims/crypto.ts` }));
     const builtins = /^(node:.*|fs|path|os|url|worker_threads|child_process|crypto|module|util|events|stream|http|net|zlib|webgpu)$/;
     b.onResolve({ filter: builtins }, (a) => ({ path: a.path, namespace: 'node-empty' }));
     b.onLoad({ filter: /.*/, namespace: 'node-empty' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
@@ -26,6 +29,8 @@ export async function buildGpuPage(): Promise<GpuPage> {
     plugins: [nodeBuiltinsEmpty], logLevel: 'silent', legalComments: 'none',
     // package.json says sideEffects: false, but the backends register themselves on import (kernels/api.ts).
     ignoreAnnotations: true,
+    // Buffer and setImmediate, which the engine's modules use as Node globals.
+    inject: [`${PAGE_DIR}shims/globals.ts`],
   });
   return { html: readFileSync(`${PAGE_DIR}index.html`, 'utf8'), js: out.outputFiles[0]!.text };
 }

@@ -1,19 +1,24 @@
 /// <reference lib="dom" />
-// The in-page model runner: the whole GPU forward in the browser tab (src/model/gpu/forward.ts on
-// navigator.gpu), a model loaded from a URL or from a local folder, a progress bar while it loads, and
-// greedy or seeded sampling over token ids (src/model/forward-model.ts generateAsync, the loop of
-// `seekd generate`). Bundled by src/server/gpu-page.ts (served by `seekd serve` at /gpu/; web/gpu/build.ts writes static
+// The in-page model runner: the whole engine in the browser tab. The GPU forward (src/model/gpu/forward.ts
+// on navigator.gpu) over a model loaded from a URL or from a local folder (progress bar while it loads);
+// with the model's tokenizer files, chat: the chat template, tokenizer, scheduler and sampler of the
+// server's engine (src/engine: Llm, Engine, ChatTokenizer) over the WebGPU runner; and token ids greedy or
+// seeded (src/model/forward-model.ts generateAsync, the loop of `seekd generate`). Bundled by src/server/gpu-page.ts (served by `seekd serve` at /gpu/; web/gpu/build.ts writes static
 // files). Query parameters: ?model=URL (a model directory, ending in '/'), ids=1,2,3, max=16,
-// temperature=0, seed=0, autorun=1 (load and generate at once), report=PATH (POST the result as JSON;
-// used by the browser test).
+// temperature=0, seed=0, chat=TEXT (a user message to answer instead of ids), autorun=1 (load and generate
+// at once), report=URL (POST the result as JSON; used by the browser tests).
 import { generateAsync } from '../../src/model/forward-model.ts';
 import type { GpuDeepseekModel } from '../../src/model/gpu/forward.ts';
-import { fetchModelFiles, loadGpuModelFromFiles, type LoadProgress } from '../../src/model/gpu/load-bytes.ts';
+import { fetchModelFiles, loadGpuModelFromFiles, TOKENIZER_FILES, type LoadProgress } from '../../src/model/gpu/load-bytes.ts';
 import { getDevice } from '../../src/kernels/webgpu/device.ts';
+import { defaultSamplingParams } from '../../src/engine/contracts.ts';
+import { GpuDeepseekRunner } from '../../src/engine/gpu-runner.ts';
+import { Llm } from '../../src/engine/llm.ts';
+import { ChatTokenizer } from '../../src/engine/tokenizer.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
-interface Loaded { name: string; model: GpuDeepseekModel; vocab: number }
+interface Loaded { name: string; model: GpuDeepseekModel; vocab: number; llm: Llm | null }
 let loaded: Loaded | null = null;
 
 function setProgress(label: string, done: number, total: number): void {
@@ -39,7 +44,7 @@ async function loadFromFolder(list: FileList): Promise<Loaded> {
   for (const f of Array.from(list)) total += f.size;
   for (const f of Array.from(list)) {
     const name = f.name;
-    if (name !== 'config.json' && !name.endsWith('.safetensors') && name !== 'model.safetensors.index.json') continue;
+    if (name !== 'config.json' && !name.endsWith('.safetensors') && name !== 'model.safetensors.index.json' && !(TOKENIZER_FILES as readonly string[]).includes(name)) continue;
     files.set(name, new Uint8Array(await f.arrayBuffer()));
     done += f.size;
     setProgress('reading files', done, total);
@@ -49,10 +54,23 @@ async function loadFromFolder(list: FileList): Promise<Loaded> {
 }
 
 async function finishLoad(name: string, files: Map<string, Uint8Array>): Promise<Loaded> {
+  await loaded?.llm?.close();
   loaded?.model.close();
   loaded = null;
   const { config, model } = await loadGpuModelFromFiles(name, files, onLoadProgress);
-  loaded = { name, model, vocab: config.vocab_size };
+  // The engine for chat, when the model directory has a tokenizer: a context of up to 2048 tokens.
+  let llm: Llm | null = null;
+  const tj = files.get('tokenizer.json');
+  if (tj) {
+    const dec = new TextDecoder();
+    const tc = files.get('tokenizer_config.json');
+    const tok = new ChatTokenizer(JSON.parse(dec.decode(tj)) as Record<string, unknown>, tc ? JSON.parse(dec.decode(tc)) as Record<string, unknown> : {});
+    const maxModelLen = Math.min(config.max_position_embeddings, 2048);
+    const runner = GpuDeepseekRunner.fromGpuModel(model, Math.ceil(maxModelLen / 64));
+    llm = Llm.fromParts(name, runner, tok, { maxModelLen, maxNumSeqs: 1, maxNumBatchedTokens: 512, maxWaiting: 4 });
+  }
+  $<HTMLButtonElement>('send').disabled = llm === null;
+  loaded = { name, model, vocab: config.vocab_size, llm };
   const ctx = await getDevice();
   $('status').textContent = `loaded ${name}: ${config.model_type}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size} on ${ctx.adapterDescription || ctx.platform}`;
   return loaded;
@@ -79,6 +97,29 @@ async function run(): Promise<{ ids: number[]; logits: number[][]; ms: number }>
   return { ids: r.ids, logits: r.logits.map((l) => Array.from(l)), ms };
 }
 
+/** Answers one user message through the engine (chat template, sampler, stop tokens), streaming the text. */
+async function chat(): Promise<{ text: string; ids: number[]; ms: number }> {
+  const llm = loaded?.llm;
+  if (!llm) throw new Error('chat needs a model with tokenizer.json');
+  const rendered = llm.renderChat([{ role: 'user', content: $<HTMLInputElement>('message').value }]);
+  const params = defaultSamplingParams({
+    temperature: Number($<HTMLInputElement>('temperature').value), seed: Number($<HTMLInputElement>('seed').value),
+    maxTokens: Number($<HTMLInputElement>('max').value),
+  });
+  const t0 = performance.now();
+  let text = '';
+  const ids: number[] = [];
+  const out = $('answer');
+  out.textContent = '';
+  for await (const d of llm.engine.generate({ prompt: rendered.ids, params })) {
+    if (d.type !== 'text') continue;
+    text += d.text;
+    ids.push(...d.tokenIds);
+    out.textContent = text;
+  }
+  return { text, ids, ms: performance.now() - t0 };
+}
+
 function guard(f: () => Promise<unknown>): () => void {
   return () => {
     f().catch((e: unknown) => { $('status').textContent = `error: ${(e as Error).message}`; });
@@ -96,6 +137,9 @@ async function main(): Promise<void> {
   $('load').addEventListener('click', guard(() => loadFromUrl($<HTMLInputElement>('model').value)));
   $('folder').addEventListener('change', guard(() => loadFromFolder($<HTMLInputElement>('folder').files!)));
   $('generate').addEventListener('click', guard(run));
+  $('send').addEventListener('click', guard(chat));
+  const message = q.get('chat');
+  if (message !== null) $<HTMLInputElement>('message').value = message;
   if (q.get('autorun') !== '1') return;
   const report = q.get('report');
   let result: Record<string, unknown>;
@@ -105,7 +149,7 @@ async function main(): Promise<void> {
     const seen = new MutationObserver(() => events.push($('status').textContent ?? ''));
     seen.observe($('status'), { childList: true, characterData: true, subtree: true });
     await loadFromUrl($<HTMLInputElement>('model').value);
-    const r = await run();
+    const r = message !== null ? await chat() : await run();
     seen.disconnect();
     const ctx = await getDevice();
     result = { ...r, platform: ctx.platform, adapter: ctx.adapterDescription, progressEvents: events.length, progressMax: bar.max };

@@ -11,6 +11,9 @@ import { ConfigError, parseConfig, type DeepseekConfig } from '../config.ts';
 import { loadWeights } from '../weight-map.ts';
 import { GpuDeepseekModel } from './forward.ts';
 
+/** The tokenizer files a model directory may hold (tokenizer.ts ChatTokenizer reads the same). */
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
+
 export interface LoadProgress {
   /** 'fetch' (bytes of the files), 'weights' (tensors read), 'upload' (done when the GPU copy is made). */
   phase: 'fetch' | 'weights' | 'upload';
@@ -65,6 +68,11 @@ export async function fetchModelFiles(base: string, onBytes?: (done: number, tot
     files.set(INDEX_NAME, bytes);
     const map = (JSON.parse(new TextDecoder().decode(bytes)) as { weight_map?: Record<string, string> }).weight_map ?? {};
     shards = [...new Set(Object.values(map))].sort();
+  }
+  // The tokenizer, when the directory has one (the page's chat needs it; token ids work without).
+  for (const f of TOKENIZER_FILES) {
+    const r = await get(f, true);
+    if (r) files.set(f, new Uint8Array(await r.arrayBuffer()));
   }
   const responses = await Promise.all(shards.map((s) => get(s)));
   const total = responses.reduce((a, r) => a + Number(r!.headers.get('content-length') ?? 0), 0);
