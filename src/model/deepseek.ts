@@ -14,7 +14,7 @@ import { WasmFlashMla } from '../kernels/flashmla/wasm.ts';
 import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { LatentCache } from './latent-cache.ts';
 import {
-  absorbOutput, absorbQuery, deriveAbsorbed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
+  absorbOutput, absorbQuery, decompressedAttention, deriveAbsorbed, prefersDecompressed, gatherCols, latentAttention, naiveAttention, scatterCols, type AbsorbedWeights, type SeqSlice,
 } from './mla.ts';
 import { localMoeExecutor, mlp, route, type MoeExecutor, type MoeExecutorFactory } from './moe.ts';
 import { RopeTable } from './rope.ts';
@@ -392,6 +392,9 @@ export class DeepseekModel {
     let o: Float32Array; // [T, Hd, v]
     if (form === 'naive') {
       o = naiveAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale);
+    } else if (prefersDecompressed(seqs)) {
+      // Long prefills: the same attention decompressed (MHA through FlashMLA), a fraction of the work.
+      o = decompressedAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale, this.#mla, ws.get('o', T * Hd * vDim));
     } else {
       // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
       const qf = ws.get('qf', T * Hd * R);

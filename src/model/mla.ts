@@ -9,7 +9,7 @@
 import { FP8_BLOCK, groupSlice, type GroupedWeight, type Kernels, type WeightDType, type WeightMatrix } from '../kernels/api.ts';
 import { FP8_E4M3_TABLE } from '../tensor/dtypes.ts';
 import { getMlaMetadata } from '../kernels/flashmla/metadata.ts';
-import type { SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
+import type { KvCacheLayer, SyncFlashMlaKernel } from '../kernels/flashmla/types.ts';
 import { CACHE_BLOCK_SIZE, type LatentCache } from './latent-cache.ts';
 
 /** Positions numCached..numCached+numNew-1 of one sequence. */
@@ -299,6 +299,80 @@ export function naiveAttention(
       }
     }
     t0 += s.numNew;
+  }
+  return out;
+}
+
+/** Fewest new tokens of a sequence for which decompressedAttention beats the absorbed form (prefill). */
+export const DECOMPRESS_MIN_NEW = 64;
+
+/**
+ * Whether every sequence of the batch is a long prefill (at least DECOMPRESS_MIN_NEW new tokens, and no
+ * more cached than new ones, so decompressing the cached prefix costs at most as much again): then
+ * decompressedAttention does a fraction of the absorbed form's work.
+ */
+export function prefersDecompressed(seqs: readonly SeqSlice[]): boolean {
+  return seqs.length > 0 && seqs.every((s) => s.numNew >= DECOMPRESS_MIN_NEW && s.numCached <= s.numNew);
+}
+
+/** Per FlashMLA kernel, the reused cache layer decompressedAttention lays K/V out in (grown as needed). */
+const decompressedLayers = new WeakMap<SyncFlashMlaKernel, KvCacheLayer>();
+
+/**
+ * Naive (decompressed) MLA through the FlashMLA kernel, for long prefills: K_nope and V of every position
+ * of each sequence from kv_b_proj (one matmul over the cached latents), laid out as a 16-head paged
+ * cache whose row for (position, head) is [v | k_nope | k_pe] (dQK = v + nope + rope, dV = v: FlashMLA
+ * takes V as the first dV values of each key row), and queries [0 | q_nope | q_pe]; then FlashMLA with
+ * hKv = heads (MHA). Per token pair and head this is (v + nope + rope) + v multiply-adds instead of the
+ * absorbed form's (kv_lora + rope) + kv_lora (DeepSeek-V3 shapes: 448 vs 1088), and the per-head
+ * absorption products go away; the decompression costs one [positions, kv_lora] x [kv_lora, heads·(nope + v)]
+ * GEMM. Same mathematics as naiveAttention (f32 accumulation in the kernel's order instead of float64).
+ * q [T, Hd, nope + rope]; writes out [T, Hd, v].
+ */
+export function decompressedAttention(
+  k: Kernels, q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number,
+  nope: number, rope: number, vDim: number, kvB: WeightMatrix, scale: number, mla: SyncFlashMlaKernel, out: Float32Array,
+): Float32Array {
+  const R = cache.rowDim, kvLora = cache.kvLoraRank;
+  const kc = cache.layers[layer]!;
+  const qk = nope + rope, D = vDim + nope + rope, kvw = nope + vDim;
+  let t0 = 0;
+  for (const s of seqs) {
+    const total = s.numCached + s.numNew;
+    const lat = new Float32Array(total * kvLora);
+    const kpe = new Float32Array(total * rope);
+    for (let p = 0; p < total; p++) {
+      const o = cache.rowOffset(s.blockTable, p);
+      lat.set(kc.subarray(o, o + kvLora), p * kvLora);
+      kpe.set(kc.subarray(o + kvLora, o + R), p * rope);
+    }
+    const kv = k.matmul(lat, total, kvB); // [total, Hd, nope + v]
+    const nb = Math.ceil(total / CACHE_BLOCK_SIZE);
+    let kl = decompressedLayers.get(mla);
+    if (!kl || kl.numBlocks < nb || kl.numKvHeads !== heads || kl.headDim !== D) {
+      kl = mla.allocCache ? mla.allocCache('f32', nb, heads, D) : { dtype: 'f32', numBlocks: nb, numKvHeads: heads, headDim: D, data: new Float32Array(nb * CACHE_BLOCK_SIZE * heads * D) };
+      decompressedLayers.set(mla, kl);
+    }
+    const kd = kl.data as Float32Array;
+    for (let p = 0; p < total; p++) {
+      for (let h = 0; h < heads; h++) {
+        const dst = (p * heads + h) * D, src = (p * heads + h) * kvw;
+        kd.set(kv.subarray(src + nope, src + kvw), dst);
+        kd.set(kv.subarray(src, src + nope), dst + vDim);
+        kd.set(kpe.subarray(p * rope, (p + 1) * rope), dst + vDim + nope);
+      }
+    }
+    const n = s.numNew;
+    const qx = new Float32Array(n * heads * D);
+    for (let i = 0; i < n * heads; i++) qx.set(q.subarray((t0 * heads + i) * qk, (t0 * heads + i + 1) * qk), i * D + vDim);
+    const cacheSeqlens = Int32Array.of(total);
+    const blockTable = Int32Array.from({ length: nb }, (_, i) => i);
+    const meta = getMlaMetadata(cacheSeqlens, n, heads, mla.numParts(1, n, heads, heads));
+    mla.flashMlaWithKvcache({
+      q: qx, batch: 1, seqLenQ: n, numHeadsQ: heads, kCache: kl, blockTable, cacheSeqlens, dV: vDim, meta,
+      softmaxScale: scale, causal: true, out: out.subarray(t0 * heads * vDim, (t0 + n) * heads * vDim),
+    });
+    t0 += n;
   }
   return out;
 }
