@@ -51,7 +51,7 @@ export function tokenizeDocs(tok: ChatTokenizer, docs: readonly TrainDoc[]): Int
   const parts: number[][] = [];
   let n = 0;
   for (const d of docs) {
-    const ids = 'text' in d ? [tok.bosId, ...tok.encodePlain(d.text), eos] : tok.applyChatTemplate(d.messages).ids;
+    const ids = 'text' in d ? [tok.bosId, ...tok.encodePlain(d.text), eos] : tok.applyChatTemplate(d.messages, { addGenerationPrompt: false }).ids;
     parts.push(ids);
     n += ids.length;
   }
