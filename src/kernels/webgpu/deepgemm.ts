@@ -11,7 +11,7 @@ import {
 import type { GroupedWeight, WeightMatrix } from '../api.ts';
 import { emptyStorage, residentPart, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { getDevice } from './device.ts';
-import { GEMM_WG, gemmExtraBindings, gemmKey, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
+import { GEMM_WG, gemmExtraBindings, gemmKey, gemmRowBlock, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
 import { getPipeline, runPasses, type Pass } from './pipelines.ts';
 import { planBands, planRowChunks, planWeightSplit, sizeLimits, type Range } from './split.ts';
 import { grid } from './wgsl.ts';
@@ -102,7 +102,10 @@ async function runGemm(c: GemmCall): Promise<Float32Array> {
     grouping = 'contiguous';
   }
   const split = strategy === 'split' || (strategy === 'auto' && rows <= 8 && !CPU_ADAPTER.test(ctx.adapterDescription));
-  const v: GemmVariant = { ...c.variant, grouping, k4: k % 4 === 0, split };
+  const v0: GemmVariant = { ...c.variant, grouping, k4: k % 4 === 0, split };
+  // Row blocks of the largest chunk (every chunk compiles to the same kernel; a short chunk writes fewer rows).
+  const rb = gemmRowBlock(v0, Math.max(...chunks.map(([r0, r1]) => r1 - r0)));
+  const v: GemmVariant = { ...v0, rowBlock: rb };
   const pipeline = await getPipeline(ctx, gemmKey(v), () => gemmWgsl(v));
   const extras = gemmExtraBindings(v);
   return withTemps(async (t) => {
@@ -152,7 +155,7 @@ async function runGemm(c: GemmCall): Promise<Float32Array> {
             const { b, bScales } = part(gr, nr);
             const buffers = [params, a, b, y];
             for (const e of extras) buffers.push(e === 'aScales' ? aScales! : e === 'bScales' ? bScales! : gbuf!);
-            const [gy, gz] = grid(cr);
+            const [gy, gz] = grid(Math.ceil(cr / rb));
             passes.push({ pipeline, buffers, groups: split ? [...grid(cr * pn), 1] : [Math.ceil(pn / GEMM_WG), gy, gz] });
           }
         }

@@ -31,12 +31,23 @@ export interface GemmVariant {
    * cost more than they save, so `direct` (one invocation per output) is the default there.
    */
   split: boolean;
+  /**
+   * Direct kernel, no grouping, f32 A only: rows of A per invocation (default 1). Each B value is decoded
+   * once for all of them (fp8 / bf16 decoding costs more than the multiply-add on CPU adapters); every
+   * output element keeps its own accumulators in the same order, so results equal rowBlock 1 bit for bit.
+   */
+  rowBlock?: number;
+}
+
+/** Rows per invocation worth blocking for a call (see GemmVariant.rowBlock). */
+export function gemmRowBlock(v: Omit<GemmVariant, 'rowBlock'>, rows: number): number {
+  return !v.split && v.grouping === 'none' && v.a === 'f32' && rows >= 4 ? 4 : 1;
 }
 
 export const GEMM_WG = 64;
 
 export function gemmKey(v: GemmVariant): string {
-  return `deepgemm:${v.a}x${v.b}:${v.grouping}:${v.k4 ? 'k4' : 'k1'}:${v.split ? 'split' : 'direct'}`;
+  return `deepgemm:${v.a}x${v.b}:${v.grouping}:${v.k4 ? 'k4' : 'k1'}:${v.split ? 'split' : 'direct'}${(v.rowBlock ?? 1) > 1 ? `:rb${v.rowBlock}` : ''}`;
 }
 
 /** Chunk of K one split-K invocation sums at a time (divides the 128-wide scale block). */
@@ -164,6 +175,43 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     workgroupBarrier();
   }
   if (lid.x == 0u) { out[row * p.ldo + p.n0 + n] = red[0]; }
+}`;
+  }
+  const RB = v.rowBlock ?? 1;
+  if (RB > 1) {
+    if (v.grouping !== 'none' || v.a !== 'f32') throw new RangeError('gemmWgsl: rowBlock > 1 needs f32 A and no grouping');
+    // Per row r of the block: accumulators acc{r}, part4_{r} / part{r} (named scalars: dynamically indexed
+    // private arrays live in memory on CPU adapters); rows past the end read the last row and write nothing.
+    const rep = (f: (r: number) => string, sep = '\n    ') => Array.from({ length: RB }, (_, r) => f(r)).join(sep);
+    return /* wgsl */ `${HEADER}
+@compute @workgroup_size(${GEMM_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let n = gid.x;
+  let row0 = (gid.y + gid.z * nwg.y) * ${RB}u;
+  if (n >= p.n || row0 >= p.rows) { return; }
+  let bo = n * p.k;
+  let bso = (n / 128u) * p.kb;
+  ${rep((r) => `let ao${r} = min(row0 + ${r}u, p.rows - 1u) * p.lda + p.a0;`)}
+  ${rep((r) => `var acc${r} = 0.0;`)}
+  for (var kb = 0u; kb < p.kb; kb++) {
+    let k0 = kb * 128u;
+    let k1 = min(k0 + 128u, p.k);
+    let sc = ${scale};
+    ${v.k4
+      ? `${rep((r) => `var part4_${r} = vec4f(0.0);`)}
+    for (var kk = k0; kk < k1; kk += 4u) {
+      let w = bAt4(bo + kk);
+      ${rep((r) => `part4_${r} += aAt4(ao${r} + kk) * w;`, '\n      ')}
+    }
+    ${rep((r) => `acc${r} += sc * ((part4_${r}.x + part4_${r}.y) + (part4_${r}.z + part4_${r}.w));`)}`
+      : `${rep((r) => `var part${r} = 0.0;`)}
+    for (var kk = k0; kk < k1; kk++) {
+      let w = bAt(bo + kk);
+      ${rep((r) => `part${r} += aAt(ao${r} + kk) * w;`, '\n      ')}
+    }
+    ${rep((r) => `acc${r} += sc * part${r};`)}`}
+  }
+  ${rep((r) => `if (row0 + ${r}u < p.rows) { out[(row0 + ${r}u) * p.ldo + p.n0 + n] = acc${r}; }`)}
 }`;
   }
   return /* wgsl */ `${HEADER}

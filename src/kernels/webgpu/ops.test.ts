@@ -91,6 +91,30 @@ test('matmul with f32, bf16 and fp8 (128x128 scaleInv) weights matches float64',
   }
 });
 
+test('matmul in row blocks (4 rows per invocation from 4 rows on) equals row by row, bit for bit', async () => {
+  // 7 rows (a partial last block), K = 130 (not a multiple of 4: the scalar loop; a partial 128 block).
+  const r = rng(11);
+  const m = 7, n = 70, k = 130;
+  const x = randn(m * k, r);
+  const wf = randn(n * k, r, 0.05);
+  const ws: WeightMatrix[] = [
+    { dtype: 'f32', rows: n, cols: k, data: wf },
+    { dtype: 'bf16', rows: n, cols: k, data: encodeBf16(wf) },
+    { dtype: 'fp8', rows: n, cols: k, data: encodeFp8e4m3(wf.map((v) => v * 40)), scaleInv: Float32Array.of(0.5, 0.75) },
+  ];
+  for (const kk of [k, 128]) {
+    for (const w0 of ws) {
+      const w = kk === k ? w0 : { ...w0, cols: kk, data: w0.data.slice(0, n * kk), ...(w0.dtype === 'fp8' ? { scaleInv: Float32Array.of(0.5) } : {}) } as WeightMatrix;
+      const xs = kk === k ? x : Float32Array.from({ length: m * kk }, (_, i) => x[i]!);
+      const all = await gpu.matmul(xs, m, w);
+      for (let i = 0; i < m; i++) {
+        const one = await gpu.matmul(xs.subarray(i * kk, (i + 1) * kk), 1, w);
+        assert.deepEqual(all.subarray(i * n, (i + 1) * n), one, `${w.dtype} k=${kk}: row ${i}`);
+      }
+    }
+  }
+});
+
 test('matmul on the split-K path (GPU adapters, small M) matches float64 for all weight formats', async () => {
   const old = setGemmStrategy('split');
   try {

@@ -21,7 +21,7 @@ import { emptyStorage, paddedSize, residentPart, uploadParams, uploadStorage, ty
 import { checkDevice, getDevice, type GpuContext } from './device.ts';
 import { gatherPart } from './deepgemm.ts';
 import { mlaCombineWgsl, mlaKey, mlaMainWgsl, mlaRowsPerGroup, MLA_WG, type MlaVariant } from './flashmla-shaders.ts';
-import { GEMM_WG, gemmKey, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
+import { GEMM_WG, gemmKey, gemmRowBlock, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
 import { ELEM_WG, ropeWgsl, siluMulWgsl } from './op-shaders.ts';
 import { getPipeline, runPasses, type Pass } from './pipelines.ts';
 import {
@@ -212,7 +212,9 @@ export async function gemm(rec: GpuRecorder, g: GemmArgs): Promise<void> {
   need('gemm', g.out, (rows - 1) * ldo + n0 + n);
   const grouped = w.groups > 1 || g.groupIndex !== undefined;
   if (grouped && !g.groupIndex) throw new RangeError('gemm: grouped weights need a group index');
-  const v: GemmVariant = { a: 'f32', b: w.dtype, grouping: grouped ? 'contiguous' : 'none', k4: k % 4 === 0, split: false };
+  const v0: GemmVariant = { a: 'f32', b: w.dtype, grouping: grouped ? 'contiguous' : 'none', k4: k % 4 === 0, split: false };
+  const rb = gemmRowBlock(v0, rows);
+  const v: GemmVariant = { ...v0, rowBlock: rb };
   const pipeline = await getPipeline(rec.ctx, gemmKey(v), () => gemmWgsl(v));
   const kb = Math.ceil(k / FP8_BLOCK);
   for (const gr of w.split.groups) {
@@ -224,7 +226,7 @@ export async function gemm(rec: GpuRecorder, g: GemmArgs): Promise<void> {
       const buffers = [params, g.a.buffer, part.b, g.out.buffer];
       if (w.dtype === 'fp8') buffers.push(part.bScales!);
       if (grouped) buffers.push(g.groupIndex!.buffer);
-      const [gy, gz] = grid(rows);
+      const [gy, gz] = grid(Math.ceil(rows / rb));
       rec.dispatch(pipeline, buffers, [Math.ceil(pn / GEMM_WG), gy, gz]);
     }
   }
