@@ -45,6 +45,7 @@ import { fileURLToPath } from 'node:url';
 import { backendNames, loadBackend } from '../src/kernels/index.ts';
 import { DeepseekModel, type LoadOptions } from '../src/model/deepseek.ts';
 import { LatentCache } from '../src/model/latent-cache.ts';
+import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
 import { qkHeadDim, type DeepseekConfig } from '../src/model/config.ts';
 import type { ModelWeights } from '../src/model/weight-map.ts';
 import type { GroupedWeight, WeightMatrix } from '../src/kernels/api.ts';
@@ -244,6 +245,39 @@ function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number, deco
   return { prefill: pre, decode: dec };
 }
 
+/**
+ * The same protocol on the GPU-resident forward (--backend webgpu): each forward is awaited (one submit,
+ * the logits read back), so a step's time includes its readback, as the engine sees it.
+ */
+async function runProtocolGpu(model: GpuDeepseekModel, ids: Int32Array, prompt: number, decode: number, reps: number): Promise<{ prefill: number[]; decode: number[] }> {
+  const blocks = LatentCache.blocksFor(Math.max(64, prompt, 1 + decode));
+  const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
+  const cache = model.createCache(blocks);
+  try {
+    const prefill = (n: number) => model.forward({ tokens: ids.subarray(0, n), seqs: [{ blockTable, numCached: 0, numNew: n }] }, cache);
+    await prefill(64);
+    const pre: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      await prefill(prompt);
+      pre.push(prompt / ((performance.now() - t0) / 1000));
+    }
+    const dec: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      await prefill(1);
+      let token = ids[1]!;
+      const t0 = performance.now();
+      for (let j = 0; j < decode; j++) {
+        token = argmax(await model.forward({ tokens: Int32Array.of(token), seqs: [{ blockTable, numCached: 1 + j, numNew: 1 }] }, cache));
+      }
+      dec.push(decode / ((performance.now() - t0) / 1000));
+    }
+    return { prefill: pre, decode: dec };
+  } finally {
+    cache.destroy();
+  }
+}
+
 interface CaseResult {
   name: string;
   threads: number;
@@ -285,7 +319,18 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         if (clamped > 0 && threads === a.threads[0]) {
           notes.push(`${cs.name}: vocabulary of ${c.vocab_size} < the protocol's ids (300..20299): ${clamped} of the first ${ids.length} ids clamped to ${c.vocab_size - 1}`);
         }
-        const r = runProtocol(model, ids, a.prompt, a.decode, a.reps);
+        let r: { prefill: number[]; decode: number[] };
+        if (a.backend === 'webgpu') {
+          // The GPU-resident forward (weights uploaded now, not timed as load); ratios stay against the CPU baselines.
+          const gpu = await GpuDeepseekModel.create(model);
+          try {
+            r = await runProtocolGpu(gpu, ids, a.prompt, a.decode, a.reps);
+          } finally {
+            gpu.close();
+          }
+        } else {
+          r = runProtocol(model, ids, a.prompt, a.decode, a.reps);
+        }
         results.push({ name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c });
         // Process high-water mark (KiB), read before the baselines allocate their buffers.
         baseline[`peak_rss_MiB ${cs.name} ${threads}t`] = process.resourceUsage().maxRSS / 1024;
