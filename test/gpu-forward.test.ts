@@ -178,6 +178,46 @@ describe('GPU-resident forward under lowered storage limits', () => {
   });
 });
 
+describe('a latent cache split into binding-sized parts', () => {
+  it('gives the logits of one unsplit cache (writes land in their part; a request over two parts is merged by the combine)', async () => {
+    const kernels = await loadBackend('webgpu');
+    const model = await DeepseekModel.load(join(REF_DIR, 'tiny-v3-bf16'), kernels, { mtp: false });
+    // 70 positions in blocks 3 and 1 of 4: prefill in chunks of 10 (activations under the lowered limit), 3 decodes.
+    const tokens = Array.from({ length: 73 }, (_, i) => (i * 29 + 7) % 512);
+    const blockTable = Int32Array.of(3, 1);
+    const run = async (): Promise<{ logits: Float32Array[]; parts: number }> => {
+      const gpu = await GpuDeepseekModel.create(model);
+      const cache = gpu.createCache(4);
+      try {
+        const logits: Float32Array[] = [];
+        for (let s = 0; s < 70; s += 10) {
+          logits.push(await gpu.forward({ tokens: Int32Array.from(tokens.slice(s, s + 10)), seqs: [{ blockTable, numCached: s, numNew: 10 }] }, cache));
+        }
+        for (let p = 70; p < 73; p++) logits.push(await gpu.forward({ tokens: Int32Array.of(tokens[p]!), seqs: [{ blockTable, numCached: p, numNew: 1 }] }, cache));
+        return { logits, parts: cache.partsPerLayer };
+      } finally {
+        cache.destroy();
+        gpu.close();
+      }
+    };
+    const whole = await run();
+    assert.equal(whole.parts, 1);
+    // 64 KiB bindings: one 64-token block of 160 f32 rows (40 KiB) per part.
+    const old = setWebGpuSizeLimits({ maxBindingBytes: 64 * 1024 });
+    let split: { logits: Float32Array[]; parts: number };
+    try {
+      split = await run();
+    } finally {
+      setWebGpuSizeLimits(old);
+      model.close();
+    }
+    assert.equal(split.parts, 4);
+    let worst = 0;
+    split.logits.forEach((l, i) => { worst = Math.max(worst, maxAbsDiff(l, whole.logits[i]!)); assert.equal(argmax(l), argmax(whole.logits[i]!)); });
+    assert.ok(worst <= 1e-5, `split cache logits differ by ${worst}`);
+  });
+});
+
 describe('seekd score / generate --backend webgpu', () => {
   const dir = join(REF_DIR, 'tiny-v3-bf16');
   const ids = '3,14,15,92,65,35';

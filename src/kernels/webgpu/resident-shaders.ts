@@ -93,10 +93,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-/** dst[idx[r], :] = src[r, :] for r < rows (rows of `width` values; indices distinct). */
+/**
+ * dst[idx[r] - lo, :] = src[r, :] for r < rows whose index lies in [lo, hi) (rows of `width` values;
+ * indices distinct): dst may be one part of a larger row space (a cache part), the others untouched.
+ */
 export function scatterRowsWgsl(): string {
   return /* wgsl */ `
-struct P { rows: u32, width: u32, _a: u32, _b: u32 }
+struct P { rows: u32, width: u32, lo: u32, hi: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> idx: array<i32>;
@@ -107,7 +110,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (i >= p.rows * p.width) { return; }
   let r = i / p.width;
   let c = i % p.width;
-  dst[u32(idx[r]) * p.width + c] = src[i];
+  let s = u32(idx[r]);
+  if (s < p.lo || s >= p.hi) { return; }
+  dst[(s - p.lo) * p.width + c] = src[i];
 }`;
 }
 

@@ -5,8 +5,9 @@
 //
 // - GpuTensor: one GPU storage buffer of 32-bit elements (f32, or i32 for ids and plans), bound whole.
 //   Ops address column blocks of wider tensors through stride/offset parameters, so the forward needs no
-//   host-side gather/scatter. A tensor must fit one binding (maxStorageBufferBindingSize); activations and
-//   cache layers that do not are refused with WebGpuLimitError (only weights are split, below).
+//   host-side gather/scatter. A tensor must fit one binding (maxStorageBufferBindingSize); activations that
+//   do not are refused with WebGpuLimitError. Paged cache layers are split into parts of whole blocks
+//   (GpuCacheLayer; scatterRows and flashMla handle the parts), weights into parts as below.
 // - GpuWeight: a WeightMatrix / GroupedWeight uploaded once in its stored format (FP8 one byte per
 //   parameter packed in u32 words with its f32 128x128 scales beside it, BF16 two bytes, f32), split into
 //   parts that fit the binding limit (split.ts planWeightSplit: whole groups, else 128-row ranges of one
@@ -292,12 +293,44 @@ export async function gatherRows(rec: GpuRecorder, src: GpuTensor, idx: GpuTenso
   rec.dispatch(pipeline, [rec.params([['u32', rows], ['u32', width], ['u32', 0], ['u32', 0]], 'gatherRows:params'), src.buffer, idx.buffer, dst.buffer], elemGroups(rows * width));
 }
 
-/** dst[idx[r], :] = src[r, :] for r < rows (distinct indices; e.g. latent rows into cache slots). */
-export async function scatterRows(rec: GpuRecorder, src: GpuTensor, idx: GpuTensor, rows: number, width: number, dst: GpuTensor): Promise<void> {
+/**
+ * dst[idx[r], :] = src[r, :] for r < rows (distinct indices; e.g. latent rows into cache slots). `dst` may
+ * be several parts, part j holding rows [j·perPart, (j+1)·perPart) (a paged cache split to the binding
+ * limit): one dispatch per part, each writing the rows that fall in it.
+ */
+export async function scatterRows(rec: GpuRecorder, src: GpuTensor, idx: GpuTensor, rows: number, width: number,
+  dst: GpuTensor | { parts: readonly GpuTensor[]; perPart: number }): Promise<void> {
   if (rows === 0 || width === 0) return;
   need('scatterRows', src, rows * width); need('scatterRows', idx, rows);
   const pipeline = await getPipeline(rec.ctx, 'resident:scatterRows', scatterRowsWgsl);
-  rec.dispatch(pipeline, [rec.params([['u32', rows], ['u32', width], ['u32', 0], ['u32', 0]], 'scatterRows:params'), src.buffer, idx.buffer, dst.buffer], elemGroups(rows * width));
+  const parts = 'parts' in dst ? dst.parts : [dst];
+  const per = 'parts' in dst ? dst.perPart : Math.floor(dst.length / width);
+  parts.forEach((part, j) => {
+    const params = rec.params([['u32', rows], ['u32', width], ['u32', j * per], ['u32', (j + 1) * per]], 'scatterRows:params');
+    rec.dispatch(pipeline, [params, src.buffer, idx.buffer, part.buffer], elemGroups(rows * width));
+  });
+}
+
+/**
+ * One layer of a paged latent cache on the GPU, [numBlocks, 64, 1, rowDim] f32, in parts of whole blocks
+ * that each fit one binding (part j holds blocks [j·blocksPerPart, ...)).
+ */
+export interface GpuCacheLayer {
+  readonly parts: readonly GpuTensor[];
+  readonly blocksPerPart: number;
+  readonly numBlocks: number;
+  readonly rowDim: number;
+}
+
+/** Allocates a zeroed cache layer, split into parts of whole 64-token blocks at the storage limit. */
+export function gpuCacheLayer(ctx: GpuContext, numBlocks: number, rowDim: number, label: string): GpuCacheLayer {
+  const lim = sizeLimits(ctx);
+  const blockElems = MLA_BLOCK_SIZE * rowDim;
+  if (blockElems * 4 > lim.storage) throw tooLarge(lim, label, 'one 64-token cache block', blockElems * 4);
+  const per = Math.min(numBlocks, Math.floor(lim.storage / (blockElems * 4)));
+  const parts: GpuTensor[] = [];
+  for (let lo = 0; lo < numBlocks; lo += per) parts.push(gpuTensor(ctx, Math.min(per, numBlocks - lo) * blockElems, `${label}[${lo}:${Math.min(numBlocks, lo + per)}]`));
+  return { parts, blocksPerPart: per, numBlocks, rowDim };
 }
 
 /** out[t, :] = rows ids[t] of an f32/bf16 table (a GpuWeight of one group), widened to f32. */
@@ -360,8 +393,8 @@ export interface ResidentMlaArgs {
   /** [b, sQ, hQ, dQK] queries (one kv head, absorbed MLA). */
   q: GpuTensor;
   batch: number; seqLenQ: number; numHeadsQ: number;
-  /** One cache layer [numBlocks, 64, 1, dQK] f32. */
-  kCache: GpuTensor; numBlocks: number; dQK: number;
+  /** One cache layer [numBlocks, 64, 1, dQK] f32, possibly in parts (gpuCacheLayer). */
+  kCache: GpuCacheLayer; dQK: number;
   /** [b, maxBlocks] block ids and [b] keys per request (host: they plan the split-KV schedule). */
   blockTable: Int32Array; cacheSeqlens: Int32Array;
   dV: number; softmaxScale: number; causal: boolean;
@@ -374,8 +407,11 @@ const VIRTUAL_SMS = 16;
 
 /**
  * FlashMLA over a resident cache layer (flashmla.ts's kernels, same schedule: getMlaMetadata work items,
- * split requests merged by the LSE combine), recorded rather than submitted. One cache binding and one
- * request chunk: a layer or a batch beyond one binding is refused (WebGpuLimitError).
+ * split requests merged by the LSE combine), recorded rather than submitted. A layer in several parts is
+ * handled as flashmla.ts does: a work item becomes one sub-item per part its blocks touch, one main
+ * dispatch per part (blocks of other parts skipped), and a request with several sub-items is merged by
+ * the combine (equal to unsplit within f32 rounding). One request chunk: q, out and the partials must each
+ * fit one binding (WebGpuLimitError otherwise).
  */
 export async function flashMla(rec: GpuRecorder, a: ResidentMlaArgs): Promise<void> {
   const { batch: b, seqLenQ: sQ, numHeadsQ: hQ, dQK, dV } = a;
@@ -385,47 +421,67 @@ export async function flashMla(rec: GpuRecorder, a: ResidentMlaArgs): Promise<vo
   if (!Number.isInteger(maxBlocks)) throw new RangeError('flashMla: block table is not [b, maxBlocks]');
   need('flashMla', a.q, b * sQ * hQ * dQK);
   need('flashMla', a.out, b * sQ * hQ * dV);
-  need('flashMla', a.kCache, a.numBlocks * MLA_BLOCK_SIZE * dQK);
+  const cache = a.kCache;
+  if (cache.rowDim !== dQK) throw new RangeError(`flashMla: cache rows of ${cache.rowDim} values, dQK ${dQK}`);
   const ctx = rec.ctx;
-  const parts = numSmParts(VIRTUAL_SMS, rows / hKv, hKv);
-  const meta = getMlaMetadata(a.cacheSeqlens, rows, hKv, parts);
+  const meta = getMlaMetadata(a.cacheSeqlens, rows, hKv, numSmParts(VIRTUAL_SMS, rows / hKv, hKv));
   const items = validateMetadata(meta, a.cacheSeqlens);
+  const per = cache.blocksPerPart;
+  // Sub-items: each work item once per cache part its used blocks touch (in part order).
+  const subs: { bi: number; part: number; begin: number; end: number }[] = [];
+  for (const it of items) {
+    const bi = it.batchIdx;
+    const used = Math.min(it.blockEnd, Math.ceil(a.cacheSeqlens[bi]! / MLA_BLOCK_SIZE));
+    const touched = new Set<number>();
+    for (let j = it.blockBegin; j < used; j++) {
+      const block = a.blockTable[bi * maxBlocks + j]!;
+      if (!(block >= 0 && block < cache.numBlocks)) throw new RangeError(`flashMla: block id ${block} outside [0, ${cache.numBlocks})`);
+      touched.add(Math.floor(block / per));
+    }
+    if (touched.size === 0) touched.add(0); // no keys: still writes the row's empty result
+    for (const part of [...touched].sort((x, y) => x - y)) subs.push({ bi, part, begin: it.blockBegin, end: it.blockEnd });
+  }
   const perReq = new Int32Array(b);
-  for (const it of items) perReq[it.batchIdx]!++;
+  for (const s of subs) perReq[s.bi]!++;
   const numSplits = new Int32Array(b + 1);
   for (let i = 0; i < b; i++) numSplits[i + 1] = numSplits[i]! + (perReq[i]! > 1 ? perReq[i]! : 0);
   const seen = new Int32Array(b);
-  const itemData = new Int32Array(items.length * 4);
-  items.forEach((it, j) => {
-    const i = it.batchIdx;
-    const slot = perReq[i]! > 1 ? numSplits[i]! + seen[i]! : -1;
-    seen[i]!++;
-    itemData.set([i, it.blockBegin, it.blockEnd, slot], j * 4);
-  });
+  const byPart = new Map<number, number[]>();
+  for (const s of subs) {
+    const slot = perReq[s.bi]! > 1 ? numSplits[s.bi]! + seen[s.bi]! : -1;
+    seen[s.bi]!++;
+    const l = byPart.get(s.part) ?? [];
+    l.push(s.bi, s.begin, s.end, slot);
+    byPart.set(s.part, l);
+  }
   const slots = numSplits[b]!;
   const R = mlaRowsPerGroup(dQK, ctx.limits.maxComputeWorkgroupStorageSize);
   const v: MlaVariant = { dtype: 'f32', dQK, dpt: Math.ceil(dV / MLA_WG), rowsPerGroup: R };
   const main = await getPipeline(ctx, mlaKey(v), () => mlaMainWgsl(v));
   const combine = await getPipeline(ctx, 'flashmla:combine', mlaCombineWgsl);
   const tiles = Math.ceil(rows / R);
-  const fields = (numItems: number): ParamField[] => [
+  const fields = (numItems: number, blo: number, bhi: number): ParamField[] => [
     ['u32', b], ['u32', sQ], ['u32', hQ], ['u32', hKv],
     ['u32', g], ['u32', rows], ['u32', dQK], ['u32', dV],
     ['u32', maxBlocks], ['u32', a.causal && sQ > 1 ? 1 : 0], ['f32', a.softmaxScale], ['u32', numItems],
     ['u32', tiles], ['u32', 0], ['u32', 0], ['u32', 0],
-    ['f32', Infinity], ['f32', -Infinity], ['u32', 0], ['u32', a.numBlocks],
+    ['f32', Infinity], ['f32', -Infinity], ['u32', blo], ['u32', bhi],
   ];
   const lse = rec.scratch(b * hQ * sQ, 'flashmla:lse');
   const oAcc = rec.scratch(slots * hKv * rows * dV, 'flashmla:oAcc');
   const lseAcc = rec.scratch(slots * hKv * rows, 'flashmla:lseAcc');
   const table = rec.upload(a.blockTable, 'flashmla:blockTable');
   const seqlens = rec.upload(a.cacheSeqlens, 'flashmla:seqlens');
-  const itemsT = rec.upload(itemData, 'flashmla:items');
-  rec.dispatch(main, [rec.params(fields(items.length), 'flashmla:params'), a.q.buffer, a.kCache.buffer, table.buffer, seqlens.buffer,
-    itemsT.buffer, a.out.buffer, lse.buffer, oAcc.buffer, lseAcc.buffer], grid(items.length * hKv * tiles));
+  for (const [part, list] of [...byPart].sort(([x], [y]) => x - y)) {
+    const n = list.length / 4;
+    const itemsT = rec.upload(Int32Array.from(list), 'flashmla:items');
+    const blo = part * per, bhi = Math.min(cache.numBlocks, blo + per);
+    rec.dispatch(main, [rec.params(fields(n, blo, bhi), 'flashmla:params'), a.q.buffer, cache.parts[part]!.buffer, table.buffer, seqlens.buffer,
+      itemsT.buffer, a.out.buffer, lse.buffer, oAcc.buffer, lseAcc.buffer], grid(n * hKv * tiles));
+  }
   if (slots > 0) {
     const ns = rec.upload(numSplits, 'flashmla:numSplits');
-    rec.dispatch(combine, [rec.params(fields(0), 'flashmla:params'), ns.buffer, oAcc.buffer, lseAcc.buffer, a.out.buffer, lse.buffer], grid(b * hKv * rows));
+    rec.dispatch(combine, [rec.params(fields(0, 0, 0), 'flashmla:params'), ns.buffer, oAcc.buffer, lseAcc.buffer, a.out.buffer, lse.buffer], grid(b * hKv * rows));
   }
 }
 

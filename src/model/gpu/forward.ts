@@ -19,8 +19,8 @@
 import type { GpuContext } from '../../kernels/webgpu/device.ts';
 import { checkDevice, getDevice } from '../../kernels/webgpu/device.ts';
 import {
-  addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuTensor, GpuRecorder, GpuWorkspace,
-  moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector, uploadWeight, type GateArgs, type GpuTensor, type GpuWeight,
+  addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuCacheLayer, GpuRecorder, GpuWorkspace,
+  moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector, uploadWeight, type GateArgs, type GpuCacheLayer, type GpuTensor, type GpuWeight,
 } from '../../kernels/webgpu/resident.ts';
 import { isMoeLayer, qkHeadDim, softmaxScale, type DeepseekConfig } from '../config.ts';
 import { LORA_NORM_EPS, ModelInputError, type DeepseekModel, type ForwardBatch } from '../deepseek.ts';
@@ -40,16 +40,19 @@ export interface GpuForwardOptions {
   onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
 }
 
-/** The paged latent cache on the GPU: one resident [numBlocks, 64, 1, rowDim] f32 tensor per layer. */
+/**
+ * The paged latent cache on the GPU: per layer [numBlocks, 64, 1, rowDim] f32, in parts of whole blocks
+ * that fit one binding each (one part unless the layer exceeds maxStorageBufferBindingSize).
+ */
 export class GpuLatentCache {
   readonly blockSize = CACHE_BLOCK_SIZE;
   readonly rowDim: number;
-  readonly layers: GpuTensor[];
+  readonly layers: GpuCacheLayer[];
 
   constructor(ctx: GpuContext, readonly numLayers: number, readonly numBlocks: number, readonly kvLoraRank: number, readonly ropeDim: number) {
     if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) throw new CacheError(`numBlocks must be a positive integer, got ${numBlocks}`);
     this.rowDim = kvLoraRank + ropeDim;
-    this.layers = Array.from({ length: numLayers }, (_, l) => gpuTensor(ctx, numBlocks * CACHE_BLOCK_SIZE * this.rowDim, `latentCache:${l}`));
+    this.layers = Array.from({ length: numLayers }, (_, l) => gpuCacheLayer(ctx, numBlocks, this.rowDim, `latentCache:${l}`));
   }
 
   /** Row index (slot) of position `pos` of a sequence, checked against the block table. */
@@ -65,8 +68,13 @@ export class GpuLatentCache {
     return this.numLayers * this.numBlocks * CACHE_BLOCK_SIZE * this.rowDim * 4;
   }
 
+  /** Binding-sized parts per layer (1 unless a layer exceeds maxStorageBufferBindingSize). */
+  get partsPerLayer(): number {
+    return this.layers[0]?.parts.length ?? 0;
+  }
+
   destroy(): void {
-    for (const t of this.layers) t.buffer.destroy();
+    for (const l of this.layers) for (const t of l.parts) t.buffer.destroy();
   }
 }
 
@@ -265,7 +273,7 @@ export class GpuDeepseekModel {
     await rope(rec, kv, T, R, kvLora, ropeDim, rp.kCos, rp.kSin);
     await rmsNorm(rec, kv, T, lw.kvANorm, LORA_NORM_EPS, kv, { xs: R, ys: R });
     const layer = cache.layers[l]!;
-    await scatterRows(rec, kv, rp.slots, T, R, layer);
+    await scatterRows(rec, kv, rp.slots, T, R, { parts: layer.parts, perPart: layer.blocksPerPart * CACHE_BLOCK_SIZE });
     // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
     const qf = ws.get('qf', T * Hd * R);
     for (let h = 0; h < Hd; h++) {
@@ -287,7 +295,7 @@ export class GpuDeepseekModel {
    * Absorbed attention (mla.ts latentAttention): sequences with the same number of new tokens form one
    * FlashMLA call; when one group holds every sequence, q and the output are used in place.
    */
-  async #latentAttention(rec: GpuRecorder, q: GpuTensor, seqs: readonly SeqSlice[], layer: GpuTensor, cache: GpuLatentCache, heads: number, o: GpuTensor): Promise<void> {
+  async #latentAttention(rec: GpuRecorder, q: GpuTensor, seqs: readonly SeqSlice[], layer: GpuCacheLayer, cache: GpuLatentCache, heads: number, o: GpuTensor): Promise<void> {
     const R = cache.rowDim, dv = cache.kvLoraRank;
     const starts: number[] = [];
     let t0 = 0;
@@ -311,7 +319,7 @@ export class GpuDeepseekModel {
         cacheSeqlens[j] = s.numCached + s.numNew;
       }
       await flashMla(rec, {
-        q: qb, batch: b, seqLenQ: sQ, numHeadsQ: heads, kCache: layer, numBlocks: cache.numBlocks, dQK: R,
+        q: qb, batch: b, seqLenQ: sQ, numHeadsQ: heads, kCache: layer, dQK: R,
         blockTable, cacheSeqlens, dV: dv, softmaxScale: this.#scale, causal: true, out: ob,
       });
       if (!whole) {
