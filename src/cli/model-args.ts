@@ -146,5 +146,8 @@ export async function forwardModelFor(model: DeepseekModel, kernels: Kernels, at
   if (kernels.backend !== 'webgpu') return { fwd: model, close: () => {} };
   if (attn !== 'absorb') throw new UsageError('--backend webgpu computes absorbed MLA only (--attn naive is a CPU check)');
   const gpu = await GpuDeepseekModel.create(model);
+  // The weights live on the GPU now: drop the host model's references to its layers (the rest of the run
+  // reads only its config), so their host copies can be collected.
+  model.close();
   return { fwd: gpu, close: () => gpu.close() };
 }

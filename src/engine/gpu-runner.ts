@@ -33,6 +33,8 @@ export class GpuDeepseekRunner implements ModelRunner {
     try {
       model = await DeepseekModel.load(dir, kernels, { onProgress: opts.onProgress, mtp: false, quantize: opts.quantize });
       gpu = await GpuDeepseekModel.create(model);
+      // The weights live on the GPU now: the host model drops its layers' references (collectable).
+      model.close();
       return new GpuDeepseekRunner(model, gpu, kernels, opts.numBlocks);
     } catch (e) {
       gpu?.close();
