@@ -20,18 +20,25 @@ function blockMacs(c: DeepseekConfig, moe: boolean): number {
   return a + H * E + K * 3 * H * mi + (c.n_shared_experts ?? 0) * 3 * H * mi;
 }
 
-/** Training FLOPs of one window of n positions (n + 1 tokens). */
-export function trainFlopsPerWindow(c: DeepseekConfig, n: number): number {
+/** Forward FLOPs of one window of n positions: the projections' products and causal attention's. */
+export function forwardFlops(c: DeepseekConfig, n: number): { matmul: number; attention: number } {
   const Hd = c.num_attention_heads, qk = qkHeadDim(c), H = c.hidden_size, V = c.vocab_size;
   const attn = (len: number) => 2 * Hd * (qk + c.v_head_dim) * ((len * (len + 1)) / 2); // Σ_i (i + 1) keys
-  let fwd = 0;
-  for (let l = 0; l < c.num_hidden_layers; l++) fwd += 2 * n * blockMacs(c, isMoeLayer(c, l)) + attn(n);
-  fwd += 2 * n * H * V;
+  let matmul = 0, attention = 0;
+  for (let l = 0; l < c.num_hidden_layers; l++) { matmul += 2 * n * blockMacs(c, isMoeLayer(c, l)); attention += attn(n); }
+  matmul += 2 * n * H * V;
   for (let k = 1; k <= c.num_nextn_predict_layers && n - k > 0; k++) {
     const m = n - k;
-    fwd += 2 * m * (2 * H * H + blockMacs(c, c.n_routed_experts !== null) + H * V) + attn(m);
+    matmul += 2 * m * (2 * H * H + blockMacs(c, c.n_routed_experts !== null) + H * V);
+    attention += attn(m);
   }
-  return 3 * fwd;
+  return { matmul, attention };
+}
+
+/** Training FLOPs of one window of n positions (n + 1 tokens): 3 × the forward's. */
+export function trainFlopsPerWindow(c: DeepseekConfig, n: number): number {
+  const f = forwardFlops(c, n);
+  return 3 * (f.matmul + f.attention);
 }
 
 /** Best-of-reps f32 GEMM rate of the backend (GFLOP/s) at 512×1024×1024, weights in backend memory. */

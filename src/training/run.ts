@@ -93,6 +93,8 @@ export interface RunSummary {
   peakGflops: number;
   meanTokensPerSec: number;
   meanMfu: number;
+  /** Pipelines: means over the timed steps of the step's makespan, its largest rank bubble and the closed form (ms). */
+  bubble: { makespanMs: number; maxBubbleMs: number; closedFormMs: number } | null;
 }
 
 export class RunOptionsError extends Error {
@@ -206,6 +208,7 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
     return r.loss;
   };
   let lastLoss = NaN, lastEval: number | null = null, tps = 0, mfu = 0, timed = 0;
+  const bub = { makespanMs: 0, maxBubbleMs: 0, closedFormMs: 0, n: 0 };
   try {
     engine = o.pp === 1
       ? new LocalEngine(c, params, gemm, o.chunks, { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha })
@@ -229,7 +232,13 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
       }
       log(entry);
       lastLoss = st.mainLoss;
-      if (step > startStep + 1 || until - startStep === 1) { tps += entry.tokensPerSec; mfu += entry.mfu; timed++; }
+      // The first step of a process warms up (compilation, allocation): left out of the means when there are others.
+      if (step > startStep + 1 || until - startStep === 1) {
+        tps += entry.tokensPerSec; mfu += entry.mfu; timed++;
+        if (entry.bubble) {
+          bub.makespanMs += entry.bubble.makespanMs; bub.maxBubbleMs += Math.max(...entry.bubble.bubblesMs); bub.closedFormMs += entry.bubble.closedFormMs; bub.n++;
+        }
+      }
       hooks.onStep?.(entry);
       if (o.evalEvery > 0 && step % o.evalEvery === 0 && step !== until) lastEval = doEval(step);
       if (o.saveEvery > 0 && step % o.saveEvery === 0 && step !== until) save(step);
@@ -242,7 +251,10 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
     await engine?.close();
     await k.dispose();
   }
-  return { steps: until, lastLoss, evalLoss: lastEval, peakGflops: peak, meanTokensPerSec: timed ? tps / timed : 0, meanMfu: timed ? mfu / timed : 0 };
+  return {
+    steps: until, lastLoss, evalLoss: lastEval, peakGflops: peak, meanTokensPerSec: timed ? tps / timed : 0, meanMfu: timed ? mfu / timed : 0,
+    bubble: bub.n ? { makespanMs: bub.makespanMs / bub.n, maxBubbleMs: bub.maxBubbleMs / bub.n, closedFormMs: bub.closedFormMs / bub.n } : null,
+  };
 }
 
 function writePlot(out: string, entries: ReadonlyArray<Record<string, unknown>>): void {

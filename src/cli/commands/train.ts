@@ -113,6 +113,6 @@ export function register(program: Command): void {
       });
       if (tty && opts.progress !== false) err.write('\n');
       if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
-      else process.stdout.write(`step ${summary.steps}  loss ${summary.lastLoss.toFixed(4)}${summary.evalLoss !== null ? `  held-out ${summary.evalLoss.toFixed(4)}` : ''}  ${summary.meanTokensPerSec.toFixed(0)} tok/s  MFU ${(100 * summary.meanMfu).toFixed(1)}%\n`);
+      else process.stdout.write(`step ${summary.steps}  loss ${summary.lastLoss.toFixed(4)}${summary.evalLoss !== null ? `  held-out ${summary.evalLoss.toFixed(4)}` : ''}  ${summary.meanTokensPerSec.toFixed(0)} tok/s  MFU ${(100 * summary.meanMfu).toFixed(1)}%${summary.bubble ? `  bubble ${summary.bubble.maxBubbleMs.toFixed(0)} ms of ${summary.bubble.makespanMs.toFixed(0)} (closed form ${summary.bubble.closedFormMs.toFixed(0)})` : ''}\n`);
     });
 }

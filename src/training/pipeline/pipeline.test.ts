@@ -13,15 +13,9 @@ import { initTrainParams, namedParams, trainableTensors } from '../params.ts';
 import { trainStepChunks, WindowSampler } from '../trainer.ts';
 import { checkPipeline, LocalEngine, PipelineEngine, PipelineError, type ScheduleKind } from './runtime.ts';
 import { planStages } from './stage.ts';
+import { TINY_TRAIN_CONFIG } from '../tiny-config.ts';
 
-export const TINY = {
-  model_type: 'deepseek_v3', vocab_size: 40, hidden_size: 32, intermediate_size: 48, moe_intermediate_size: 16,
-  num_hidden_layers: 3, num_attention_heads: 2, num_key_value_heads: 2, q_lora_rank: 16, kv_lora_rank: 16,
-  qk_nope_head_dim: 8, qk_rope_head_dim: 8, v_head_dim: 8, n_routed_experts: 8, n_shared_experts: 1, num_experts_per_tok: 2,
-  n_group: 2, topk_group: 1, routed_scaling_factor: 2.5, scoring_func: 'sigmoid', topk_method: 'noaux_tc', norm_topk_prob: true,
-  first_k_dense_replace: 1, moe_layer_freq: 1, rope_theta: 10000, max_position_embeddings: 64, rms_norm_eps: 1e-6, rope_scaling: null,
-  num_nextn_predict_layers: 1, tie_word_embeddings: false,
-};
+const TINY = TINY_TRAIN_CONFIG;
 
 test('stage plans cover the layers once, in order, the head on the last stage', () => {
   const c = parseConfig(TINY);
