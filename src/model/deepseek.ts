@@ -124,6 +124,14 @@ export class DeepseekModel {
     });
   }
 
+  /**
+   * A model over weights loaded by other means (weight-map.ts loadWeights through `kernels`, e.g. from
+   * fetched bytes in a browser page, where there is no directory to read).
+   */
+  static async fromWeights(config: DeepseekConfig, kernels: Kernels, weights: ModelWeights, opts: Pick<LoadOptions, 'moe' | 'flashMla'> = {}): Promise<DeepseekModel> {
+    return new DeepseekModel(config, kernels, weights, opts.moe ?? localMoeExecutor, await flashMlaFor(kernels, opts.flashMla ?? 'auto'));
+  }
+
   /** Reads config.json and the safetensors checkpoint of `dir` into backend memory. */
   static async load(dir: string, kernels: Kernels, opts: LoadOptions = {}): Promise<DeepseekModel> {
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError('', `model directory ${dir} does not exist`, dir);
