@@ -2,7 +2,8 @@
 // implementation: Chromium's Dawn + Tint). 1) The page fetches tiny-v3-fp8 (index + two shards) from a
 // test server, shows its progress, runs the GPU forward in the page and POSTs its greedy tokens and
 // logits: DeepSeek's reference tokens (= `seekd generate`'s, test/gpu-forward.test.ts), logits within the
-// float32 tolerance 2e-5. 2) Served by `seekd serve` (/gpu/, the model from /gpu/model/): the page's greedy
+// float32 tolerance 2e-5; with ?backend=cpu (as without an adapter) the page's CPU fallback does the same.
+// 2) Served by `seekd serve` (/gpu/, the model from /gpu/model/): the page's greedy
 // tokens equal `seekd generate`'s on the built-in model, and its chat answer (the engine in the page) the
 // server's. Needs Chromium (Debian `chromium`; CHROMIUM_PATH).
 import { after, test } from 'node:test';
@@ -68,12 +69,13 @@ async function inChromium(page: (origin: string) => string, route: (path: string
   });
 }
 
-test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+/** The page on tiny-v3-fp8 (12-token prompt, 16 greedy tokens) with extra query parameters; its report. */
+async function tinyPage(extra: string): Promise<Record<string, unknown>> {
   const { html, js } = await buildGpuPage();
   const modelDir = join(REF_DIR, 'tiny-v3-fp8');
   const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens, then 16 greedy tokens
   const served: string[] = [];
-  const result = await inChromium((o) => `${o}/?model=/model/&ids=${p.prompt.join(',')}&max=16&autorun=1&report=/result`, (path, res) => {
+  const result = await inChromium((o) => `${o}/?model=/model/&ids=${p.prompt.join(',')}&max=16&autorun=1&report=/result${extra}`, (path, res) => {
     if (path === '/') { res.setHeader('content-type', 'text/html'); res.end(html); return true; }
     if (path === '/app.js') { res.setHeader('content-type', 'text/javascript'); res.end(js); return true; }
     if (!path.startsWith('/model/')) return false;
@@ -88,8 +90,7 @@ test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy to
     }
   });
   assert.equal(result.error, undefined, String(result.error));
-  console.log(`# page: ${result.platform} ${result.adapter}; ${(result.ms as number).toFixed(0)} ms for 12 + 16 tokens; ${result.progressEvents} progress updates`);
-  assert.equal(result.platform, 'browser');
+  console.log(`# page (${result.backend}): ${result.platform} ${result.adapter}; ${(result.ms as number).toFixed(0)} ms for 12 + 16 tokens; ${result.progressEvents} progress updates`);
   assert.deepEqual(result.ids, p.greedy_tokens);
   const logits = result.logits as number[][];
   let worst = maxAbsDiff(logits[0]!, p.prefill_last_logits);
@@ -98,6 +99,18 @@ test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy to
   assert.ok(worst <= LOGIT_TOL, `logits differ by ${worst}`);
   assert.ok((result.progressEvents as number) >= 2, 'the page showed its loading progress');
   assert.deepEqual([...new Set(served)].sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  return result;
+}
+
+test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const r = await tinyPage('');
+  assert.equal(r.backend, 'webgpu');
+  assert.equal(r.platform, 'browser');
+});
+
+test('without WebGPU (?backend=cpu) the page falls back to the CPU forward: the same tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const r = await tinyPage('&backend=cpu');
+  assert.equal(r.backend, 'cpu');
 });
 
 test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generate on the built-in model', { timeout: TIMEOUT_MS + 60_000 }, async () => {

@@ -1,6 +1,7 @@
 /// <reference lib="dom" />
 // The in-page model runner: the whole engine in the browser tab. The GPU forward (src/model/gpu/forward.ts
-// on navigator.gpu) over a model loaded from a URL or from a local folder (progress bar while it loads);
+// on navigator.gpu; without an adapter, or with ?backend=cpu, the plain-TypeScript CPU forward) over a
+// model loaded from a URL or from a local folder (progress bar while it loads);
 // with the model's tokenizer files, chat: the chat template, tokenizer, scheduler and sampler of the
 // server's engine (src/engine: Llm, Engine, ChatTokenizer) over the WebGPU runner; and token ids greedy or
 // seeded (src/model/forward-model.ts generateAsync, the loop of `seekd generate`). Bundled by src/server/gpu-page.ts (served by `seekd serve` at /gpu/; web/gpu/build.ts writes static
@@ -8,8 +9,11 @@
 // temperature=0, seed=0, chat=TEXT (a user message to answer instead of ids), autorun=1 (load and generate
 // at once), report=URL (POST the result as JSON; used by the browser tests).
 import { generateAsync } from '../../src/model/forward-model.ts';
-import type { GpuDeepseekModel } from '../../src/model/gpu/forward.ts';
-import { fetchModelFiles, loadGpuModelFromFiles, TOKENIZER_FILES, type LoadProgress } from '../../src/model/gpu/load-bytes.ts';
+import { fetchModelFiles, loadCpuModelFromFiles, loadGpuModelFromFiles, TOKENIZER_FILES, type LoadProgress } from '../../src/model/gpu/load-bytes.ts';
+import type { ForwardModel } from '../../src/model/forward-model.ts';
+import type { DeepseekModel } from '../../src/model/deepseek.ts';
+import type { LatentCache } from '../../src/model/latent-cache.ts';
+import type { ModelRunner, RunnerBatch } from '../../src/engine/contracts.ts';
 import { getDevice } from '../../src/kernels/webgpu/device.ts';
 import { defaultSamplingParams } from '../../src/engine/contracts.ts';
 import { GpuDeepseekRunner } from '../../src/engine/gpu-runner.ts';
@@ -18,7 +22,47 @@ import { ChatTokenizer } from '../../src/engine/tokenizer.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
-interface Loaded { name: string; model: GpuDeepseekModel; vocab: number; llm: Llm | null }
+interface Loaded {
+  name: string;
+  /** 'webgpu' (the GPU-resident forward) or 'cpu' (the plain-TypeScript forward: no WebGPU adapter here). */
+  backend: 'webgpu' | 'cpu';
+  fwd: ForwardModel<unknown>;
+  close(): void;
+  vocab: number;
+  llm: Llm | null;
+}
+
+/** The engine's runner over the CPU model (the fallback): its own host latent cache, synchronous forwards. */
+class CpuRunner implements ModelRunner {
+  readonly vocabSize: number;
+  private readonly cache: LatentCache;
+  constructor(private readonly model: DeepseekModel, readonly numBlocks: number) {
+    this.vocabSize = model.config.vocab_size;
+    this.cache = model.createCache(numBlocks);
+  }
+  get maxPositions(): number {
+    return this.model.config.max_position_embeddings;
+  }
+  forward(batch: RunnerBatch): Float32Array {
+    const logitRows = batch.seqs.some((s) => s.logitRows !== undefined) ? batch.seqs.map((s) => s.logitRows ?? 1) : undefined;
+    return this.model.forward(batch, this.cache, logitRows ? { logitRows } : {});
+  }
+}
+
+/** WebGPU unless asked for the CPU (?backend=cpu) or the browser has no adapter. */
+async function chooseBackend(): Promise<'webgpu' | 'cpu'> {
+  const want = new URLSearchParams(location.search).get('backend') ?? 'auto';
+  if (want === 'cpu') return 'cpu';
+  const gpu = (navigator as { gpu?: GPU }).gpu;
+  let ok = false;
+  try {
+    ok = !!gpu && (await gpu.requestAdapter()) !== null;
+  } catch {
+    ok = false;
+  }
+  if (!ok && want === 'webgpu') throw new Error('this browser has no WebGPU adapter (navigator.gpu)');
+  return ok ? 'webgpu' : 'cpu';
+}
 let loaded: Loaded | null = null;
 
 function setProgress(label: string, done: number, total: number): void {
@@ -55,9 +99,18 @@ async function loadFromFolder(list: FileList): Promise<Loaded> {
 
 async function finishLoad(name: string, files: Map<string, Uint8Array>): Promise<Loaded> {
   await loaded?.llm?.close();
-  loaded?.model.close();
+  loaded?.close();
   loaded = null;
-  const { config, model } = await loadGpuModelFromFiles(name, files, onLoadProgress);
+  const backend = await chooseBackend();
+  const { config, fwd, close, runner } = backend === 'webgpu'
+    ? await loadGpuModelFromFiles(name, files, onLoadProgress).then(({ config, model }) => ({
+      config, fwd: model as ForwardModel<unknown>, close: () => model.close(),
+      runner: (blocks: number): ModelRunner => GpuDeepseekRunner.fromGpuModel(model, blocks),
+    }))
+    : await loadCpuModelFromFiles(name, files, onLoadProgress).then(({ config, model }) => ({
+      config, fwd: model as ForwardModel<unknown>, close: () => model.close(),
+      runner: (blocks: number): ModelRunner => new CpuRunner(model, blocks),
+    }));
   // The engine for chat, when the model directory has a tokenizer: a context of up to 2048 tokens.
   let llm: Llm | null = null;
   const tj = files.get('tokenizer.json');
@@ -66,13 +119,12 @@ async function finishLoad(name: string, files: Map<string, Uint8Array>): Promise
     const tc = files.get('tokenizer_config.json');
     const tok = new ChatTokenizer(JSON.parse(dec.decode(tj)) as Record<string, unknown>, tc ? JSON.parse(dec.decode(tc)) as Record<string, unknown> : {});
     const maxModelLen = Math.min(config.max_position_embeddings, 2048);
-    const runner = GpuDeepseekRunner.fromGpuModel(model, Math.ceil(maxModelLen / 64));
-    llm = Llm.fromParts(name, runner, tok, { maxModelLen, maxNumSeqs: 1, maxNumBatchedTokens: 512, maxWaiting: 4 });
+    llm = Llm.fromParts(name, runner(Math.ceil(maxModelLen / 64)), tok, { maxModelLen, maxNumSeqs: 1, maxNumBatchedTokens: 512, maxWaiting: 4 });
   }
   $<HTMLButtonElement>('send').disabled = llm === null;
-  loaded = { name, model, vocab: config.vocab_size, llm };
-  const ctx = await getDevice();
-  $('status').textContent = `loaded ${name}: ${config.model_type}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size} on ${ctx.adapterDescription || ctx.platform}`;
+  loaded = { name, backend, fwd, close, vocab: config.vocab_size, llm };
+  const where = backend === 'webgpu' ? await getDevice().then((ctx) => `WebGPU (${ctx.adapterDescription || ctx.platform})`) : 'the CPU (no WebGPU adapter: plain-TypeScript kernels, slow)';
+  $('status').textContent = `loaded ${name}: ${config.model_type}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size} on ${where}`;
   return loaded;
 }
 
@@ -91,7 +143,7 @@ async function run(): Promise<{ ids: number[]; logits: number[][]; ms: number }>
   const temperature = Number($<HTMLInputElement>('temperature').value);
   const seed = Number($<HTMLInputElement>('seed').value);
   const t0 = performance.now();
-  const r = await generateAsync(loaded.model, prompt, { maxTokens, temperature, seed });
+  const r = await generateAsync(loaded.fwd, prompt, { maxTokens, temperature, seed });
   const ms = performance.now() - t0;
   $('output').textContent = `${r.ids.join(',')}\n(${r.ids.length} tokens in ${(ms / 1000).toFixed(2)} s)`;
   return { ids: r.ids, logits: r.logits.map((l) => Array.from(l)), ms };
@@ -133,7 +185,7 @@ async function main(): Promise<void> {
     if (v !== null) $<HTMLInputElement>(k).value = v;
   }
   $<HTMLInputElement>('model').value = q.get('model') ?? $<HTMLInputElement>('model').value;
-  if (!('gpu' in navigator)) $('status').textContent = 'this browser has no WebGPU (navigator.gpu): the in-page model needs it';
+  if (!('gpu' in navigator)) $('status').textContent = 'this browser has no WebGPU (navigator.gpu): models run on the CPU (slow)';
   $('load').addEventListener('click', guard(() => loadFromUrl($<HTMLInputElement>('model').value)));
   $('folder').addEventListener('change', guard(() => loadFromFolder($<HTMLInputElement>('folder').files!)));
   $('generate').addEventListener('click', guard(run));
@@ -151,8 +203,8 @@ async function main(): Promise<void> {
     await loadFromUrl($<HTMLInputElement>('model').value);
     const r = message !== null ? await chat() : await run();
     seen.disconnect();
-    const ctx = await getDevice();
-    result = { ...r, platform: ctx.platform, adapter: ctx.adapterDescription, progressEvents: events.length, progressMax: bar.max };
+    const ctx = loaded!.backend === 'webgpu' ? await getDevice() : null;
+    result = { ...r, backend: loaded!.backend, platform: ctx?.platform ?? 'cpu', adapter: ctx?.adapterDescription ?? '', progressEvents: events.length, progressMax: bar.max };
   } catch (e) {
     result = { error: `${(e as Error).name}: ${(e as Error).message}\n${(e as Error).stack ?? ''}` };
   }

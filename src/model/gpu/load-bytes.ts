@@ -2,7 +2,8 @@
 // a model fetched from a URL or picked from a local folder (web/app.ts). No node:fs: config.json is
 // parsed with the loader's rules (config.ts parseConfig), the safetensors through BytesCheckpoint (same
 // header validation as Checkpoint), the weights through weight-map.ts loadWeights into host arrays of the
-// `webgpu` kernel backend, then uploaded once (GpuDeepseekModel.fromWeights).
+// `webgpu` kernel backend, then uploaded once (GpuDeepseekModel.fromWeights); or, without WebGPU, into the
+// `ref` kernels' arrays for the CPU forward (loadCpuModelFromFiles).
 import { loadBackend } from '../../kernels/api.ts';
 import '../../kernels/ref/index.ts';
 import '../../kernels/webgpu/registry.ts';
@@ -10,6 +11,7 @@ import { BytesCheckpoint, INDEX_NAME } from '../../weights/bytes-checkpoint.ts';
 import { ConfigError, parseConfig, type DeepseekConfig } from '../config.ts';
 import { loadWeights } from '../weight-map.ts';
 import { GpuDeepseekModel } from './forward.ts';
+import { DeepseekModel } from '../deepseek.ts';
 
 /** The tokenizer files a model directory may hold (tokenizer.ts ChatTokenizer reads the same). */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
@@ -21,9 +23,8 @@ export interface LoadProgress {
   total: number;
 }
 
-/** A GPU model from a model directory's files (name -> bytes: config.json, safetensors, optional index). */
-export async function loadGpuModelFromFiles(name: string, files: ReadonlyMap<string, Uint8Array>,
-  onProgress?: (p: LoadProgress) => void): Promise<{ config: DeepseekConfig; model: GpuDeepseekModel }> {
+/** config.json of a model directory's files, by the loader's rules. */
+function configOf(name: string, files: ReadonlyMap<string, Uint8Array>): DeepseekConfig {
   const cfg = files.get('config.json');
   if (!cfg) throw new ConfigError('', 'the model has no config.json', `${name}/config.json`);
   let json: unknown;
@@ -32,7 +33,30 @@ export async function loadGpuModelFromFiles(name: string, files: ReadonlyMap<str
   } catch (e) {
     throw new ConfigError('', `config.json is not JSON: ${(e as Error).message}`, `${name}/config.json`);
   }
-  const config = parseConfig(json, `${name}/config.json`);
+  return parseConfig(json, `${name}/config.json`);
+}
+
+/**
+ * The CPU model (the plain-TypeScript `ref` kernels, synchronous forward) from a model directory's files:
+ * the page's fallback where there is no WebGPU adapter.
+ */
+export async function loadCpuModelFromFiles(name: string, files: ReadonlyMap<string, Uint8Array>,
+  onProgress?: (p: LoadProgress) => void): Promise<{ config: DeepseekConfig; model: DeepseekModel }> {
+  const config = configOf(name, files);
+  const ck = new BytesCheckpoint(name, files);
+  const kernels = await loadBackend('ref');
+  try {
+    const weights = loadWeights(ck, kernels, config, { mtp: false, onProgress: (done, total) => onProgress?.({ phase: 'weights', done, total }) });
+    return { config, model: await DeepseekModel.fromWeights(config, kernels, weights) };
+  } finally {
+    ck.close();
+  }
+}
+
+/** A GPU model from a model directory's files (name -> bytes: config.json, safetensors, optional index). */
+export async function loadGpuModelFromFiles(name: string, files: ReadonlyMap<string, Uint8Array>,
+  onProgress?: (p: LoadProgress) => void): Promise<{ config: DeepseekConfig; model: GpuDeepseekModel }> {
+  const config = configOf(name, files);
   const ck = new BytesCheckpoint(name, files);
   const kernels = await loadBackend('webgpu');
   try {
