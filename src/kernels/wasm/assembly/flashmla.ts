@@ -37,6 +37,28 @@ const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R =
   return f32x4.add(c, f32x4.mul(a, b));
 }
 
+/**
+ * e^x per lane for x <= 0 (the softmax's s − m), Cephes expf: x = n·ln2 + r with |r| <= ln2/2 (ln2 split
+ * in two for an exact n·ln2_hi), e^r by its degree-7 Taylor/minimax polynomial, times 2^n built in the
+ * exponent bits; about 1 ulp. Below −87.3 (2^n leaving the normal range) x is clamped: e^x ~ 1e-38
+ * instead of a subnormal or 0, irrelevant next to a row's maximum term e^0 = 1.
+ */
+@inline function exp4(x0: v128): v128 {
+  const x = f32x4.max(x0, f32x4.splat(-87.3));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.9875691500e-4);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
+  const y = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), f32x4.splat(1));
+  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return f32x4.mul(y, pow2n);
+}
+
 @inline function pi(p: usize, i: i32): i32 {
   return load<i32>(p + (<usize>i << 2));
 }
@@ -226,8 +248,17 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
           for (let t = 0; t < n; t++) store<f32>(srow + (<usize>t << 2), 0);
           continue;
         }
-        let mx: f32 = -Infinity;
-        for (let t = 0; t < lim; t++) {
+        // Scale and max, 4 keys at a time, then the tail (lim % 4) in order.
+        const lim4 = lim & ~3;
+        const sv = f32x4.splat(scale);
+        let mxv = f32x4.splat(-Infinity);
+        for (let t = 0; t < lim4; t += 4) {
+          const v = f32x4.mul(v128.load(srow + (<usize>t << 2)), sv);
+          v128.store(srow + (<usize>t << 2), v);
+          mxv = f32x4.max(mxv, v);
+        }
+        let mx: f32 = max(max(f32x4.extract_lane(mxv, 0), f32x4.extract_lane(mxv, 1)), max(f32x4.extract_lane(mxv, 2), f32x4.extract_lane(mxv, 3)));
+        for (let t = lim4; t < lim; t++) {
           const v = load<f32>(srow + (<usize>t << 2)) * scale;
           store<f32>(srow + (<usize>t << 2), v);
           mx = max(mx, v);
@@ -235,8 +266,16 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
         const mOld = load<f32>(mbuf + (<usize>r << 2));
         const mNew = max(mOld, mx);
         const alpha = Mathf.exp(mOld - mNew); // mOld = −inf -> 0
-        let sum: f32 = 0;
-        for (let t = 0; t < lim; t++) {
+        // p = e^(s − m): 4 lanes of partial sums, then the tail.
+        const mv = f32x4.splat(mNew);
+        let sumv = f32x4.splat(0);
+        for (let t = 0; t < lim4; t += 4) {
+          const e = exp4(f32x4.sub(v128.load(srow + (<usize>t << 2)), mv));
+          v128.store(srow + (<usize>t << 2), e);
+          sumv = f32x4.add(sumv, e);
+        }
+        let sum: f32 = hsum(sumv);
+        for (let t = lim4; t < lim; t++) {
           const e = Mathf.exp(load<f32>(srow + (<usize>t << 2)) - mNew);
           store<f32>(srow + (<usize>t << 2), e);
           sum += e;
