@@ -320,10 +320,10 @@ const decompressedLayers = new WeakMap<SyncFlashMlaKernel, KvCacheLayer>();
 
 /**
  * Naive (decompressed) MLA through the FlashMLA kernel, for long prefills: K_nope and V of every position
- * of each sequence from kv_b_proj (one matmul over the cached latents), laid out as a 16-head paged
- * cache whose row for (position, head) is [v | k_nope | k_pe] (dQK = v + nope + rope, dV = v: FlashMLA
+ * of each sequence from kv_b_proj (one matmul over the cached latents), laid out as a paged cache, one
+ * request per head, whose row for (position, head) is [v | k_nope | k_pe] (dQK = v + nope + rope, dV = v: FlashMLA
  * takes V as the first dV values of each key row), and queries [0 | q_nope | q_pe]; then FlashMLA with
- * hKv = heads (MHA). Per token pair and head this is (v + nope + rope) + v multiply-adds instead of the
+ * one request per head (MHA). Per token pair and head this is (v + nope + rope) + v multiply-adds instead of the
  * absorbed form's (kv_lora + rope) + kv_lora (DeepSeek-V3 shapes: 448 vs 1088), and the per-head
  * absorption products go away; the decompression costs one [positions, kv_lora] x [kv_lora, heads·(nope + v)]
  * GEMM. Same mathematics as naiveAttention (f32 accumulation in the kernel's order instead of float64).
@@ -347,31 +347,43 @@ export function decompressedAttention(
       kpe.set(kc.subarray(o + kvLora, o + R), p * rope);
     }
     const kv = k.matmul(lat, total, kvB); // [total, Hd, nope + v]
+    // One FlashMLA "request" per head (hKv = 1): head h's rows are contiguous (blocks h·nb ..), so a
+    // key block is 64 consecutive rows (a 16-head interleave put consecutive keys 20 KB apart, a
+    // cache-set conflict per key). Queries [h][t][D], outputs [h][t][v].
     const nb = Math.ceil(total / CACHE_BLOCK_SIZE);
     let kl = decompressedLayers.get(mla);
-    if (!kl || kl.numBlocks < nb || kl.numKvHeads !== heads || kl.headDim !== D) {
-      kl = mla.allocCache ? mla.allocCache('f32', nb, heads, D) : { dtype: 'f32', numBlocks: nb, numKvHeads: heads, headDim: D, data: new Float32Array(nb * CACHE_BLOCK_SIZE * heads * D) };
+    if (!kl || kl.numBlocks < heads * nb || kl.headDim !== D) {
+      kl = mla.allocCache ? mla.allocCache('f32', heads * nb, 1, D) : { dtype: 'f32', numBlocks: heads * nb, numKvHeads: 1, headDim: D, data: new Float32Array(heads * nb * CACHE_BLOCK_SIZE * D) };
       decompressedLayers.set(mla, kl);
     }
     const kd = kl.data as Float32Array;
-    for (let p = 0; p < total; p++) {
-      for (let h = 0; h < heads; h++) {
-        const dst = (p * heads + h) * D, src = (p * heads + h) * kvw;
+    for (let h = 0; h < heads; h++) {
+      const base = h * nb * CACHE_BLOCK_SIZE;
+      for (let p = 0; p < total; p++) {
+        const dst = (base + p) * D, src = (p * heads + h) * kvw;
         kd.set(kv.subarray(src + nope, src + kvw), dst);
         kd.set(kv.subarray(src, src + nope), dst + vDim);
         kd.set(kpe.subarray(p * rope, (p + 1) * rope), dst + vDim + nope);
       }
     }
     const n = s.numNew;
-    const qx = new Float32Array(n * heads * D);
-    for (let i = 0; i < n * heads; i++) qx.set(q.subarray((t0 * heads + i) * qk, (t0 * heads + i + 1) * qk), i * D + vDim);
-    const cacheSeqlens = Int32Array.of(total);
-    const blockTable = Int32Array.from({ length: nb }, (_, i) => i);
-    const meta = getMlaMetadata(cacheSeqlens, n, heads, mla.numParts(1, n, heads, heads));
-    mla.flashMlaWithKvcache({
-      q: qx, batch: 1, seqLenQ: n, numHeadsQ: heads, kCache: kl, blockTable, cacheSeqlens, dV: vDim, meta,
-      softmaxScale: scale, causal: true, out: out.subarray(t0 * heads * vDim, (t0 + n) * heads * vDim),
+    const qx = new Float32Array(heads * n * D);
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < n; i++) {
+        const src = ((t0 + i) * heads + h) * qk;
+        qx.set(q.subarray(src, src + qk), (h * n + i) * D + vDim);
+      }
+    }
+    const cacheSeqlens = new Int32Array(heads).fill(total);
+    const blockTable = Int32Array.from({ length: heads * nb }, (_, i) => i);
+    const meta = getMlaMetadata(cacheSeqlens, n, 1, mla.numParts(heads, n, 1, 1));
+    const r = mla.flashMlaWithKvcache({
+      q: qx, batch: heads, seqLenQ: n, numHeadsQ: 1, kCache: kl, blockTable, cacheSeqlens, dV: vDim, meta,
+      softmaxScale: scale, causal: true,
     });
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < n; i++) out.set(r.out.subarray((h * n + i) * vDim, (h * n + i + 1) * vDim), ((t0 + i) * heads + h) * vDim);
+    }
     t0 += n;
   }
   return out;
