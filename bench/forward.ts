@@ -24,8 +24,8 @@
 // The model is loaded once per thread count (the backend's thread pool is fixed at load), without MTP
 // modules (they never affect next-token logits).
 //
-// Ratios, against baselines this process measures after the model runs (so that their buffers do not
-// show in the model's peak RSS):
+// Ratios, against baselines this process measures right after each case and thread count (so that their
+// buffers do not show in that run's peak RSS, and a shared machine's drifting load hits both alike):
 //   decode  : weight bandwidth fraction = bytes of weights one decode token reads × tok/s / memory-copy
 //             bandwidth (bench/lib/bandwidth.ts) with the same thread count. Bytes are taken from the
 //             model AS LOADED (after --quantize: FP8 codes + their f32 block scales): every matrix and norm
@@ -299,6 +299,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
   const baseline: Record<string, number | string> = { backend: a.backend };
   const notes: string[] = [];
   const results: CaseResult[] = [];
+  const copy = new Map<string, number>(), gemm = new Map<string, number>();
   for (const cs of cases) {
     // The FP8 check after loading catches a loader that takes `quantize` but does not (yet) quantize.
     const loadOpts: LoadOptions = { mtp: false, ...(cs.quantize ? { quantize: cs.quantize } : {}) };
@@ -338,18 +339,17 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         model?.close();
         await kernels.dispose();
       }
+      // The baselines right after the case they divide (on a shared machine the load drifts within
+      // minutes; one pair measured at the end could see another load than the case did).
+      const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
+      const peak = await wasmGemmPeak(threads);
+      copy.set(`${cs.name} ${threads}`, await copyBandwidthGBs(threads));
+      gemm.set(`${cs.name} ${threads}`, peak.gflops);
+      baseline[`copy_GBs ${key}`] = copy.get(`${cs.name} ${threads}`)!;
+      baseline[`gemm_GFLOPs ${key}`] = peak.gflops;
+      baseline[`gemm_kind ${key}`] = peak.kind;
+      baseline.gemm_shape = `M=${peak.shape.m} N=${peak.shape.n} K=${peak.shape.k}`;
     }
-  }
-
-  const copy = new Map<number, number>(), gemm = new Map<number, number>();
-  for (const t of a.threads) {
-    copy.set(t, await copyBandwidthGBs(t));
-    const peak = await wasmGemmPeak(t);
-    gemm.set(t, peak.gflops);
-    baseline[`copy_GBs ${t}t`] = copy.get(t)!;
-    baseline[`gemm_GFLOPs ${t}t`] = peak.gflops;
-    baseline[`gemm_kind ${t}t`] = peak.kind;
-    baseline.gemm_shape = `M=${peak.shape.m} N=${peak.shape.n} K=${peak.shape.k}`;
   }
 
   const rows: BenchRow[] = [];
@@ -359,14 +359,15 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
       baseline[`model_flops_per_prefill_token ${r.name}`] = prefillFlopsPerToken(r.traffic, r.config, a.prompt);
     }
     const flops = prefillFlopsPerToken(r.traffic, r.config, a.prompt);
-    rows.push({ case: r.name, threads: r.threads, metric: 'prefill', value: r.prefill, unit: 'tok/s', ratio: (flops * r.prefill) / (gemm.get(r.threads)! * 1e9) });
-    rows.push({ case: r.name, threads: r.threads, metric: 'decode', value: r.decode, unit: 'tok/s', ratio: (r.traffic.decodeBytes * r.decode) / (copy.get(r.threads)! * 1e9) });
+    rows.push({ case: r.name, threads: r.threads, metric: 'prefill', value: r.prefill, unit: 'tok/s', ratio: (flops * r.prefill) / (gemm.get(`${r.name} ${r.threads}`)! * 1e9) });
+    rows.push({ case: r.name, threads: r.threads, metric: 'decode', value: r.decode, unit: 'tok/s', ratio: (r.traffic.decodeBytes * r.decode) / (copy.get(`${r.name} ${r.threads}`)! * 1e9) });
   }
   notes.unshift(
     `protocol as llama.cpp's peer bench (bench-nlc.mjs): LCG ids (x0 = 42), 64-token warm-up, prefill ${a.prompt} tokens on an empty cache, decode ${a.decode} greedy steps after ids[0]; medians of ${a.reps} runs' tok/s`,
     'decode ratio = weight bytes per decode token (as loaded: k/E of routed experts, one embedding row, lm_head) × tok/s / copy bandwidth at that thread count',
     `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
-    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process)',
+    'baselines (copy_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several)',
+    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process and earlier baselines)',
   );
   return { bench: 'forward', baseline, rows, notes };
 }
