@@ -145,7 +145,7 @@ describe('GPU-resident forward on the config variants', () => {
 });
 
 describe('GPU-resident forward under lowered storage limits', () => {
-  it('weights split into parts give the same logits bit for bit; an activation beyond a binding is a typed error', async () => {
+  it('weights split into parts give the same logits bit for bit; a batch beyond a binding runs in sub-forwards; what cannot split is a typed error', async () => {
     const kernels = await loadBackend('webgpu');
     const model = await DeepseekModel.load(join(REF_DIR, 'tiny-v3-fp8'), kernels, { mtp: false });
     const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens
@@ -159,6 +159,8 @@ describe('GPU-resident forward under lowered storage limits', () => {
     };
     const whole = await GpuDeepseekModel.create(model);
     const want = await run(whole, p.prompt);
+    const long = expected('tiny-v3-fp8').prompts[3]!.prompt; // 23 tokens
+    const wantLong = await run(whole, long);
     whole.close();
     // 64 KiB bindings: lm_head (256 KiB BF16) and the embedding split by rows, the stacked experts by group.
     const old = setWebGpuSizeLimits({ maxBindingBytes: 64 * 1024 });
@@ -166,11 +168,17 @@ describe('GPU-resident forward under lowered storage limits', () => {
       const split = await GpuDeepseekModel.create(model);
       try {
         assert.deepEqual(await run(split, p.prompt), want);
-        // 23 tokens x 4 experts x 256 hidden f32 = 94 KiB of grouped activations: refused, not wrong.
-        await assert.rejects(run(split, expected('tiny-v3-fp8').prompts[3]!.prompt), WebGpuLimitError);
+        // 23 tokens x 4 experts x 256 hidden f32 = 94 KiB of grouped activations: two sub-forwards (16 + 7
+        // tokens, the second reading the first's latents from the cache), the same logits within f32 rounding.
+        const got = await run(split, long);
+        const d = maxAbsDiff(got, wantLong);
+        assert.ok(d <= 1e-5 && argmax(got) === argmax(wantLong), `sub-forwards differ by ${d}`);
       } finally {
         split.close();
       }
+      // 4 KiB bindings: not even one 128-row block of an FP8 weight fits.
+      setWebGpuSizeLimits({ maxBindingBytes: 4096 });
+      await assert.rejects(GpuDeepseekModel.create(model), WebGpuLimitError);
     } finally {
       setWebGpuSizeLimits(old);
       model.close();

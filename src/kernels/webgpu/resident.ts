@@ -62,7 +62,8 @@ export class GpuWorkspace {
   get(name: string, n: number): GpuTensor {
     const b = this.#bufs.get(name);
     if (b && b.length >= n) return b;
-    const cap = Math.max(n, 2 * (b?.length ?? 0), 256);
+    // Geometric growth, but never past one binding for what fits one (gpuTensor refuses what does not).
+    const cap = Math.max(n, Math.min(Math.max(2 * (b?.length ?? 0), 256), Math.floor(sizeLimits(this.ctx).storage / 4)));
     // The old buffer may still be used by recorded, unsubmitted work: destroy it only after that submit.
     if (b) this.#retired.push(b.buffer);
     const t = gpuTensor(this.ctx, cap, `ws:${name}`);

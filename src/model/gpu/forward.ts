@@ -18,11 +18,12 @@
 // MoeExecutor (expert parallelism stays on the CPU backends); MTP drafting is not on the GPU yet.
 import type { GpuContext } from '../../kernels/webgpu/device.ts';
 import { checkDevice, getDevice } from '../../kernels/webgpu/device.ts';
+import { sizeLimits, tooLarge } from '../../kernels/webgpu/split.ts';
 import {
   addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuCacheLayer, GpuRecorder, GpuWorkspace,
   moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector, uploadWeight, type GateArgs, type GpuCacheLayer, type GpuTensor, type GpuWeight,
 } from '../../kernels/webgpu/resident.ts';
-import { isMoeLayer, qkHeadDim, softmaxScale, type DeepseekConfig } from '../config.ts';
+import { isMoeLayer, qkHeadDim, sharedIntermediate, softmaxScale, type DeepseekConfig } from '../config.ts';
 import { LORA_NORM_EPS, ModelInputError, type DeepseekModel, type ForwardBatch } from '../deepseek.ts';
 import { CACHE_BLOCK_SIZE, CacheError } from '../latent-cache.ts';
 import { deriveAbsorbed, type SeqSlice } from '../mla.ts';
@@ -99,6 +100,8 @@ export class GpuDeepseekModel {
   readonly #scale: number;
   readonly #ws: GpuWorkspace;
   readonly #gate: GateArgs | null;
+  /** f32 values of the widest activation tensor per token (what bounds a forward's tokens per binding). */
+  readonly #tokenWidth: number;
 
   private constructor(readonly config: DeepseekConfig, ctx: GpuContext, layers: GpuLayer[], embed: GpuWeight, norm: GpuTensor, lmHead: GpuWeight) {
     this.#ctx = ctx;
@@ -110,6 +113,7 @@ export class GpuDeepseekModel {
     this.#scale = softmaxScale(config);
     this.#ws = new GpuWorkspace(ctx);
     this.#gate = gateArgs(config);
+    this.#tokenWidth = tokenWidth(config);
   }
 
   /**
@@ -181,6 +185,60 @@ export class GpuDeepseekModel {
     checkDevice(this.#ctx);
     const c = this.config;
     const T = validate(c, batch, cache);
+    const wanted = opts.allPositions ? T : lastRows(batch, T, opts.logitRows).length;
+    // Activations are bound whole: a batch whose widest per-token tensor (or logits) exceeds a binding runs
+    // as consecutive sub-forwards over pieces of its sequences (chunked prefill: a later piece reads the
+    // earlier ones' latents from the cache).
+    const lim = sizeLimits(this.#ctx);
+    const tokenBytes = 4 * this.#tokenWidth, rowBytes = 4 * c.vocab_size;
+    if (tokenBytes > lim.storage) throw tooLarge(lim, 'forward:activations', `one token's widest activation (${this.#tokenWidth} f32)`, tokenBytes);
+    if (rowBytes > lim.storage) throw tooLarge(lim, 'forward:logits', `one row of logits (${c.vocab_size} f32)`, rowBytes);
+    const maxT = Math.floor(lim.storage / tokenBytes), maxRows = Math.floor(lim.storage / rowBytes);
+    if (T <= maxT && wanted <= maxRows) return this.#forwardOnce(batch, cache, opts, T);
+    return this.#forwardPieces(batch, cache, opts, Math.min(maxT, maxRows));
+  }
+
+  /** forward() in sub-forwards of at most `maxT` tokens (and logit rows), pieces of sequences in order. */
+  async #forwardPieces(batch: ForwardBatch, cache: GpuLatentCache, opts: GpuForwardOptions, maxT: number): Promise<Float32Array> {
+    type Piece = { seq: SeqSlice; tokens: Int32Array; rows: number };
+    const pieces: Piece[] = [];
+    let t0 = 0;
+    batch.seqs.forEach((s, i) => {
+      const want = opts.allPositions ? s.numNew : (opts.logitRows?.[i] ?? 1);
+      for (let a = 0; a < s.numNew; a += maxT) {
+        const b = Math.min(s.numNew, a + maxT);
+        pieces.push({
+          seq: { blockTable: s.blockTable, numCached: s.numCached + a, numNew: b - a },
+          tokens: batch.tokens.subarray(t0 + a, t0 + b),
+          rows: Math.max(0, b - Math.max(a, s.numNew - want)), // the wanted suffix's rows inside [a, b)
+        });
+      }
+      t0 += s.numNew;
+    });
+    const parts: Float32Array[] = [];
+    const routing = new Map<number, { experts: Int32Array[]; weights: Float32Array[] }>();
+    for (let i = 0; i < pieces.length;) {
+      const group: Piece[] = [];
+      let n = 0;
+      while (i < pieces.length && n + pieces[i]!.seq.numNew <= maxT) { n += pieces[i]!.seq.numNew; group.push(pieces[i++]!); }
+      const sub: ForwardBatch = { tokens: Int32Array.from(group.flatMap((p) => Array.from(p.tokens))), seqs: group.map((p) => p.seq) };
+      parts.push(await this.#forwardOnce(sub, cache, {
+        logitRows: group.map((p) => p.rows),
+        ...(opts.onRouting ? {
+          onRouting: (l: number, e: Int32Array, w: Float32Array) => {
+            const r = routing.get(l) ?? { experts: [], weights: [] };
+            r.experts.push(e); r.weights.push(w);
+            routing.set(l, r);
+          },
+        } : {}),
+      }, n));
+    }
+    for (const [l, r] of routing) opts.onRouting!(l, concat(r.experts, Int32Array), concat(r.weights, Float32Array));
+    return concat(parts, Float32Array);
+  }
+
+  async #forwardOnce(batch: ForwardBatch, cache: GpuLatentCache, opts: GpuForwardOptions, T: number): Promise<Float32Array> {
+    const c = this.config;
     const H = c.hidden_size;
     const Hd = c.num_attention_heads;
     const positions = new Int32Array(T);
@@ -379,6 +437,24 @@ export class GpuDeepseekModel {
     await siluMul(rec, g, u, h, m * I);
     await gemm(rec, { a: h, rows: m, w: w.down, out });
   }
+}
+
+/** Values per token of each activation tensor of the forward: the widest bounds the tokens per binding. */
+function tokenWidth(c: DeepseekConfig): number {
+  const Hd = c.num_attention_heads;
+  const R = c.kv_lora_rank + c.qk_rope_head_dim;
+  const K = c.num_experts_per_tok ?? 0;
+  return Math.max(
+    c.hidden_size, Hd * qkHeadDim(c), Hd * R, Hd * c.kv_lora_rank, Hd * c.v_head_dim, c.q_lora_rank ?? 0, c.intermediate_size,
+    sharedIntermediate(c), c.n_routed_experts ?? 0, K * c.hidden_size, K * (c.moe_intermediate_size ?? 0), Hd * c.qk_rope_head_dim / 2,
+  );
+}
+
+function concat<T extends Float32Array | Int32Array>(parts: readonly T[], C: new (n: number) => T): T {
+  const out = new C(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
 }
 
 function routingReads(routing: readonly { experts: GpuTensor; weights: GpuTensor }[], T: number, K: number): { tensor: GpuTensor; length: number }[] {
