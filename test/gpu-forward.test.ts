@@ -14,6 +14,7 @@ import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
 import { closeDevice, getDevice } from '../src/kernels/webgpu/device.ts';
 import { WebGpuDeviceLostError, WebGpuLimitError } from '../src/kernels/webgpu/errors.ts';
 import { setWebGpuSizeLimits } from '../src/kernels/webgpu/split.ts';
+import { setGemmStrategy } from '../src/kernels/webgpu/deepgemm.ts';
 import { REF_DIR, VARIANTS, argmax, expected, maxAbsDiff, seekd } from './helpers.ts';
 import { VARIANT_CONFIGS, writeVariant, type VariantName } from './variants.ts';
 
@@ -181,6 +182,45 @@ describe('GPU-resident forward under lowered storage limits', () => {
       await assert.rejects(GpuDeepseekModel.create(model), WebGpuLimitError);
     } finally {
       setWebGpuSizeLimits(old);
+      model.close();
+    }
+  });
+});
+
+describe('split-K GEMMs (what GPUs get for decode-sized rows)', () => {
+  it('forced on llvmpipe, prefill + decode give the direct kernel\'s logits within f32 rounding', async () => {
+    const kernels = await loadBackend('webgpu');
+    const model = await DeepseekModel.load(join(REF_DIR, 'tiny-v3-fp8'), kernels, { mtp: false });
+    const gpu = await GpuDeepseekModel.create(model);
+    const p = expected('tiny-v3-fp8').prompts[1]!; // 5 tokens
+    const run = async () => {
+      const cache = gpu.createCache(1);
+      const blockTable = Int32Array.of(0);
+      try {
+        const out: Float32Array[] = [await gpu.forward({ tokens: Int32Array.from(p.prompt), seqs: [{ blockTable, numCached: 0, numNew: 5 }] }, cache)];
+        for (let j = 0; j < 4; j++) {
+          out.push(await gpu.forward({ tokens: Int32Array.of(p.greedy_tokens[j]!), seqs: [{ blockTable, numCached: 5 + j, numNew: 1 }] }, cache));
+        }
+        return out;
+      } finally {
+        cache.destroy();
+      }
+    };
+    const old = setGemmStrategy('direct');
+    try {
+      const direct = await run();
+      setGemmStrategy('split');
+      const split = await run();
+      let worst = 0;
+      split.forEach((l, i) => {
+        worst = Math.max(worst, maxAbsDiff(l, direct[i]!));
+        assert.equal(argmax(l), i === 0 ? p.greedy_tokens[0] : p.greedy_tokens[i]);
+      });
+      assert.ok(worst <= 1e-5, `split-K logits differ by ${worst}`);
+      assert.ok(maxAbsDiff(split[0]!, p.prefill_last_logits) <= LOGIT_TOL);
+    } finally {
+      setGemmStrategy(old);
+      gpu.close();
       model.close();
     }
   });

@@ -10,7 +10,7 @@ import {
 } from '../deepgemm/types.ts';
 import type { GroupedWeight, WeightMatrix } from '../api.ts';
 import { emptyStorage, residentPart, uploadParams, uploadStorage, withTemps } from './buffers.ts';
-import { getDevice } from './device.ts';
+import { getDevice, type GpuContext } from './device.ts';
 import { GEMM_WG, gemmExtraBindings, gemmKey, gemmRowBlock, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
 import { getPipeline, runPasses, type Pass } from './pipelines.ts';
 import { planBands, planRowChunks, planWeightSplit, sizeLimits, type Range } from './split.ts';
@@ -36,6 +36,11 @@ export function setGemmStrategy(s: GemmStrategy): GemmStrategy {
 }
 
 const CPU_ADAPTER = /llvmpipe|swiftshader|lavapipe|softpipe/i;
+
+/** The split-K kernel for this many rows on this device, under the strategy set (setGemmStrategy). */
+export function useSplitK(ctx: GpuContext, rows: number): boolean {
+  return strategy === 'split' || (strategy === 'auto' && rows <= 8 && !CPU_ADAPTER.test(ctx.adapterDescription));
+}
 
 interface GemmCall {
   op: string;
@@ -101,7 +106,7 @@ async function runGemm(c: GemmCall): Promise<Float32Array> {
     groupIndex = maskedRowGroups(c.groupIndex!, c.mMax, rows);
     grouping = 'contiguous';
   }
-  const split = strategy === 'split' || (strategy === 'auto' && rows <= 8 && !CPU_ADAPTER.test(ctx.adapterDescription));
+  const split = useSplitK(ctx, rows);
   const v0: GemmVariant = { ...c.variant, grouping, k4: k % 4 === 0, split };
   // Row blocks of the largest chunk (every chunk compiles to the same kernel; a short chunk writes fewer rows).
   const rb = gemmRowBlock(v0, Math.max(...chunks.map(([r0, r1]) => r1 - r0)));

@@ -20,7 +20,7 @@ import { getMlaMetadata, numSmParts, validateMetadata } from '../flashmla/metada
 import { MLA_BLOCK_SIZE } from '../flashmla/types.ts';
 import { emptyStorage, paddedSize, residentPart, uploadParams, uploadStorage, type ParamField } from './buffers.ts';
 import { checkDevice, getDevice, type GpuContext } from './device.ts';
-import { gatherPart } from './deepgemm.ts';
+import { gatherPart, useSplitK } from './deepgemm.ts';
 import { mlaCombineWgsl, mlaKey, mlaMainWgsl, mlaRowsPerGroup, MLA_WG, type MlaVariant } from './flashmla-shaders.ts';
 import { GEMM_WG, gemmKey, gemmRowBlock, gemmWgsl, type GemmVariant } from './gemm-shaders.ts';
 import { ELEM_WG, ropeWgsl, siluMulWgsl } from './op-shaders.ts';
@@ -214,7 +214,10 @@ export async function gemm(rec: GpuRecorder, g: GemmArgs): Promise<void> {
   need('gemm', g.out, (rows - 1) * ldo + n0 + n);
   const grouped = w.groups > 1 || g.groupIndex !== undefined;
   if (grouped && !g.groupIndex) throw new RangeError('gemm: grouped weights need a group index');
-  const v0: GemmVariant = { a: 'f32', b: w.dtype, grouping: grouped ? 'contiguous' : 'none', k4: k % 4 === 0, split: false };
+  // Split-K (a workgroup per output, coalesced weight reads) for decode-sized rows on GPUs; direct on CPU
+  // adapters and for larger row counts (deepgemm.ts useSplitK, the same choice as the per-op GEMMs).
+  const split = useSplitK(rec.ctx, rows);
+  const v0: GemmVariant = { a: 'f32', b: w.dtype, grouping: grouped ? 'contiguous' : 'none', k4: k % 4 === 0, split };
   const rb = gemmRowBlock(v0, rows);
   const v: GemmVariant = { ...v0, rowBlock: rb };
   const pipeline = await getPipeline(rec.ctx, gemmKey(v), () => gemmWgsl(v));
@@ -229,7 +232,7 @@ export async function gemm(rec: GpuRecorder, g: GemmArgs): Promise<void> {
       if (w.dtype === 'fp8') buffers.push(part.bScales!);
       if (grouped) buffers.push(g.groupIndex!.buffer);
       const [gy, gz] = grid(Math.ceil(rows / rb));
-      rec.dispatch(pipeline, buffers, [Math.ceil(pn / GEMM_WG), gy, gz]);
+      rec.dispatch(pipeline, buffers, split ? [...grid(rows * pn), 1] : [Math.ceil(pn / GEMM_WG), gy, gz]);
     }
   }
 }
