@@ -17,7 +17,7 @@ import { buildGpuPage } from '../src/server/gpu-page.ts';
 import { startServer, type RunningServer } from '../src/server/http.ts';
 import { Llm } from '../src/engine/llm.ts';
 import { ensureBuiltinModel } from '../src/engine/builtin/builtin.ts';
-import { REF_DIR, expected, maxAbsDiff, seekd } from './helpers.ts';
+import { REF_DIR, REPO_ROOT, expected, maxAbsDiff, seekd } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const TIMEOUT_MS = 150_000;
@@ -143,4 +143,20 @@ test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generat
   assert.equal((chat.ids as number[]).length, want2.usage.completion_tokens);
   assert.equal(chat.text, want2.choices[0]!.message.content);
   console.log(`# served page chat: ${JSON.stringify(chat.text)} in ${(chat.ms as number).toFixed(0)} ms`);
+});
+
+test('web/gpu/build.ts writes the page as static files', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'seekd-gpu-static-'));
+  cleanups.push(() => rmSync(out, { recursive: true, force: true }));
+  const r = await new Promise<{ code: number | null; err: string }>((resolve, reject) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'web', 'gpu', 'build.ts'), out], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => { err += d; });
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, err }));
+  });
+  assert.equal(r.code, 0, r.err);
+  assert.match(readFileSync(join(out, 'index.html'), 'utf8'), /<script type="module" src="app.js">/);
+  const js = readFileSync(join(out, 'app.js'), 'utf8');
+  assert.ok(js.length > 50_000 && js.includes('navigator'), `app.js of ${js.length} bytes`);
 });
