@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { buildGpuPage } from '../src/server/gpu-page.ts';
 import { startServer, type RunningServer } from '../src/server/http.ts';
 import { Llm } from '../src/engine/llm.ts';
@@ -159,4 +160,38 @@ test('web/gpu/build.ts writes the page as static files', async () => {
   assert.match(readFileSync(join(out, 'index.html'), 'utf8'), /<script type="module" src="app.js">/);
   const js = readFileSync(join(out, 'app.js'), 'utf8');
   assert.ok(js.length > 50_000 && js.includes('navigator'), `app.js of ${js.length} bytes`);
+});
+
+test('playwright: a model picked from a local folder runs in the page (WebGPU on SwiftShader), greedy tokens as the reference', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const { html, js } = await buildGpuPage();
+  const p = expected('tiny-v3-bf16').prompts[1]!; // 5 tokens, then 16 greedy tokens
+  const server = createServer((req, res) => {
+    if (req.url === '/app.js') { res.setHeader('content-type', 'text/javascript'); res.end(js); return; }
+    res.setHeader('content-type', 'text/html');
+    res.end(html);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const profile = mkdtempSync(join(tmpdir(), 'seekd-chromium-pw-'));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM, headless: true, timeout: 60_000,
+    args: ['--headless=new', '--no-sandbox', '--disable-gpu-sandbox', '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--no-first-run'],
+  });
+  cleanups.push(async () => { await browser.close(); server.close(); rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }); });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const { port } = server.address() as { port: number };
+  await page.goto(`http://127.0.0.1:${port}/`);
+  // The folder as the browser hands it over: every file of the directory (expected_*.json are skipped).
+  await page.setInputFiles('#folder', join(REF_DIR, 'tiny-v3-bf16'));
+  await page.waitForFunction("document.getElementById('status').textContent.startsWith('loaded')");
+  assert.match((await page.textContent('#status'))!, /on WebGPU/);
+  await page.fill('#ids', p.prompt.join(','));
+  await page.fill('#max', '16');
+  await page.click('#generate');
+  await page.waitForFunction("document.getElementById('output').textContent.includes('tokens in')");
+  const ids = (await page.textContent('#output'))!.split('\n')[0]!.split(',').map(Number);
+  assert.deepEqual(ids, p.greedy_tokens);
+  assert.deepEqual(errors, []);
 });
