@@ -14,6 +14,8 @@ export interface GemmPeak {
   kind: 'f32' | 'bf16';
   /** Median GFLOP/s per format. */
   byKind: Record<'f32' | 'bf16', number>;
+  /** The fastest single product of either format, GFLOP/s (the least disturbed on a shared machine). */
+  best: number;
   shape: { m: number; n: number; k: number };
 }
 
@@ -59,7 +61,7 @@ export async function wasmGemmPeak(threads: number, reps = 3, shape: { m: number
     const gf = (t: number): number => (2 * m * n * k) / t / 1e9;
     const byKind = { f32: gf(median(times.f32)), bf16: gf(median(times.bf16)) };
     const kind = byKind.f32 >= byKind.bf16 ? 'f32' : 'bf16';
-    return { gflops: byKind[kind], kind, byKind, shape: { m, n, k } };
+    return { gflops: byKind[kind], kind, byKind, best: gf(Math.min(...times.f32, ...times.bf16)), shape: { m, n, k } };
   } finally {
     await ops.dispose();
   }
