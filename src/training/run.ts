@@ -10,7 +10,7 @@
 // AdamW moments and step), the data position is a function of the step (trainer.ts WindowSampler), and
 // log lines after the saved step are dropped and recomputed.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { loadBackend, type Kernels } from '../kernels/index.ts';
 import { parseConfig, type DeepseekConfig } from '../model/config.ts';
 import { noGrad } from '../tensor/autograd/index.ts';
@@ -145,14 +145,14 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
     const s = loadTrainState(out);
     const saved = s.extra.run as RunOptions | undefined;
     if (!saved) throw new RunOptionsError(`${out}: the run state has no run options`);
-    o = { ...saved, data: opts.data ?? saved.data };
+    o = { ...saved, data: resolve(opts.data ?? saved.data) };
     c = s.config;
     params = s.params;
     opt = s.opt;
     startStep = opt.state.step;
   } else {
     if (!given) throw new RunOptionsError('no run options');
-    o = given;
+    o = { ...given, data: resolve(given.data) }; // saved with the state: resume may run from elsewhere
     try {
       c = parseConfig(o.configJson);
     } catch (e) {

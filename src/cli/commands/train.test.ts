@@ -78,6 +78,15 @@ describe('seekd train', () => {
     assert.ok(readFileSync(join(dir, 'b', 'model.safetensors')).equals(readFileSync(join(dir, 'a', 'model.safetensors'))));
   });
 
+  it('a {"model", "train"} recipe file: its options, flags over them', async () => {
+    writeFileSync(join(dir, 'recipe.json'), JSON.stringify({ model: CONFIG, train: { steps: 1, seqLen: 8, microBatch: 1, chunks: 2, evalWindows: 0 } }));
+    const r = await seekd(['train', '--config', join(dir, 'recipe.json'), '--data', join(dir, 'data'), '--out', join(dir, 'r'), '--steps', '2', '--json', '--no-progress']);
+    assert.equal(r.code, 0, r.stderr);
+    const steps = log('r').filter((e) => 'mainLoss' in e);
+    assert.deepEqual(steps.map((e) => [e.step, e.tokens]), [[1, 16], [2, 16]]);
+    assert.equal((JSON.parse(r.stdout) as { evalLoss: number | null }).evalLoss, null);
+  });
+
   it('refuses bad options with exit code 2', async () => {
     const r = await seekd(['train', ...common(), '--out', join(dir, 'c'), '--pp', '2', '--schedule', 'dualpipe', '--chunks', '3']);
     assert.equal(r.code, 2);
