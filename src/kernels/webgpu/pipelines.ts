@@ -58,8 +58,8 @@ async function compile(ctx: GpuContext, key: string, code: string): Promise<GPUC
 
 export interface Pass {
   pipeline: GPUComputePipeline;
-  /** Buffers bound to @group(0) @binding(i) in order. */
-  buffers: readonly GPUBuffer[];
+  /** Buffers bound to @group(0) @binding(i) in order (whole, or a range: a uniform block inside a shared buffer). */
+  buffers: readonly (GPUBuffer | GPUBufferBinding)[];
   /** Workgroup counts. */
   groups: readonly [number, number?, number?];
 }
@@ -89,7 +89,7 @@ export async function runPasses(ctx: GpuContext, label: string, passes: readonly
   for (const p of passes) {
     const bind = device.createBindGroup({
       layout: p.pipeline.getBindGroupLayout(0),
-      entries: p.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: p.buffers.map((b, binding) => ({ binding, resource: isRange(b) ? b : { buffer: b } })),
     });
     const pass = enc.beginComputePass();
     pass.setPipeline(p.pipeline);
@@ -114,4 +114,9 @@ export async function runPasses(ctx: GpuContext, label: string, passes: readonly
   const out = await Promise.all(stagings.map((s, i) => readStaging(s, readbacks[i]!.byteLength)));
   checkDevice(ctx);
   return out;
+}
+
+/** A buffer range (GPUBufferBinding) rather than a GPUBuffer bound whole. */
+function isRange(b: GPUBuffer | GPUBufferBinding): b is GPUBufferBinding {
+  return typeof (b as GPUBufferBinding).buffer === 'object';
 }

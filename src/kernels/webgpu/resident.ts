@@ -18,7 +18,7 @@
 import { FP8_BLOCK, type GroupedWeight, type WeightMatrix } from '../api.ts';
 import { getMlaMetadata, numSmParts, validateMetadata } from '../flashmla/metadata.ts';
 import { MLA_BLOCK_SIZE } from '../flashmla/types.ts';
-import { emptyStorage, paddedSize, residentPart, uploadParams, uploadStorage, type ParamField } from './buffers.ts';
+import { emptyStorage, paddedSize, residentPart, uploadStorage, type ParamField } from './buffers.ts';
 import { checkDevice, getDevice, type GpuContext } from './device.ts';
 import { gatherPart, useSplitK } from './deepgemm.ts';
 import { mlaCombineWgsl, mlaKey, mlaMainWgsl, mlaRowsPerGroup, MLA_WG, type MlaVariant } from './flashmla-shaders.ts';
@@ -92,12 +92,41 @@ export class GpuWorkspace {
 export class GpuRecorder {
   readonly passes: Pass[] = [];
   readonly #temps: GPUBuffer[] = [];
+  /** Every dispatch's uniform block, placed in ONE buffer made at finish (at the offset alignment). */
+  readonly #params: { binding: { buffer: GPUBuffer; offset: number; size: number }; fields: readonly ParamField[] }[] = [];
+  #paramBytes = 0;
   constructor(readonly ctx: GpuContext, readonly label: string) {}
 
-  params(fields: readonly ParamField[], label: string): GPUBuffer {
-    const b = uploadParams(this.ctx, fields, label);
-    this.#temps.push(b);
-    return b;
+  /**
+   * A uniform parameter block (scalar fields in declaration order, 4 bytes each, padded to 16): a range of
+   * the recorder's shared parameter buffer, so a forward of thousands of dispatches makes one buffer.
+   */
+  params(fields: readonly ParamField[], _label: string): GPUBufferBinding {
+    const align = this.ctx.limits.minUniformBufferOffsetAlignment ?? 256;
+    const size = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
+    const offset = Math.ceil(this.#paramBytes / align) * align;
+    this.#paramBytes = offset + size;
+    const binding = { buffer: null as unknown as GPUBuffer, offset, size };
+    this.#params.push({ binding, fields });
+    return binding;
+  }
+
+  /** Makes the shared parameter buffer and points every recorded block at it. */
+  #writeParams(): void {
+    if (this.#params.length === 0) return;
+    const buf = this.ctx.device.createBuffer({ label: `${this.label}:params`, size: Math.ceil(this.#paramBytes / 16) * 16, mappedAtCreation: true, usage: GPUBufferUsage.UNIFORM });
+    const dv = new DataView(buf.getMappedRange());
+    for (const { binding, fields } of this.#params) {
+      fields.forEach(([t, v], i) => {
+        const o = binding.offset + i * 4;
+        if (t === 'u32') dv.setUint32(o, v >>> 0, true);
+        else if (t === 'i32') dv.setInt32(o, v | 0, true);
+        else dv.setFloat32(o, v, true);
+      });
+      binding.buffer = buf;
+    }
+    buf.unmap();
+    this.#temps.push(buf);
   }
 
   /** A per-call input (ids, tables): uploaded with the submit, destroyed after it. */
@@ -114,7 +143,7 @@ export class GpuRecorder {
     return t;
   }
 
-  dispatch(pipeline: GPUComputePipeline, buffers: readonly GPUBuffer[], groups: readonly [number, number?, number?]): void {
+  dispatch(pipeline: GPUComputePipeline, buffers: readonly (GPUBuffer | GPUBufferBinding)[], groups: readonly [number, number?, number?]): void {
     this.passes.push({ pipeline, buffers, groups });
   }
 
@@ -122,10 +151,13 @@ export class GpuRecorder {
   async finish(reads: readonly { tensor: GpuTensor; length: number }[] = []): Promise<ArrayBuffer[]> {
     try {
       checkDevice(this.ctx);
+      this.#writeParams();
       return await runPasses(this.ctx, this.label, this.passes, reads.map((r) => ({ buffer: r.tensor.buffer, byteLength: r.length * 4 })));
     } finally {
       for (const b of this.#temps.splice(0)) b.destroy();
       this.passes.length = 0;
+      this.#params.length = 0;
+      this.#paramBytes = 0;
     }
   }
 }
