@@ -76,6 +76,11 @@ export class TrainModel {
   readonly balanceAlpha: number;
   /** Set by the pipeline runtime to defer weight gradients (DualPipe's W step). */
   store: WeightGradStore | null = null;
+  /**
+   * FP8 mixed precision (fp8.ts): the products of the attention projections, dense MLPs and experts
+   * (Fprop, Dgrad, Wgrad). Null: f32. The router, lm_head, eh_proj and attention's own products stay f32.
+   */
+  fp8: Gemm | null = null;
 
   constructor(readonly config: DeepseekConfig, readonly params: TrainParams, readonly gemm: Gemm, opts: TrainLossOptions = {}) {
     this.#rope = new RopeTable(config);
@@ -184,6 +189,11 @@ export class TrainModel {
     return linear(this.gemm, x, w, { store: this.store });
   }
 
+  /** A linear layer FP8 mixed precision covers (on `fp8` when set). */
+  #flin(x: Tensor, w: Tensor): Tensor {
+    return linear(this.fp8 ?? this.gemm, x, w, { store: this.store });
+  }
+
   /** One decoder block (layer id `l`: main layers, then the MTP blocks at num_hidden_layers + j). */
   #block(l: number, lw: LayerParams, x: Tensor, positions: Int32Array, seqLens: readonly number[], loads: Map<number, Int32Array>, balance: Tensor[]): Tensor {
     const c = this.config;
@@ -198,23 +208,23 @@ export class TrainModel {
     const c = this.config, g = this.gemm, a = lw.attn;
     const Hd = c.num_attention_heads, nope = c.qk_nope_head_dim, rp = c.qk_rope_head_dim, kvLora = c.kv_lora_rank;
     const qk = qkHeadDim(c);
-    const q0 = a.q ? this.#lin(x, a.q) : this.#lin(rmsNorm(this.#lin(x, a.qA!), a.qANorm!, LORA_NORM_EPS), a.qB!);
+    const q0 = a.q ? this.#flin(x, a.q) : this.#flin(rmsNorm(this.#flin(x, a.qA!), a.qANorm!, LORA_NORM_EPS), a.qB!);
     const rq = this.#rope.rows(positions, Hd), rk = this.#rope.rows(positions, 1);
     const q = rope(q0, Hd, qk, nope, rp, rq.cos, rq.sin);
-    const kvA = this.#lin(x, a.kvA); // [T, kv_lora + rope] = [c_kv | k_pe]
+    const kvA = this.#flin(x, a.kvA); // [T, kv_lora + rope] = [c_kv | k_pe]
     const kpe = rope(sliceCols(kvA, kvLora, rp), 1, rp, 0, rp, rk.cos, rk.sin);
-    const kv = this.#lin(rmsNorm(sliceCols(kvA, 0, kvLora), a.kvANorm, LORA_NORM_EPS), a.kvB);
+    const kv = this.#flin(rmsNorm(sliceCols(kvA, 0, kvLora), a.kvANorm, LORA_NORM_EPS), a.kvB);
     const o = mlaAttention(g, q, kv, kpe, seqLens, { heads: Hd, nope, rope: rp, v: c.v_head_dim, scale: this.#scale });
-    return this.#lin(o, a.o);
+    return this.#flin(o, a.o);
   }
 
   #mlp(w: MlpParams, x: Tensor): Tensor {
-    return this.#lin(swiglu(this.#lin(x, w.gate), this.#lin(x, w.up)), w.down);
+    return this.#flin(swiglu(this.#flin(x, w.gate), this.#flin(x, w.up)), w.down);
   }
 
   /** DeepSeekMoE: shared expert + k routed experts with sigmoid gating (grouped products). */
   #moe(l: number, w: MoeParams, x: Tensor, seqLens: readonly number[], loads: Map<number, Int32Array>, balance: Tensor[]): Tensor {
-    const c = this.config, g = this.gemm;
+    const c = this.config, g = this.fp8 ?? this.gemm;
     const { E, K } = routingShape(c);
     const T = x.size / c.hidden_size;
     const scores = sigmoid(this.#lin(x, w.router)); // router in full precision; [T, E]

@@ -16,6 +16,8 @@ import { parseConfig, type DeepseekConfig } from '../model/config.ts';
 import { noGrad } from '../tensor/autograd/index.ts';
 import { loadTrainData } from './data.ts';
 import { gemmPeak, trainFlopsPerWindow } from './flops.ts';
+import { WasmDeepGemm } from '../kernels/deepgemm/index.ts';
+import { Fp8Gemm } from './fp8.ts';
 import { Gemm } from './gemm.ts';
 import { TrainModel } from './model.ts';
 import { AdamW } from './optim.ts';
@@ -54,11 +56,13 @@ export interface RunOptions {
   evalEvery: number;
   /** Held-out windows evaluated (the first ones of val, in order). */
   evalWindows: number;
+  /** FP8 mixed precision (fp8.ts) for the projections' and experts' products. */
+  fp8: boolean;
 }
 
 export const DEFAULT_RUN: Omit<RunOptions, 'configJson' | 'data' | 'steps'> = {
   pp: 1, schedule: 'dualpipev', chunks: 4, microBatch: 4, seqLen: 128, lr: 3e-3, minLr: 3e-4, warmup: 20, clip: 1, weightDecay: 0.1,
-  biasSpeed: 1e-3, mtpLambda: 0.3, balanceAlpha: 1e-4, seed: 1, initStd: 0.02, saveEvery: 0, evalEvery: 0, evalWindows: 32,
+  biasSpeed: 1e-3, mtpLambda: 0.3, balanceAlpha: 1e-4, seed: 1, initStd: 0.02, saveEvery: 0, evalEvery: 0, evalWindows: 32, fp8: false,
 };
 
 export interface StepLog {
@@ -184,6 +188,7 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
 
   const k: Kernels = await loadBackend('wasm', { threads: 1 });
   const gemm = new Gemm(k);
+  const deepGemm = o.fp8 && o.pp === 1 ? await WasmDeepGemm.create(1) : null;
   const peak = gemmPeak(k);
   const ranks = o.pp;
   const stages = o.pp === 1 ? 1 : stagesFor(o.schedule, o.pp);
@@ -211,8 +216,8 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
   const bub = { makespanMs: 0, maxBubbleMs: 0, closedFormMs: 0, n: 0 };
   try {
     engine = o.pp === 1
-      ? new LocalEngine(c, params, gemm, o.chunks, { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha })
-      : await PipelineEngine.create(c, o.configJson, params, { kind: o.schedule, pp: o.pp, ...shape, lossOpts: { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha } });
+      ? new LocalEngine(c, params, gemm, o.chunks, { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha }, deepGemm ? new Fp8Gemm(deepGemm) : null)
+      : await PipelineEngine.create(c, o.configJson, params, { kind: o.schedule, pp: o.pp, ...shape, lossOpts: { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha }, fp8: o.fp8 });
     hooks.onStart?.({ startStep, steps: o.steps, params: opt.params.reduce((a, p) => a + p.size, 0), peakGflops: peak, ranks, stages, trainTokens: data.train.length, valTokens: data.val?.length ?? 0 });
     const flopsPerWindow = trainFlopsPerWindow(c, o.seqLen);
     const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps: o.steps };
@@ -249,6 +254,7 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
     }
   } finally {
     await engine?.close();
+    await deepGemm?.dispose();
     await k.dispose();
   }
   return {

@@ -78,13 +78,15 @@ describe('seekd train', () => {
     assert.ok(readFileSync(join(dir, 'b', 'model.safetensors')).equals(readFileSync(join(dir, 'a', 'model.safetensors'))));
   });
 
-  it('a {"model", "train"} recipe file: its options, flags over them', async () => {
+  it('a {"model", "train"} recipe file: its options, flags over them; --fp8', async () => {
     writeFileSync(join(dir, 'recipe.json'), JSON.stringify({ model: CONFIG, train: { steps: 1, seqLen: 8, microBatch: 1, chunks: 2, evalWindows: 0 } }));
-    const r = await seekd(['train', '--config', join(dir, 'recipe.json'), '--data', join(dir, 'data'), '--out', join(dir, 'r'), '--steps', '2', '--json', '--no-progress']);
+    const r = await seekd(['train', '--config', join(dir, 'recipe.json'), '--data', join(dir, 'data'), '--out', join(dir, 'r'), '--steps', '2', '--fp8', '--json', '--no-progress']);
     assert.equal(r.code, 0, r.stderr);
     const steps = log('r').filter((e) => 'mainLoss' in e);
     assert.deepEqual(steps.map((e) => [e.step, e.tokens]), [[1, 16], [2, 16]]);
     assert.equal((JSON.parse(r.stdout) as { evalLoss: number | null }).evalLoss, null);
+    const state = JSON.parse(readFileSync(join(dir, 'r', 'trainer', 'state.json'), 'utf8')) as { extra: { run: { fp8: boolean; steps: number; chunks: number } } };
+    assert.deepEqual([state.extra.run.fp8, state.extra.run.steps, state.extra.run.chunks], [true, 2, 2]);
   });
 
   it('refuses bad options with exit code 2', async () => {

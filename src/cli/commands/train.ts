@@ -14,7 +14,7 @@ interface TrainCliOptions {
   config?: string; data?: string; out: string; steps?: string; until?: string; pp?: string; schedule?: string; chunks?: string;
   microBatch?: string; seqLen?: string; lr?: string; minLr?: string; warmup?: string; clip?: string; weightDecay?: string;
   biasSpeed?: string; mtpLambda?: string; balanceAlpha?: string; seed?: string; initStd?: string; saveEvery?: string;
-  evalEvery?: string; evalWindows?: string; resume?: boolean; json?: boolean; progress?: boolean;
+  evalEvery?: string; evalWindows?: string; resume?: boolean; json?: boolean; progress?: boolean; fp8?: boolean;
 }
 
 const NUMERIC: Array<[keyof TrainCliOptions & keyof RunOptions, 'int' | 'num']> = [
@@ -51,6 +51,7 @@ function buildOptions(o: TrainCliOptions): RunOptions {
     if (typeof v === 'string') (r as unknown as Record<string, number>)[k] = num(k, v, kind);
   }
   if (o.schedule !== undefined) r.schedule = o.schedule as RunOptions['schedule'];
+  if (o.fp8) r.fp8 = true;
   return r;
 }
 
@@ -79,6 +80,7 @@ export function register(program: Command): void {
     .option('--save-every <n>', 'save the run state every N steps (0: at the end only)')
     .option('--eval-every <n>', 'held-out loss every N steps (0: at the end only)')
     .option('--eval-windows <n>', 'held-out windows per evaluation')
+    .option('--fp8', 'FP8 mixed precision (DeepSeek-V3 §3.3): projections and experts through the DeepGEMM port')
     .option('--resume', 'continue the run saved in --out (its saved options; --data may name the moved data)')
     .option('--no-progress', 'no progress line on stderr')
     .option('--json', 'print a JSON summary on stdout at the end')

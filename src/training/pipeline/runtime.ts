@@ -64,9 +64,9 @@ export class LocalEngine implements StepEngine {
   readonly stages: StageSpec[];
   readonly #stage: TrainStage;
 
-  constructor(c: DeepseekConfig, params: TrainParams, gemm: Gemm, chunks: number, lossOpts: TrainLossOptions = {}) {
+  constructor(c: DeepseekConfig, params: TrainParams, gemm: Gemm, chunks: number, lossOpts: TrainLossOptions = {}, fp8: Gemm | null = null) {
     this.stages = planStages(c, 1);
-    this.#stage = new TrainStage(c, this.stages[0]!, params, trainableTensors(c, params), gemm, null, (k) => k, chunks, lossOpts);
+    this.#stage = new TrainStage(c, this.stages[0]!, params, trainableTensors(c, params), gemm, null, (k) => k, chunks, lossOpts, fp8);
   }
 
   async run(chunks: Int32Array[][]): Promise<StepResult> {
@@ -95,6 +95,7 @@ export interface TrainRankData {
   p2pShape: number[];
   layout: { windows: number; n: number };
   lossOpts: TrainLossOptions;
+  fp8: boolean;
   ports: Record<string, MessagePort>;
 }
 
@@ -120,6 +121,8 @@ export interface PipelineOptions {
   microBatch: number;
   seqLen: number;
   lossOpts?: TrainLossOptions;
+  /** FP8 mixed precision (fp8.ts) on every rank. */
+  fp8?: boolean;
 }
 
 /** Stages a schedule runs on `pp` ranks: DualPipeV cuts the model in 2·PP, the others in PP. */
@@ -175,7 +178,7 @@ export class PipelineEngine implements StepEngine {
     for (let rank = 0; rank < o.pp; rank++) {
       const data: TrainRankData = {
         rank, numRanks: o.pp, kind: o.kind, chunks: o.chunks, configJson, stages, tensors, paths,
-        p2pShape: [o.microBatch * o.seqLen, c.hidden_size], layout: { windows: o.microBatch, n: o.seqLen }, lossOpts: o.lossOpts ?? {},
+        p2pShape: [o.microBatch * o.seqLen, c.hidden_size], layout: { windows: o.microBatch, n: o.seqLen }, lossOpts: o.lossOpts ?? {}, fp8: o.fp8 ?? false,
         ports: ports[rank]!,
       };
       const w = spawnWorker(new URL('./worker.ts', import.meta.url), data, { transferList: Object.values(ports[rank]!) });

@@ -160,6 +160,8 @@ export class TrainStage {
     readonly mbOf: (k: number) => number,
     readonly chunks: number,
     readonly lossOpts: TrainLossOptions = {},
+    /** FP8 mixed precision's products (fp8.ts), or null for f32. */
+    readonly fp8: Gemm | null = null,
   ) {}
 
   /** The model of chunk slot k (shadow leaves), created on first use and reused every step. */
@@ -168,6 +170,7 @@ export class TrainStage {
       const sp = shadowParams(this.params);
       const m = new TrainModel(this.config, sp, this.gemm, this.lossOpts);
       m.store = this.store;
+      m.fp8 = this.fp8;
       this.#models.push(m);
       // The shadow of trainable i is found by walking both trees in the same order.
       const map = new Map<Tensor, Tensor>();

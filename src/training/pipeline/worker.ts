@@ -12,6 +12,8 @@ import { RankExecutor } from '../../parallel/dualpipe/executor.ts';
 import { isFirstStage, isLastStage, stageOf, type Mod } from '../../parallel/dualpipe/schedule.ts';
 import type { Tracer } from '../../platform/tracer.ts';
 import { ChromeTraceRecorder, type TraceEvent } from '../../parallel/trace/chrome-trace.ts';
+import { WasmDeepGemm } from '../../kernels/deepgemm/index.ts';
+import { Fp8Gemm } from '../fp8.ts';
 import { Gemm } from '../gemm.ts';
 import { trainableTensors, type TrainParams } from '../params.ts';
 import { oneFOneBStep } from './onefoneb.ts';
@@ -22,6 +24,8 @@ const d = (workerData as { data: TrainRankData }).data;
 const config = parseConfig(d.configJson);
 const kernels = await loadBackend('wasm', { threads: 1 });
 const gemm = new Gemm(kernels);
+const deepGemm = d.fp8 ? await WasmDeepGemm.create(1) : null;
+const fp8 = deepGemm ? new Fp8Gemm(deepGemm) : null;
 
 // The parameter tree over the shared buffers (tied tensors: one Tensor under two paths).
 const tensors = d.tensors.map((t) => new Tensor(new Float32Array(t.buffer as unknown as ArrayBuffer), t.shape, t.requiresGrad));
@@ -48,7 +52,7 @@ const specOf = (m: Mod): StageSpec => d.stages[oneF ? d.rank : stageOf(shape!, d
 const mbOf = (m: Mod) => (k: number) => (d.kind === 'dualpipe' && m === 1 ? C / 2 + k : k);
 const perModule = d.kind === 'dualpipe' ? C / 2 : C;
 const stages = mods.map((m) => {
-  const s = new TrainStage(config, specOf(m), params, trainable, gemm, oneF ? null : store, mbOf(m), perModule, d.lossOpts);
+  const s = new TrainStage(config, specOf(m), params, trainable, gemm, oneF ? null : store, mbOf(m), perModule, d.lossOpts, fp8);
   s.layout = d.layout;
   return s;
 });
@@ -102,6 +106,7 @@ async function handle(req: TrainRankRequest): Promise<TrainRankReply> {
     case 'close':
       p2p.close();
       await kernels.dispose();
+      await deepGemm?.dispose();
       return { id: req.id, ok: true };
   }
 }
