@@ -69,6 +69,18 @@ for (const variant of VARIANTS) {
       assert.ok(worstW <= WEIGHT_TOL, `routing weights differ by ${worstW}`);
     });
 
+    it('weights are on the GPU in their stored format: FP8 one byte per parameter with its scales, BF16 two', () => {
+      const r = gpu.weightReport;
+      const fp8 = r.filter((w) => w.dtype === 'fp8'), bf16 = r.filter((w) => w.dtype === 'bf16');
+      if (variant === 'tiny-v3-fp8') assert.ok(fp8.length > 0 && fp8.some((w) => w.label.includes('experts')));
+      else assert.equal(fp8.length, 0);
+      for (const w of fp8) {
+        assert.equal(w.data, Math.ceil(w.params / 4) * 4, `${w.label}: ${w.data} bytes for ${w.params} FP8 parameters`);
+        assert.ok(w.scales > 0 && w.scales < w.data, `${w.label}: scales ${w.scales}`);
+      }
+      for (const w of bf16) assert.equal(w.data, Math.ceil(w.params / 2) * 4, `${w.label}: ${w.data} bytes for ${w.params} BF16 parameters`);
+    });
+
     it('a varlen batch (prefill chunk next to decodes, all positions) equals the CPU forward', async () => {
       // Three sequences in one forward: a 7-token prefill, a 3-token chunk after 9 cached positions and a
       // decode after 20, so the FlashMLA groups are split (q and out gathered per group) and the caches

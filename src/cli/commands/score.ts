@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { LatentCache } from '../../model/latent-cache.ts';
 import { checkVocab, forwardModelFor, modelOptions, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
 import { UsageError } from '../errors.ts';
+import { GpuDeepseekModel } from '../../model/gpu/forward.ts';
 
 interface ScoreOptions extends ModelCliOptions { ids?: string; allPositions?: boolean; json?: boolean; stats?: boolean }
 
@@ -18,14 +19,11 @@ export function register(program: Command): void {
       if (opts.backend === 'webgpu' && attn !== 'absorb') throw new UsageError('--backend webgpu computes absorbed MLA only (--attn naive is a CPU check)');
       const t0 = performance.now();
       const { model, kernels } = await openModel(opts, {}, { maxModelLen: ids.length, maxBatchTokens: ids.length });
-      if (opts.stats) {
-        // Peak RSS so far is the peak while loading (the forward has not run yet).
-        const stats = {
-          backend: kernels.backend, threads: kernels.threads, ...kernels.memoryStats(), load_s: (performance.now() - t0) / 1000,
-          rss_after_load: process.memoryUsage().rss, peak_rss: process.resourceUsage().maxRSS * 1024,
-        };
-        process.stderr.write(`stats: ${JSON.stringify(stats)}\n`);
-      }
+      // Peak RSS so far is the peak while loading (the forward has not run yet).
+      const stats = opts.stats ? {
+        backend: kernels.backend, threads: kernels.threads, ...kernels.memoryStats(), load_s: (performance.now() - t0) / 1000,
+        rss_after_load: process.memoryUsage().rss, peak_rss: process.resourceUsage().maxRSS * 1024,
+      } : null;
       let closeFwd = () => {};
       try {
         const V = model.config.vocab_size;
@@ -33,6 +31,16 @@ export function register(program: Command): void {
         // --backend webgpu: the GPU-resident forward (the CPU model's own otherwise).
         const { fwd, close } = await forwardModelFor(model, kernels, attn);
         closeFwd = close;
+        if (stats) {
+          // webgpu: what the upload put on the GPU (weights in stored format: FP8 one byte per parameter).
+          const report = fwd instanceof GpuDeepseekModel ? fwd.weightReport : null;
+          const gpu = report ? {
+            gpu_weight_bytes: report.reduce((a, r) => a + r.data + r.scales, 0),
+            gpu_fp8_params: report.filter((r) => r.dtype === 'fp8').reduce((a, r) => a + r.params, 0),
+            gpu_fp8_code_bytes: report.filter((r) => r.dtype === 'fp8').reduce((a, r) => a + r.data, 0),
+          } : {};
+          process.stderr.write(`stats: ${JSON.stringify({ ...stats, ...gpu })}\n`);
+        }
         const numBlocks = LatentCache.blocksFor(ids.length);
         const cache = fwd.createCache(numBlocks);
         const blockTable = Int32Array.from({ length: numBlocks }, (_, i) => i);

@@ -181,6 +181,13 @@ export interface GpuWeight {
   readonly parts: ReadonlyMap<string, { b: GPUBuffer; bScales?: GPUBuffer }>;
 }
 
+/** GPU bytes a weight's parts hold: its stored elements (FP8 one byte each) and its scales. */
+export function gpuWeightBytes(w: GpuWeight): { data: number; scales: number } {
+  let data = 0, scales = 0;
+  for (const p of w.parts.values()) { data += p.b.size; scales += p.bScales?.size ?? 0; }
+  return { data, scales };
+}
+
 const ELEM_BYTES = { f32: 4, bf16: 2, fp8: 1 } as const;
 const partKey = (gr: Range, nr: Range) => `${gr[0]}-${gr[1]}:${nr[0]}-${nr[1]}`;
 

@@ -21,7 +21,7 @@ import { checkDevice, getDevice } from '../../kernels/webgpu/device.ts';
 import { sizeLimits, tooLarge } from '../../kernels/webgpu/split.ts';
 import {
   addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuCacheLayer, GpuRecorder, GpuWorkspace,
-  moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector, uploadWeight, type GateArgs, type GpuCacheLayer, type GpuTensor, type GpuWeight,
+  moeGate, rmsNorm, rope, scatterRows, siluMul, uploadVector as uploadVectorTo, uploadWeight as uploadWeightTo, gpuWeightBytes, type GateArgs, type GpuCacheLayer, type GpuTensor, type GpuWeight,
 } from '../../kernels/webgpu/resident.ts';
 import { isMoeLayer, qkHeadDim, sharedIntermediate, softmaxScale, type DeepseekConfig } from '../config.ts';
 import { LORA_NORM_EPS, ModelInputError, type DeepseekModel, type ForwardBatch } from '../deepseek.ts';
@@ -29,7 +29,9 @@ import { CACHE_BLOCK_SIZE, CacheError } from '../latent-cache.ts';
 import { deriveAbsorbed, type SeqSlice } from '../mla.ts';
 import { RopeTable } from '../rope.ts';
 import type { MlpWeights, ModelWeights } from '../weight-map.ts';
-import type { Kernels } from '../../kernels/api.ts';
+import type { GroupedWeight, Kernels, WeightMatrix } from '../../kernels/api.ts';
+
+export interface GpuWeightReport { label: string; dtype: 'f32' | 'bf16' | 'fp8'; params: number; data: number; scales: number }
 
 export interface GpuForwardOptions {
   /** Only 'absorb' runs on the GPU. */
@@ -102,6 +104,11 @@ export class GpuDeepseekModel {
   readonly #gate: GateArgs | null;
   /** f32 values of the widest activation tensor per token (what bounds a forward's tokens per binding). */
   readonly #tokenWidth: number;
+  /**
+   * Every weight and vector uploaded, with its GPU bytes: data (FP8 one byte per parameter, BF16 two, f32
+   * four; padded to whole u32 words) and scales. A tied lm_head shares the embedding's buffers (listed twice).
+   */
+  weightReport: readonly GpuWeightReport[] = [];
 
   private constructor(readonly config: DeepseekConfig, ctx: GpuContext, layers: GpuLayer[], embed: GpuWeight, norm: GpuTensor, lmHead: GpuWeight) {
     this.#ctx = ctx;
@@ -131,46 +138,59 @@ export class GpuDeepseekModel {
    */
   static async fromWeights(c: DeepseekConfig, w: ModelWeights, k: Kernels): Promise<GpuDeepseekModel> {
     const ctx = await getDevice();
+    const report: GpuWeightReport[] = [];
+    const uploadWeight = (m: WeightMatrix | GroupedWeight, label: string): GpuWeight => {
+      const g = uploadWeightTo(ctx, m, label);
+      report.push({ label, dtype: m.dtype, params: g.groups * g.rows * g.cols, ...gpuWeightBytes(g) });
+      return g;
+    };
+    const uploadVector = (v: Float32Array, label: string): GpuTensor => {
+      const t = uploadVectorTo(ctx, v, label);
+      report.push({ label, dtype: 'f32', params: v.length, data: t.buffer.size, scales: 0 });
+      return t;
+    };
     if (w.embed.dtype === 'fp8') throw new ModelInputError('embedding must be f32 or bf16');
     const mlp = (m: MlpWeights, name: string): GpuMlp => ({
-      gate: uploadWeight(ctx, m.gate, `${name}.gate`), up: uploadWeight(ctx, m.up, `${name}.up`), down: uploadWeight(ctx, m.down, `${name}.down`),
+      gate: uploadWeight(m.gate, `${name}.gate`), up: uploadWeight(m.up, `${name}.up`), down: uploadWeight(m.down, `${name}.down`),
     });
     const layers = w.layers.map((lw, l): GpuLayer => {
       const a = lw.attn;
       const name = `layers.${l}`;
       const ab = deriveAbsorbed(k, a.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim);
       const layer: GpuLayer = {
-        inputNorm: uploadVector(ctx, lw.inputNorm, `${name}.inputNorm`),
-        postAttnNorm: uploadVector(ctx, lw.postAttnNorm, `${name}.postAttnNorm`),
-        kvA: uploadWeight(ctx, a.kvA, `${name}.kvA`),
-        kvANorm: uploadVector(ctx, a.kvANorm, `${name}.kvANorm`),
-        o: uploadWeight(ctx, a.o, `${name}.o`),
-        kT: ab.kT.map((m, h) => uploadWeight(ctx, m, `${name}.kT${h}`)),
-        v: ab.v.map((m, h) => uploadWeight(ctx, m, `${name}.v${h}`)),
+        inputNorm: uploadVector(lw.inputNorm, `${name}.inputNorm`),
+        postAttnNorm: uploadVector(lw.postAttnNorm, `${name}.postAttnNorm`),
+        kvA: uploadWeight(a.kvA, `${name}.kvA`),
+        kvANorm: uploadVector(a.kvANorm, `${name}.kvANorm`),
+        o: uploadWeight(a.o, `${name}.o`),
+        kT: ab.kT.map((m, h) => uploadWeight(m, `${name}.kT${h}`)),
+        v: ab.v.map((m, h) => uploadWeight(m, `${name}.v${h}`)),
       };
-      if (a.q) layer.q = uploadWeight(ctx, a.q, `${name}.q`);
+      if (a.q) layer.q = uploadWeight(a.q, `${name}.q`);
       else {
-        layer.qA = uploadWeight(ctx, a.qA!, `${name}.qA`);
-        layer.qANorm = uploadVector(ctx, a.qANorm!, `${name}.qANorm`);
-        layer.qB = uploadWeight(ctx, a.qB!, `${name}.qB`);
+        layer.qA = uploadWeight(a.qA!, `${name}.qA`);
+        layer.qANorm = uploadVector(a.qANorm!, `${name}.qANorm`);
+        layer.qB = uploadWeight(a.qB!, `${name}.qB`);
       }
       if (lw.dense) layer.dense = mlp(lw.dense, `${name}.mlp`);
       else {
         const m = lw.moe!;
         if (!m.experts) throw new ModelInputError(`layer ${l}: routed experts not loaded; the WebGPU forward runs them itself`);
         const experts: GpuMlp = {
-          gate: uploadWeight(ctx, m.experts.gate, `${name}.experts.gate`), up: uploadWeight(ctx, m.experts.up, `${name}.experts.up`),
-          down: uploadWeight(ctx, m.experts.down, `${name}.experts.down`),
+          gate: uploadWeight(m.experts.gate, `${name}.experts.gate`), up: uploadWeight(m.experts.up, `${name}.experts.up`),
+          down: uploadWeight(m.experts.down, `${name}.experts.down`),
         };
         layer.moe = {
-          router: uploadWeight(ctx, m.router, `${name}.router`),
-          bias: c.topk_method === 'noaux_tc' ? uploadVector(ctx, requireBias(m.bias, l), `${name}.bias`) : null,
+          router: uploadWeight(m.router, `${name}.router`),
+          bias: c.topk_method === 'noaux_tc' ? uploadVector(requireBias(m.bias, l), `${name}.bias`) : null,
           experts, ...(m.shared ? { shared: mlp(m.shared, `${name}.shared`) } : {}),
         };
       }
       return layer;
     });
-    return new GpuDeepseekModel(c, ctx, layers, uploadWeight(ctx, w.embed, 'embed'), uploadVector(ctx, w.norm, 'norm'), uploadWeight(ctx, w.lmHead, 'lmHead'));
+    const gpu = new GpuDeepseekModel(c, ctx, layers, uploadWeight(w.embed, 'embed'), uploadVector(w.norm, 'norm'), uploadWeight(w.lmHead, 'lmHead'));
+    gpu.weightReport = report;
+    return gpu;
   }
 
   createCache(numBlocks: number): GpuLatentCache {
