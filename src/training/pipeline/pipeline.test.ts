@@ -13,6 +13,7 @@ import { initTrainParams, namedParams, trainableTensors } from '../params.ts';
 import { trainStepChunks, WindowSampler } from '../trainer.ts';
 import { checkPipeline, LocalEngine, PipelineEngine, PipelineError, type ScheduleKind } from './runtime.ts';
 import { planStages } from './stage.ts';
+import { PipelineRankError } from '../../parallel/dualpipe/errors.ts';
 import { TINY_TRAIN_CONFIG } from '../tiny-config.ts';
 
 const TINY = TINY_TRAIN_CONFIG;
@@ -66,6 +67,14 @@ test('PP 2 (DualPipe, DualPipeV) and PP 3 (1F1B) train to the bit like PP 1', as
   } finally {
     await k.dispose();
   }
+});
+
+test('a rank that fails rejects the step with the rank and the cause; the engine still closes', async () => {
+  const c = parseConfig(TINY);
+  const eng = await PipelineEngine.create(c, TINY, initTrainParams(c, { seed: 1 }), { kind: '1f1b', pp: 2, chunks: 2, microBatch: 1, seqLen: 4 });
+  const bad = [[Int32Array.of(1, 2, 3, 4, 99)], [Int32Array.of(1, 2, 3, 4, 5)]];
+  await assert.rejects(eng.run(bad), (e: unknown) => e instanceof PipelineRankError && e.rank === 0 && /token id 99/.test(e.message));
+  await eng.close();
 });
 
 test('schedules refuse what they cannot run', () => {

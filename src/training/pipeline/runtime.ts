@@ -10,6 +10,7 @@ import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threa
 import { spawnWorker } from '../../platform/worker.ts';
 import type { DeepseekConfig } from '../../model/config.ts';
 import { backward, Tensor } from '../../tensor/autograd/index.ts';
+import { PipelineRankError } from '../../parallel/dualpipe/errors.ts';
 import { checkSchedule } from '../../parallel/dualpipe/schedule.ts';
 import type { TraceEvent } from '../../parallel/trace/chrome-trace.ts';
 import type { Gemm } from '../gemm.ts';
@@ -107,6 +108,7 @@ export type TrainRankReply =
   | { id: number; ok: true; stats?: Array<ChunkStats & { stage: number }>; grads?: ChunkGrads[]; trace?: TraceEvent[] }
   | { id: number; ok: false; error: string };
 
+/** A pipeline the options describe cannot run (exit code 2); a rank failing at run time is a PipelineRankError. */
 export class PipelineError extends Error {
   override name = 'PipelineError';
   readonly exitCode = 2;
@@ -154,10 +156,10 @@ export class PipelineEngine implements StepEngine {
         if (!p) return;
         this.#pending.delete(r.id);
         if (r.ok) p.resolve(r);
-        else this.#fail(new PipelineError(`rank ${rank}: ${r.error}`));
+        else this.#fail(new PipelineRankError(r.error, rank));
       });
-      w.on('error', (e) => this.#fail(new PipelineError(`rank ${rank}: ${e.message}`)));
-      w.on('exit', (code) => { if (code !== 0) this.#fail(new PipelineError(`rank ${rank}: worker exited with code ${code}`)); });
+      w.on('error', (e) => this.#fail(new PipelineRankError(e.message, rank)));
+      w.on('exit', (code) => { if (code !== 0) this.#fail(new PipelineRankError(`worker exited with code ${code}`, rank)); });
     });
   }
 
