@@ -199,6 +199,47 @@ describe('GPU-resident forward under lowered storage limits', () => {
   });
 });
 
+describe('the MTP module on the GPU (speculative decoding\'s drafter)', () => {
+  it('hidden states and mtpForward (prompt, then a chained step) equal the CPU model\'s', async () => {
+    const kernels = await loadBackend('webgpu');
+    const model = await DeepseekModel.load(join(REF_DIR, 'tiny-v3-bf16'), kernels);
+    assert.equal(model.mtpModules, 1);
+    const gpu = await GpuDeepseekModel.create(model);
+    assert.equal(gpu.mtpModules, 1);
+    const p = expected('tiny-v3-bf16').prompts[2]!; // 12 tokens
+    const n = p.prompt.length, H = model.config.hidden_size;
+    const blockTable = Int32Array.of(0);
+    const batch = { tokens: Int32Array.from(p.prompt), seqs: [{ blockTable, numCached: 0, numNew: n }] };
+    const cpuCache = model.createCache(1), cpuMtp = model.createMtpCache(1);
+    const gpuCache = gpu.createCache(1), gpuMtp = gpu.createMtpCache(1);
+    try {
+      let hc!: Float32Array, hg!: Float32Array;
+      model.forward(batch, cpuCache, { onHidden: (h) => { hc = h.slice(0, n * H); } });
+      await gpu.forward(batch, gpuCache, { onHidden: (h) => { hg = h; } });
+      assert.ok(maxAbsDiff(hg, hc) <= LOGIT_TOL * 4, `hidden states differ by ${maxAbsDiff(hg, hc)}`);
+      // The module over positions 0..n-1 with the tokens that follow them, then one chained step.
+      const next = Int32Array.from([...p.prompt.slice(1), p.greedy_tokens[0]!]);
+      const mb = { tokens: next, seqs: [{ blockTable, numCached: 0, numNew: n }] };
+      const c1 = model.mtpForward(mb, hc, cpuMtp);
+      const g1 = await gpu.mtpForward(mb, hc, gpuMtp);
+      const d1 = Math.max(maxAbsDiff(g1.logits, c1.logits), maxAbsDiff(g1.hidden, c1.hidden));
+      const d = argmax(c1.logits);
+      const chained = { tokens: Int32Array.of(d), seqs: [{ blockTable, numCached: n, numNew: 1 }] };
+      const c2 = model.mtpForward(chained, c1.hidden, cpuMtp);
+      const g2 = await gpu.mtpForward(chained, c1.hidden, gpuMtp);
+      const d2 = Math.max(maxAbsDiff(g2.logits, c2.logits), maxAbsDiff(g2.hidden, c2.hidden));
+      console.log(`# MTP on the GPU: max |difference| ${Math.max(d1, d2).toExponential(2)}`);
+      assert.ok(d1 <= LOGIT_TOL && d2 <= LOGIT_TOL, `mtpForward differs by ${d1}, ${d2}`);
+      assert.equal(argmax(g1.logits), d);
+    } finally {
+      gpuCache.destroy();
+      gpuMtp.destroy();
+      gpu.close();
+      model.close();
+    }
+  });
+});
+
 describe('split-K GEMMs (what GPUs get for decode-sized rows)', () => {
   it('forced on llvmpipe, prefill + decode give the direct kernel\'s logits within f32 rounding', async () => {
     const kernels = await loadBackend('webgpu');
@@ -296,6 +337,18 @@ describe('seekd score / generate --backend webgpu', () => {
     g.logits.forEach((row, j) => assert.ok(maxAbsDiff(row, r.logits[j]!) <= LOGIT_TOL, `generate step ${j}`));
   });
 
+  it('generate --speculative mtp on webgpu: the CPU\'s tokens and draft counts (greedy and seeded sampling)', async () => {
+    for (const extra of [[], ['--temperature', '0.8', '--seed', '3']]) {
+      const args = ['generate', '--model', dir, '--ids', ids, '--max-tokens', '12', '--speculative', 'mtp', '--num-speculative-tokens', '2', '--json', ...extra];
+      const [g, r] = await Promise.all([seekd([...args, '--backend', 'webgpu']), seekd([...args, '--backend', 'ref'])]);
+      assert.equal(g.code, 0, g.stderr);
+      assert.equal(r.code, 0, r.stderr);
+      const gj = JSON.parse(g.stdout) as { ids: number[]; spec: unknown }, rj = JSON.parse(r.stdout) as { ids: number[]; spec: unknown };
+      assert.deepEqual(gj.ids, rj.ids, extra.join(' '));
+      assert.deepEqual(gj.spec, rj.spec);
+    }
+  });
+
   it('info --backend webgpu reports the adapter and the limits the forward plans with', async () => {
     const r = await seekd(['info', '--model', dir, '--backend', 'webgpu', '--json']);
     assert.equal(r.code, 0, r.stderr);
@@ -309,9 +362,9 @@ describe('seekd score / generate --backend webgpu', () => {
     const naive = await seekd(['score', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--attn', 'naive']);
     assert.equal(naive.code, 2);
     assert.match(naive.stderr, /absorbed MLA only/);
-    const spec = await seekd(['generate', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--speculative', 'mtp']);
-    assert.equal(spec.code, 2);
-    assert.match(spec.stderr, /--speculative cannot be combined with --backend webgpu/);
+    const trace = await seekd(['generate', '--model', dir, '--ids', ids, '--backend', 'webgpu', '--trace', join(tmpdir(), 'never.json')]);
+    assert.equal(trace.code, 2);
+    assert.match(trace.stderr, /--trace cannot be combined with --backend webgpu/);
   });
 });
 

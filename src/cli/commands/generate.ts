@@ -4,6 +4,8 @@ import type { Command } from 'commander';
 import { generate } from '../../model/generate.ts';
 import { checkModelDir, checkVocab, forwardModelFor, modelOptions, nonNegativeInt, openModel, parseAttn, parseIds, rowToJson, type ModelCliOptions } from '../model-args.ts';
 import { generateAsync } from '../../model/forward-model.ts';
+import { GpuDeepseekModel } from '../../model/gpu/forward.ts';
+import { generateSpeculativeGpu } from '../../model/gpu/speculative.ts';
 import { UsageError } from '../errors.ts';
 import { epOptions, startEp, type EpCliOptions } from '../ep-args.ts';
 import { ChromeTraceRecorder } from '../../parallel/trace/chrome-trace.ts';
@@ -42,8 +44,7 @@ export function register(program: Command): void {
       // The expert-parallel ranks read their experts as stored (parallel/deepep/ep/experts.ts).
       if (opts.ep !== undefined && opts.quantize !== undefined) throw new UsageError('--quantize cannot be combined with --ep yet (the expert ranks load experts as stored)');
       if (opts.backend === 'webgpu') {
-        // The GPU-resident forward runs its experts itself and has no MTP drafter or per-layer spans yet.
-        if (opts.speculative) throw new UsageError('--speculative cannot be combined with --backend webgpu yet');
+        // The GPU-resident forward runs its experts itself and records no per-layer spans yet.
         if (opts.ep !== undefined) throw new UsageError('--ep cannot be combined with --backend webgpu (the GPU forward runs the routed experts itself)');
         if (opts.trace !== undefined) throw new UsageError('--trace cannot be combined with --backend webgpu yet (no per-layer spans on the GPU)');
         if (attn !== 'absorb') throw new UsageError('--backend webgpu computes absorbed MLA only (--attn naive is a CPU check)');
@@ -52,7 +53,7 @@ export function register(program: Command): void {
       const ep = await startEp(opts);
       // Verification writes up to K positions past the last token, 1 + K at a time.
       const size = { maxModelLen: ids.length + maxTokens + numSpec, maxBatchTokens: Math.max(ids.length, 1 + numSpec) };
-      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : opts.backend === 'webgpu' ? { mtp: false } : {}, size).catch(async (e: unknown) => {
+      const { model, kernels } = await openModel(opts, ep ? { moe: ep.factory, routedExperts: false } : opts.backend === 'webgpu' ? { mtp: !!speculative } : {}, size).catch(async (e: unknown) => {
         await ep?.close();
         throw e;
       });
@@ -65,7 +66,8 @@ export function register(program: Command): void {
         const t0 = performance.now();
         const rec = opts.trace ? new ChromeTraceRecorder({ processName: 'seekd generate' }) : null;
         const run = () => generate(model, ids, { maxTokens, temperature, seed, attn, tracer: rec ?? undefined, speculative });
-        const r = gpu ? await generateAsync(gpu.fwd, ids, { maxTokens, temperature, seed, attn })
+        const r = gpu && speculative && gpu.fwd instanceof GpuDeepseekModel ? await generateSpeculativeGpu(gpu.fwd, ids, { maxTokens, temperature, seed }, speculative)
+          : gpu ? await generateAsync(gpu.fwd, ids, { maxTokens, temperature, seed, attn })
           : rec ? rec.span('generate', 'compute', run, { prompt: ids.length, maxTokens }) : run();
         if (rec) rec.writeFile(opts.trace!, { command: 'generate', backend: kernels.backend, threads: kernels.threads });
         const ms = performance.now() - t0;

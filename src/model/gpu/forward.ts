@@ -15,7 +15,8 @@
 //
 // Differences from the CPU forward: absorbed MLA only (naive is a CPU check); the MoE runs on the GPU
 // (gate, counting sort, grouped GEMMs over the contiguous layout, weighted combine), not through a
-// MoeExecutor (expert parallelism stays on the CPU backends); MTP drafting is not on the GPU yet.
+// MoeExecutor (expert parallelism stays on the CPU backends). MTP modules (speculative decoding's drafter)
+// run on the GPU too (mtpForward).
 import type { GpuContext } from '../../kernels/webgpu/device.ts';
 import { checkDevice, getDevice } from '../../kernels/webgpu/device.ts';
 import { sizeLimits, tooLarge } from '../../kernels/webgpu/split.ts';
@@ -28,7 +29,7 @@ import { LORA_NORM_EPS, ModelInputError, type DeepseekModel, type ForwardBatch }
 import { CACHE_BLOCK_SIZE, CacheError } from '../latent-cache.ts';
 import { deriveAbsorbed, type SeqSlice } from '../mla.ts';
 import { RopeTable } from '../rope.ts';
-import type { MlpWeights, ModelWeights } from '../weight-map.ts';
+import type { LayerWeights, MlpWeights, ModelWeights } from '../weight-map.ts';
 import type { GroupedWeight, Kernels, WeightMatrix } from '../../kernels/api.ts';
 
 export interface GpuWeightReport { label: string; dtype: 'f32' | 'bf16' | 'fp8'; params: number; data: number; scales: number }
@@ -41,6 +42,8 @@ export interface GpuForwardOptions {
   logitRows?: readonly number[];
   /** Routing of every MoE layer, read back with the logits (costs a readback per MoE layer; for checks). */
   onRouting?: (layer: number, experts: Int32Array, weights: Float32Array) => void;
+  /** The final hidden states [T, H] before the final norm (the MTP module's input), read back with the logits. */
+  onHidden?: (hidden: Float32Array) => void;
 }
 
 /**
@@ -82,6 +85,7 @@ export class GpuLatentCache {
 }
 
 interface GpuMlp { gate: GpuWeight; up: GpuWeight; down: GpuWeight }
+interface GpuMtp { enorm: GpuTensor; hnorm: GpuTensor; ehProj: GpuWeight; embed: GpuWeight; headNorm: GpuTensor; head: GpuWeight; block: GpuLayer }
 interface GpuLayer {
   inputNorm: GpuTensor; postAttnNorm: GpuTensor;
   q?: GpuWeight; qA?: GpuWeight; qANorm?: GpuTensor; qB?: GpuWeight;
@@ -95,6 +99,7 @@ interface GpuLayer {
 export class GpuDeepseekModel {
   readonly #ctx: GpuContext;
   readonly #layers: GpuLayer[];
+  readonly #mtp: GpuMtp[];
   readonly #embed: GpuWeight;
   readonly #norm: GpuTensor;
   readonly #lmHead: GpuWeight;
@@ -110,8 +115,9 @@ export class GpuDeepseekModel {
    */
   weightReport: readonly GpuWeightReport[] = [];
 
-  private constructor(readonly config: DeepseekConfig, ctx: GpuContext, layers: GpuLayer[], embed: GpuWeight, norm: GpuTensor, lmHead: GpuWeight) {
+  private constructor(readonly config: DeepseekConfig, ctx: GpuContext, layers: GpuLayer[], embed: GpuWeight, norm: GpuTensor, lmHead: GpuWeight, mtp: GpuMtp[]) {
     this.#ctx = ctx;
+    this.#mtp = mtp;
     this.#layers = layers;
     this.#embed = embed;
     this.#norm = norm;
@@ -153,9 +159,8 @@ export class GpuDeepseekModel {
     const mlp = (m: MlpWeights, name: string): GpuMlp => ({
       gate: uploadWeight(m.gate, `${name}.gate`), up: uploadWeight(m.up, `${name}.up`), down: uploadWeight(m.down, `${name}.down`),
     });
-    const layers = w.layers.map((lw, l): GpuLayer => {
+    const uploadLayer = (lw: LayerWeights, l: number, name: string): GpuLayer => {
       const a = lw.attn;
-      const name = `layers.${l}`;
       const ab = deriveAbsorbed(k, a.kvB, c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim);
       const layer: GpuLayer = {
         inputNorm: uploadVector(lw.inputNorm, `${name}.inputNorm`),
@@ -187,10 +192,107 @@ export class GpuDeepseekModel {
         };
       }
       return layer;
+    };
+    const layers = w.layers.map((lw, l) => uploadLayer(lw, l, `layers.${l}`));
+    const embed = uploadWeight(w.embed, 'embed'), lmHead = uploadWeight(w.lmHead, 'lmHead');
+    // MTP modules (when loaded): the drafter of speculative decoding, stored as layers num_hidden_layers + j.
+    const mtp = w.mtp.map((mw, j): GpuMtp => {
+      const name = `mtp.${j}`;
+      return {
+        enorm: uploadVector(mw.enorm, `${name}.enorm`), hnorm: uploadVector(mw.hnorm, `${name}.hnorm`),
+        ehProj: uploadWeight(mw.ehProj, `${name}.ehProj`), embed: mw.embed ? uploadWeight(mw.embed, `${name}.embed`) : embed,
+        headNorm: uploadVector(mw.headNorm, `${name}.headNorm`), head: mw.head ? uploadWeight(mw.head, `${name}.head`) : lmHead,
+        block: uploadLayer(mw.block, c.num_hidden_layers + j, `${name}.block`),
+      };
     });
-    const gpu = new GpuDeepseekModel(c, ctx, layers, uploadWeight(w.embed, 'embed'), uploadVector(w.norm, 'norm'), uploadWeight(w.lmHead, 'lmHead'));
+    const gpu = new GpuDeepseekModel(c, ctx, layers, embed, uploadVector(w.norm, 'norm'), lmHead, mtp);
     gpu.weightReport = report;
     return gpu;
+  }
+
+  /** Number of MTP modules uploaded (0 unless the weights were loaded with their MTP modules). */
+  get mtpModules(): number {
+    return this.#mtp.length;
+  }
+
+  /** A one-layer GPU latent cache for MTP module attention (indexed like the main cache). */
+  createMtpCache(numBlocks: number): GpuLatentCache {
+    const c = this.config;
+    return new GpuLatentCache(this.#ctx, 1, numBlocks, c.kv_lora_rank, c.qk_rope_head_dim);
+  }
+
+  /**
+   * MTP module `j` on the GPU, as deepseek.ts mtpForward: x_i = eh_proj([enorm(Emb(tokens[i])) ;
+   * hnorm(hidden[i])]), the module's decoder block over `cache` (createMtpCache), then shared_head.norm and
+   * the head. Returns the draft logits and the block's output hidden states (before the head norm) of the
+   * same rows (the last new position of each sequence, or logitRows / allPositions).
+   */
+  async mtpForward(batch: ForwardBatch, hidden: Float32Array, cache: GpuLatentCache,
+    opts: { module?: number; allPositions?: boolean; logitRows?: readonly number[] } = {}): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+    checkDevice(this.#ctx);
+    const c = this.config;
+    const j = opts.module ?? 0;
+    const mw = this.#mtp[j];
+    if (!mw) throw new ModelInputError(`mtpForward: no MTP module ${j} loaded (${this.#mtp.length} loaded)`);
+    const T = validate(c, batch, cache, 1);
+    const H = c.hidden_size;
+    if (hidden.length !== T * H) throw new ModelInputError(`mtpForward: hidden has ${hidden.length} floats, expected ${T}x${H}`);
+    const lim = sizeLimits(this.#ctx);
+    if (T * 4 * Math.max(this.#tokenWidth, 2 * H) > lim.storage) throw tooLarge(lim, 'mtpForward:activations', `${T} tokens' activations`, T * 4 * Math.max(this.#tokenWidth, 2 * H));
+    const rec = new GpuRecorder(this.#ctx, 'mtpForward');
+    const rp = this.#positions(rec, batch, cache, T);
+    const ws = this.#ws;
+    // [enorm(e) ; hnorm(h)] as [T, 2H], then eh_proj.
+    const e = ws.get('mtpE', T * H), hb = ws.get('mtpH', T * H), cat = ws.get('mtpCat', T * 2 * H), x = ws.get('mtpX', T * H);
+    await embedRows(rec, mw.embed, rec.upload(batch.tokens, 'tokens'), T, e);
+    await copy2d(rec, rec.upload(hidden, 'mtp:hidden'), H, 0, hb, H, 0, T, H);
+    await rmsNorm(rec, e, T, mw.enorm, c.rms_norm_eps, cat, { ys: 2 * H, yo: 0 });
+    await rmsNorm(rec, hb, T, mw.hnorm, c.rms_norm_eps, cat, { ys: 2 * H, yo: H });
+    await gemm(rec, { a: cat, rows: T, w: mw.ehProj, out: x });
+    const lw = mw.block;
+    const normed = ws.get('normed', T * H);
+    await rmsNorm(rec, x, T, lw.inputNorm, c.rms_norm_eps, normed);
+    await addInPlace(rec, x, await this.#attention(rec, 0, lw, normed, T, rp, batch.seqs, cache), T * H);
+    await rmsNorm(rec, x, T, lw.postAttnNorm, c.rms_norm_eps, normed);
+    await addInPlace(rec, x, await this.#ffn(rec, c.num_hidden_layers + j, lw, normed, T, null), T * H);
+    const idx = opts.allPositions ? null : lastRows(batch, T, opts.logitRows);
+    const rows = idx ? idx.length : T;
+    let last = x;
+    if (idx && rows !== T) {
+      last = ws.get('mtpLast', Math.max(1, rows) * H);
+      if (rows > 0) await gatherRows(rec, x, rec.upload(idx, 'lastRows'), rows, H, last);
+    }
+    if (rows === 0) {
+      await rec.finish();
+      ws.collect();
+      return { logits: new Float32Array(0), hidden: new Float32Array(0) };
+    }
+    const h = ws.get('finalNormed', rows * H);
+    await rmsNorm(rec, last, rows, mw.headNorm, c.rms_norm_eps, h);
+    const logits = ws.get('logits', rows * c.vocab_size);
+    await gemm(rec, { a: h, rows, w: mw.head, out: logits });
+    const [lg, hd] = await rec.finish([{ tensor: logits, length: rows * c.vocab_size }, { tensor: last, length: rows * H }]);
+    ws.collect();
+    return { logits: new Float32Array(lg!), hidden: new Float32Array(hd!) };
+  }
+
+  /** Positions' RoPE rows and cache slots of a batch, uploaded for the recorder. */
+  #positions(rec: GpuRecorder, batch: ForwardBatch, cache: GpuLatentCache, T: number) {
+    const positions = new Int32Array(T), slots = new Int32Array(T);
+    let t = 0;
+    for (const s of batch.seqs) {
+      for (let i = 0; i < s.numNew; i++, t++) {
+        positions[t] = s.numCached + i;
+        slots[t] = cache.slot(s.blockTable, s.numCached + i);
+      }
+    }
+    const Hd = this.config.num_attention_heads;
+    const qRows = this.#rope.rows(positions, Hd), kRows = this.#rope.rows(positions, 1);
+    return {
+      qCos: rec.upload(qRows.cos, 'rope:qCos'), qSin: rec.upload(qRows.sin, 'rope:qSin'),
+      kCos: rec.upload(kRows.cos, 'rope:kCos'), kSin: rec.upload(kRows.sin, 'rope:kSin'),
+      slots: rec.upload(slots, 'cache:slots'),
+    };
   }
 
   createCache(numBlocks: number): GpuLatentCache {
@@ -236,6 +338,7 @@ export class GpuDeepseekModel {
       t0 += s.numNew;
     });
     const parts: Float32Array[] = [];
+    const hiddens: Float32Array[] = [];
     const routing = new Map<number, { experts: Int32Array[]; weights: Float32Array[] }>();
     for (let i = 0; i < pieces.length;) {
       const group: Piece[] = [];
@@ -244,6 +347,7 @@ export class GpuDeepseekModel {
       const sub: ForwardBatch = { tokens: Int32Array.from(group.flatMap((p) => Array.from(p.tokens))), seqs: group.map((p) => p.seq) };
       parts.push(await this.#forwardOnce(sub, cache, {
         logitRows: group.map((p) => p.rows),
+        ...(opts.onHidden ? { onHidden: (h: Float32Array) => { hiddens.push(h); } } : {}),
         ...(opts.onRouting ? {
           onRouting: (l: number, e: Int32Array, w: Float32Array) => {
             const r = routing.get(l) ?? { experts: [], weights: [] };
@@ -254,31 +358,15 @@ export class GpuDeepseekModel {
       }, n));
     }
     for (const [l, r] of routing) opts.onRouting!(l, concat(r.experts, Int32Array), concat(r.weights, Float32Array));
+    opts.onHidden?.(concat(hiddens, Float32Array));
     return concat(parts, Float32Array);
   }
 
   async #forwardOnce(batch: ForwardBatch, cache: GpuLatentCache, opts: GpuForwardOptions, T: number): Promise<Float32Array> {
     const c = this.config;
     const H = c.hidden_size;
-    const Hd = c.num_attention_heads;
-    const positions = new Int32Array(T);
-    const slots = new Int32Array(T);
-    {
-      let t = 0;
-      for (const s of batch.seqs) {
-        for (let i = 0; i < s.numNew; i++, t++) {
-          positions[t] = s.numCached + i;
-          slots[t] = cache.slot(s.blockTable, s.numCached + i);
-        }
-      }
-    }
     const rec = new GpuRecorder(this.#ctx, 'forward');
-    const qRows = this.#rope.rows(positions, Hd), kRows = this.#rope.rows(positions, 1);
-    const rp = {
-      qCos: rec.upload(qRows.cos, 'rope:qCos'), qSin: rec.upload(qRows.sin, 'rope:qSin'),
-      kCos: rec.upload(kRows.cos, 'rope:kCos'), kSin: rec.upload(kRows.sin, 'rope:kSin'),
-      slots: rec.upload(slots, 'cache:slots'),
-    };
+    const rp = this.#positions(rec, batch, cache, T);
     const ws = this.#ws;
     const x = ws.get('x', T * H);
     await embedRows(rec, this.#embed, rec.upload(batch.tokens, 'tokens'), T, x);
@@ -301,10 +389,14 @@ export class GpuDeepseekModel {
       last = ws.get('last', Math.max(1, rows) * H);
       await gatherRows(rec, x, rec.upload(idx, 'lastRows'), rows, H, last);
     }
+    // The hidden states before the final norm (what the MTP module reads), when asked for: one more readback.
+    const hiddenRead = opts.onHidden ? [{ tensor: x, length: T * H }] : [];
     if (rows === 0) {
-      const got = await rec.finish(routingReads(routing, T, c.num_experts_per_tok ?? 0));
+      const got = await rec.finish([...hiddenRead, ...routingReads(routing, T, c.num_experts_per_tok ?? 0)]);
       ws.collect();
-      routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[2 * i]!), new Float32Array(got[1 + 2 * i]!)));
+      const o = hiddenRead.length;
+      if (opts.onHidden) opts.onHidden(new Float32Array(got[0]!));
+      routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[o + 2 * i]!), new Float32Array(got[o + 1 + 2 * i]!)));
       return new Float32Array(0);
     }
     const h = ws.get('finalNormed', rows * H);
@@ -312,10 +404,12 @@ export class GpuDeepseekModel {
     const V = c.vocab_size;
     const logits = ws.get('logits', rows * V);
     await gemm(rec, { a: h, rows, w: this.#lmHead, out: logits });
-    const reads = [{ tensor: logits, length: rows * V }, ...routingReads(routing, T, c.num_experts_per_tok ?? 0)];
+    const reads = [{ tensor: logits, length: rows * V }, ...hiddenRead, ...routingReads(routing, T, c.num_experts_per_tok ?? 0)];
     const got = await rec.finish(reads);
     ws.collect();
-    routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[1 + 2 * i]!), new Float32Array(got[2 + 2 * i]!)));
+    const o = 1 + hiddenRead.length;
+    if (opts.onHidden) opts.onHidden(new Float32Array(got[1]!));
+    routing.forEach((r, i) => opts.onRouting!(r.layer, new Int32Array(got[o + 2 * i]!), new Float32Array(got[o + 1 + 2 * i]!)));
     return new Float32Array(got[0]!);
   }
 
@@ -526,7 +620,7 @@ function gateArgs(c: DeepseekConfig): GateArgs | null {
 }
 
 /** deepseek.ts #validate for a GPU cache: the number of new tokens T. */
-function validate(c: DeepseekConfig, batch: ForwardBatch, cache: GpuLatentCache): number {
+function validate(c: DeepseekConfig, batch: ForwardBatch, cache: GpuLatentCache, cacheLayers = c.num_hidden_layers): number {
   if (batch.seqs.length === 0) throw new ModelInputError('forward: batch has no sequences');
   let T = 0;
   for (const s of batch.seqs) {
@@ -541,7 +635,7 @@ function validate(c: DeepseekConfig, batch: ForwardBatch, cache: GpuLatentCache)
   for (const id of batch.tokens) {
     if (!(id >= 0 && id < c.vocab_size)) throw new ModelInputError(`forward: token id ${id} outside the vocabulary [0, ${c.vocab_size})`);
   }
-  if (cache.numLayers !== c.num_hidden_layers || cache.kvLoraRank !== c.kv_lora_rank || cache.ropeDim !== c.qk_rope_head_dim) {
+  if (cache.numLayers !== cacheLayers || cache.kvLoraRank !== c.kv_lora_rank || cache.ropeDim !== c.qk_rope_head_dim) {
     throw new ModelInputError('forward: cache was not created for this model');
   }
   return T;
