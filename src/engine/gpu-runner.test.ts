@@ -32,8 +32,23 @@ test('4 concurrent greedy requests, prefill in chunks of 8 tokens: the reference
   }
 });
 
-test('the WebGPU runner refuses expert parallelism and speculative decoding', async () => {
+test('speculative decoding on the WebGPU runner (the MTP module on the GPU drafts 2): the reference greedy tokens', async () => {
+  const runner = await GpuDeepseekRunner.load(join(REF_DIR, 'tiny-v3-bf16'), { numBlocks: 8, numSpeculativeTokens: 2 });
+  try {
+    assert.equal(runner.maxDraftTokens, 2);
+    const e = new Engine(runner, byteDecoder, { maxModelLen: 128, maxNumSeqs: 4, maxNumBatchedTokens: 16, maxWaiting: 8 });
+    let drafted = 0;
+    e.observer = { onSpec: (s) => { drafted += s.drafted; } };
+    const prompts = expected('tiny-v3-bf16').prompts;
+    const got = await Promise.all(prompts.map((p) => ids(e.generate({ prompt: p.prompt, params: P({ temperature: 0, maxTokens: 16, ignoreEos: true }) }))));
+    assert.deepEqual(got, prompts.map((p) => p.greedy_tokens));
+    assert.ok(drafted > 0, 'the runner drafted');
+  } finally {
+    await runner.dispose();
+  }
+});
+
+test('the WebGPU runner refuses expert parallelism', async () => {
   const dir = join(REF_DIR, 'tiny-v3-fp8');
-  await assert.rejects(GpuDeepseekRunner.load(dir, { numBlocks: 1, numSpeculativeTokens: 1 }), /speculative decoding is not available on the WebGPU runner/);
   await assert.rejects(GpuDeepseekRunner.load(dir, { numBlocks: 1, routedExperts: async () => { throw new Error('not started'); } }), /expert parallelism/);
 });
