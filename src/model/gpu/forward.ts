@@ -19,6 +19,7 @@
 // run on the GPU too (mtpForward).
 import type { GpuContext } from '../../kernels/webgpu/device.ts';
 import { checkDevice, getDevice } from '../../kernels/webgpu/device.ts';
+import { releaseResident } from '../../kernels/webgpu/buffers.ts';
 import { sizeLimits, tooLarge } from '../../kernels/webgpu/split.ts';
 import {
   addInPlace, combineExperts, copy2d, embedRows, expertPlan, flashMla, gatherRows, gemm, gpuCacheLayer, GpuRecorder, GpuWorkspace,
@@ -109,6 +110,7 @@ export class GpuDeepseekModel {
   readonly #gate: GateArgs | null;
   /** f32 values of the widest activation tensor per token (what bounds a forward's tokens per binding). */
   readonly #tokenWidth: number;
+  #owners: WeakRef<ArrayBufferView>[] = [];
   /**
    * Every weight and vector uploaded, with its GPU bytes: data (FP8 one byte per parameter, BF16 two, f32
    * four; padded to whole u32 words) and scales. A tied lm_head shares the embedding's buffers (listed twice).
@@ -145,13 +147,19 @@ export class GpuDeepseekModel {
   static async fromWeights(c: DeepseekConfig, w: ModelWeights, k: Kernels): Promise<GpuDeepseekModel> {
     const ctx = await getDevice();
     const report: GpuWeightReport[] = [];
+    // The host arrays whose GPU copies this model made, weakly (they are collectable once the host model
+    // drops them): close() releases the copies of those still alive; the others went with their arrays.
+    const owners: WeakRef<ArrayBufferView>[] = [];
     const uploadWeight = (m: WeightMatrix | GroupedWeight, label: string): GpuWeight => {
       const g = uploadWeightTo(ctx, m, label);
+      owners.push(new WeakRef(m.data));
+      if (m.dtype === 'fp8') owners.push(new WeakRef(m.scaleInv));
       report.push({ label, dtype: m.dtype, params: g.groups * g.rows * g.cols, ...gpuWeightBytes(g) });
       return g;
     };
     const uploadVector = (v: Float32Array, label: string): GpuTensor => {
       const t = uploadVectorTo(ctx, v, label);
+      owners.push(new WeakRef(v));
       report.push({ label, dtype: 'f32', params: v.length, data: t.buffer.size, scales: 0 });
       return t;
     };
@@ -207,6 +215,7 @@ export class GpuDeepseekModel {
     });
     const gpu = new GpuDeepseekModel(c, ctx, layers, embed, uploadVector(w.norm, 'norm'), lmHead, mtp);
     gpu.weightReport = report;
+    gpu.#owners = owners;
     return gpu;
   }
 
@@ -413,9 +422,14 @@ export class GpuDeepseekModel {
     return new Float32Array(got[0]!);
   }
 
-  /** Frees the GPU copies of the activations (weights stay resident with the device). */
+  /** Frees the GPU copies of the activations and of the weights (the model cannot run afterwards). */
   close(): void {
     this.#ws.destroy();
+    // The weights' GPU copies too (shared with nothing else of this model's; a new model uploads afresh).
+    for (const r of this.#owners.splice(0)) {
+      const a = r.deref();
+      if (a) releaseResident(this.#ctx, a);
+    }
   }
 
   // ------------------------------------------------------------------ pieces of the story
