@@ -2,7 +2,9 @@
 // implementation: Chromium's Dawn + Tint). 1) The page fetches tiny-v3-fp8 (index + two shards) from a
 // test server, shows its progress, runs the GPU forward in the page and POSTs its greedy tokens and
 // logits: DeepSeek's reference tokens (= `seekd generate`'s, test/gpu-forward.test.ts), logits within the
-// float32 tolerance 2e-5; with ?backend=cpu (as without an adapter) the page's CPU fallback does the same.
+// float32 tolerance 2e-5; with ?backend=cpu (as without an adapter) the page's CPU fallback, the wasm
+// kernels (binaries fetched beside app.js, SIMD level by feature detection, one thread: the test page is
+// not cross-origin isolated), gives `seekd generate`'s greedy tokens and reports which backend ran.
 // 2) Served by `seekd serve` (/gpu/, the model from /gpu/model/): the page's greedy
 // tokens equal `seekd generate`'s on the built-in model, and its chat answer (the engine in the page) the
 // server's. Needs Chromium (Debian `chromium`; CHROMIUM_PATH).
@@ -72,13 +74,15 @@ async function inChromium(page: (origin: string) => string, route: (path: string
 
 /** The page on tiny-v3-fp8 (12-token prompt, 16 greedy tokens) with extra query parameters; its report. */
 async function tinyPage(extra: string): Promise<Record<string, unknown>> {
-  const { html, js } = await buildGpuPage();
+  const { html, js, wasm } = await buildGpuPage();
   const modelDir = join(REF_DIR, 'tiny-v3-fp8');
   const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens, then 16 greedy tokens
   const served: string[] = [];
   const result = await inChromium((o) => `${o}/?model=/model/&ids=${p.prompt.join(',')}&max=16&autorun=1&report=/result${extra}`, (path, res) => {
     if (path === '/') { res.setHeader('content-type', 'text/html'); res.end(html); return true; }
     if (path === '/app.js') { res.setHeader('content-type', 'text/javascript'); res.end(js); return true; }
+    const bin = wasm[path.slice(1)];
+    if (bin) { served.push(path.slice(1)); res.setHeader('content-type', 'application/wasm'); res.end(bin); return true; }
     if (!path.startsWith('/model/')) return false;
     try {
       const bytes = readFileSync(join(modelDir, basename(path)));
@@ -99,7 +103,8 @@ async function tinyPage(extra: string): Promise<Record<string, unknown>> {
   console.log(`# page: max |logit - reference| ${worst.toExponential(2)}`);
   assert.ok(worst <= LOGIT_TOL, `logits differ by ${worst}`);
   assert.ok((result.progressEvents as number) >= 2, 'the page showed its loading progress');
-  assert.deepEqual([...new Set(served)].sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  assert.deepEqual([...new Set(served)].filter((f) => !f.endsWith('.wasm')).sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  result.served = served;
   return result;
 }
 
@@ -109,9 +114,28 @@ test('the page runs tiny-v3-fp8 on WebGPU (SwiftShader): the reference greedy to
   assert.equal(r.platform, 'browser');
 });
 
-test('without WebGPU (?backend=cpu) the page falls back to the CPU forward: the same tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+test('without WebGPU (?backend=cpu) the page falls back to the wasm kernels: seekd generate\'s greedy tokens, the reference logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const p = expected('tiny-v3-fp8').prompts[2]!;
+  const cli = seekd(['generate', '--model', join(REF_DIR, 'tiny-v3-fp8'), '--ids', p.prompt.join(','), '--max-tokens', '16', '--json']);
   const r = await tinyPage('&backend=cpu');
-  assert.equal(r.backend, 'cpu');
+  assert.equal(r.backend, 'wasm');
+  // Chromium validates the relaxed-SIMD builds (the page picks them as Node does); no cross-origin
+  // isolation here, so one thread.
+  assert.equal(r.simd, 'relaxed');
+  assert.equal(r.threads, 1);
+  // The binaries came over HTTP (never node:fs): the kernels and FlashMLA, at the detected level.
+  assert.ok((r.served as string[]).includes('kernels-relaxed.wasm') && (r.served as string[]).includes('flashmla-relaxed.wasm'), String(r.served));
+  console.log(`# page wasm fallback: ${r.simd} SIMD, ${r.threads} thread(s), ${(r.ms as number).toFixed(0)} ms for 12 + 16 tokens`);
+  const want = await cli;
+  assert.equal(want.code, 0, want.stderr);
+  assert.deepEqual(r.ids, (JSON.parse(want.stdout) as { ids: number[] }).ids);
+});
+
+test('?backend=ref runs the plain-TypeScript kernels in the page: the same tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const r = await tinyPage('&backend=ref');
+  assert.equal(r.backend, 'ref');
+  assert.equal(r.simd, null);
+  assert.ok(!(r.served as string[]).some((f) => f.endsWith('.wasm')), 'ref fetches no wasm');
 });
 
 test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generate on the built-in model', { timeout: TIMEOUT_MS + 60_000 }, async () => {
@@ -124,6 +148,14 @@ test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generat
   // The model files are served from the model directory only, by name.
   const bad = await fetch(`${srv.url}/gpu/model/..%2Fconfig.json`);
   assert.equal(bad.status, 404);
+  // The wasm binaries the page's CPU fallback fetches beside app.js: the committed files, byte for byte.
+  for (const name of ['kernels.wasm', 'kernels-relaxed.wasm', 'flashmla.wasm', 'flashmla-relaxed.wasm']) {
+    const res = await fetch(`${srv.url}/gpu/${name}`);
+    assert.equal(res.status, 200, name);
+    assert.equal(res.headers.get('content-type'), 'application/wasm');
+    assert.deepEqual(new Uint8Array(await res.arrayBuffer()), new Uint8Array(readFileSync(join(REPO_ROOT, 'src', 'kernels', 'wasm', name))));
+  }
+  assert.equal((await fetch(`${srv.url}/gpu/nope.wasm`)).status, 404);
   const result = await inChromium((o) => `${srv.url}/gpu/?ids=${ids}&max=8&autorun=1&report=${encodeURIComponent(`${o}/result`)}`, () => false);
   assert.equal(result.error, undefined, String(result.error));
   const want = await cli;
@@ -160,6 +192,9 @@ test('web/gpu/build.ts writes the page as static files', async () => {
   assert.match(readFileSync(join(out, 'index.html'), 'utf8'), /<script type="module" src="app.js">/);
   const js = readFileSync(join(out, 'app.js'), 'utf8');
   assert.ok(js.length > 50_000 && js.includes('navigator'), `app.js of ${js.length} bytes`);
+  for (const name of ['kernels.wasm', 'kernels-relaxed.wasm', 'flashmla.wasm', 'flashmla-relaxed.wasm']) {
+    assert.deepEqual(readFileSync(join(out, name)), readFileSync(join(REPO_ROOT, 'src', 'kernels', 'wasm', name)), name);
+  }
 });
 
 test('playwright: a model picked from a local folder runs in the page (WebGPU on SwiftShader), greedy tokens as the reference', { timeout: TIMEOUT_MS + 30_000 }, async () => {

@@ -92,6 +92,8 @@ export interface ServerState {
 const WEB_DIR = new URL('../../web/', import.meta.url).pathname;
 const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
 const GPU_PAGE_ROUTES = new Set(['/gpu', '/gpu/', '/gpu/app.js']);
+/** The wasm kernels' binaries beside the page's bundle (its CPU fallback fetches them): /gpu/kernels.wasm, ... */
+const GPU_PAGE_WASM = /^\/gpu\/[a-z0-9-]+\.wasm$/;
 /** The model files /gpu/model/ serves (directly inside the model directory). */
 const MODEL_FILE = /^(config\.json|model\.safetensors\.index\.json|[A-Za-z0-9._-]+\.safetensors|tokenizer\.json|tokenizer_config\.json)$/;
 const MIME: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
@@ -236,7 +238,7 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   });
 
   app.use('*', async (c, next) => {
-    const open = c.req.path === '/health' || (c.req.method === 'GET' && (web.has(c.req.path) || (gpuPage !== null && GPU_PAGE_ROUTES.has(c.req.path))));
+    const open = c.req.path === '/health' || (c.req.method === 'GET' && (web.has(c.req.path) || (gpuPage !== null && (GPU_PAGE_ROUTES.has(c.req.path) || GPU_PAGE_WASM.test(c.req.path)))));
     if (keyDigest && !open) {
       // Constant time: equal-length digests, compared with timingSafeEqual whether or not the header parses.
       const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(c.req.header('authorization') ?? '');
@@ -289,6 +291,11 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
     app.get('/gpu', (c) => c.redirect('/gpu/'));
     app.get('/gpu/', async (c) => c.body((await gpuFiles()).html, 200, { 'content-type': MIME.html!, 'cache-control': 'no-cache' }));
     app.get('/gpu/app.js', async (c) => c.body((await gpuFiles()).js, 200, { 'content-type': MIME.js!, 'cache-control': 'no-cache' }));
+    app.get('/gpu/:file{[a-z0-9-]+\\.wasm}', async (c) => {
+      const bytes = (await gpuFiles()).wasm[c.req.param('file')];
+      if (!bytes) throw unknownUrl('GET', c.req.path);
+      return c.body(bytes, 200, { 'content-type': 'application/wasm', 'cache-control': 'no-cache' });
+    });
     app.get('/gpu/model/:file', (c) => {
       const llm = ready();
       const file = c.req.param('file');

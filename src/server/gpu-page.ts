@@ -4,8 +4,10 @@
 // worker threads, ...; never called on the page's path) resolve to an empty module, except node:crypto and
 // the globals Buffer / setImmediate, which the engine uses (web/gpu/shims).
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build, type Plugin } from 'esbuild';
+import { WASM_MODULES, WASM_RELAXED } from '../kernels/wasm/runtime.ts';
 
 const PAGE_DIR = fileURLToPath(new URL('../../web/gpu/', import.meta.url));
 
@@ -21,7 +23,23 @@ const nodeBuiltinsEmpty: Plugin = {
   },
 };
 
-export interface GpuPage { html: string; js: string }
+export interface GpuPage {
+  html: string;
+  js: string;
+  /**
+   * The wasm kernels' binaries by file name (kernels.wasm, ...): the bundle fetches them next to itself
+   * (src/kernels/wasm/runtime.ts WASM_MODULES / WASM_RELAXED, URLs relative to the bundle), so they are
+   * served and written beside app.js.
+   */
+  wasm: Record<string, Uint8Array<ArrayBuffer>>;
+}
+
+/** The committed binaries the page's wasm backend loads, by file name. */
+export function gpuPageWasm(): Record<string, Uint8Array<ArrayBuffer>> {
+  const out: Record<string, Uint8Array<ArrayBuffer>> = {};
+  for (const url of [...Object.values(WASM_MODULES), ...Object.values(WASM_RELAXED)]) out[basename(fileURLToPath(url))] = new Uint8Array(readFileSync(url));
+  return out;
+}
 
 export async function buildGpuPage(): Promise<GpuPage> {
   const out = await build({
@@ -32,5 +50,5 @@ export async function buildGpuPage(): Promise<GpuPage> {
     // Buffer and setImmediate, which the engine's modules use as Node globals.
     inject: [`${PAGE_DIR}shims/globals.ts`],
   });
-  return { html: readFileSync(`${PAGE_DIR}index.html`, 'utf8'), js: out.outputFiles[0]!.text };
+  return { html: readFileSync(`${PAGE_DIR}index.html`, 'utf8'), js: out.outputFiles[0]!.text, wasm: gpuPageWasm() };
 }

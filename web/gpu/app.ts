@@ -1,13 +1,15 @@
 /// <reference lib="dom" />
 // The in-page model runner: the whole engine in the browser tab. The GPU forward (src/model/gpu/forward.ts
-// on navigator.gpu; without an adapter, or with ?backend=cpu, the plain-TypeScript CPU forward) over a
+// on navigator.gpu; without an adapter, or with ?backend=cpu, the CPU forward on the `wasm` kernels: the
+// committed .wasm binaries fetched next to this bundle, relaxed SIMD where the browser validates it, one
+// thread; the plain-TypeScript `ref` kernels where wasm cannot run, or with ?backend=ref) over a
 // model loaded from a URL or from a local folder (progress bar while it loads);
 // with the model's tokenizer files, chat: the chat template, tokenizer, scheduler and sampler of the
 // server's engine (src/engine: Llm, Engine, ChatTokenizer) over the WebGPU runner; and token ids greedy or
 // seeded (src/model/forward-model.ts generateAsync, the loop of `seekd generate`). Bundled by src/server/gpu-page.ts (served by `seekd serve` at /gpu/; web/gpu/build.ts writes static
 // files). Query parameters: ?model=URL (a model directory, ending in '/'), ids=1,2,3, max=16,
 // temperature=0, seed=0, chat=TEXT (a user message to answer instead of ids), autorun=1 (load and generate
-// at once), report=URL (POST the result as JSON; used by the browser tests).
+// at once), report=URL (POST the result as JSON; used by the browser tests), backend=auto|webgpu|cpu|wasm|ref.
 import { generateAsync } from '../../src/model/forward-model.ts';
 import { fetchModelFiles, loadCpuModelFromFiles, loadGpuModelFromFiles, TOKENIZER_FILES, type LoadProgress } from '../../src/model/gpu/load-bytes.ts';
 import type { ForwardModel } from '../../src/model/forward-model.ts';
@@ -19,13 +21,17 @@ import { defaultSamplingParams } from '../../src/engine/contracts.ts';
 import { GpuDeepseekRunner } from '../../src/engine/gpu-runner.ts';
 import { Llm } from '../../src/engine/llm.ts';
 import { ChatTokenizer } from '../../src/engine/tokenizer.ts';
+import { defaultSimdLevel, WasmUnsupportedError, type SimdLevel } from '../../src/kernels/wasm/runtime.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
 interface Loaded {
   name: string;
-  /** 'webgpu' (the GPU-resident forward) or 'cpu' (the plain-TypeScript forward: no WebGPU adapter here). */
-  backend: 'webgpu' | 'cpu';
+  /** 'webgpu' (the GPU-resident forward), or the CPU forward's kernels: 'wasm' (no WebGPU adapter here) or 'ref'. */
+  backend: Backend;
+  /** The wasm kernels' SIMD level and threads (backend 'wasm'). */
+  simd: SimdLevel | null;
+  threads: number;
   fwd: ForwardModel<unknown>;
   close(): void;
   vocab: number;
@@ -49,10 +55,16 @@ class CpuRunner implements ModelRunner {
   }
 }
 
-/** WebGPU unless asked for the CPU (?backend=cpu) or the browser has no adapter. */
-async function chooseBackend(): Promise<'webgpu' | 'cpu'> {
+type Backend = 'webgpu' | 'wasm' | 'ref';
+
+/**
+ * WebGPU unless asked for the CPU (?backend=cpu, or wasm/ref by name) or the browser has no adapter;
+ * 'cpu' is the wasm kernels ('ref' where loadCpuModel finds that wasm cannot run here).
+ */
+async function chooseBackend(): Promise<Backend> {
   const want = new URLSearchParams(location.search).get('backend') ?? 'auto';
-  if (want === 'cpu') return 'cpu';
+  if (!['auto', 'webgpu', 'cpu', 'wasm', 'ref'].includes(want)) throw new Error(`backend must be auto, webgpu, cpu, wasm or ref, not '${want}'`);
+  if (want === 'cpu' || want === 'wasm' || want === 'ref') return want === 'ref' ? 'ref' : 'wasm';
   const gpu = (navigator as { gpu?: GPU }).gpu;
   let ok = false;
   try {
@@ -61,7 +73,19 @@ async function chooseBackend(): Promise<'webgpu' | 'cpu'> {
     ok = false;
   }
   if (!ok && want === 'webgpu') throw new Error('this browser has no WebGPU adapter (navigator.gpu)');
-  return ok ? 'webgpu' : 'cpu';
+  return ok ? 'webgpu' : 'wasm';
+}
+
+/** The CPU model on `backend`; wasm falls back to ref where this browser cannot run it (unless asked for by name). */
+async function loadCpuModel(name: string, files: Map<string, Uint8Array>, backend: 'wasm' | 'ref'): Promise<Awaited<ReturnType<typeof loadCpuModelFromFiles>> & { backend: 'wasm' | 'ref' }> {
+  if (backend === 'wasm') {
+    try {
+      return { ...await loadCpuModelFromFiles(name, files, onLoadProgress, 'wasm', 1), backend };
+    } catch (e) {
+      if (!(e instanceof WasmUnsupportedError) || new URLSearchParams(location.search).get('backend') === 'wasm') throw e;
+    }
+  }
+  return { ...await loadCpuModelFromFiles(name, files, onLoadProgress, 'ref'), backend: 'ref' };
 }
 let loaded: Loaded | null = null;
 
@@ -101,16 +125,18 @@ async function finishLoad(name: string, files: Map<string, Uint8Array>): Promise
   await loaded?.llm?.close();
   loaded?.close();
   loaded = null;
-  const backend = await chooseBackend();
-  const { config, fwd, close, runner } = backend === 'webgpu'
+  const chosen = await chooseBackend();
+  const { config, fwd, close, runner, backend, threads } = chosen === 'webgpu'
     ? await loadGpuModelFromFiles(name, files, onLoadProgress).then(({ config, model }) => ({
-      config, fwd: model as ForwardModel<unknown>, close: () => model.close(),
+      config, fwd: model as ForwardModel<unknown>, close: () => model.close(), backend: chosen, threads: 1,
       runner: (blocks: number): ModelRunner => GpuDeepseekRunner.fromGpuModel(model, blocks),
     }))
-    : await loadCpuModelFromFiles(name, files, onLoadProgress).then(({ config, model }) => ({
-      config, fwd: model as ForwardModel<unknown>, close: () => model.close(),
+    : await loadCpuModel(name, files, chosen).then(({ config, model, backend }) => ({
+      config, fwd: model as ForwardModel<unknown>, close: () => { model.close(); void model.kernels.dispose(); }, backend, threads: model.kernels.threads,
       runner: (blocks: number): ModelRunner => new CpuRunner(model, blocks),
     }));
+  // The level WasmRuntime.create chose (its default: relaxed where this browser validates those binaries).
+  const simd = backend === 'wasm' ? defaultSimdLevel() : null;
   // The engine for chat, when the model directory has a tokenizer: a context of up to 2048 tokens.
   let llm: Llm | null = null;
   const tj = files.get('tokenizer.json');
@@ -122,8 +148,10 @@ async function finishLoad(name: string, files: Map<string, Uint8Array>): Promise
     llm = Llm.fromParts(name, runner(Math.ceil(maxModelLen / 64)), tok, { maxModelLen, maxNumSeqs: 1, maxNumBatchedTokens: 512, maxWaiting: 4 });
   }
   $<HTMLButtonElement>('send').disabled = llm === null;
-  loaded = { name, backend, fwd, close, vocab: config.vocab_size, llm };
-  const where = backend === 'webgpu' ? await getDevice().then((ctx) => `WebGPU (${ctx.adapterDescription || ctx.platform})`) : 'the CPU (no WebGPU adapter: plain-TypeScript kernels, slow)';
+  loaded = { name, backend, simd, threads, fwd, close, vocab: config.vocab_size, llm };
+  const where = backend === 'webgpu' ? await getDevice().then((ctx) => `WebGPU (${ctx.adapterDescription || ctx.platform})`)
+    : backend === 'wasm' ? `the CPU (WebAssembly, ${simd} SIMD, ${threads} thread${threads === 1 ? '' : 's'})`
+    : 'the CPU (plain-TypeScript kernels, slow)';
   $('status').textContent = `loaded ${name}: ${config.model_type}, ${config.num_hidden_layers} layers, vocab ${config.vocab_size} on ${where}`;
   return loaded;
 }
@@ -185,7 +213,7 @@ async function main(): Promise<void> {
     if (v !== null) $<HTMLInputElement>(k).value = v;
   }
   $<HTMLInputElement>('model').value = q.get('model') ?? $<HTMLInputElement>('model').value;
-  if (!('gpu' in navigator)) $('status').textContent = 'this browser has no WebGPU (navigator.gpu): models run on the CPU (slow)';
+  if (!('gpu' in navigator)) $('status').textContent = 'this browser has no WebGPU (navigator.gpu): models run on the CPU (WebAssembly)';
   $('load').addEventListener('click', guard(() => loadFromUrl($<HTMLInputElement>('model').value)));
   $('folder').addEventListener('change', guard(() => loadFromFolder($<HTMLInputElement>('folder').files!)));
   $('generate').addEventListener('click', guard(run));
@@ -204,7 +232,7 @@ async function main(): Promise<void> {
     const r = message !== null ? await chat() : await run();
     seen.disconnect();
     const ctx = loaded!.backend === 'webgpu' ? await getDevice() : null;
-    result = { ...r, backend: loaded!.backend, platform: ctx?.platform ?? 'cpu', adapter: ctx?.adapterDescription ?? '', progressEvents: events.length, progressMax: bar.max };
+    result = { ...r, backend: loaded!.backend, simd: loaded!.simd, threads: loaded!.threads, platform: ctx?.platform ?? 'cpu', adapter: ctx?.adapterDescription ?? '', progressEvents: events.length, progressMax: bar.max };
   } catch (e) {
     result = { error: `${(e as Error).name}: ${(e as Error).message}\n${(e as Error).stack ?? ''}` };
   }

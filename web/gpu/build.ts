@@ -1,4 +1,5 @@
-// Writes the in-page model runner (web/gpu/app.ts bundled, and index.html) as static files:
+// Writes the in-page model runner (web/gpu/app.ts bundled, index.html, and the wasm kernels' binaries its
+// CPU fallback fetches beside app.js) as static files:
 //   node --import tsx web/gpu/build.ts OUT_DIR
 // Serve OUT_DIR with the model directory next to it (the page's default model URL is 'model/'), or pick a
 // local folder in the page. `seekd serve` serves the same page at /gpu/ with its model at /gpu/model/.
@@ -13,8 +14,9 @@ if (!dir) {
   console.error('usage: node --import tsx web/gpu/build.ts OUT_DIR');
   process.exit(2);
 }
-const { html, js } = await buildGpuPage();
+const { html, js, wasm } = await buildGpuPage();
 mkdirSync(dir, { recursive: true });
 writeFileSync(join(dir, 'index.html'), html);
 writeFileSync(join(dir, 'app.js'), js);
-console.log(`wrote ${join(dir, 'index.html')} and ${join(dir, 'app.js')} (${js.length} bytes)`);
+for (const [name, bytes] of Object.entries(wasm)) writeFileSync(join(dir, name), bytes);
+console.log(`wrote ${join(dir, 'index.html')}, ${join(dir, 'app.js')} (${js.length} bytes) and ${Object.keys(wasm).join(', ')}`);

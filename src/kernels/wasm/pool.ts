@@ -117,9 +117,14 @@ export class WasmPool {
 
   static async create(opts: PoolOptions): Promise<WasmPool> {
     const n = Math.max(1, Math.floor(opts.threads));
-    const ctrl = new SharedArrayBuffer(4 * (STATE + n));
-    const args = new SharedArrayBuffer(8 * MAX_ARGS * n);
-    const errs = new SharedArrayBuffer(ERR_BYTES * n);
+    // Without workers nothing is shared: a browser page that is not cross-origin isolated has no
+    // SharedArrayBuffer (its shared wasm memory still works), and one thread needs none.
+    const hasSab = typeof SharedArrayBuffer !== 'undefined';
+    if (n > 1 && !hasSab) throw new Error('wasm pool: threads need SharedArrayBuffer (in a browser: a cross-origin isolated page)');
+    const Sab = hasSab ? SharedArrayBuffer : ArrayBuffer as unknown as SharedArrayBufferConstructor;
+    const ctrl = new Sab(4 * (STATE + n));
+    const args = new Sab(8 * MAX_ARGS * n);
+    const errs = new Sab(ERR_BYTES * n);
     const workers: Worker[] = [];
     try {
       await Promise.all(Array.from({ length: n - 1 }, (_, i) => new Promise<void>((resolve, reject) => {

@@ -6,6 +6,9 @@
 // wherever a product is inexact). Default: relaxed where the engine supports it (Node 20 behind a V8
 // flag switched on here; Node 22+ natively), else plain; SEEKD_WASM_SIMD=plain|relaxed pins it and
 // RuntimeOptions.simd chooses per runtime (the tests run both).
+// Binaries: Node reads the files next to this module; in a browser page (web/gpu: this module bundled,
+// the URLs relative to the bundle) WasmRuntime.create fetches them first (loadWasmBinaries), and the
+// SIMD level is the same feature detection (WebAssembly.validate of the relaxed builds).
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { WasmHeap } from './heap.ts';
@@ -39,6 +42,43 @@ export class WasmUnsupportedError extends Error {
   }
 }
 
+/** Binaries fetched by loadWasmBinaries (URLs other than file:, i.e. in a browser), by URL. */
+const fetched = new Map<string, Uint8Array>();
+
+/** A binary's bytes: a file: URL is read from disk (Node); others must have been fetched (loadWasmBinaries). */
+function wasmBytes(url: URL): Uint8Array {
+  if (url.protocol === 'file:') return readFileSync(url);
+  const b = fetched.get(url.href);
+  if (!b) throw new Error(`wasm binary ${url.href} is not loaded (await loadWasmBinaries() first)`);
+  return b;
+}
+
+/**
+ * Fetches every binary whose URL is not a file: URL (a browser page, where this module's URL is the
+ * bundle's) and keeps the bytes; a no-op in Node. WasmRuntime.create calls it.
+ */
+export async function loadWasmBinaries(): Promise<void> {
+  const urls = [...Object.values(WASM_MODULES), ...Object.values(WASM_RELAXED)].filter((u) => u.protocol !== 'file:' && !fetched.has(u.href));
+  await Promise.all(urls.map(async (u) => {
+    const res = await fetch(u);
+    if (!res.ok) throw new Error(`cannot fetch wasm binary ${u.href}: HTTP ${res.status}`);
+    fetched.set(u.href, new Uint8Array(await res.arrayBuffer()));
+  }));
+}
+
+/**
+ * Whether this engine can create the shared memory every module imports. Node, and Chromium even in a
+ * page that is not cross-origin isolated (no SharedArrayBuffer global), can; other browsers may not.
+ */
+function sharedMemoryOk(): boolean {
+  if (typeof SharedArrayBuffer !== 'undefined') return true;
+  try {
+    return new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 let relaxedOk: boolean | null = null;
 
 /**
@@ -49,7 +89,7 @@ let relaxedOk: boolean | null = null;
  */
 export function relaxedSimdSupported(): boolean {
   if (relaxedOk !== null) return relaxedOk;
-  const all = Object.values(WASM_RELAXED).map((u) => readFileSync(u));
+  const all = Object.values(WASM_RELAXED).map((u) => wasmBytes(u));
   const ok = () => all.every((b) => WebAssembly.validate(b));
   if (!ok()) {
     try { setFlagsFromString('--experimental-wasm-relaxed-simd'); } catch { /* not V8, or the flag is gone */ }
@@ -60,7 +100,7 @@ export function relaxedSimdSupported(): boolean {
 
 /** The level 'auto' resolves to: SEEKD_WASM_SIMD if set to plain/relaxed, else relaxed where supported. */
 export function defaultSimdLevel(): SimdLevel {
-  const env = process.env[SIMD_ENV];
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[SIMD_ENV];
   if (env === 'plain' || env === 'relaxed') return env;
   if (env !== undefined && env !== '' && env !== 'auto') throw new RangeError(`${SIMD_ENV} must be plain, relaxed or auto, not '${env}'`);
   return relaxedSimdSupported() ? 'relaxed' : 'plain';
@@ -74,14 +114,14 @@ const byUrl = new Map<string, WebAssembly.Module>();
 export function compiledModules(level: SimdLevel = defaultSimdLevel()): Record<string, WebAssembly.Module> {
   const hit = compiled.get(level);
   if (hit) return hit;
-  if (typeof SharedArrayBuffer === 'undefined') throw new WasmUnsupportedError('threads (SharedArrayBuffer)');
+  if (!sharedMemoryOk()) throw new WasmUnsupportedError('threads (shared memory)');
   if (level === 'relaxed' && !relaxedSimdSupported()) throw new WasmUnsupportedError('relaxed SIMD');
   const out: Record<string, WebAssembly.Module> = {};
   for (const [name, plainUrl] of Object.entries(WASM_MODULES)) {
     const url = (level === 'relaxed' ? WASM_RELAXED[name] : undefined) ?? plainUrl;
     let mod = byUrl.get(url.href);
     if (!mod) {
-      const bytes = readFileSync(url);
+      const bytes = wasmBytes(url);
       if (!WebAssembly.validate(bytes)) throw new WasmUnsupportedError(`SIMD/threads (module ${name} does not validate)`);
       mod = new WebAssembly.Module(bytes);
       byUrl.set(url.href, mod);
@@ -107,6 +147,7 @@ export class WasmRuntime {
     readonly simd: SimdLevel) {}
 
   static async create(opts: RuntimeOptions): Promise<WasmRuntime> {
+    await loadWasmBinaries();
     const simd = opts.simd === undefined || opts.simd === 'auto' ? defaultSimdLevel() : opts.simd;
     const modules = compiledModules(simd);
     const initialPages = Math.max(16, Math.ceil((opts.initialBytes ?? 16 << 20) / 65536));

@@ -3,15 +3,18 @@
 // parsed with the loader's rules (config.ts parseConfig), the safetensors through BytesCheckpoint (same
 // header validation as Checkpoint), the weights through weight-map.ts loadWeights into host arrays of the
 // `webgpu` kernel backend, then uploaded once (GpuDeepseekModel.fromWeights); or, without WebGPU, into the
-// `ref` kernels' arrays for the CPU forward (loadCpuModelFromFiles).
+// kernels' memory of a CPU backend for the CPU forward (loadCpuModelFromFiles: `wasm`, whose binaries a
+// page fetches next to its bundle, or the plain-TypeScript `ref`).
 import { loadBackend } from '../../kernels/api.ts';
 import '../../kernels/ref/index.ts';
+import '../../kernels/wasm/index.ts';
 import '../../kernels/webgpu/registry.ts';
 import { BytesCheckpoint, INDEX_NAME } from '../../weights/bytes-checkpoint.ts';
 import { ConfigError, parseConfig, type DeepseekConfig } from '../config.ts';
 import { loadWeights } from '../weight-map.ts';
 import { GpuDeepseekModel } from './forward.ts';
 import { DeepseekModel } from '../deepseek.ts';
+import { weightFootprint } from '../memory-plan.ts';
 
 /** The tokenizer files a model directory may hold (tokenizer.ts ChatTokenizer reads the same). */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
@@ -37,15 +40,17 @@ function configOf(name: string, files: ReadonlyMap<string, Uint8Array>): Deepsee
 }
 
 /**
- * The CPU model (the plain-TypeScript `ref` kernels, synchronous forward) from a model directory's files:
- * the page's fallback where there is no WebGPU adapter.
+ * The CPU model (synchronous forward) on the `backend` kernels (`ref`: plain TypeScript; `wasm`: SIMD,
+ * `threads` participants) from a model directory's files: the page's fallback where there is no WebGPU adapter.
  */
 export async function loadCpuModelFromFiles(name: string, files: ReadonlyMap<string, Uint8Array>,
-  onProgress?: (p: LoadProgress) => void): Promise<{ config: DeepseekConfig; model: DeepseekModel }> {
+  onProgress?: (p: LoadProgress) => void, backend: 'wasm' | 'ref' = 'ref', threads = 1): Promise<{ config: DeepseekConfig; model: DeepseekModel }> {
   const config = configOf(name, files);
   const ck = new BytesCheckpoint(name, files);
-  const kernels = await loadBackend('ref');
+  const kernels = await loadBackend(backend, { threads });
   try {
+    // Backends with split memory (wasm: 4 GiB each) make room first, as DeepseekModel.load does.
+    await kernels.reserve(weightFootprint(config, ck, { mtp: false }).allocations);
     const weights = loadWeights(ck, kernels, config, { mtp: false, onProgress: (done, total) => onProgress?.({ phase: 'weights', done, total }) });
     return { config, model: await DeepseekModel.fromWeights(config, kernels, weights) };
   } finally {
