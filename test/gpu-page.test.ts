@@ -73,14 +73,16 @@ async function inChromium(page: (origin: string) => string, route: (path: string
 }
 
 /** The page on tiny-v3-fp8 (12-token prompt, 16 greedy tokens) with extra query parameters; its report. */
-async function tinyPage(extra: string): Promise<Record<string, unknown>> {
-  const { html, js, wasm } = await buildGpuPage();
+async function tinyPage(extra: string, isolated = false): Promise<Record<string, unknown>> {
+  const { html, js, worker, wasm } = await buildGpuPage();
   const modelDir = join(REF_DIR, 'tiny-v3-fp8');
   const p = expected('tiny-v3-fp8').prompts[2]!; // 12 tokens, then 16 greedy tokens
   const served: string[] = [];
   const result = await inChromium((o) => `${o}/?model=/model/&ids=${p.prompt.join(',')}&max=16&autorun=1&report=/result${extra}`, (path, res) => {
+    if (isolated) { res.setHeader('cross-origin-opener-policy', 'same-origin'); res.setHeader('cross-origin-embedder-policy', 'require-corp'); }
     if (path === '/') { res.setHeader('content-type', 'text/html'); res.end(html); return true; }
     if (path === '/app.js') { res.setHeader('content-type', 'text/javascript'); res.end(js); return true; }
+    if (path === '/pool-worker.js') { served.push('pool-worker.js'); res.setHeader('content-type', 'text/javascript'); res.end(worker); return true; }
     const bin = wasm[path.slice(1)];
     if (bin) { served.push(path.slice(1)); res.setHeader('content-type', 'application/wasm'); res.end(bin); return true; }
     if (!path.startsWith('/model/')) return false;
@@ -103,7 +105,7 @@ async function tinyPage(extra: string): Promise<Record<string, unknown>> {
   console.log(`# page: max |logit - reference| ${worst.toExponential(2)}`);
   assert.ok(worst <= LOGIT_TOL, `logits differ by ${worst}`);
   assert.ok((result.progressEvents as number) >= 2, 'the page showed its loading progress');
-  assert.deepEqual([...new Set(served)].filter((f) => !f.endsWith('.wasm')).sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  assert.deepEqual([...new Set(served)].filter((f) => !f.endsWith('.wasm') && f !== 'pool-worker.js').sort(), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
   result.served = served;
   return result;
 }
@@ -123,12 +125,23 @@ test('without WebGPU (?backend=cpu) the page falls back to the wasm kernels: see
   // isolation here, so one thread.
   assert.equal(r.simd, 'relaxed');
   assert.equal(r.threads, 1);
+  assert.ok(!(r.served as string[]).includes('pool-worker.js'), 'one thread starts no worker');
+  assert.equal(r.parallelRuns, 0);
   // The binaries came over HTTP (never node:fs): the kernels and FlashMLA, at the detected level.
   assert.ok((r.served as string[]).includes('kernels-relaxed.wasm') && (r.served as string[]).includes('flashmla-relaxed.wasm'), String(r.served));
   console.log(`# page wasm fallback: ${r.simd} SIMD, ${r.threads} thread(s), ${(r.ms as number).toFixed(0)} ms for 12 + 16 tokens`);
   const want = await cli;
   assert.equal(want.code, 0, want.stderr);
   assert.deepEqual(r.ids, (JSON.parse(want.stdout) as { ids: number[] }).ids);
+});
+
+test('cross-origin isolated (COOP/COEP), the wasm fallback runs 2 threads (the pool as Web Workers): the same tokens', { timeout: TIMEOUT_MS + 30_000 }, async () => {
+  const r = await tinyPage('&backend=cpu&threads=2', true);
+  assert.equal(r.backend, 'wasm');
+  assert.equal(r.threads, 2);
+  assert.ok((r.served as string[]).includes('pool-worker.js'), 'the pool started its worker');
+  assert.ok((r.parallelRuns as number) > 0, 'ops ran on the workers too');
+  console.log(`# page wasm fallback: ${r.simd} SIMD, ${r.threads} threads (isolated page; ${r.parallelRuns} ops on the workers), ${(r.ms as number).toFixed(0)} ms for 12 + 16 tokens`);
 });
 
 test('?backend=ref runs the plain-TypeScript kernels in the page: the same tokens and logits', { timeout: TIMEOUT_MS + 30_000 }, async () => {
@@ -156,6 +169,13 @@ test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generat
     assert.deepEqual(new Uint8Array(await res.arrayBuffer()), new Uint8Array(readFileSync(join(REPO_ROOT, 'src', 'kernels', 'wasm', name))));
   }
   assert.equal((await fetch(`${srv.url}/gpu/nope.wasm`)).status, 404);
+  // Cross-origin isolated (the wasm fallback's worker threads), with the pool's worker beside app.js.
+  const pageRes = await fetch(`${srv.url}/gpu/`);
+  assert.equal(pageRes.headers.get('cross-origin-opener-policy'), 'same-origin');
+  assert.equal(pageRes.headers.get('cross-origin-embedder-policy'), 'require-corp');
+  const workerRes = await fetch(`${srv.url}/gpu/pool-worker.js`);
+  assert.equal(workerRes.status, 200);
+  assert.match(await workerRes.text(), /Atomics\.wait/);
   const result = await inChromium((o) => `${srv.url}/gpu/?ids=${ids}&max=8&autorun=1&report=${encodeURIComponent(`${o}/result`)}`, () => false);
   assert.equal(result.error, undefined, String(result.error));
   const want = await cli;
@@ -192,6 +212,7 @@ test('web/gpu/build.ts writes the page as static files', async () => {
   assert.match(readFileSync(join(out, 'index.html'), 'utf8'), /<script type="module" src="app.js">/);
   const js = readFileSync(join(out, 'app.js'), 'utf8');
   assert.ok(js.length > 50_000 && js.includes('navigator'), `app.js of ${js.length} bytes`);
+  assert.match(readFileSync(join(out, 'pool-worker.js'), 'utf8'), /Atomics\.wait/);
   for (const name of ['kernels.wasm', 'kernels-relaxed.wasm', 'flashmla.wasm', 'flashmla-relaxed.wasm']) {
     assert.deepEqual(readFileSync(join(out, name)), readFileSync(join(REPO_ROOT, 'src', 'kernels', 'wasm', name)), name);
   }

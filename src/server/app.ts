@@ -91,7 +91,12 @@ export interface ServerState {
 
 const WEB_DIR = new URL('../../web/', import.meta.url).pathname;
 const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
-const GPU_PAGE_ROUTES = new Set(['/gpu', '/gpu/', '/gpu/app.js']);
+const GPU_PAGE_ROUTES = new Set(['/gpu', '/gpu/', '/gpu/app.js', '/gpu/pool-worker.js']);
+/**
+ * Cross-origin isolation for the page (COOP + COEP on /gpu/ and everything under it): SharedArrayBuffer,
+ * so the wasm fallback runs its pool's Web Workers over the shared memory.
+ */
+const ISOLATED = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
 /** The wasm kernels' binaries beside the page's bundle (its CPU fallback fetches them): /gpu/kernels.wasm, ... */
 const GPU_PAGE_WASM = /^\/gpu\/[a-z0-9-]+\.wasm$/;
 /** The model files /gpu/model/ serves (directly inside the model directory). */
@@ -289,12 +294,13 @@ export function createApp(state: ServerState, opts: ServerOptions = {}): Hono {
   if (gpuPage !== null) {
     // The model on WebGPU in the page (web/gpu): the page, its bundle, and the served model's files.
     app.get('/gpu', (c) => c.redirect('/gpu/'));
-    app.get('/gpu/', async (c) => c.body((await gpuFiles()).html, 200, { 'content-type': MIME.html!, 'cache-control': 'no-cache' }));
-    app.get('/gpu/app.js', async (c) => c.body((await gpuFiles()).js, 200, { 'content-type': MIME.js!, 'cache-control': 'no-cache' }));
+    app.get('/gpu/', async (c) => c.body((await gpuFiles()).html, 200, { 'content-type': MIME.html!, 'cache-control': 'no-cache', ...ISOLATED }));
+    app.get('/gpu/app.js', async (c) => c.body((await gpuFiles()).js, 200, { 'content-type': MIME.js!, 'cache-control': 'no-cache', ...ISOLATED }));
+    app.get('/gpu/pool-worker.js', async (c) => c.body((await gpuFiles()).worker, 200, { 'content-type': MIME.js!, 'cache-control': 'no-cache', ...ISOLATED }));
     app.get('/gpu/:file{[a-z0-9-]+\\.wasm}', async (c) => {
       const bytes = (await gpuFiles()).wasm[c.req.param('file')];
       if (!bytes) throw unknownUrl('GET', c.req.path);
-      return c.body(bytes, 200, { 'content-type': 'application/wasm', 'cache-control': 'no-cache' });
+      return c.body(bytes, 200, { 'content-type': 'application/wasm', 'cache-control': 'no-cache', ...ISOLATED });
     });
     app.get('/gpu/model/:file', (c) => {
       const llm = ready();

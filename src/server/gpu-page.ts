@@ -15,6 +15,8 @@ const PAGE_DIR = fileURLToPath(new URL('../../web/gpu/', import.meta.url));
 const nodeBuiltinsEmpty: Plugin = {
   name: 'node-builtins-empty',
   setup(b) {
+    // Worker threads (the wasm pool's) as module Web Workers running pool-worker.js.
+    b.onResolve({ filter: /platform\/worker\.ts$/ }, () => ({ path: `${PAGE_DIR}shims/worker.ts` }));
     // The engine's node:crypto (prefix-cache hashes, template nonces): a small browser implementation.
     b.onResolve({ filter: /^(node:)?crypto$/ }, () => ({ path: `${PAGE_DIR}shims/crypto.ts` }));
     const builtins = /^(node:.*|fs|path|os|url|worker_threads|child_process|crypto|module|util|events|stream|http|net|zlib|webgpu)$/;
@@ -26,6 +28,8 @@ const nodeBuiltinsEmpty: Plugin = {
 export interface GpuPage {
   html: string;
   js: string;
+  /** The wasm pool's worker (src/kernels/wasm/pool-worker.ts) for module Web Workers: pool-worker.js beside app.js. */
+  worker: string;
   /**
    * The wasm kernels' binaries by file name (kernels.wasm, ...): the bundle fetches them next to itself
    * (src/kernels/wasm/runtime.ts WASM_MODULES / WASM_RELAXED, URLs relative to the bundle), so they are
@@ -50,5 +54,19 @@ export async function buildGpuPage(): Promise<GpuPage> {
     // Buffer and setImmediate, which the engine's modules use as Node globals.
     inject: [`${PAGE_DIR}shims/globals.ts`],
   });
-  return { html: readFileSync(`${PAGE_DIR}index.html`, 'utf8'), js: out.outputFiles[0]!.text, wasm: gpuPageWasm() };
+  const worker = await build({
+    entryPoints: [fileURLToPath(new URL('../kernels/wasm/pool-worker.ts', import.meta.url))], bundle: true, format: 'esm', write: false,
+    platform: 'browser', target: 'es2022', logLevel: 'silent', legalComments: 'none',
+    plugins: [{
+      name: 'pool-worker-web',
+      setup(b) {
+        b.onResolve({ filter: /platform\/worker\.ts$/ }, () => ({ path: `${PAGE_DIR}shims/worker.ts` }));
+        b.onResolve({ filter: /^(node:)?worker_threads$/ }, () => ({ path: `${PAGE_DIR}shims/worker-threads.ts` }));
+        b.onResolve({ filter: /^node:/ }, (a) => ({ path: a.path, namespace: 'node-empty' }));
+        b.onLoad({ filter: /.*/, namespace: 'node-empty' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
+      },
+    }],
+    inject: [`${PAGE_DIR}shims/worker-process.ts`],
+  });
+  return { html: readFileSync(`${PAGE_DIR}index.html`, 'utf8'), js: out.outputFiles[0]!.text, worker: worker.outputFiles[0]!.text, wasm: gpuPageWasm() };
 }

@@ -9,7 +9,9 @@
 // seeded (src/model/forward-model.ts generateAsync, the loop of `seekd generate`). Bundled by src/server/gpu-page.ts (served by `seekd serve` at /gpu/; web/gpu/build.ts writes static
 // files). Query parameters: ?model=URL (a model directory, ending in '/'), ids=1,2,3, max=16,
 // temperature=0, seed=0, chat=TEXT (a user message to answer instead of ids), autorun=1 (load and generate
-// at once), report=URL (POST the result as JSON; used by the browser tests), backend=auto|webgpu|cpu|wasm|ref.
+// at once), report=URL (POST the result as JSON; used by the browser tests), backend=auto|webgpu|cpu|wasm|ref,
+// threads=N (wasm; only in a cross-origin isolated page: the pool's workers are module Web Workers running
+// pool-worker.js, and the page's thread spins rather than blocks while they compute).
 import { generateAsync } from '../../src/model/forward-model.ts';
 import { fetchModelFiles, loadCpuModelFromFiles, loadGpuModelFromFiles, TOKENIZER_FILES, type LoadProgress } from '../../src/model/gpu/load-bytes.ts';
 import type { ForwardModel } from '../../src/model/forward-model.ts';
@@ -22,6 +24,7 @@ import { GpuDeepseekRunner } from '../../src/engine/gpu-runner.ts';
 import { Llm } from '../../src/engine/llm.ts';
 import { ChatTokenizer } from '../../src/engine/tokenizer.ts';
 import { defaultSimdLevel, WasmUnsupportedError, type SimdLevel } from '../../src/kernels/wasm/runtime.ts';
+import { WasmPool } from '../../src/kernels/wasm/pool.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -76,11 +79,26 @@ async function chooseBackend(): Promise<Backend> {
   return ok ? 'webgpu' : 'wasm';
 }
 
+/**
+ * The wasm kernels' threads: ?threads=N, else up to 4 of the cores; workers share the memory only in a
+ * cross-origin isolated page (seekd serve sends COOP/COEP for /gpu/), elsewhere one thread.
+ */
+function wasmThreads(): number {
+  if (!(globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated) return 1;
+  const want = new URLSearchParams(location.search).get('threads');
+  if (want !== null) {
+    const n = Number(want);
+    if (!Number.isInteger(n) || n < 1 || n > 64) throw new Error(`threads must be an integer in [1, 64], not '${want}'`);
+    return n;
+  }
+  return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
+}
+
 /** The CPU model on `backend`; wasm falls back to ref where this browser cannot run it (unless asked for by name). */
 async function loadCpuModel(name: string, files: Map<string, Uint8Array>, backend: 'wasm' | 'ref'): Promise<Awaited<ReturnType<typeof loadCpuModelFromFiles>> & { backend: 'wasm' | 'ref' }> {
   if (backend === 'wasm') {
     try {
-      return { ...await loadCpuModelFromFiles(name, files, onLoadProgress, 'wasm', 1), backend };
+      return { ...await loadCpuModelFromFiles(name, files, onLoadProgress, 'wasm', wasmThreads()), backend };
     } catch (e) {
       if (!(e instanceof WasmUnsupportedError) || new URLSearchParams(location.search).get('backend') === 'wasm') throw e;
     }
@@ -232,7 +250,7 @@ async function main(): Promise<void> {
     const r = message !== null ? await chat() : await run();
     seen.disconnect();
     const ctx = loaded!.backend === 'webgpu' ? await getDevice() : null;
-    result = { ...r, backend: loaded!.backend, simd: loaded!.simd, threads: loaded!.threads, platform: ctx?.platform ?? 'cpu', adapter: ctx?.adapterDescription ?? '', progressEvents: events.length, progressMax: bar.max };
+    result = { ...r, backend: loaded!.backend, simd: loaded!.simd, threads: loaded!.threads, parallelRuns: WasmPool.parallelRuns, platform: ctx?.platform ?? 'cpu', adapter: ctx?.adapterDescription ?? '', progressEvents: events.length, progressMax: bar.max };
   } catch (e) {
     result = { error: `${(e as Error).name}: ${(e as Error).message}\n${(e as Error).stack ?? ''}` };
   }

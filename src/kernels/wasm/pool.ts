@@ -37,6 +37,9 @@ const ERR_BYTES = 512;
 
 export type WasmFn = (...args: number[]) => number | void;
 
+/** Whether this thread may block in Atomics.wait (false once it threw: a browser page's main thread). */
+let mayBlock = true;
+
 /** A kernel threw or trapped inside a worker. */
 export class WasmWorkerError extends Error {
   override name = 'WasmWorkerError';
@@ -101,6 +104,8 @@ export class WasmPool {
   private readonly opTimeoutMs: number;
   private broken: Error | null = null;
   private disposed = false;
+  /** Ops that reached worker threads, in every pool of this thread (the browser page reports it). */
+  static parallelRuns = 0;
   /** Test hook: worker index that exits inside the next op that reaches the workers, in any pool (0 = none). */
   private static dieInNextRun = 0;
 
@@ -191,6 +196,7 @@ export class WasmPool {
       if (own) (this.local[module]![fn]!)(...own);
       return;
     }
+    WasmPool.parallelRuns++;
     Atomics.store(this.ctrl, FN, id);
     Atomics.store(this.ctrl, DONE, 0);
     Atomics.add(this.ctrl, SEQ, 1);
@@ -238,7 +244,15 @@ export class WasmPool {
         this.broken = new WasmPoolTimeoutError(name, this.opTimeoutMs);
         throw this.broken;
       }
-      Atomics.wait(this.ctrl, DONE, d, 200);
+      if (mayBlock) {
+        try {
+          Atomics.wait(this.ctrl, DONE, d, 200);
+        } catch (e) {
+          // A browser page's main thread may not block: it spins on the DONE word instead.
+          if (!(e instanceof TypeError)) throw e;
+          mayBlock = false;
+        }
+      }
     }
   }
 
