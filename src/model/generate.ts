@@ -2,7 +2,7 @@
 // a time through the latent cache, greedily (temperature 0) or by seeded temperature sampling.
 // (The engine in src/engine does batching and scheduling; this is for the CLI and tests.)
 import { LatentCache } from './latent-cache.ts';
-import type { DeepseekModel, ForwardOptions } from './deepseek.ts';
+import type { DeepseekModel, ForwardBatch, ForwardOptions } from './deepseek.ts';
 import { mulberry32 } from '../tensor/random.ts';
 import { generateSpeculative, type SpecStats, type SpeculativeOptions } from './mtp.ts';
 
@@ -58,12 +58,31 @@ export function sampleToken(logits: Float32Array, temperature: number, rand: () 
 
 export function generate(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions): GenerateResult {
   if (opts.speculative) return generateSpeculative(model, prompt, opts, opts.speculative);
-  if (prompt.length === 0) throw new RangeError('generate: empty prompt');
-  const maxTokens = Math.max(0, Math.floor(opts.maxTokens));
-  const cache: LatentCache = model.createCache(Math.max(1, LatentCache.blocksFor(prompt.length + maxTokens)));
-  const blockTable = Int32Array.from({ length: cache.numBlocks }, (_, i) => i);
-  const rand = seededRandom(opts.seed ?? 0);
+  const cache: LatentCache = model.createCache(generateBlocks(prompt, opts));
   const fo: ForwardOptions = { attn: opts.attn, tracer: opts.tracer };
+  const loop = generateLoop(prompt, opts, cache.numBlocks);
+  let step = loop.next();
+  while (!step.done) step = loop.next(model.forward(step.value, cache, fo));
+  return step.value;
+}
+
+/** Cache blocks the plain loop needs for `prompt` and opts.maxTokens (throws on an empty prompt). */
+export function generateBlocks(prompt: readonly number[], opts: Pick<GenerateOptions, 'maxTokens'>): number {
+  if (prompt.length === 0) throw new RangeError('generate: empty prompt');
+  return Math.max(1, LatentCache.blocksFor(prompt.length + Math.max(0, Math.floor(opts.maxTokens))));
+}
+
+/**
+ * The plain single-sequence loop (prefill in chunks, then one token per forward, sampling by
+ * opts.temperature/seed, stopping at maxTokens or a stop id) as a coroutine over blocks [0, numBlocks) of
+ * one cache: it yields each forward's batch and is resumed with that forward's last-row logits. Driven
+ * synchronously by `generate` and with awaits by forward-model.ts `generateAsync` (the GPU model), so both
+ * run the same loop.
+ */
+export function* generateLoop(prompt: readonly number[], opts: Omit<GenerateOptions, 'speculative' | 'tracer'>, numBlocks: number): Generator<ForwardBatch, GenerateResult, Float32Array> {
+  const maxTokens = Math.max(0, Math.floor(opts.maxTokens));
+  const blockTable = Int32Array.from({ length: numBlocks }, (_, i) => i);
+  const rand = seededRandom(opts.seed ?? 0);
   const ids: number[] = [];
   const logits: Float32Array[] = [];
   if (maxTokens === 0) return { ids, logits };
@@ -71,7 +90,7 @@ export function generate(model: DeepseekModel, prompt: readonly number[], opts: 
   let row!: Float32Array;
   for (let s = 0; s < prompt.length; s += chunk) {
     const n = Math.min(chunk, prompt.length - s);
-    row = model.forward({ tokens: Int32Array.from(prompt.slice(s, s + n)), seqs: [{ blockTable, numCached: s, numNew: n }] }, cache, fo);
+    row = yield { tokens: Int32Array.from(prompt.slice(s, s + n)), seqs: [{ blockTable, numCached: s, numNew: n }] };
   }
   let pos = prompt.length;
   for (;;) {
@@ -79,7 +98,7 @@ export function generate(model: DeepseekModel, prompt: readonly number[], opts: 
     ids.push(id);
     logits.push(row);
     if (ids.length >= maxTokens || opts.stopIds?.includes(id)) break;
-    row = model.forward({ tokens: Int32Array.of(id), seqs: [{ blockTable, numCached: pos, numNew: 1 }] }, cache, fo);
+    row = yield { tokens: Int32Array.of(id), seqs: [{ blockTable, numCached: pos, numNew: 1 }] };
     pos++;
   }
   return { ids, logits };
