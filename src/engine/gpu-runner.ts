@@ -9,6 +9,7 @@ import { DeepseekModel, ModelInputError } from '../model/deepseek.ts';
 import { GpuDeepseekModel, type GpuLatentCache } from '../model/gpu/forward.ts';
 import type { DraftRequest, ModelRunner, RunnerBatch } from './contracts.ts';
 import type { RunnerOptions } from './model-runner.ts';
+import { draftLoop } from './mtp-draft.ts';
 
 export class GpuDeepseekRunner implements ModelRunner {
   readonly vocabSize: number;
@@ -71,53 +72,16 @@ export class GpuDeepseekRunner implements ModelRunner {
     return out;
   }
 
-  /**
-   * The MTP module over each request's valid positions of the last forward (its hidden states, the next
-   * tokens) in one varlen batch writing its cache; each request's first draft is the argmax of its last
-   * position's draft logits, further drafts chain the module on its own output hidden state (as
-   * model-runner.ts DeepseekRunner.draft).
-   */
+  /** MTP drafts for the requests (mtp-draft.ts draftLoop), each module step awaited on the GPU. */
   async draft(reqs: readonly DraftRequest[]): Promise<number[][]> {
     const last = this.#last;
     if (!this.mtpCache || !last?.hidden) throw new Error('draft() needs a forward with speculative decoding enabled first');
-    const H = this.gpu.config.hidden_size, V = this.vocabSize;
-    const starts: number[] = [];
-    let o = 0;
-    for (const s of last.batch.seqs) { starts.push(o); o += s.numNew; }
-    let T = 0;
-    for (const r of reqs) {
-      const s = last.batch.seqs[r.index];
-      if (!s || r.numValid < 1 || r.numValid > s.numNew || r.nextTokens.length !== r.numValid) throw new RangeError(`draft: bad request for sequence ${r.index}`);
-      T += r.numValid;
+    const loop = draftLoop({ batch: last.batch, hidden: last.hidden }, reqs, this.gpu.config.hidden_size, this.vocabSize);
+    for (let r = loop.next(); ; ) {
+      if (r.done) return r.value;
+      const c = r.value;
+      r = loop.next(await this.gpu.mtpForward(c.batch, c.hidden, this.mtpCache, c.logitRows ? { logitRows: c.logitRows } : {}));
     }
-    const tokens = new Int32Array(T);
-    const hidden = new Float32Array(T * H);
-    o = 0;
-    for (const r of reqs) {
-      tokens.set(r.nextTokens, o);
-      hidden.set(last.hidden.subarray(starts[r.index]! * H, (starts[r.index]! + r.numValid) * H), o * H);
-      o += r.numValid;
-    }
-    const seqOf = (r: DraftRequest) => last.batch.seqs[r.index]!;
-    let out = await this.gpu.mtpForward(
-      { tokens, seqs: reqs.map((r) => ({ blockTable: seqOf(r).blockTable, numCached: seqOf(r).numCached, numNew: r.numValid })) },
-      hidden, this.mtpCache, { logitRows: reqs.map((r) => (r.numDrafts > 0 ? 1 : 0)) });
-    const drafts: number[][] = reqs.map(() => []);
-    let active = reqs.flatMap((r, j) => (r.numDrafts > 0 ? [j] : []));
-    for (let step = 0; active.length > 0; step++) {
-      active.forEach((j, row) => drafts[j]!.push(argmaxRow(out.logits, row, V)));
-      const next = active.filter((j) => reqs[j]!.numDrafts > step + 1);
-      if (next.length === 0) break;
-      const h = new Float32Array(next.length * H);
-      next.forEach((j, n) => { const row = active.indexOf(j); h.set(out.hidden.subarray(row * H, (row + 1) * H), n * H); });
-      // The module at the drafted token's position reads that token and its own previous output.
-      out = await this.gpu.mtpForward({
-        tokens: Int32Array.from(next, (j) => drafts[j]![step]!),
-        seqs: next.map((j) => ({ blockTable: seqOf(reqs[j]!).blockTable, numCached: seqOf(reqs[j]!).numCached + reqs[j]!.numValid + step, numNew: 1 })),
-      }, h, this.mtpCache);
-      active = next;
-    }
-    return drafts;
   }
 
   async dispose(): Promise<void> {
@@ -127,11 +91,4 @@ export class GpuDeepseekRunner implements ModelRunner {
     this.model?.close();
     await this.kernels?.dispose();
   }
-}
-
-/** Index of the largest value of row `row` of x [rows, V] (ties: the lower index). */
-function argmaxRow(x: Float32Array, row: number, V: number): number {
-  let best = 0;
-  for (let i = 1; i < V; i++) if (x[row * V + i]! > x[row * V + best]!) best = i;
-  return best;
 }

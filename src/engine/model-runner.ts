@@ -5,6 +5,7 @@ import { DeepseekModel, type MoeExecutorFactory } from '../model/deepseek.ts';
 import type { LatentCache } from '../model/latent-cache.ts';
 import { ModelInputError } from '../model/deepseek.ts';
 import type { DraftRequest, ModelRunner, RunnerBatch } from './contracts.ts';
+import { draftLoop } from './mtp-draft.ts';
 
 /** Routed experts held elsewhere (expert parallelism: ExpertParallel): the executor and its lifecycle. */
 export interface RoutedExpertsHost {
@@ -86,53 +87,16 @@ export class DeepseekRunner implements ModelRunner {
     return out;
   }
 
-  /**
-   * The MTP module over each request's valid positions of the last forward (its hidden states, the next
-   * tokens), in one varlen batch, writing its cache; each request's first draft is the argmax of its last
-   * position's draft logits, and further drafts chain the module on its own output hidden state, one
-   * position further each time (DeepSeek-V3 §2.2; vLLM's deepseek_mtp proposer drafts the argmax too).
-   */
+  /** MTP drafts for the requests (mtp-draft.ts draftLoop), each module step run synchronously. */
   draft(reqs: readonly DraftRequest[]): number[][] {
     const last = this.#last;
     if (!this.mtpCache || !last?.hidden) throw new Error('draft() needs a forward with speculative decoding enabled first');
-    const H = this.model.config.hidden_size, V = this.vocabSize;
-    const starts: number[] = [];
-    let o = 0;
-    for (const s of last.batch.seqs) { starts.push(o); o += s.numNew; }
-    let T = 0;
-    for (const r of reqs) {
-      const s = last.batch.seqs[r.index];
-      if (!s || r.numValid < 1 || r.numValid > s.numNew || r.nextTokens.length !== r.numValid) throw new RangeError(`draft: bad request for sequence ${r.index}`);
-      T += r.numValid;
+    const loop = draftLoop({ batch: last.batch, hidden: last.hidden }, reqs, this.model.config.hidden_size, this.vocabSize);
+    for (let r = loop.next(); ; ) {
+      if (r.done) return r.value;
+      const c = r.value;
+      r = loop.next(this.model.mtpForward(c.batch, c.hidden, this.mtpCache, c.logitRows ? { logitRows: c.logitRows } : {}));
     }
-    const tokens = new Int32Array(T);
-    const hidden = new Float32Array(T * H);
-    o = 0;
-    for (const r of reqs) {
-      tokens.set(r.nextTokens, o);
-      hidden.set(last.hidden.subarray(starts[r.index]! * H, (starts[r.index]! + r.numValid) * H), o * H);
-      o += r.numValid;
-    }
-    const seqOf = (r: DraftRequest) => last.batch.seqs[r.index]!;
-    let out = this.model.mtpForward(
-      { tokens, seqs: reqs.map((r) => ({ blockTable: seqOf(r).blockTable, numCached: seqOf(r).numCached, numNew: r.numValid })) },
-      hidden, this.mtpCache, { logitRows: reqs.map((r) => (r.numDrafts > 0 ? 1 : 0)) });
-    const drafts: number[][] = reqs.map(() => []);
-    let active = reqs.flatMap((r, j) => (r.numDrafts > 0 ? [j] : []));
-    for (let step = 0; active.length > 0; step++) {
-      active.forEach((j, row) => drafts[j]!.push(argmaxRow(out.logits, row, V)));
-      const next = active.filter((j) => reqs[j]!.numDrafts > step + 1);
-      if (next.length === 0) break;
-      const h = new Float32Array(next.length * H);
-      next.forEach((j, n) => { const row = active.indexOf(j); h.set(out.hidden.subarray(row * H, (row + 1) * H), n * H); });
-      // The module at the drafted token's position reads that token and its own previous output.
-      out = this.model.mtpForward({
-        tokens: Int32Array.from(next, (j) => drafts[j]![step]!),
-        seqs: next.map((j) => ({ blockTable: seqOf(reqs[j]!).blockTable, numCached: seqOf(reqs[j]!).numCached + reqs[j]!.numValid + step, numNew: 1 })),
-      }, h, this.mtpCache);
-      active = next;
-    }
-    return drafts;
   }
 
   async dispose(): Promise<void> {
@@ -143,14 +107,4 @@ export class DeepseekRunner implements ModelRunner {
       await this.experts?.close();
     }
   }
-}
-
-/** Index of the largest logit of row `row` of a [rows, V] matrix (ties to the lower id). */
-function argmaxRow(logits: Float32Array, row: number, V: number): number {
-  let best = 0, bv = -Infinity;
-  for (let v = 0; v < V; v++) {
-    const x = logits[row * V + v]!;
-    if (x > bv) { bv = x; best = v; }
-  }
-  return best;
 }
