@@ -11,7 +11,7 @@
 // min(1, p(d)/q(d)), else the token is drawn from norm(max(0, p - q)) (Leviathan et al. 2023; vLLM's
 // RejectionSampler), so every emitted token is distributed as p.
 import { LatentCache } from './latent-cache.ts';
-import type { DeepseekModel, ForwardOptions } from './deepseek.ts';
+import type { DeepseekModel, ForwardBatch, ForwardOptions } from './deepseek.ts';
 import { argmax, seededRandom, type GenerateOptions, type GenerateResult } from './generate.ts';
 import { ModelInputError } from './deepseek.ts';
 
@@ -94,17 +94,33 @@ export function verifyDrafts(target: readonly Float32Array[], drafts: readonly n
   return { accepted: K, tokens };
 }
 
-/** generate() with MTP speculation: same result shape, plus the draft counts. */
-export function generateSpeculative(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions,
-  spec: SpeculativeOptions): GenerateResult & { spec: SpecStats } {
-  if (prompt.length === 0) throw new RangeError('generate: empty prompt');
+/**
+ * One model call the speculative loop asks for: a main-model forward (logits of every new position with
+ * `allPositions`, else of the last) or an MTP module step; either answers with its logits and the final
+ * hidden states of the same call ([T, H] for a forward, the module's rows for an MTP step).
+ */
+export type SpecCall =
+  | { kind: 'forward'; batch: ForwardBatch; allPositions: boolean }
+  | { kind: 'mtp'; batch: ForwardBatch; hidden: Float32Array };
+export interface SpecReply {
+  logits: Float32Array;
+  hidden: Float32Array;
+}
+
+/** KV blocks a speculative run needs: verification writes up to K positions past the last emitted token. */
+export function speculativeBlocks(promptLen: number, maxTokens: number, K: number): number {
+  return Math.max(1, LatentCache.blocksFor(promptLen + Math.max(0, Math.floor(maxTokens)) + K));
+}
+
+/**
+ * The speculative loop for one sequence over block table `blockTable` (speculativeBlocks long), as a
+ * coroutine yielding each model call and receiving its reply: the CPU model answers synchronously
+ * (generateSpeculative), the GPU model with awaits (gpu/speculative.ts). Same drafting, verification and
+ * PRNG draws in the same order for both.
+ */
+export function* speculativeLoop(V: number, H: number, prompt: readonly number[], blockTable: Int32Array, opts: GenerateOptions,
+  spec: SpeculativeOptions): Generator<SpecCall, GenerateResult & { spec: SpecStats }, SpecReply> {
   const K = spec.numSpeculativeTokens;
-  if (!Number.isSafeInteger(K) || K < 1) throw new RangeError(`numSpeculativeTokens must be an integer >= 1, got ${K}`);
-  if (!spec.draftOverride && model.mtpModules === 0) {
-    throw new ModelInputError('--speculative mtp needs an MTP module (num_nextn_predict_layers >= 1 and its model.layers.<num_hidden_layers>.* tensors)');
-  }
-  const c = model.config;
-  const H = c.hidden_size, V = c.vocab_size;
   const temperature = opts.temperature ?? 0;
   const greedy = !(temperature > 0);
   const maxTokens = Math.max(0, Math.floor(opts.maxTokens));
@@ -112,13 +128,7 @@ export function generateSpeculative(model: DeepseekModel, prompt: readonly numbe
   const ids: number[] = [];
   const logits: Float32Array[] = [];
   if (maxTokens === 0) return { ids, logits, spec: stats };
-  // Verification writes up to K positions past the last emitted token.
-  const numBlocks = Math.max(1, LatentCache.blocksFor(prompt.length + maxTokens + K));
-  const cache = model.createCache(numBlocks);
-  const mtpCache = spec.draftOverride ? null : model.createMtpCache(numBlocks);
-  const blockTable = Int32Array.from({ length: numBlocks }, (_, i) => i);
   const rand = seededRandom(opts.seed ?? 0);
-  const fo: ForwardOptions = { attn: opts.attn, tracer: opts.tracer };
 
   // Prefill, keeping the main model's hidden states of every prompt position for the MTP module.
   const n = prompt.length;
@@ -127,8 +137,9 @@ export function generateSpeculative(model: DeepseekModel, prompt: readonly numbe
   let row!: Float32Array;
   for (let s = 0; s < n; s += chunk) {
     const m = Math.min(chunk, n - s);
-    row = model.forward({ tokens: Int32Array.from(prompt.slice(s, s + m)), seqs: [{ blockTable, numCached: s, numNew: m }] }, cache,
-      { ...fo, onHidden: (h) => pendHidden.set(h.subarray(0, m * H), s * H) });
+    const r: SpecReply = yield { kind: 'forward', batch: { tokens: Int32Array.from(prompt.slice(s, s + m)), seqs: [{ blockTable, numCached: s, numNew: m }] }, allPositions: false };
+    row = r.logits;
+    pendHidden.set(r.hidden.subarray(0, m * H), s * H);
   }
   const emit = (id: number, dist: Float32Array): boolean => {
     ids.push(id);
@@ -151,7 +162,7 @@ export function generateSpeculative(model: DeepseekModel, prompt: readonly numbe
       drafts.push(...spec.draftOverride(pos, k).slice(0, k));
       q.push(...drafts.map(() => null));
     } else if (k > 0) {
-      let out = model.mtpForward({ tokens: pendNext, seqs: [{ blockTable, numCached: pendStart, numNew: pendNext.length }] }, pendHidden, mtpCache!, fo);
+      let out: SpecReply = yield { kind: 'mtp', batch: { tokens: pendNext, seqs: [{ blockTable, numCached: pendStart, numNew: pendNext.length }] }, hidden: pendHidden };
       for (let i = 0; ; i++) {
         const qi = greedy ? null : probs(out.logits, temperature);
         const d = greedy ? argmax(out.logits) : drawFrom(qi!, rand);
@@ -160,15 +171,14 @@ export function generateSpeculative(model: DeepseekModel, prompt: readonly numbe
         draftLogits.push(out.logits);
         if (i + 1 >= k) break;
         // Chain: the module at position pos + i reads draft d and its own output hidden state.
-        out = model.mtpForward({ tokens: Int32Array.of(d), seqs: [{ blockTable, numCached: pos + i, numNew: 1 }] }, out.hidden, mtpCache!, fo);
+        out = yield { kind: 'mtp', batch: { tokens: Int32Array.of(d), seqs: [{ blockTable, numCached: pos + i, numNew: 1 }] }, hidden: out.hidden };
       }
     }
     if (draftLogits.length > 0) spec.onDraft?.(pos, drafts, draftLogits);
     // Verify [last, d_1..d_k] at positions pos..pos+k in one forward.
     const T = 1 + drafts.length;
-    let vh!: Float32Array;
-    const all = model.forward({ tokens: Int32Array.from([last, ...drafts]), seqs: [{ blockTable, numCached: pos, numNew: T }] }, cache,
-      { ...fo, allPositions: true, onHidden: (h) => { vh = h.slice(0, T * H); } });
+    const verified: SpecReply = yield { kind: 'forward', batch: { tokens: Int32Array.from([last, ...drafts]), seqs: [{ blockTable, numCached: pos, numNew: T }] }, allPositions: true };
+    const all = verified.logits;
     const rows = Array.from({ length: T }, (_, j) => all.subarray(j * V, (j + 1) * V));
     const v = verifyDrafts(rows, drafts, q, temperature, rand);
     stats.steps++;
@@ -180,9 +190,44 @@ export function generateSpeculative(model: DeepseekModel, prompt: readonly numbe
     // Positions pos..pos+a now hold [last, d_1..d_a]; the module next reads them with the tokens after.
     const a = v.accepted;
     pendStart = pos;
-    pendHidden = vh.slice(0, (a + 1) * H);
+    pendHidden = verified.hidden.slice(0, (a + 1) * H);
     pendNext = Int32Array.from(v.tokens);
     pos += a + 1;
     last = v.tokens[a]!;
+  }
+}
+
+/** Checks shared by the CPU and GPU speculative loops: a prompt, K >= 1, an MTP module (unless drafts are overridden). */
+export function checkSpeculative(prompt: readonly number[], spec: SpeculativeOptions, mtpModules: number): void {
+  if (prompt.length === 0) throw new RangeError('generate: empty prompt');
+  const K = spec.numSpeculativeTokens;
+  if (!Number.isSafeInteger(K) || K < 1) throw new RangeError(`numSpeculativeTokens must be an integer >= 1, got ${K}`);
+  if (!spec.draftOverride && mtpModules === 0) {
+    throw new ModelInputError('--speculative mtp needs an MTP module (num_nextn_predict_layers >= 1 and its model.layers.<num_hidden_layers>.* tensors)');
+  }
+}
+
+/** generate() with MTP speculation: same result shape, plus the draft counts. */
+export function generateSpeculative(model: DeepseekModel, prompt: readonly number[], opts: GenerateOptions,
+  spec: SpeculativeOptions): GenerateResult & { spec: SpecStats } {
+  checkSpeculative(prompt, spec, model.mtpModules);
+  const c = model.config;
+  const H = c.hidden_size;
+  const numBlocks = speculativeBlocks(prompt.length, opts.maxTokens, spec.numSpeculativeTokens);
+  const cache = model.createCache(numBlocks);
+  const mtpCache = spec.draftOverride ? null : model.createMtpCache(numBlocks);
+  const fo: ForwardOptions = { attn: opts.attn, tracer: opts.tracer };
+  const loop = speculativeLoop(c.vocab_size, H, prompt, Int32Array.from({ length: numBlocks }, (_, i) => i), opts, spec);
+  for (let r = loop.next(); ; ) {
+    if (r.done) return r.value;
+    const call = r.value;
+    if (call.kind === 'mtp') {
+      r = loop.next(model.mtpForward(call.batch, call.hidden, mtpCache!, fo));
+    } else {
+      let hidden!: Float32Array;
+      const T = call.batch.tokens.length;
+      const logits = model.forward(call.batch, cache, { ...fo, allPositions: call.allPositions, onHidden: (h) => { hidden = h.slice(0, T * H); } });
+      r = loop.next({ logits, hidden });
+    }
   }
 }
