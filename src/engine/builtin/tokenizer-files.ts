@@ -29,10 +29,21 @@ export interface BuiltinTokenizerFiles {
 }
 
 export function buildTokenizerFiles(vocabSize: number, modelMaxLength: number): BuiltinTokenizerFiles {
+  const { tokenizerJson, tokenizerConfig } = bpeTokenizerFiles(CORPUS, vocabSize, modelMaxLength, 1);
+  return { tokenizerJson, tokenizerConfig, vocabSize };
+}
+
+/**
+ * tokenizer.json and tokenizer_config.json in this layout for a BPE learned from `text` (merges of pairs
+ * seen at least minPairCount times; fewer than the room if the text runs out of them): the built-in
+ * model's (CORPUS) and a trained model's (training/corpus) tokenizer.
+ */
+export function bpeTokenizerFiles(text: string, vocabSize: number, modelMaxLength: number, minPairCount: number):
+  { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown>; merges: number } {
   const leading = [BOS, EOS, PAD];
   const room = vocabSize - leading.length - 256 - TRAILING_TOKENS.length;
-  if (room < 0) throw new RangeError(`vocab ${vocabSize} too small`);
-  const { symbols, merges } = trainBpe(CORPUS, room, 1);
+  if (room < 0) throw new RangeError(`vocab ${vocabSize} too small (at least ${vocabSize - room})`);
+  const { symbols, merges } = trainBpe(text, room, minPairCount);
   const vocab: Record<string, number> = {};
   const added: Record<string, unknown>[] = [];
   const addToken = (content: string, id: number, special: boolean) => {
@@ -76,5 +87,5 @@ export function buildTokenizerFiles(vocabSize: number, modelMaxLength: number): 
     tokenizer_class: 'LlamaTokenizerFast',
     chat_template: BUILTIN_CHAT_TEMPLATE,
   };
-  return { tokenizerJson, tokenizerConfig, vocabSize };
+  return { tokenizerJson, tokenizerConfig, merges: merges.length };
 }
