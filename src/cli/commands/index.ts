@@ -8,6 +8,7 @@ import { register as info } from './info.ts';
 import { register as makeCheckpoint } from './make-checkpoint.ts';
 import { register as perplexity } from './perplexity.ts';
 import { register as prepareData } from './prepare-data.ts';
+import { register as quantize } from './quantize.ts';
 import { register as run } from './run.ts';
 import { register as score } from './score.ts';
 import { register as serve } from './serve.ts';
@@ -15,4 +16,4 @@ import { register as train } from './train.ts';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, perplexity, prepareData, run, score, serve, train];
+export const COMMANDS: RegisterCommand[] = [bench, dualpipe, eplb, generate, info, makeCheckpoint, perplexity, prepareData, quantize, run, score, serve, train];
