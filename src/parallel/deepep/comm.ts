@@ -125,14 +125,14 @@ export abstract class BaseCommunicator implements Communicator {
       return;
     }
     const reason = this.#failed.get(dest);
-    if (reason) throw this.failedError(dest, op, reason);
+    if (reason) throw this.operationFailed(this.failedError(dest, op, reason));
     try {
       await this.transmit(dest, tag, parts, op);
     } catch (e) {
       // A send that finds the peer gone (EPIPE, a connection already closing) is a failure of that peer
       // like a closed connection: record it (and make it this rank's cause), or a close right after would
       // announce no cause and the other survivors could blame this rank instead of `dest`.
-      if (e instanceof RankFailedError) this.peerFailed(dest, e.reason);
+      if (e instanceof RankFailedError) this.peerFailed(dest, e.reason, true);
       throw e;
     }
   }
@@ -167,7 +167,7 @@ export abstract class BaseCommunicator implements Communicator {
           return;
         }
         const reason = this.#failed.get(src);
-        if (reason) return finish(this.failedError(src, op, reason));
+        if (reason) return finish(this.operationFailed(this.failedError(src, op, reason)));
         const w: Waiter = {
           src, op,
           resolve: (m) => {
@@ -227,14 +227,27 @@ export abstract class BaseCommunicator implements Communicator {
     else this.#inbox.set(k, [msg]);
   }
 
-  /** Transport callback: `rank` is gone; everything waiting on it fails now, later calls fail at once. */
-  protected peerFailed(rank: number, reason: RankFailureReason): void {
-    if (this.#closed || this.#failed.has(rank)) return;
-    this.#noteCause(rank, reason);
+  /**
+   * Transport callback: `rank` is gone; everything waiting on it fails now, later calls fail at once.
+   * It becomes this rank's failure cause (announced on close) only when an operation fails over it:
+   * `byOperation` (the caller's own operation failed), or a waiter rejected here. A peer that simply
+   * exits after its last operation (the end of a run) is no failure, and announcing it would make the
+   * other ranks fail waits on messages that peer already sent and that are still in its ring.
+   */
+  protected peerFailed(rank: number, reason: RankFailureReason, byOperation = false): void {
+    if (this.#closed) return;
+    if (byOperation) this.#noteCause(rank, reason);
+    if (this.#failed.has(rank)) return;
     this.#failed.set(rank, reason);
     for (const list of [...this.#waiters.values()]) {
-      for (const w of [...list]) if (w.src === rank) w.reject(this.failedError(rank, w.op, reason));
+      for (const w of [...list]) if (w.src === rank) w.reject(this.operationFailed(this.failedError(rank, w.op, reason)));
     }
+  }
+
+  /** Records the failure an operation ends with as this rank's cause (first one wins) and returns it. */
+  protected operationFailed(e: RankFailedError): RankFailedError {
+    this.#noteCause(e.rank, e.reason);
+    return e;
   }
 
   /** `src` announced it is leaving because rank `cause` failed: both are gone, and `cause` is to blame. */

@@ -327,7 +327,7 @@ export class SyncThreadCommunicator extends ThreadCommunicator implements SyncCo
       return;
     }
     const reason = this.failureOf(dest);
-    if (reason) throw this.failedError(dest, op, reason);
+    if (reason) throw this.operationFailed(this.failedError(dest, op, reason));
     this.#outQ[dest]!.push({ frames: frame(tag, parts), seg: 0, off: 0, op });
     this.#pushOut(dest);
   }
@@ -382,7 +382,7 @@ export class SyncThreadCommunicator extends ThreadCommunicator implements SyncCo
 
   #fail(rank: number, op: string, reason: 'exited' | 'timeout'): never {
     this.#outQ[rank]!.length = 0;
-    this.peerFailed(rank, reason);
+    this.peerFailed(rank, reason, true);
     throw new RankFailedError(rank, op, reason, reason === 'timeout' ? `no progress within ${this.timeoutMs} ms` : '');
   }
 
