@@ -9,7 +9,7 @@ import { Tensor } from '../tensor/autograd/index.ts';
 import { mulberry32 } from '../tensor/random.ts';
 import { Gemm } from './gemm.ts';
 import { TrainModel } from './model.ts';
-import { AdamW, clipGradNorm, globalGradNorm, learningRate } from './optim.ts';
+import { AdamW, clipGradNorm, globalGradNorm, learningRate, roundBf16 } from './optim.ts';
 import { initTrainParams, trainableTensors } from './params.ts';
 import { trainStep } from './step.ts';
 
@@ -36,6 +36,38 @@ test('AdamW: two steps by hand (decoupled decay on matrices only, bias correctio
   const want = before * (1 - 0.02 * 0.1) - 0.02 * mh / (Math.sqrt(sh) + 1e-8);
   assert.ok(Math.abs(w.data[0]! - want) < 1e-15);
   assert.equal(opt.state.step, 2);
+});
+
+test('AdamW with BF16 moments: each stored moment is the f32 moment rounded to BF16 (nearest, ties to even), the update reads it', () => {
+  // roundBf16: 1 + 2^-8 is a tie between 1 and 1 + 2^-7 (even: 1); 1 + 3·2^-8 ties up to 1 + 2^-6; just above a tie rounds up.
+  assert.equal(roundBf16(1 + 2 ** -8), 1);
+  assert.equal(roundBf16(1 + 3 * 2 ** -8), 1 + 2 ** -6);
+  assert.equal(roundBf16(1 + 2 ** -8 + 2 ** -20), 1 + 2 ** -7);
+  assert.equal(roundBf16(-0.1), -0.10009765625);
+  assert.ok(Number.isNaN(roundBf16(NaN)));
+  assert.equal(roundBf16(Infinity), Infinity);
+  const g = Float32Array.of(0.1, -0.3, 1e-3, 0.7);
+  const w = new Tensor(Float32Array.of(1, -2, 0.5, 3), [2, 2], true);
+  const opt = new AdamW([w], { moments: 'bf16' });
+  const ref = Float32Array.from(w.data);
+  let m = [0, 0, 0, 0], v = [0, 0, 0, 0];
+  for (let s = 1; s <= 3; s++) {
+    w.grad = g;
+    opt.step(0.01);
+    const c1 = 1 - 0.9 ** s, c2 = 1 - 0.95 ** s, decay = 1 - 0.01 * 0.1;
+    m = m.map((x, i) => roundBf16(0.9 * x + 0.1 * g[i]!));
+    v = v.map((x, i) => roundBf16(0.95 * x + 0.05 * g[i]! * g[i]!));
+    ref.forEach((p, i) => { ref[i] = p * decay - (0.01 * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + 1e-8); });
+    assert.deepEqual([...opt.state.m[0]!], m, `m at step ${s}`);
+    assert.deepEqual([...opt.state.v[0]!], v, `v at step ${s}`);
+    assert.deepEqual(w.data, ref, `parameters at step ${s}`);
+  }
+  // Not what f32 moments give (0.1·0.1 is not a BF16 value).
+  const w2 = new Tensor(Float32Array.of(1, -2, 0.5, 3), [2, 2], true);
+  const o2 = new AdamW([w2]);
+  w2.grad = g;
+  o2.step(0.01);
+  assert.notEqual(o2.state.m[0]![0], opt.state.m[0]![0]);
 });
 
 test('learning rate: linear warm-up, cosine to minLr, flat after the end', () => {

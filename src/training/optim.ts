@@ -5,7 +5,18 @@
 // eps added to √v̂) and torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), at most 1).
 // Moments are kept in the parameters' element type; arithmetic runs in double, rounded on store, so a
 // step is a pure function of (parameters, gradients, state): runs are repeatable bit for bit.
+// `moments: 'bf16'` (FP8 runs; DeepSeek-V3 §3.3.3 "low-precision storage": AdamW's first and second
+// moments tracked in BF16, master weights and gradients f32): each new moment is rounded to f32 then to
+// BF16 with round-to-nearest-even (what an f32 computation stored to a bf16 buffer gives), and the update
+// reads the rounded value. The arrays stay f32-typed holding BF16-exact values (the state files keep
+// their F32 layout and a resume restores them exactly); the memory saving is not realised here.
 import type { FloatArray, Tensor } from '../tensor/autograd/index.ts';
+import { bf16ToF32, f32ToBf16 } from '../tensor/dtypes.ts';
+
+/** x rounded to the nearest BF16 value (via f32, ties to even); NaN/±Inf pass through. */
+export function roundBf16(x: number): number {
+  return bf16ToF32(f32ToBf16(x));
+}
 
 export interface ScheduleOptions {
   /** Peak learning rate. */
@@ -48,6 +59,8 @@ export interface AdamWOptions {
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+  /** Storage precision of the moments: 'bf16' rounds each stored moment to BF16 (default: the parameters' type). */
+  moments?: 'bf16';
   /** Which tensors decay (default: matrices, i.e. two or more dimensions; not norms or vectors). */
   decays?: (t: Tensor) => boolean;
 }
@@ -63,6 +76,7 @@ export class AdamW {
   readonly beta2: number;
   readonly eps: number;
   readonly weightDecay: number;
+  readonly moments: 'bf16' | undefined;
   readonly #decays: boolean[];
   state: AdamWState;
 
@@ -71,6 +85,7 @@ export class AdamW {
     this.beta2 = opts.beta2 ?? 0.95;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.1;
+    this.moments = opts.moments;
     const decays = opts.decays ?? ((t: Tensor) => t.shape.length >= 2);
     this.#decays = params.map(decays);
     this.state = { step: 0, m: params.map((p) => new (p.ctor)(p.size)), v: params.map((p) => new (p.ctor)(p.size)) };
@@ -82,6 +97,7 @@ export class AdamW {
     st.step++;
     const b1 = this.beta1, b2 = this.beta2;
     const c1 = 1 - b1 ** st.step, c2 = 1 - b2 ** st.step;
+    const bf16 = this.moments === 'bf16';
     this.params.forEach((p, k) => {
       const m = st.m[k]!, v = st.v[k]!, d = p.data, g = p.grad;
       const decay = this.#decays[k] ? 1 - lr * this.weightDecay : 1;
@@ -89,8 +105,8 @@ export class AdamW {
         const gi = g ? g[i]! : 0;
         const mi = b1 * m[i]! + (1 - b1) * gi;
         const vi = b2 * v[i]! + (1 - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
+        m[i] = bf16 ? roundBf16(mi) : mi;
+        v[i] = bf16 ? roundBf16(vi) : vi;
         d[i] = d[i]! * decay - (lr * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + this.eps);
       }
     });

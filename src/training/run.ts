@@ -164,7 +164,8 @@ export async function runTraining(out: string, given: RunOptions | null, opts: {
     }
     checkOptions(o, c);
     params = initTrainParams(c, { seed: o.seed, std: o.initStd });
-    opt = new AdamW(trainableTensors(c, params), { weightDecay: o.weightDecay });
+    // FP8 runs keep the AdamW moments in BF16 (DeepSeek-V3 §3.3.3); resume restores it from state.json.
+    opt = new AdamW(trainableTensors(c, params), o.fp8 ? { weightDecay: o.weightDecay, moments: 'bf16' } : { weightDecay: o.weightDecay });
   }
   const until = Math.min(opts.until ?? o.steps, o.steps);
   const data = loadTrainData(o.data);

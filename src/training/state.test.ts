@@ -1,17 +1,20 @@
 // Resume is exact: 3 steps, save, load into fresh objects, 3 more steps gives the losses and parameters
-// of 6 uninterrupted steps bit for bit (parameters, AdamW moments and step, router biases all restored).
+// of 6 uninterrupted steps bit for bit (parameters, AdamW moments and step, router biases all restored);
+// likewise for an FP8 run, whose AdamW moments are stored in BF16 (the storage mode is restored too).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { WasmDeepGemm } from '../kernels/deepgemm/index.ts';
 import { loadBackend } from '../kernels/index.ts';
 import { parseConfig } from '../model/config.ts';
 import { DeepseekModel } from '../model/deepseek.ts';
 import { mulberry32 } from '../tensor/random.ts';
+import { Fp8Gemm } from './fp8.ts';
 import { Gemm } from './gemm.ts';
 import { TrainModel } from './model.ts';
-import { AdamW } from './optim.ts';
+import { AdamW, roundBf16 } from './optim.ts';
 import { initTrainParams, namedParams, trainableTensors } from './params.ts';
 import { loadTrainState, saveTrainState, TrainStateError } from './state.ts';
 import { trainStep } from './step.ts';
@@ -61,6 +64,60 @@ test('save after 3 steps + load + 3 steps = 6 steps, bit for bit', async () => {
     // The optimizer must hold the trainable parameters in name-table order.
     assert.throws(() => saveTrainState(dir, json, c, b.params, new AdamW(trainableTensors(c, b.params).reverse())), TrainStateError);
   } finally {
+    await k.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('FP8 run (DeepGEMM products, BF16 AdamW moments): save after 3 steps + load + 3 steps = 6 steps, bit for bit', async () => {
+  const k = await loadBackend('wasm', { threads: 1 });
+  const dg = await WasmDeepGemm.create(1);
+  const dir = mkdtempSync(join(tmpdir(), 'seekd-resume-fp8-'));
+  try {
+    const c = parseConfig(json);
+    const r = mulberry32(3);
+    const batches = Array.from({ length: 6 }, () => Array.from({ length: 3 }, () => Int32Array.from({ length: 12 }, () => Math.floor(r() * c.vocab_size))));
+    const o = { schedule: { lr: 5e-3, warmupSteps: 2, totalSteps: 6 }, clip: 1, biasSpeed: 1e-3 };
+    const model = (cc: typeof c, p: ReturnType<typeof initTrainParams>) => {
+      const m = new TrainModel(cc, p, new Gemm(k));
+      m.fp8 = new Fp8Gemm(dg);
+      return m;
+    };
+    const fresh = () => {
+      const params = initTrainParams(c, { seed: 9 });
+      return { params, opt: new AdamW(trainableTensors(c, params), { moments: 'bf16' }) };
+    };
+    const a = fresh();
+    const ma = model(c, a.params);
+    const straight = batches.map((b) => trainStep(ma, a.opt, b, o).loss);
+    const isBf16 = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => v === roundBf16(v));
+    a.opt.state.m.concat(a.opt.state.v).forEach((x) => assert.ok(isBf16(x), 'moments hold BF16 values'));
+    assert.ok(a.opt.state.v.some((x) => x.some((v) => v !== 0)));
+
+    const b = fresh();
+    const mb = model(c, b.params);
+    const first = batches.slice(0, 3).map((x) => trainStep(mb, b.opt, x, o).loss);
+    saveTrainState(dir, json, c, b.params, b.opt, {});
+    assert.equal(JSON.parse(readFileSync(join(dir, 'trainer', 'state.json'), 'utf8')).adamw.moments, 'bf16');
+    const s = loadTrainState(dir);
+    assert.equal(s.opt.moments, 'bf16');
+    const rest = batches.slice(3).map((x) => trainStep(model(s.config, s.params), s.opt, x, o).loss);
+    assert.deepEqual([...first, ...rest], straight);
+    const pa = namedParams(c, a.params), ps = namedParams(c, s.params);
+    pa.forEach((p, i) => assert.deepEqual(ps[i]!.tensor.data, p.tensor.data, p.name));
+    a.opt.state.m.forEach((x, i) => assert.deepEqual(s.opt.state.m[i], x));
+    a.opt.state.v.forEach((x, i) => assert.deepEqual(s.opt.state.v[i], x));
+
+    // The same run with f32 moments differs (the rounding is really applied) and saves no `moments`.
+    const f = initTrainParams(c, { seed: 9 });
+    const fo = new AdamW(trainableTensors(c, f));
+    const mf = model(c, f);
+    assert.notDeepEqual(batches.map((x) => trainStep(mf, fo, x, o).loss), straight);
+    saveTrainState(dir, json, c, f, fo, {});
+    assert.equal(JSON.parse(readFileSync(join(dir, 'trainer', 'state.json'), 'utf8')).adamw.moments, undefined);
+    assert.equal(loadTrainState(dir).opt.moments, undefined);
+  } finally {
+    await dg.dispose();
     await k.dispose();
     rmSync(dir, { recursive: true, force: true });
   }

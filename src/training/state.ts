@@ -17,7 +17,8 @@ export const TRAINER_DIR = 'trainer';
 
 interface StateJson {
   step: number;
-  adamw: { beta1: number; beta2: number; eps: number; weightDecay: number };
+  /** `moments` only on runs that store them in BF16 (absent: the parameters' type, as before). */
+  adamw: { beta1: number; beta2: number; eps: number; weightDecay: number; moments?: 'bf16' };
   extra: Record<string, unknown>;
 }
 
@@ -42,7 +43,9 @@ export function saveTrainState(dir: string, configJson: Record<string, unknown>,
   });
   mkdirSync(join(dir, TRAINER_DIR), { recursive: true });
   writeSafetensors(join(dir, TRAINER_DIR, 'optimizer.safetensors'), tensors, { format: 'seekd-adamw' });
-  const state: StateJson = { step: opt.state.step, adamw: { beta1: opt.beta1, beta2: opt.beta2, eps: opt.eps, weightDecay: opt.weightDecay }, extra };
+  const adamw: StateJson['adamw'] = { beta1: opt.beta1, beta2: opt.beta2, eps: opt.eps, weightDecay: opt.weightDecay };
+  if (opt.moments) adamw.moments = opt.moments;
+  const state: StateJson = { step: opt.state.step, adamw, extra };
   writeFileSync(join(dir, TRAINER_DIR, 'state.json'), JSON.stringify(state, null, 2) + '\n');
 }
 
@@ -59,6 +62,7 @@ export function loadTrainState(dir: string, opts: Pick<AdamWOptions, 'decays'> =
     throw new TrainStateError(`${join(dir, TRAINER_DIR, 'state.json')}: ${(e as Error).message}`);
   }
   if (!Number.isSafeInteger(state.step) || state.step < 0 || typeof state.adamw?.beta1 !== 'number') throw new TrainStateError(`${dir}: state.json is not a trainer state`);
+  if (state.adamw.moments !== undefined && state.adamw.moments !== 'bf16') throw new TrainStateError(`${dir}: unknown AdamW moment storage ${JSON.stringify(state.adamw.moments)}`);
   const { config, params } = loadTrainParams(dir, Float32Array);
   const named = namedParams(config, params).filter((n) => n.tensor.requiresGrad);
   const opt = new AdamW(named.map((n) => n.tensor), { ...state.adamw, ...opts });

@@ -15,7 +15,7 @@
 import { FP8_E4M3_TABLE, bf16ToF32 } from '../../tensor/dtypes.ts';
 import {
   BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
-  type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
+  type DeepGemm1d1dOps, type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
 } from './types.ts';
 
 export type PromotionOrder = 'sequential' | 'lanes16';
@@ -60,8 +60,11 @@ function decodeFp8(src: Uint8Array): Float32Array {
  * writing out[(outRow0 + i) * n + j]. `rowOf(i)` maps an output row to the A row.
  */
 function fp8Rows(aVals: Float32Array, aScales: Float32Array, rows: readonly number[], outRows: readonly number[],
-  bVals: Float32Array, bScales: Float32Array, n: number, k: number, out: Float32Array, order: PromotionOrder): void {
+  bVals: Float32Array, bScales: Float32Array, n: number, k: number, out: Float32Array, order: PromotionOrder,
+  bBlock: '1x128' | '128x128' = '128x128'): void {
   const kb = ceilDiv(k, BLOCK);
+  // B's scale row of output column j: its 128-row block (1D2D) or the row itself (1D1D).
+  const bRow = bBlock === '1x128' ? (j: number) => j : (j: number) => Math.floor(j / BLOCK);
   for (let t = 0; t < rows.length; t++) {
     const i = rows[t]!, o = outRows[t]!;
     for (let j = 0; j < n; j++) {
@@ -69,7 +72,7 @@ function fp8Rows(aVals: Float32Array, aScales: Float32Array, rows: readonly numb
       for (let b = 0; b < kb; b++) {
         const c0 = b * BLOCK, len = Math.min(k, c0 + BLOCK) - c0;
         const partial = blockPartial(aVals, i * k + c0, bVals, j * k + c0, len, order);
-        acc = fr(acc + fr(fr(aScales[i * kb + b]! * bScales[Math.floor(j / BLOCK) * kb + b]!) * partial));
+        acc = fr(acc + fr(fr(aScales[i * kb + b]! * bScales[bRow(j) * kb + b]!) * partial));
       }
       out[o * n + j] = acc;
     }
@@ -87,6 +90,22 @@ export function fp8GemmNt(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array, opts: 
   const o = outBuffer(op, out, a.rows * b.rows);
   const rows = Array.from({ length: a.rows }, (_, i) => i);
   fp8Rows(decodeFp8(a.data), a.scales, rows, rows, decodeFp8(b.data), b.scales, b.rows, a.cols, o, opts.order ?? 'sequential');
+  return o;
+}
+
+/**
+ * 1D1D recipe (DeepGEMM's wgrad kernels, DeepSeek-V3 §3.3.2 for Wgrad): D[m, n] = A[m, k]·B[n, k]ᵀ with
+ * BOTH operands in 1x128 tiles along K (scales [m, kb] and [n, kb]); same promotion as fp8GemmNt:
+ * acc = fround(acc + fround(fround(sA[i,kb]·sB[j,kb])·partial)) after each 128-wide K block.
+ */
+export function fp8GemmNt1d1d(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array, opts: RefOptions = {}): Float32Array {
+  const op = 'fp8GemmNt1d1d';
+  checkFp8Matrix(op, 'a', a, '1x128');
+  checkFp8Matrix(op, 'b', b, '1x128');
+  if (a.cols !== b.cols) throw new DeepGemmShapeError(op, `a has k=${a.cols}, b has k=${b.cols}`);
+  const o = outBuffer(op, out, a.rows * b.rows);
+  const rows = Array.from({ length: a.rows }, (_, i) => i);
+  fp8Rows(decodeFp8(a.data), a.scales, rows, rows, decodeFp8(b.data), b.scales, b.rows, a.cols, o, opts.order ?? 'sequential', '1x128');
   return o;
 }
 
@@ -194,8 +213,9 @@ function maskedDense<W extends GroupedFp8Weights | GroupedBf16Weights>(op: strin
   return o;
 }
 
-export const refDeepGemm: DeepGemmOps = {
+export const refDeepGemm: DeepGemmOps & DeepGemm1d1dOps = {
   fp8GemmNt: (a, b, out) => fp8GemmNt(a, b, out),
+  fp8GemmNt1d1d: (a, b, out) => fp8GemmNt1d1d(a, b, out),
   mGroupedFp8GemmNtContiguous: (a, b, mIndices, out) => mGroupedFp8GemmNtContiguous(a, b, mIndices, out),
   mGroupedFp8GemmNtMasked: (a, b, maskedM, mMax, out) => mGroupedFp8GemmNtMasked(a, b, maskedM, mMax, out),
   mGroupedFp8WeightGemmNtContiguous: (x, m, b, mIndices, out) =>

@@ -50,6 +50,16 @@ export interface DeepGemmOps {
   mGroupedBf16GemmNtMasked(x: Float32Array, b: GroupedBf16Weights, maskedM: Int32Array, mMax: number, out?: Float32Array): Float32Array;
 }
 
+/**
+ * The "1D1D" recipe of DeepGEMM's weight-gradient kernels (and of DeepSeek-V3's Wgrad, §3.3.2): both
+ * operands quantized in 1x128 tiles along K (the reduction dim, tokens for dW = dyᵀ·x), f32 promotion
+ * every 128 K as in fp8GemmNt. Kept apart from DeepGemmOps so backends without it still satisfy that.
+ */
+export interface DeepGemm1d1dOps {
+  /** D[m, n] = A[m, k] · B[n, k]ᵀ; A and B both have 1x128 scales ([m, ceil(k/128)], [n, ceil(k/128)]). */
+  fp8GemmNt1d1d(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array): Float32Array;
+}
+
 // ------------------------------------------------------------------------------------------ checks
 
 function need(ok: boolean, op: string, detail: string): void {

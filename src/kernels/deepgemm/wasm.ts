@@ -14,7 +14,7 @@ import { copyRunRows, runGroupedGemm, type GroupRun } from '../wasm/grouped.ts';
 import { WasmRuntime } from '../wasm/runtime.ts';
 import {
   BLOCK, ceilDiv, checkFp8Matrix, checkGrouped, checkMasked, checkMIndices, DeepGemmShapeError, outBuffer,
-  type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
+  type DeepGemm1d1dOps, type DeepGemmOps, type Fp8Matrix, type GroupedBf16Weights, type GroupedFp8Weights,
 } from './types.ts';
 
 type Typed = Float32Array | Uint16Array | Uint8Array;
@@ -37,7 +37,7 @@ function runsMasked(maskedM: Int32Array, mMax: number): GroupRun[] {
   return runs;
 }
 
-export class WasmDeepGemm implements DeepGemmOps {
+export class WasmDeepGemm implements DeepGemmOps, DeepGemm1d1dOps {
   private readonly blocks: number[] = [];
   constructor(readonly runtime: WasmRuntime, private readonly ownsRuntime = false) {}
 
@@ -120,6 +120,47 @@ export class WasmDeepGemm implements DeepGemmOps {
     } finally {
       this.releaseTemps();
     }
+  }
+
+  /**
+   * 1D1D (both operands 1x128 along K; see DeepGemm1d1dOps). The wasm kernels read B's scales per 128-row
+   * block, so this runs the existing FP8 x FP8 kernel once per 128-wide K block on that block's codes with
+   * unit scales (its promotion fround(fround(1·1)·partial) returns the block's f32 partial unchanged) and
+   * promotes here exactly as ref.ts does: acc = fround(acc + fround(fround(sA·sB)·partial)). Bit-identical
+   * to ref.fp8GemmNt1d1d in the order of the path fp8GemmNt takes for m rows ('lanes16' below 12 rows,
+   * else 'sequential'). Extra cost over one kernel call: a copy of both operands' codes and an
+   * m·n·ceil(k/128) promotion pass in JS (the kernel does m·n·k multiply-adds).
+   */
+  fp8GemmNt1d1d(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array): Float32Array {
+    const op = 'fp8GemmNt1d1d';
+    checkFp8Matrix(op, 'a', a, '1x128');
+    checkFp8Matrix(op, 'b', b, '1x128');
+    if (a.cols !== b.cols) throw new DeepGemmShapeError(op, `a has k=${a.cols}, b has k=${b.cols}`);
+    const m = a.rows, n = b.rows, k = a.cols, kb = ceilDiv(k, BLOCK);
+    const o = outBuffer(op, out, m * n);
+    o.fill(0);
+    if (m === 0 || n === 0 || k === 0) return o;
+    const partial = new Float32Array(m * n);
+    const aOnes = new Float32Array(m).fill(1), bOnes = new Float32Array(ceilDiv(n, BLOCK)).fill(1);
+    for (let blk = 0; blk < kb; blk++) {
+      const c0 = blk * BLOCK, len = Math.min(k, c0 + BLOCK) - c0;
+      const slice = (x: Fp8Matrix): Uint8Array => {
+        const d = new Uint8Array(x.rows * len);
+        for (let r = 0; r < x.rows; r++) d.set(x.data.subarray(r * k + c0, r * k + c0 + len), r * len);
+        return d;
+      };
+      this.fp8GemmNt(
+        { rows: m, cols: len, data: slice(a), scales: aOnes, scaleBlock: '1x128' },
+        { rows: n, cols: len, data: slice(b), scales: bOnes, scaleBlock: '128x128' }, partial);
+      for (let i = 0; i < m; i++) {
+        const sa = a.scales[i * kb + blk]!, row = i * n;
+        for (let j = 0; j < n; j++) {
+          // o is f32: storing the double sum of two f32 values rounds it exactly as fround would.
+          o[row + j] = o[row + j]! + Math.fround(Math.fround(sa * b.scales[j * kb + blk]!) * partial[row + j]!);
+        }
+      }
+    }
+    return o;
   }
 
   private groupedFp8(a: Fp8Matrix, b: GroupedFp8Weights, runs: GroupRun[], out: Float32Array, copyRows: (y: Float32Array) => void): Float32Array {
