@@ -11,6 +11,7 @@ import { loadBackend } from '../kernels/index.ts';
 import { parseConfig } from '../model/config.ts';
 import { DeepseekModel } from '../model/deepseek.ts';
 import { mulberry32 } from '../tensor/random.ts';
+import { SafetensorsFile } from '../weights/safetensors.ts';
 import { Fp8Gemm } from './fp8.ts';
 import { Gemm } from './gemm.ts';
 import { TrainModel } from './model.ts';
@@ -101,6 +102,12 @@ test('FP8 run (DeepGEMM products, BF16 AdamW moments): save after 3 steps + load
     assert.equal(JSON.parse(readFileSync(join(dir, 'trainer', 'state.json'), 'utf8')).adamw.moments, 'bf16');
     const s = loadTrainState(dir);
     assert.equal(s.opt.moments, 'bf16');
+    const f = SafetensorsFile.open(join(dir, 'trainer', 'optimizer.safetensors'));
+    try {
+      assert.deepEqual(new Set([...f.tensors.values()].map((t) => t.dtype)), new Set(['BF16']), 'moments written as BF16');
+    } finally {
+      f.close();
+    }
     const rest = batches.slice(3).map((x) => trainStep(model(s.config, s.params), s.opt, x, o).loss);
     assert.deepEqual([...first, ...rest], straight);
     const pa = namedParams(c, a.params), ps = namedParams(c, s.params);
@@ -109,11 +116,11 @@ test('FP8 run (DeepGEMM products, BF16 AdamW moments): save after 3 steps + load
     a.opt.state.v.forEach((x, i) => assert.deepEqual(s.opt.state.v[i], x));
 
     // The same run with f32 moments differs (the rounding is really applied) and saves no `moments`.
-    const f = initTrainParams(c, { seed: 9 });
-    const fo = new AdamW(trainableTensors(c, f));
-    const mf = model(c, f);
+    const fp = initTrainParams(c, { seed: 9 });
+    const fo = new AdamW(trainableTensors(c, fp));
+    const mf = model(c, fp);
     assert.notDeepEqual(batches.map((x) => trainStep(mf, fo, x, o).loss), straight);
-    saveTrainState(dir, json, c, f, fo, {});
+    saveTrainState(dir, json, c, fp, fo, {});
     assert.equal(JSON.parse(readFileSync(join(dir, 'trainer', 'state.json'), 'utf8')).adamw.moments, undefined);
     assert.equal(loadTrainState(dir).opt.moments, undefined);
   } finally {

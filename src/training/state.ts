@@ -1,11 +1,13 @@
 // A training run's full state on disk, for resuming bit for bit: the parameters as a Hugging Face
 // checkpoint in F32 (exact; `seekd serve --model DIR` loads the same directory) plus, under trainer/,
-// the AdamW moments (optimizer.safetensors: `<param name>.exp_avg` / `.exp_avg_sq`, F32, routed experts
+// the AdamW moments (optimizer.safetensors: `<param name>.exp_avg` / `.exp_avg_sq`, F32 (BF16 for a run
+// whose moments are stored in BF16, optim.ts `moments`), routed experts
 // stacked [E, out, in] under `mlp.experts.{E}.*`) and state.json (step, AdamW hyper-parameters, and
 // whatever the trainer adds: data position, schedule, ...). The router's correction bias is part of the
 // checkpoint (F32). Kept out of the model directory's top level, whose *.safetensors the loader reads.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { f32ToBf16 } from '../tensor/dtypes.ts';
 import { SafetensorsFile } from '../weights/safetensors.ts';
 import { writeSafetensors, type TensorToWrite } from '../weights/writer.ts';
 import type { DeepseekConfig } from '../model/config.ts';
@@ -38,8 +40,12 @@ export function saveTrainState(dir: string, configJson: Record<string, unknown>,
   const tensors: TensorToWrite[] = [];
   named.forEach((n, i) => {
     const shape = [...n.tensor.shape];
-    tensors.push({ name: `${n.name}.exp_avg`, dtype: 'F32', shape, data: Float32Array.from(opt.state.m[i]!) });
-    tensors.push({ name: `${n.name}.exp_avg_sq`, dtype: 'F32', shape, data: Float32Array.from(opt.state.v[i]!) });
+    for (const [suffix, x] of [['exp_avg', opt.state.m[i]!], ['exp_avg_sq', opt.state.v[i]!]] as const) {
+      // BF16 moments (FP8 runs) hold BF16 values: written as BF16, exactly, half the bytes.
+      tensors.push(opt.moments === 'bf16'
+        ? { name: `${n.name}.${suffix}`, dtype: 'BF16', shape, data: Uint16Array.from(x, f32ToBf16) }
+        : { name: `${n.name}.${suffix}`, dtype: 'F32', shape, data: Float32Array.from(x) });
+    }
   });
   mkdirSync(join(dir, TRAINER_DIR), { recursive: true });
   writeSafetensors(join(dir, TRAINER_DIR, 'optimizer.safetensors'), tensors, { format: 'seekd-adamw' });
