@@ -6,7 +6,7 @@
 // kernels (binaries fetched beside app.js, SIMD level by feature detection, one thread: the test page is
 // not cross-origin isolated), gives `seekd generate`'s greedy tokens and reports which backend ran.
 // 2) Served by `seekd serve` (/gpu/, the model from /gpu/model/): the page's greedy
-// tokens equal `seekd generate`'s on the built-in model, and its chat answer (the engine in the page) the
+// tokens equal `seekd generate`'s on the random model, and its chat answer (the engine in the page) the
 // server's. Needs Chromium (Debian `chromium`; CHROMIUM_PATH).
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,7 +19,7 @@ import { chromium } from 'playwright-core';
 import { buildGpuPage } from '../src/server/gpu-page.ts';
 import { startServer, type RunningServer } from '../src/server/http.ts';
 import { Llm } from '../src/engine/llm.ts';
-import { ensureBuiltinModel } from '../src/engine/builtin/builtin.ts';
+import { ensureRandomModel } from '../src/engine/builtin/random-model.ts';
 import { REF_DIR, REPO_ROOT, expected, maxAbsDiff, seekd } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -151,8 +151,8 @@ test('?backend=ref runs the plain-TypeScript kernels in the page: the same token
   assert.ok(!(r.served as string[]).some((f) => f.endsWith('.wasm')), 'ref fetches no wasm');
 });
 
-test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generate on the built-in model', { timeout: TIMEOUT_MS + 60_000 }, async () => {
-  const dir = ensureBuiltinModel();
+test('served by seekd serve at /gpu/: the page greedy tokens equal seekd generate on the random model', { timeout: TIMEOUT_MS + 60_000 }, async () => {
+  const dir = ensureRandomModel();
   const ids = '1,500,77,1024,9';
   const cli = seekd(['generate', '--model', dir, '--ids', ids, '--max-tokens', '8', '--json']);
   const llm = await Llm.load({ model: dir, backend: 'ref', maxModelLen: 64, maxNumSeqs: 1 });

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BLOCK_SIZE, type ModelRunner } from './contracts.ts';
 import { Engine, type EngineConfig, type EngineRecovery } from './engine.ts';
-import { BUILTIN_MODEL_ID, ensureBuiltinModel } from './builtin/builtin.ts';
+import { BUILTIN_MODEL_ID, builtinModelDir } from './builtin/builtin.ts';
 import { DeepseekRunner, type RoutedExpertsHost } from './model-runner.ts';
 import { GpuDeepseekRunner } from './gpu-runner.ts';
 import { fittingKvBlocks, MemoryPlanError, planForDir } from '../model/memory-plan.ts';
@@ -61,7 +61,7 @@ export class Llm {
   }
 
   static async load(opts: LlmOptions = {}): Promise<Llm> {
-    const dir = opts.model ? resolve(opts.model) : ensureBuiltinModel(undefined, opts.onStatus);
+    const dir = opts.model ? resolve(opts.model) : builtinModelDir();
     const modelId = opts.modelId ?? (opts.model ? dir.split(/[\\/]/).filter(Boolean).pop()! : BUILTIN_MODEL_ID);
     const tokenizer = ChatTokenizer.load(dir);
     let maxPos = 4096;

@@ -1,4 +1,4 @@
-// Faults while serving, end to end over HTTP on the real built-in model (wasm backend, 2 threads):
+// Faults while serving, end to end over HTTP on a real model, the random-weight test model (wasm backend, 2 threads):
 // a wasm pool worker dies INSIDE a forward (WasmPool.dieInNextRunForTest, armed between two decode
 // steps while two requests run). Both in-flight requests get OpenAI error JSON naming the cause — the
 // stream as an error event then [DONE], the plain request as a 500 — /health says "recovering" (503) and
@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Llm } from '../engine/llm.ts';
 import type { EngineHealth } from '../engine/engine.ts';
-import { ensureBuiltinModel } from '../engine/builtin/builtin.ts';
+import { ensureRandomModel } from '../engine/builtin/random-model.ts';
 import { WasmPool } from '../kernels/wasm/pool.ts';
 import { SafetensorsError } from '../weights/errors.ts';
 import { startServer } from './http.ts';
@@ -22,7 +22,7 @@ const BIN = new URL('../../bin/seekd.mjs', import.meta.url).pathname;
 interface ErrorBody { error: { message: string; type: string; code: string } }
 
 test('a wasm worker dying mid-forward: in-flight requests get the error, /health recovers, later requests are served', { timeout: 180_000 }, async () => {
-  const llm = await Llm.load({ backend: 'wasm', threads: 2, maxNumSeqs: 4, maxModelLen: 512, maxNumBatchedTokens: 256 });
+  const llm = await Llm.load({ model: ensureRandomModel(), backend: 'wasm', threads: 2, maxNumSeqs: 4, maxModelLen: 512, maxNumBatchedTokens: 256 });
   const srv = await startServer({ port: 0, webDir: null }, llm);
   const engine = llm.engine;
   const healthLog: EngineHealth[] = [];
@@ -109,7 +109,7 @@ test('a shard truncated after its header was validated: loading fails with a typ
   const tmp = mkdtempSync(join(tmpdir(), 'seekd-trunc-'));
   try {
     const dir = join(tmp, 'm');
-    cpSync(ensureBuiltinModel(), dir, { recursive: true });
+    cpSync(ensureRandomModel(), dir, { recursive: true });
     const shard = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => join(dir, f))[0]!;
     const size = statSync(shard).size;
     // The headers are read and validated before the first tensor is loaded; the file shrinks right then.

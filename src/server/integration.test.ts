@@ -1,4 +1,4 @@
-// The real built-in DeepSeek-V3-architecture model behind the server: batching changes nothing.
+// A real DeepSeek-V3-architecture model (the random-weight test model) behind the server: batching changes nothing.
 // 16 concurrent greedy requests return what the same requests return one at a time, and the engine's
 // token ids equal `seekd generate` (the model's own single-sequence loop) for the same prompt.
 // Small on purpose (12 new tokens each) so the file runs in a few seconds on 2 cores.
@@ -8,12 +8,12 @@ import { execFileSync } from 'node:child_process';
 import OpenAI from 'openai';
 import { defaultSamplingParams } from '../engine/contracts.ts';
 import { Llm } from '../engine/llm.ts';
-import { ensureBuiltinModel } from '../engine/builtin/builtin.ts';
+import { ensureRandomModel } from '../engine/builtin/random-model.ts';
 import { backendNames } from '../kernels/index.ts';
 import { startServer } from './http.ts';
 
 const backend = backendNames().includes('wasm') ? 'wasm' : 'ref';
-const dir = ensureBuiltinModel();
+const dir = ensureRandomModel();
 const llm = await Llm.load({ model: dir, modelId: 'seekd-builtin', backend, maxNumSeqs: 16, maxModelLen: 512 });
 const srv = await startServer({ port: 0, webDir: null }, llm);
 const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'x', maxRetries: 0 });

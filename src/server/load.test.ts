@@ -1,11 +1,11 @@
 // Bounded load on loopback: 64 concurrent streaming clients for SEEKD_LOAD_SECONDS (default 60) against
-// the real built-in model, a third of them aborting at a random moment. Intended refusals (429 past the
+// the random-weight test model, a third of them aborting at a random moment. Intended refusals (429 past the
 // queue cap) are fine; anything else is an error. At the end every KV block is free and nothing is
 // running, and the heap has not grown.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Llm } from '../engine/llm.ts';
-import { ensureBuiltinModel } from '../engine/builtin/builtin.ts';
+import { ensureRandomModel } from '../engine/builtin/random-model.ts';
 import { Rng } from '../engine/rng.ts';
 import { backendNames } from '../kernels/index.ts';
 import { startServer } from './http.ts';
@@ -14,7 +14,7 @@ const SECONDS = Number(process.env.SEEKD_LOAD_SECONDS ?? 60);
 const CLIENTS = 64;
 
 const llm = await Llm.load({
-  model: ensureBuiltinModel(), backend: backendNames().includes('wasm') ? 'wasm' : 'ref',
+  model: ensureRandomModel(), backend: backendNames().includes('wasm') ? 'wasm' : 'ref',
   maxModelLen: 512, maxNumSeqs: 32, maxWaiting: 24,
 });
 const srv = await startServer({ port: 0, webDir: null, keepAliveMs: 1000 }, llm);

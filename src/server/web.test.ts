@@ -1,5 +1,5 @@
 // The chat page in a real browser (playwright-core + Debian chromium): type a message, see a streamed
-// answer, stop a long one. Runs against the real built-in model; skips only where chromium is absent
+// answer, stop a long one. Runs against the random-weight test model; skips only where chromium is absent
 // from this machine (CI installs it: see .ci/run).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { Llm } from '../engine/llm.ts';
-import { ensureBuiltinModel } from '../engine/builtin/builtin.ts';
+import { ensureRandomModel } from '../engine/builtin/random-model.ts';
 import { backendNames } from '../kernels/index.ts';
 import { startServer } from './http.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 
 test('chat page: type a message, see a streamed answer, stop a generation', { skip: !existsSync(CHROMIUM) && 'chromium not installed', timeout: 180_000 }, async () => {
-  const llm = await Llm.load({ model: ensureBuiltinModel(), backend: backendNames().includes('wasm') ? 'wasm' : 'ref', maxModelLen: 1024, maxNumSeqs: 4 });
+  const llm = await Llm.load({ model: ensureRandomModel(), backend: backendNames().includes('wasm') ? 'wasm' : 'ref', maxModelLen: 1024, maxNumSeqs: 4 });
   const srv = await startServer({ port: 0 }, llm);
   // A fresh profile directory (playwright passes it to chromium as --user-data-dir).
   const profile = mkdtempSync(join(tmpdir(), 'seekd-chromium-'));

@@ -6,7 +6,7 @@
 // tokens of its own window (like lm-evaluation-harness's rolling log-likelihood with no extra context).
 import { readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { ensureBuiltinModel } from '../../engine/builtin/builtin.ts';
+import { builtinModelDir } from '../../engine/builtin/builtin.ts';
 import { ChatTokenizer, TokenizerLoadError } from '../../engine/tokenizer.ts';
 import type { DeepseekModel } from '../../model/deepseek.ts';
 import { LatentCache } from '../../model/latent-cache.ts';
@@ -86,7 +86,7 @@ export function register(program: Command): void {
       } catch {
         throw new UsageError(`--file '${opts.file}' cannot be read`);
       }
-      const dir = opts.model ?? ensureBuiltinModel(undefined, (m) => process.stderr.write(`seekd: ${m}\n`));
+      const dir = opts.model ?? builtinModelDir();
       let tokenizer: ChatTokenizer;
       try {
         tokenizer = ChatTokenizer.load(dir);

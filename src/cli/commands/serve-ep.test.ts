@@ -8,7 +8,7 @@ import { copyFileSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnServer } from './bench.ts';
-import { ensureBuiltinModel } from '../../engine/builtin/builtin.ts';
+import { ensureRandomModel } from '../../engine/builtin/random-model.ts';
 import { REF_DIR, seekd } from '../../../test/helpers.ts';
 
 const TINY = join(REF_DIR, 'tiny-v3-bf16');
@@ -32,7 +32,7 @@ test('seekd serve --ep 2 (tiny-v3): concurrent greedy completions equal the serv
   try {
     symlinkSync(join(TINY, 'config.json'), join(dir, 'config.json'));
     symlinkSync(join(TINY, 'model.safetensors'), join(dir, 'model.safetensors'));
-    const builtin = ensureBuiltinModel();
+    const builtin = ensureRandomModel();
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(builtin, f), join(dir, f));
     const args = ['--model', dir, '--max-model-len', '128', '--max-num-seqs', '8', '--max-num-batched-tokens', '16'];
     const run = async (extra: string[]) => {

@@ -53,7 +53,7 @@ export function intOpt(name: string, v: string | undefined, min = 1): number | u
 /** The options every engine-backed command shares (serve, run, bench serve). */
 export function engineOptions(cmd: Command): Command {
   return cmd
-    .option('--model <dir>', 'model directory (HF layout); default: the built-in model (random weights)')
+    .option('--model <dir>', 'model directory (HF layout); default: the built-in model (seekd-builtin, trained by seekd)')
     .option('--served-model-name <name>', 'model id reported by the API (default: directory name or seekd-builtin)')
     .option('--backend <name>', `kernel backend (${backendNames().join(', ')})`, defaultBackend())
     .option('--threads <n>', 'kernel threads', '1')

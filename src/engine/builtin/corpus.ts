@@ -1,5 +1,5 @@
-// Training text for the built-in model's byte-level BPE tokenizer (written for this project).
-// Changing it changes the built-in tokenizer: bump BUILTIN_VERSION in ./builtin.ts when you do.
+// Training text for the byte-level BPE tokenizer of the random model and of make-checkpoint (written for this project).
+// Changing it changes that tokenizer: bump RANDOM_MODEL_VERSION in ./random-model.ts when you do.
 export const CORPUS = `
 The quick brown fox jumps over the lazy dog. A language model reads text as a sequence of tokens and
 predicts the next token, one step at a time. The tokens are pieces of words: common words are single

@@ -1,16 +1,16 @@
-// Guided decoding on the real (random-weight) built-in DeepSeek model, in continuous batching: samples at
+// Guided decoding on a real DeepSeek model (the random-weight test model, random-model.ts), in continuous batching: samples at
 // temperature 1 validate against their schema, forced tool calls parse and validate, and guided greedy
 // requests batched together equal the same requests run one at a time. Small schemas, a few seconds.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
 import { Llm } from '../llm.ts';
-import { ensureBuiltinModel } from '../builtin/builtin.ts';
+import { ensureRandomModel } from '../builtin/random-model.ts';
 import { backendNames } from '../../kernels/index.ts';
 import { startServer } from '../../server/http.ts';
 
 const backend = backendNames().includes('wasm') ? 'wasm' : 'ref';
-const llm = await Llm.load({ model: ensureBuiltinModel(), modelId: 'seekd-builtin', backend, maxNumSeqs: 16, maxModelLen: 512 });
+const llm = await Llm.load({ model: ensureRandomModel(), modelId: 'seekd-random', backend, maxNumSeqs: 16, maxModelLen: 512 });
 const srv = await startServer({ port: 0, webDir: null }, llm);
 after(async () => { await srv.shutdown(1000); await llm.close(); });
 const ajv = new Ajv({ strict: false });
@@ -28,7 +28,7 @@ const POINT = {
   additionalProperties: false,
 };
 
-test('json_schema at temperature 1 on the built-in model: 16 samples validate', async () => {
+test('json_schema at temperature 1 on the random model: 16 samples validate', async () => {
   const validate = ajv.compile(POINT);
   const r = await chat({ temperature: 1, n: 16, max_tokens: 64, seed: 3, response_format: { type: 'json_schema', json_schema: { name: 'point', schema: POINT, strict: true } } });
   for (const c of r.choices) {
@@ -38,7 +38,7 @@ test('json_schema at temperature 1 on the built-in model: 16 samples validate', 
   assert.equal(llm.engine.kvUsage(), 0);
 });
 
-test('tool_choice required on the built-in model: tool_calls with valid arguments', async () => {
+test('tool_choice required on the random model: tool_calls with valid arguments', async () => {
   const tools = [{ type: 'function', function: { name: 'move', parameters: POINT } }];
   const validate = ajv.compile(POINT);
   const r = await chat({ temperature: 1, n: 8, max_tokens: 80, seed: 4, tools, tool_choice: 'required' });
