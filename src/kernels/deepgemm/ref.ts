@@ -83,14 +83,7 @@ export interface RefOptions { order?: PromotionOrder }
 
 /** D[m, n] = A[m, k]·B[n, k]ᵀ with DeepGEMM's promotion (see top). */
 export function fp8GemmNt(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array, opts: RefOptions = {}): Float32Array {
-  const op = 'fp8GemmNt';
-  checkFp8Matrix(op, 'a', a, '1x128');
-  checkFp8Matrix(op, 'b', b, '128x128');
-  if (a.cols !== b.cols) throw new DeepGemmShapeError(op, `a has k=${a.cols}, b has k=${b.cols}`);
-  const o = outBuffer(op, out, a.rows * b.rows);
-  const rows = Array.from({ length: a.rows }, (_, i) => i);
-  fp8Rows(decodeFp8(a.data), a.scales, rows, rows, decodeFp8(b.data), b.scales, b.rows, a.cols, o, opts.order ?? 'sequential');
-  return o;
+  return ntProduct('fp8GemmNt', a, b, '128x128', out, opts);
 }
 
 /**
@@ -99,13 +92,17 @@ export function fp8GemmNt(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array, opts: 
  * acc = fround(acc + fround(fround(sA[i,kb]·sB[j,kb])·partial)) after each 128-wide K block.
  */
 export function fp8GemmNt1d1d(a: Fp8Matrix, b: Fp8Matrix, out?: Float32Array, opts: RefOptions = {}): Float32Array {
-  const op = 'fp8GemmNt1d1d';
+  return ntProduct('fp8GemmNt1d1d', a, b, '1x128', out, opts);
+}
+
+/** A (1x128 tiles) times Bᵀ whose scales come in `bBlock` layout. */
+function ntProduct(op: string, a: Fp8Matrix, b: Fp8Matrix, bBlock: '1x128' | '128x128', out: Float32Array | undefined, opts: RefOptions): Float32Array {
   checkFp8Matrix(op, 'a', a, '1x128');
-  checkFp8Matrix(op, 'b', b, '1x128');
+  checkFp8Matrix(op, 'b', b, bBlock);
   if (a.cols !== b.cols) throw new DeepGemmShapeError(op, `a has k=${a.cols}, b has k=${b.cols}`);
   const o = outBuffer(op, out, a.rows * b.rows);
   const rows = Array.from({ length: a.rows }, (_, i) => i);
-  fp8Rows(decodeFp8(a.data), a.scales, rows, rows, decodeFp8(b.data), b.scales, b.rows, a.cols, o, opts.order ?? 'sequential', '1x128');
+  fp8Rows(decodeFp8(a.data), a.scales, rows, rows, decodeFp8(b.data), b.scales, b.rows, a.cols, o, opts.order ?? 'sequential', bBlock);
   return o;
 }
 
