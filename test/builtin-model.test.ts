@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUILTIN_MODEL_DIR, BUILTIN_MODEL_ID, builtinModelDir, BuiltinModelMissingError } from '../src/engine/builtin/builtin.ts';
+import { BUILTIN_MODEL_ID, builtinModelDir, builtinModelPath, BuiltinModelMissingError } from '../src/engine/builtin/builtin.ts';
 import { defaultSamplingParams, type Delta } from '../src/engine/contracts.ts';
 import { Llm } from '../src/engine/llm.ts';
 import { ChatTokenizer } from '../src/engine/tokenizer.ts';
@@ -19,6 +19,7 @@ import { unigramNll } from '../src/training/corpus/prepare.ts';
 import { SafetensorsFile } from '../src/weights/safetensors.ts';
 
 const HELDOUT = new URL('../data/builtin/heldout-fortunes.txt', import.meta.url);
+const BUILTIN_MODEL_DIR = builtinModelPath();
 
 test('the built-in checkpoint: DeepSeek-V3 config with an MTP module, FP8 block-scaled projections', () => {
   assert.equal(builtinModelDir(), BUILTIN_MODEL_DIR);

@@ -8,8 +8,13 @@ import { fileURLToPath } from 'node:url';
 
 export const BUILTIN_MODEL_ID = 'seekd-builtin';
 
-/** The committed checkpoint directory (Hugging Face layout). */
-export const BUILTIN_MODEL_DIR = fileURLToPath(new URL('../../../data/builtin/model/', import.meta.url));
+/**
+ * The committed checkpoint directory (Hugging Face layout). A function, not a module constant: the browser
+ * page bundles the engine with `node:url` emptied, and a top-level fileURLToPath call would stop it loading.
+ */
+export function builtinModelPath(): string {
+  return fileURLToPath(new URL('../../../data/builtin/model/', import.meta.url));
+}
 
 const REQUIRED_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
 
@@ -22,7 +27,7 @@ export class BuiltinModelMissingError extends Error {
 }
 
 /** Returns the built-in model's directory, after checking that its files are there. */
-export function builtinModelDir(dir = BUILTIN_MODEL_DIR): string {
+export function builtinModelDir(dir = builtinModelPath()): string {
   const missing = REQUIRED_FILES.filter((f) => !existsSync(join(dir, f)));
   if (missing.length > 0) throw new BuiltinModelMissingError(dir, missing);
   return dir;
