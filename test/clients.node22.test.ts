@@ -1,4 +1,5 @@
-// Real clients against a running `seekd serve` (the built-in model): the AI SDK (`ai` with
+// Real clients against a running `seekd serve` (the random-weight test model, whose greedy output is known to
+// finish these forced calls within their token limits; the trained built-in model repeats digits there): the AI SDK (`ai` with
 // `@ai-sdk/deepseek`) and LangChain's `@langchain/deepseek`. Both need Node >= 22, so scripts/test.mjs runs
 // `*.node22.test.ts` files only there. Text, streaming, reasoning (DeepSeek's `thinking`), tools with a
 // forced choice (required / named: the server's grammar makes the call) and structured output.
@@ -10,8 +11,9 @@ import { generateText, streamText, Output, tool } from 'ai';
 import { ChatDeepSeek } from '@langchain/deepseek';
 import { z } from 'zod';
 import { spawnServer } from '../src/cli/commands/bench.ts';
+import { ensureRandomModel } from '../src/engine/builtin/random-model.ts';
 
-const srv = await spawnServer(['--host', '127.0.0.1', '--max-model-len', '512', '--api-key', 'test-key']);
+const srv = await spawnServer(['--model', ensureRandomModel(), '--host', '127.0.0.1', '--max-model-len', '512', '--api-key', 'test-key']);
 after(() => srv.stop());
 const modelId = ((await (await fetch(`${srv.url}/v1/models`, { headers: { authorization: 'Bearer test-key' } })).json()) as { data: { id: string }[] }).data[0]!.id;
 

@@ -1,11 +1,13 @@
 // `--quantize fp8` as a user runs it (child processes): score/generate on tiny-v3-bf16 reproduce the
 // reference outputs of tiny-v3-fp8 (its quantized twin), info reports the FP8 checkpoint's weight
-// bytes, serve and run load the built-in model quantized, and any other format is a one-line usage
-// error with exit code 2 on every command that takes the option.
+// bytes, serve and run load the BF16 random model quantized (the built-in model is stored in FP8 already,
+// so there the option changes nothing), and any other format is a one-line usage error with exit code 2
+// on every command that takes the option.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawnServer } from '../src/cli/commands/bench.ts';
+import { ensureRandomModel } from '../src/engine/builtin/random-model.ts';
 import { REF_DIR, expected, maxAbsDiff, seekd, type SeekdRun } from './helpers.ts';
 
 
@@ -46,9 +48,11 @@ describe('seekd --quantize fp8', () => {
     assert.ok(bytes(bf16) > bytes(q));
   });
 
-  it('serve and run load the built-in model quantized and answer (logprobs show FP8 weights)', async () => {
-    // The same greedy request against the built-in model served as stored and quantized: both answer,
-    // and the first token's log-probability differs (the weights did change format).
+  it('serve and run load a BF16 model quantized and answer (logprobs show FP8 weights); the FP8 built-in model as stored', async () => {
+    // The same greedy request against the random BF16 model served as stored and quantized: both answer,
+    // and the first token's log-probability differs (the weights did change format). The built-in model
+    // is an FP8 checkpoint: --quantize fp8 loads it as stored, to the same log-probability.
+    const RANDOM = ensureRandomModel();
     const firstLogprob = async (extra: string[]) => {
       const srv = await spawnServer(['--max-model-len', '256', '--backend', 'ref', ...extra]);
       try {
@@ -64,9 +68,11 @@ describe('seekd --quantize fp8', () => {
         await srv.stop();
       }
     };
-    const [stored, quantized] = await Promise.all([firstLogprob([]), firstLogprob(['--quantize', 'fp8'])]);
+    const [stored, quantized] = await Promise.all([firstLogprob(['--model', RANDOM]), firstLogprob(['--model', RANDOM, '--quantize', 'fp8'])]);
     assert.ok(Number.isFinite(quantized) && quantized !== stored, `logprob ${quantized} (fp8) vs ${stored} (stored)`);
-    const r = await seekd(['run', '--quantize', 'fp8', '--max-model-len', '256', '--max-tokens', '4', '--temperature', '0', 'Hi']);
+    const [builtin, builtinQ] = await Promise.all([firstLogprob([]), firstLogprob(['--quantize', 'fp8'])]);
+    assert.ok(Number.isFinite(builtin) && builtinQ === builtin, `built-in: logprob ${builtinQ} (--quantize fp8) vs ${builtin} (stored)`);
+    const r = await seekd(['run', '--model', RANDOM, '--quantize', 'fp8', '--max-model-len', '256', '--max-tokens', '4', '--temperature', '0', 'Hi']);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.trim().length > 0);
   });

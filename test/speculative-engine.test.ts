@@ -16,6 +16,7 @@ import { byteDecoder } from '../src/engine/testing/fake-runner.ts';
 import { loadBackend } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
 import { generate } from '../src/model/generate.ts';
+import { ensureRandomModel } from '../src/engine/builtin/random-model.ts';
 import { REF_DIR, expected, seekd } from './helpers.ts';
 
 const tok = { ...byteDecoder, eosTokenIds: [] as number[] };
@@ -110,8 +111,8 @@ describe('seekd bench serve --speculative mtp', () => {
         assert.equal(l.meanTokensPerStep, 1 + l.accepted / l.steps);
         assert.ok(l.speedup > 0);
       }
-      // The built-in model has no MTP module: a usage-level refusal before serving.
-      const none = await seekd(['serve', '--speculative', 'mtp', '--port', '0']);
+      // The random model has no MTP module: a usage-level refusal before serving.
+      const none = await seekd(['serve', '--model', ensureRandomModel(), '--speculative', 'mtp', '--port', '0']);
       assert.equal(none.code, 2);
       assert.match(none.stderr, /needs an MTP module/);
       const bad = await seekd(['serve', '--speculative', 'eagle']);
