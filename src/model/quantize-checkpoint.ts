@@ -123,7 +123,6 @@ function checkOutput(inDir: string, outDir: string, force: boolean): { exists: b
   return { exists: true };
 }
 
-/** Decides how each tensor is written; throws before anything is written. */
 /** Refuses an input that is already FP8: an F8_* tensor or a `*_scale_inv` block scale. */
 function refuseFp8(ck: Checkpoint): void {
   for (const [name, t] of ck.tensors) {
@@ -133,6 +132,7 @@ function refuseFp8(ck: Checkpoint): void {
   }
 }
 
+/** Decides how each tensor is written; throws before anything is written. */
 function planTensors(ck: Checkpoint, quantizable: ReadonlySet<string>): Plan[] {
   const plans: Plan[] = [];
   for (const [name, t] of ck.tensors) {

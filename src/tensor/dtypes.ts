@@ -53,9 +53,14 @@ export function encodeBf16(src: ArrayLike<number>, out = new Uint16Array(src.len
   return out;
 }
 
+/** x rounded to the nearest bf16 value (via f32, ties to even); NaN and ±Inf pass through. */
+export function roundBf16(x: number): number {
+  return bf16ToF32(f32ToBf16(x));
+}
+
 /** Rounds every element of `x` to the nearest bf16 value, in place. */
 export function roundToBf16(x: Float32Array): Float32Array {
-  for (let i = 0; i < x.length; i++) x[i] = bf16ToF32(f32ToBf16(x[i]!));
+  for (let i = 0; i < x.length; i++) x[i] = roundBf16(x[i]!);
   return x;
 }
 

@@ -9,7 +9,8 @@ import { Tensor } from '../tensor/autograd/index.ts';
 import { mulberry32 } from '../tensor/random.ts';
 import { Gemm } from './gemm.ts';
 import { TrainModel } from './model.ts';
-import { AdamW, clipGradNorm, globalGradNorm, learningRate, roundBf16 } from './optim.ts';
+import { AdamW, clipGradNorm, globalGradNorm, learningRate } from './optim.ts';
+import { roundBf16 } from '../tensor/dtypes.ts';
 import { initTrainParams, trainableTensors } from './params.ts';
 import { trainStep } from './step.ts';
 

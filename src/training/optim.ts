@@ -8,15 +8,10 @@
 // `moments: 'bf16'` (FP8 runs; DeepSeek-V3 §3.3.3 "low-precision storage": AdamW's first and second
 // moments tracked in BF16, master weights and gradients f32): each new moment is rounded to f32 then to
 // BF16 with round-to-nearest-even (what an f32 computation stored to a bf16 buffer gives), and the update
-// reads the rounded value. The arrays stay f32-typed holding BF16-exact values (the state files keep
-// their F32 layout and a resume restores them exactly); the memory saving is not realised here.
+// reads the rounded value. The arrays stay f32-typed holding BF16-exact values, so the memory saving is
+// not realised here; the run state stores them as BF16 (state.ts), exactly, and a resume restores them.
 import type { FloatArray, Tensor } from '../tensor/autograd/index.ts';
-import { bf16ToF32, f32ToBf16 } from '../tensor/dtypes.ts';
-
-/** x rounded to the nearest BF16 value (via f32, ties to even); NaN/±Inf pass through. */
-export function roundBf16(x: number): number {
-  return bf16ToF32(f32ToBf16(x));
-}
+import { roundBf16 } from '../tensor/dtypes.ts';
 
 export interface ScheduleOptions {
   /** Peak learning rate. */
