@@ -78,13 +78,64 @@ export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32):
   return i < h ? lo + h + i : hi - 1;
 }
 
+/** One bf16 row's 16-weight step: P takes k ≡ 0..3, 8..11 (mod 16), Q k ≡ 4..7, 12..15 (x0..x3: x[k..k+16)). */
+@inline function bf16Step(x0: v128, x1: v128, x2: v128, x3: v128, h0: v128, h1: v128, p: v128): v128 {
+  return madd(x2, hiHalvesLo(h1), madd(x0, hiHalvesLo(h0), p));
+}
+@inline function bf16StepQ(x0: v128, x1: v128, x2: v128, x3: v128, h0: v128, h1: v128, q: v128): v128 {
+  return madd(x3, hiHalvesHi(h1), madd(x1, hiHalvesHi(h0), q));
+}
+
+/** Row i's sum from its accumulators and the tail (k >= full) in k order. */
+@inline function bf16Finish(x: usize, row: usize, full: i32, K: i32, p: v128, q: v128): f32 {
+  let s = hsum(f32x4.add(p, q));
+  for (let k = full; k < K; k++) s += load<f32>(x + <usize>k * 4) * bf16(<u32>load<u16>(row + <usize>k * 2));
+  return s;
+}
+
 /**
- * y[n] = Σ_k x[k]·W[n,k] for bf16 weights. Rows go in pairs (pairRowA/B) over [n0, n1), sharing the
- * x loads (two DRAM streams per core, as fp8Dot2); each row keeps 2 accumulators: P takes k ≡ 0..3 and
- * 8..11 (mod 16), Q k ≡ 4..7 and 12..15, in k order; y = hsum(P + Q) + the tail in order. A row's sum does
- * not depend on its partner, so any split of [n0, n1) gives the same bits.
+ * y[n] = Σ_k x[k]·W[n,k] for bf16 weights over [n0, n1). Rows go FOUR per pass, a quarter of the range
+ * apart (rows n0 + i + j·q, j = 0..3, q = (n1 - n0) >> 2), sharing every x load: four DRAM streams per
+ * core read measurably faster than two (scratch microbench on a Zen 3 VM: a plain 128 MiB read runs
+ * 1.2x faster with 4 interleaved streams than 2, 1.4x with 8 than 1), and the x loads are paid once per 4
+ * rows. The last (n1 - n0) % 4 rows go in pairs (pairRowA/B). Each row keeps 2 accumulators: P takes
+ * k ≡ 0..3 and 8..11 (mod 16), Q k ≡ 4..7 and 12..15, in k order; y = hsum(P + Q) + the tail in order. A
+ * row's sum does not depend on its partners, so any split of [n0, n1) gives the same bits.
  */
 export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+  const full = K & ~15;
+  const rowBytes = <usize>K * 2;
+  const q = (n1 - n0) >> 2;
+  const d = <usize>q * rowBytes;
+  for (let i = 0; i < q; i++) {
+    const rowA = w + <usize>(n0 + i) * rowBytes;
+    let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
+    let pc = f32x4.splat(0), qc = f32x4.splat(0), pd = f32x4.splat(0), qd = f32x4.splat(0);
+    let xp = x, a = rowA;
+    const end = rowA + <usize>full * 2;
+    while (a < end) {
+      const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+      let h0 = v128.load(a), h1 = v128.load(a, 16);
+      pa = bf16Step(x0, x1, x2, x3, h0, h1, pa); qa = bf16StepQ(x0, x1, x2, x3, h0, h1, qa);
+      h0 = v128.load(a + d); h1 = v128.load(a + d, 16);
+      pb = bf16Step(x0, x1, x2, x3, h0, h1, pb); qb = bf16StepQ(x0, x1, x2, x3, h0, h1, qb);
+      h0 = v128.load(a + 2 * d); h1 = v128.load(a + 2 * d, 16);
+      pc = bf16Step(x0, x1, x2, x3, h0, h1, pc); qc = bf16StepQ(x0, x1, x2, x3, h0, h1, qc);
+      h0 = v128.load(a + 3 * d); h1 = v128.load(a + 3 * d, 16);
+      pd = bf16Step(x0, x1, x2, x3, h0, h1, pd); qd = bf16StepQ(x0, x1, x2, x3, h0, h1, qd);
+      a += 32; xp += 64;
+    }
+    const r = n0 + i;
+    store<f32>(y + <usize>r * 4, bf16Finish(x, rowA, full, K, pa, qa));
+    store<f32>(y + <usize>(r + q) * 4, bf16Finish(x, rowA + d, full, K, pb, qb));
+    store<f32>(y + <usize>(r + 2 * q) * 4, bf16Finish(x, rowA + 2 * d, full, K, pc, qc));
+    store<f32>(y + <usize>(r + 3 * q) * 4, bf16Finish(x, rowA + 3 * d, full, K, pd, qd));
+  }
+  gemvBf16Pairs(x, w, y, K, n0 + 4 * q, n1);
+}
+
+/** gemvBf16's two-row passes (pairRowA/B) over [n0, n1), same per-row order. */
+function gemvBf16Pairs(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
   const full = K & ~15;
   const rowBytes = <usize>K * 2;
   const h = (n1 - n0) >> 1;
@@ -98,21 +149,13 @@ export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32)
     while (a < end) {
       const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
       let h0 = v128.load(a), h1 = v128.load(a, 16);
-      pa = madd(x0, hiHalvesLo(h0), pa); qa = madd(x1, hiHalvesHi(h0), qa);
-      pa = madd(x2, hiHalvesLo(h1), pa); qa = madd(x3, hiHalvesHi(h1), qa);
+      pa = bf16Step(x0, x1, x2, x3, h0, h1, pa); qa = bf16StepQ(x0, x1, x2, x3, h0, h1, qa);
       h0 = v128.load(a + d); h1 = v128.load(a + d, 16);
-      pb = madd(x0, hiHalvesLo(h0), pb); qb = madd(x1, hiHalvesHi(h0), qb);
-      pb = madd(x2, hiHalvesLo(h1), pb); qb = madd(x3, hiHalvesHi(h1), qb);
+      pb = bf16Step(x0, x1, x2, x3, h0, h1, pb); qb = bf16StepQ(x0, x1, x2, x3, h0, h1, qb);
       a += 32; xp += 64;
     }
-    let sa = hsum(f32x4.add(pa, qa)), sb = hsum(f32x4.add(pb, qb));
-    for (let k = full; k < K; k++) {
-      const xv = load<f32>(x + <usize>k * 4);
-      sa += xv * bf16(<u32>load<u16>(rowA + <usize>k * 2));
-      sb += xv * bf16(<u32>load<u16>(rowB + <usize>k * 2));
-    }
-    store<f32>(y + <usize>ra * 4, sa);
-    if (rb != ra) store<f32>(y + <usize>rb * 4, sb);
+    store<f32>(y + <usize>ra * 4, bf16Finish(x, rowA, full, K, pa, qa));
+    if (rb != ra) store<f32>(y + <usize>rb * 4, bf16Finish(x, rowB, full, K, pb, qb));
   }
 }
 
