@@ -31,6 +31,9 @@
 //             model AS LOADED (after --quantize: FP8 codes + their f32 block scales): every matrix and norm
 //             vector, k/E of the routed experts' stacked weights, one embedding row, the whole lm_head.
 //             The latent cache the attention reads is not weight traffic and is not counted.
+//             Beside it, decode_read_fraction divides by the read-only bandwidth of the wasm kernels
+//             (read_GBs): a decode step only reads, and on some machines one core reads at well under the
+//             STREAM-counted copy figure, which is then what binds.
 //   prefill : GEMM-peak fraction = model FLOPs per prompt token × tok/s / the best wasm f32/bf16 GEMM
 //             GFLOP/s at a prefill shape (bench/lib/gemm-peak.ts) with the same thread count. Model FLOPs
 //             of a P-token prompt = P × 2 × (active matmul parameters but lm_head: attention projections
@@ -49,7 +52,7 @@ import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
 import { qkHeadDim, type DeepseekConfig } from '../src/model/config.ts';
 import type { ModelWeights } from '../src/model/weight-map.ts';
 import type { GroupedWeight, WeightMatrix } from '../src/kernels/api.ts';
-import { copyBandwidthStats } from './lib/bandwidth.ts';
+import { copyBandwidthStats, wasmReadBandwidthStats } from './lib/bandwidth.ts';
 import { wasmGemmPeak } from './lib/gemm-peak.ts';
 import { ensureBenchModel, MEDIUM_CONFIG } from './lib/bench-model.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
@@ -299,7 +302,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
   const baseline: Record<string, number | string> = { backend: a.backend };
   const notes: string[] = [];
   const results: CaseResult[] = [];
-  const copy = new Map<string, number>(), gemm = new Map<string, number>();
+  const copy = new Map<string, number>(), gemm = new Map<string, number>(), read = new Map<string, number>();
   for (const cs of cases) {
     // The FP8 check after loading catches a loader that takes `quantize` but does not (yet) quantize.
     const loadOpts: LoadOptions = { mtp: false, ...(cs.quantize ? { quantize: cs.quantize } : {}) };
@@ -347,6 +350,10 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
       const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
       const peak = await wasmGemmPeak(threads);
       const cp = await copyBandwidthStats(threads);
+      const rd = await wasmReadBandwidthStats(threads);
+      read.set(`${cs.name} ${threads}`, rd.median);
+      baseline[`read_GBs ${key}`] = rd.median;
+      baseline[`read_best_GBs ${key}`] = rd.best;
       copy.set(`${cs.name} ${threads}`, cp.median);
       gemm.set(`${cs.name} ${threads}`, peak.gflops);
       baseline[`copy_GBs ${key}`] = cp.median;
@@ -369,13 +376,28 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     rows.push({ case: r.name, threads: r.threads, metric: 'decode', value: r.decode, unit: 'tok/s', ratio: (r.traffic.decodeBytes * r.decode) / (copy.get(`${r.name} ${r.threads}`)! * 1e9) });
     const key = cases.length > 1 ? `${r.name} ${r.threads}t` : `${r.threads}t`;
     baseline[`prefill_best_ratio ${r.name} ${r.threads}t`] = flops * (baseline[`prefill_best_toks ${r.name} ${r.threads}t`] as number) / ((baseline[`gemm_best_GFLOPs ${key}`] as number) * 1e9);
+    // What binds decode: its weight bandwidth over the read-only rate of the kernels (bench/lib/bandwidth.ts).
+    baseline[`decode_read_fraction ${r.name} ${r.threads}t`] = (r.traffic.decodeBytes * r.decode) / (read.get(`${r.name} ${r.threads}`)! * 1e9);
     baseline[`decode_best_ratio ${r.name} ${r.threads}t`] = r.traffic.decodeBytes * (baseline[`decode_best_toks ${r.name} ${r.threads}t`] as number) / ((baseline[`copy_best_GBs ${key}`] as number) * 1e9);
+  }
+  // Goal 2's thread scaling beside the scaling of the GEMM peak itself: where two vCPUs share one core's
+  // pipes or memory path, the GEMM's own 2t/1t bounds what a prefill can reach.
+  for (const r of results) {
+    const one = results.find((o) => o.name === r.name && o.threads === 1);
+    if (r.threads === 1 || !one) continue;
+    const g1 = gemm.get(`${r.name} 1`)!, gt = gemm.get(`${r.name} ${r.threads}`)!;
+    baseline[`prefill_scaling ${r.name} ${r.threads}t/1t`] = r.prefill / one.prefill;
+    baseline[`gemm_scaling ${r.name} ${r.threads}t/1t`] = gt / g1;
+    baseline[`decode_scaling ${r.name} ${r.threads}t/1t`] = r.decode / one.decode;
+    baseline[`read_scaling ${r.name} ${r.threads}t/1t`] = read.get(`${r.name} ${r.threads}`)! / read.get(`${r.name} 1`)!;
   }
   notes.unshift(
     `protocol as llama.cpp's peer bench (bench-nlc.mjs): LCG ids (x0 = 42), 64-token warm-up, prefill ${a.prompt} tokens on an empty cache, decode ${a.decode} greedy steps after ids[0]; medians of ${a.reps} runs' tok/s`,
     'decode ratio = weight bytes per decode token (as loaded: k/E of routed experts, one embedding row, lm_head) × tok/s / copy bandwidth at that thread count',
     `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
-    'baselines (copy_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several)',
+    'read_GBs = read-only bandwidth of the wasm kernels (readBytes, four streams per thread, 256 MiB): the ceiling of a decode step, which only reads; decode_read_fraction = weight bytes per decode token × tok/s / read_GBs',
+    'prefill_scaling / gemm_scaling / decode_scaling / read_scaling: N-thread over 1-thread figures of the prefill, the GEMM peak, the decode and the read bandwidth (goal 2 asks prefill_scaling >= 1.8; the GEMM peak\'s own scaling bounds it)',
+    'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several)',
     '*_best_*: the fastest run of each (model reps, copy reps, GEMM products) and their ratios: the least disturbed estimate when other work shares the machine',
     'peak RSS = the process high-water mark after that run (it includes earlier runs of this process and earlier baselines)',
   );

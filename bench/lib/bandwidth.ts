@@ -3,6 +3,8 @@
 // with 2 threads each worker copies its own half concurrently.
 import { Worker } from 'node:worker_threads';
 import { median } from './report.ts';
+import { WasmRuntime } from '../../src/kernels/wasm/runtime.ts';
+import { splitColumns } from '../../src/kernels/wasm/matmul.ts';
 
 const BYTES = 256 << 20;
 
@@ -60,5 +62,30 @@ export async function copyBandwidthStats(threads = 1, reps = 7): Promise<{ media
     return { median: (2 * per * threads) / median(perRep) / 1e9, best: (2 * per * threads) / Math.min(...perRep) / 1e9 };
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
+
+/**
+ * Read-only bandwidth in GB/s as the wasm kernels see it: the backend's `readBytes` kernel streams 256 MiB
+ * of its own memory (four interleaved streams per thread, each thread its half), median and best of `reps`.
+ * A decode step only reads its weights; on some machines one core's read stream is much slower than half
+ * the STREAM-counted copy (which moves read + write bytes at once), so this is the ceiling a GEMV faces.
+ */
+export async function wasmReadBandwidthStats(threads = 1, reps = 7): Promise<{ median: number; best: number }> {
+  const rt = await WasmRuntime.create({ threads });
+  try {
+    const src = rt.heap.alloc(BYTES);
+    new Uint8Array(rt.memory.buffer, src, BYTES).fill(1);
+    const parts = splitColumns(BYTES, threads);
+    const once = (): number => {
+      const t0 = process.hrtime.bigint();
+      rt.pool.run('kernels', 'readBytes', (t) => { const r = parts[t]; return r ? [src, r[0], r[1]] : null; });
+      return Number(process.hrtime.bigint() - t0) / 1e9;
+    };
+    once();
+    const times = Array.from({ length: reps }, once);
+    return { median: BYTES / median(times) / 1e9, best: BYTES / Math.min(...times) / 1e9 };
+  } finally {
+    await rt.dispose();
   }
 }

@@ -121,3 +121,26 @@ export function topk(x: usize, rows: i32, cols: i32, k: i32, idx: usize, val: us
 export function copyBytes(src: usize, dst: usize, i0: i32, i1: i32): void {
   memory.copy(dst + <usize>i0, src + <usize>i0, <usize>(i1 - i0));
 }
+
+/**
+ * Streaming read of bytes [i0, i1) of src (a checksum of its i32 lanes, so nothing is optimized away): the
+ * read-bandwidth baseline of the benchmarks, run on the pool. Four interleaved streams (the range's
+ * quarters, 64-byte aligned), as the GEMVs read four weight rows per pass: one stream per core reads
+ * measurably slower from DRAM than four. A tail of (i1 - i0) % 256 bytes is read on its own.
+ */
+export function readBytes(src: usize, i0: i32, i1: i32): i32 {
+  const n = <usize>(i1 - i0) & ~(<usize>255);
+  const q = n >> 2;
+  let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+  const p0 = src + <usize>i0;
+  for (let p = p0, e = p0 + q; p < e; p += 32) {
+    a0 = i32x4.add(a0, v128.load(p)); a1 = i32x4.add(a1, v128.load(p + q));
+    a2 = i32x4.add(a2, v128.load(p + 2 * q)); a3 = i32x4.add(a3, v128.load(p + 3 * q));
+    a0 = i32x4.add(a0, v128.load(p, 16)); a1 = i32x4.add(a1, v128.load(p + q, 16));
+    a2 = i32x4.add(a2, v128.load(p + 2 * q, 16)); a3 = i32x4.add(a3, v128.load(p + 3 * q, 16));
+  }
+  const s = i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3));
+  let r = i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
+  for (let p = p0 + n, e = src + <usize>i1; p < e; p++) r += <i32>load<u8>(p);
+  return r;
+}
