@@ -16,6 +16,8 @@
 // Keys past the sequence length are never loaded; causal-masked keys get weight exactly 0 and are finite,
 // so NaN in unused cache slots never reaches a result.
 
+import { exp4 } from './vmath';
+
 const BLOCK: i32 = 64;
 /**
  * Folded query rows processed together over all of a unit's key blocks (a prefill has sQ·g rows, e.g.
@@ -35,28 +37,6 @@ const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R =
 @inline function madd(a: v128, b: v128, c: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
   return f32x4.add(c, f32x4.mul(a, b));
-}
-
-/**
- * e^x per lane for x <= 0 (the softmax's s − m), Cephes expf: x = n·ln2 + r with |r| <= ln2/2 (ln2 split
- * in two for an exact n·ln2_hi), e^r by its degree-7 Taylor/minimax polynomial, times 2^n built in the
- * exponent bits; about 1 ulp. Below −87.3 (2^n leaving the normal range) x is clamped: e^x ~ 1e-38
- * instead of a subnormal or 0, irrelevant next to a row's maximum term e^0 = 1.
- */
-@inline function exp4(x0: v128): v128 {
-  const x = f32x4.max(x0, f32x4.splat(-87.3));
-  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
-  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
-  let p = f32x4.splat(1.9875691500e-4);
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
-  const y = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), f32x4.splat(1));
-  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
-  return f32x4.mul(y, pow2n);
 }
 
 @inline function pi(p: usize, i: i32): i32 {
