@@ -101,14 +101,17 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
 @inline function dot4x2(q0: usize, qs: usize, k0: usize, k1: usize, d: i32, s: usize): void {
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
   let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
-  for (let e = 0; e < d; e += 4) {
-    const o = <usize>e << 2;
-    const x0 = v128.load(k0 + o), x1 = v128.load(k1 + o);
-    const y0 = v128.load(q0 + o), y1 = v128.load(q0 + qs + o), y2 = v128.load(q0 + 2 * qs + o), y3 = v128.load(q0 + 3 * qs + o);
+  // Bumped pointers (one add each per step, no per-load address arithmetic; as gemm.ts kernel4x8).
+  let pk0 = k0, pk1 = k1, p0 = q0, p1 = q0 + qs, p2 = q0 + 2 * qs, p3 = q0 + 3 * qs;
+  const end = k0 + (<usize>d << 2);
+  while (pk0 < end) {
+    const x0 = v128.load(pk0), x1 = v128.load(pk1);
+    const y0 = v128.load(p0), y1 = v128.load(p1), y2 = v128.load(p2), y3 = v128.load(p3);
     a00 = madd(y0, x0, a00); a01 = madd(y0, x1, a01);
     a10 = madd(y1, x0, a10); a11 = madd(y1, x1, a11);
     a20 = madd(y2, x0, a20); a21 = madd(y2, x1, a21);
     a30 = madd(y3, x0, a30); a31 = madd(y3, x1, a31);
+    pk0 += 16; pk1 += 16; p0 += 16; p1 += 16; p2 += 16; p3 += 16;
   }
   const row = <usize>BLOCK * 4;
   store<f32>(s, hsum(a00)); store<f32>(s, hsum(a01), 4);
@@ -283,16 +286,18 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
           let c10 = v128.load(o0 + ob + eo), c11 = v128.load(o0 + ob + eo, 16);
           let c20 = v128.load(o0 + 2 * ob + eo), c21 = v128.load(o0 + 2 * ob + eo, 16);
           let c30 = v128.load(o0 + 3 * ob + eo), c31 = v128.load(o0 + 3 * ob + eo, 16);
-          for (let t = 0; t < n; t++) {
-            const vp = kp + <usize>t * kstride + eo;
+          // Bumped pointers: the key's values (kstride apart) and the 4 rows' p (BLOCK floats apart).
+          let vp = kp + eo, sp = s0;
+          const send = s0 + (<usize>n << 2);
+          while (sp < send) {
             const v0 = v128.load(vp), v1 = v128.load(vp, 16);
-            const to = <usize>t << 2;
-            const p0 = f32x4.splat(load<f32>(s0 + to)), p1 = f32x4.splat(load<f32>(s0 + to, BLOCK * 4));
-            const p2 = f32x4.splat(load<f32>(s0 + to, BLOCK * 8)), p3 = f32x4.splat(load<f32>(s0 + to, BLOCK * 12));
+            const p0 = v128.load32_splat(sp), p1 = v128.load32_splat(sp, BLOCK * 4);
+            const p2 = v128.load32_splat(sp, BLOCK * 8), p3 = v128.load32_splat(sp, BLOCK * 12);
             c00 = madd(p0, v0, c00); c01 = madd(p0, v1, c01);
             c10 = madd(p1, v0, c10); c11 = madd(p1, v1, c11);
             c20 = madd(p2, v0, c20); c21 = madd(p2, v1, c21);
             c30 = madd(p3, v0, c30); c31 = madd(p3, v1, c31);
+            vp += kstride; sp += 4;
           }
           v128.store(o0 + eo, c00); v128.store(o0 + eo, c01, 16);
           v128.store(o0 + ob + eo, c10); v128.store(o0 + ob + eo, c11, 16);
@@ -315,13 +320,15 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
         for (; e + 16 <= dV; e += 16) {
           const eo = <usize>e << 2;
           let c0 = v128.load(orow + eo), c1 = v128.load(orow + eo, 16), c2 = v128.load(orow + eo, 32), c3 = v128.load(orow + eo, 48);
-          for (let t = 0; t < n; t++) {
-            const ps = f32x4.splat(load<f32>(srow + (<usize>t << 2)));
-            const vp = kp + <usize>t * kstride + eo;
+          let vp = kp + eo, sp = srow;
+          const send = srow + (<usize>n << 2);
+          while (sp < send) {
+            const ps = v128.load32_splat(sp);
             c0 = madd(ps, v128.load(vp), c0);
             c1 = madd(ps, v128.load(vp, 16), c1);
             c2 = madd(ps, v128.load(vp, 32), c2);
             c3 = madd(ps, v128.load(vp, 48), c3);
+            vp += kstride; sp += 4;
           }
           v128.store(orow + eo, c0); v128.store(orow + eo, c1, 16); v128.store(orow + eo, c2, 32); v128.store(orow + eo, c3, 48);
         }
