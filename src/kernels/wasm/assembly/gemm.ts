@@ -98,65 +98,46 @@ export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32):
  * apart (rows n0 + i + j·q, j = 0..3, q = (n1 - n0) >> 2), sharing every x load: four DRAM streams per
  * core read measurably faster than two (scratch microbench on a Zen 3 VM: a plain 128 MiB read runs
  * 1.2x faster with 4 interleaved streams than 2, 1.4x with 8 than 1), and the x loads are paid once per 4
- * rows. The last (n1 - n0) % 4 rows go in pairs (pairRowA/B). Each row keeps 2 accumulators: P takes
- * k ≡ 0..3 and 8..11 (mod 16), Q k ≡ 4..7 and 12..15, in k order; y = hsum(P + Q) + the tail in order. A
- * row's sum does not depend on its partners, so any split of [n0, n1) gives the same bits.
+ * rows. The last (n1 - n0) % 4 rows take one more pass, the last of them repeated to fill it. Each row
+ * keeps 2 accumulators: P takes k ≡ 0..3 and 8..11 (mod 16), Q k ≡ 4..7 and 12..15, in k order;
+ * y = hsum(P + Q) + the tail in order. A row's sum does not depend on its partners, so any split of
+ * [n0, n1) gives the same bits.
  */
 export function gemvBf16(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
-  const full = K & ~15;
-  const rowBytes = <usize>K * 2;
   const q = (n1 - n0) >> 2;
-  const d = <usize>q * rowBytes;
   for (let i = 0; i < q; i++) {
-    const rowA = w + <usize>(n0 + i) * rowBytes;
-    let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
-    let pc = f32x4.splat(0), qc = f32x4.splat(0), pd = f32x4.splat(0), qd = f32x4.splat(0);
-    let xp = x, a = rowA;
-    const end = rowA + <usize>full * 2;
-    while (a < end) {
-      const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
-      let h0 = v128.load(a), h1 = v128.load(a, 16);
-      pa = bf16Step(x0, x1, x2, x3, h0, h1, pa); qa = bf16StepQ(x0, x1, x2, x3, h0, h1, qa);
-      h0 = v128.load(a + d); h1 = v128.load(a + d, 16);
-      pb = bf16Step(x0, x1, x2, x3, h0, h1, pb); qb = bf16StepQ(x0, x1, x2, x3, h0, h1, qb);
-      h0 = v128.load(a + 2 * d); h1 = v128.load(a + 2 * d, 16);
-      pc = bf16Step(x0, x1, x2, x3, h0, h1, pc); qc = bf16StepQ(x0, x1, x2, x3, h0, h1, qc);
-      h0 = v128.load(a + 3 * d); h1 = v128.load(a + 3 * d, 16);
-      pd = bf16Step(x0, x1, x2, x3, h0, h1, pd); qd = bf16StepQ(x0, x1, x2, x3, h0, h1, qd);
-      a += 32; xp += 64;
-    }
     const r = n0 + i;
-    store<f32>(y + <usize>r * 4, bf16Finish(x, rowA, full, K, pa, qa));
-    store<f32>(y + <usize>(r + q) * 4, bf16Finish(x, rowA + d, full, K, pb, qb));
-    store<f32>(y + <usize>(r + 2 * q) * 4, bf16Finish(x, rowA + 2 * d, full, K, pc, qc));
-    store<f32>(y + <usize>(r + 3 * q) * 4, bf16Finish(x, rowA + 3 * d, full, K, pd, qd));
+    bf16Rows4(x, w, y, K, r, r + q, r + 2 * q, r + 3 * q);
   }
-  gemvBf16Pairs(x, w, y, K, n0 + 4 * q, n1);
+  const m = n0 + 4 * q, last = n1 - 1;
+  if (m < n1) bf16Rows4(x, w, y, K, m, min(m + 1, last), min(m + 2, last), last);
 }
 
-/** gemvBf16's two-row passes (pairRowA/B) over [n0, n1), same per-row order. */
-function gemvBf16Pairs(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32): void {
+/** gemvBf16's pass over rows ra..rd (a row may be given twice: it is then computed and stored twice, alike). */
+function bf16Rows4(x: usize, w: usize, y: usize, K: i32, ra: i32, rb: i32, rc: i32, rd: i32): void {
   const full = K & ~15;
   const rowBytes = <usize>K * 2;
-  const h = (n1 - n0) >> 1;
-  for (let i = 0; i < n1 - n0 - h; i++) {
-    const ra = pairRowA(n0, n1, h, i), rb = pairRowB(n0, n1, h, i);
-    const rowA = w + <usize>ra * rowBytes, rowB = w + <usize>rb * rowBytes;
-    const d = rowB - rowA;
-    let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
-    let xp = x, a = rowA;
-    const end = rowA + <usize>full * 2;
-    while (a < end) {
-      const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
-      let h0 = v128.load(a), h1 = v128.load(a, 16);
-      pa = bf16Step(x0, x1, x2, x3, h0, h1, pa); qa = bf16StepQ(x0, x1, x2, x3, h0, h1, qa);
-      h0 = v128.load(a + d); h1 = v128.load(a + d, 16);
-      pb = bf16Step(x0, x1, x2, x3, h0, h1, pb); qb = bf16StepQ(x0, x1, x2, x3, h0, h1, qb);
-      a += 32; xp += 64;
-    }
-    store<f32>(y + <usize>ra * 4, bf16Finish(x, rowA, full, K, pa, qa));
-    if (rb != ra) store<f32>(y + <usize>rb * 4, bf16Finish(x, rowB, full, K, pb, qb));
+  const rowA = w + <usize>ra * rowBytes, rowB = w + <usize>rb * rowBytes, rowC = w + <usize>rc * rowBytes, rowD = w + <usize>rd * rowBytes;
+  let pa = f32x4.splat(0), qa = f32x4.splat(0), pb = f32x4.splat(0), qb = f32x4.splat(0);
+  let pc = f32x4.splat(0), qc = f32x4.splat(0), pd = f32x4.splat(0), qd = f32x4.splat(0);
+  let xp = x, a = rowA, b = rowB, c = rowC, d = rowD;
+  const end = rowA + <usize>full * 2;
+  while (a < end) {
+    const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+    let h0 = v128.load(a), h1 = v128.load(a, 16);
+    pa = bf16Step(x0, x1, x2, x3, h0, h1, pa); qa = bf16StepQ(x0, x1, x2, x3, h0, h1, qa);
+    h0 = v128.load(b); h1 = v128.load(b, 16);
+    pb = bf16Step(x0, x1, x2, x3, h0, h1, pb); qb = bf16StepQ(x0, x1, x2, x3, h0, h1, qb);
+    h0 = v128.load(c); h1 = v128.load(c, 16);
+    pc = bf16Step(x0, x1, x2, x3, h0, h1, pc); qc = bf16StepQ(x0, x1, x2, x3, h0, h1, qc);
+    h0 = v128.load(d); h1 = v128.load(d, 16);
+    pd = bf16Step(x0, x1, x2, x3, h0, h1, pd); qd = bf16StepQ(x0, x1, x2, x3, h0, h1, qd);
+    a += 32; b += 32; c += 32; d += 32; xp += 64;
   }
+  store<f32>(y + <usize>ra * 4, bf16Finish(x, rowA, full, K, pa, qa));
+  store<f32>(y + <usize>rb * 4, bf16Finish(x, rowB, full, K, pb, qb));
+  store<f32>(y + <usize>rc * 4, bf16Finish(x, rowC, full, K, pc, qc));
+  store<f32>(y + <usize>rd * 4, bf16Finish(x, rowD, full, K, pd, qd));
 }
 
 /** K values per pass of the FP8 GEMVs, which stage x in the per-thread scratch (XCH f32 fit PANEL_BYTES). */
