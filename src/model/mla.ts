@@ -356,22 +356,24 @@ export function decompressedAttention(
       kl = mla.allocCache ? mla.allocCache('f32', heads * nb, 1, D) : { dtype: 'f32', numBlocks: heads * nb, numKvHeads: 1, headDim: D, data: new Float32Array(heads * nb * CACHE_BLOCK_SIZE * D) };
       decompressedLayers.set(mla, kl);
     }
+    // Row copies by plain index loops: a subarray + set per 64-192 floats cost more (an object each)
+    // than the copy itself (16 heads x 3 pieces x every token, per layer).
     const kd = kl.data as Float32Array;
     for (let h = 0; h < heads; h++) {
       const base = h * nb * CACHE_BLOCK_SIZE;
       for (let p = 0; p < total; p++) {
-        const dst = (base + p) * D, src = (p * heads + h) * kvw;
-        kd.set(kv.subarray(src + nope, src + kvw), dst);
-        kd.set(kv.subarray(src, src + nope), dst + vDim);
-        kd.set(kpe.subarray(p * rope, (p + 1) * rope), dst + vDim + nope);
+        const dst = (base + p) * D, src = (p * heads + h) * kvw, pe = p * rope;
+        for (let j = 0; j < vDim; j++) kd[dst + j] = kv[src + nope + j]!;
+        for (let j = 0; j < nope; j++) kd[dst + vDim + j] = kv[src + j]!;
+        for (let j = 0; j < rope; j++) kd[dst + vDim + nope + j] = kpe[pe + j]!;
       }
     }
     const n = s.numNew;
     const qx = new Float32Array(heads * n * D);
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < n; i++) {
-        const src = ((t0 + i) * heads + h) * qk;
-        qx.set(q.subarray(src, src + qk), (h * n + i) * D + vDim);
+        const src = ((t0 + i) * heads + h) * qk, dst = (h * n + i) * D + vDim;
+        for (let j = 0; j < qk; j++) qx[dst + j] = q[src + j]!;
       }
     }
     const cacheSeqlens = new Int32Array(heads).fill(total);
@@ -381,8 +383,12 @@ export function decompressedAttention(
       q: qx, batch: heads, seqLenQ: n, numHeadsQ: 1, kCache: kl, blockTable, cacheSeqlens, dV: vDim, meta,
       softmaxScale: scale, causal: true,
     });
+    const ro = r.out;
     for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < n; i++) out.set(r.out.subarray((h * n + i) * vDim, (h * n + i + 1) * vDim), ((t0 + i) * heads + h) * vDim);
+      for (let i = 0; i < n; i++) {
+        const src = (h * n + i) * vDim, dst = ((t0 + i) * heads + h) * vDim;
+        for (let j = 0; j < vDim; j++) out[dst + j] = ro[src + j]!;
+      }
     }
     t0 += n;
   }
