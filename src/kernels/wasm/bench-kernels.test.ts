@@ -42,15 +42,15 @@ test('readBytes sums every byte of its range (body in i32 lanes, tail as bytes),
     let sum = 0;
     for (const [a, b] of parts) sum = (sum + (k.readBytes!(src, a, b) as number)) | 0;
     assert.equal(sum, refChecksum(bytes, 0, 65536));
+    // The same split dispatched as the bench does, one part per pool thread: it must run without error.
     rt.pool.run('kernels', 'readBytes', (t) => { const r = parts[t]; return r ? [src, r[0], r[1]] : null; });
     // copyBytes copies exactly bytes [i0, i1) of its range (the neighbours stay as they were).
     const dst = rt.heap.alloc(len);
-    const out = new Uint8Array(rt.memory.buffer, dst, len).fill(0xee);
+    new Uint8Array(rt.memory.buffer, dst, len).fill(0xee);
     k.copyBytes!(src, dst, 5, 60_005);
     const want = new Uint8Array(len).fill(0xee);
     want.set(new Uint8Array(rt.memory.buffer, src + 5, 60_000), 5);
     assert.deepEqual(new Uint8Array(rt.memory.buffer, dst, len), want);
-    assert.equal(out.length, len);
   } finally {
     await rt.dispose();
   }

@@ -4,9 +4,10 @@
 //
 // Two code paths:
 //  * GEMV (M = 1, memory-bound): one pass over each weight row, K vectorized, codes decoded in registers
-//    (see decode.ts). The bf16 and FP8 GEMVs run TWO rows per pass, half the row range (FP8: half the
-//    128-row scale group) apart, sharing the x loads: two memory streams per core (the FP8 loop streams
-//    at ~90% of its in-cache rate, ~70% with one row) and half the x loads. The FP8 GEMVs use the
+//    (see decode.ts). The bf16 GEMV runs FOUR rows per pass, a quarter of the row range apart, the FP8
+//    GEMVs TWO, half the range (weight-only: half the 128-row scale group) apart, sharing the x loads:
+//    several memory streams per core (the FP8 loop streams at ~90% of its in-cache rate, ~70% with one
+//    row; four rows spill its registers) and fewer x loads. The FP8 GEMVs use the
 //    shift-based decode, whose lanes come transposed per 16 codes, so they stage x once per call (per
 //    128-row scale group for the weight-only kind, with the block scales folded in) in per-thread
 //    scratch; the inner loop is 4 x loads + 2 × (1 load + 9 integer ops + 4 multiply-adds) per 16
@@ -78,11 +79,14 @@ export function gemvF32(x: usize, w: usize, y: usize, K: i32, n0: i32, n1: i32):
   return i < h ? lo + h + i : hi - 1;
 }
 
-/** One bf16 row's 16-weight step: P takes k ≡ 0..3, 8..11 (mod 16), Q k ≡ 4..7, 12..15 (x0..x3: x[k..k+16)). */
-@inline function bf16Step(x0: v128, x1: v128, x2: v128, x3: v128, h0: v128, h1: v128, p: v128): v128 {
+/**
+ * One bf16 row's 16-weight step (weights h0, h1; x0..x3 = x[k..k+16) by fours): P takes k ≡ 0..3, 8..11
+ * (mod 16), i.e. x0 and x2; Q takes k ≡ 4..7, 12..15, i.e. x1 and x3.
+ */
+@inline function bf16StepP(x0: v128, x2: v128, h0: v128, h1: v128, p: v128): v128 {
   return madd(x2, hiHalvesLo(h1), madd(x0, hiHalvesLo(h0), p));
 }
-@inline function bf16StepQ(x0: v128, x1: v128, x2: v128, x3: v128, h0: v128, h1: v128, q: v128): v128 {
+@inline function bf16StepQ(x1: v128, x3: v128, h0: v128, h1: v128, q: v128): v128 {
   return madd(x3, hiHalvesHi(h1), madd(x1, hiHalvesHi(h0), q));
 }
 
@@ -125,13 +129,13 @@ function bf16Rows4(x: usize, w: usize, y: usize, K: i32, ra: i32, rb: i32, rc: i
   while (a < end) {
     const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
     let h0 = v128.load(a), h1 = v128.load(a, 16);
-    pa = bf16Step(x0, x1, x2, x3, h0, h1, pa); qa = bf16StepQ(x0, x1, x2, x3, h0, h1, qa);
+    pa = bf16StepP(x0, x2, h0, h1, pa); qa = bf16StepQ(x1, x3, h0, h1, qa);
     h0 = v128.load(b); h1 = v128.load(b, 16);
-    pb = bf16Step(x0, x1, x2, x3, h0, h1, pb); qb = bf16StepQ(x0, x1, x2, x3, h0, h1, qb);
+    pb = bf16StepP(x0, x2, h0, h1, pb); qb = bf16StepQ(x1, x3, h0, h1, qb);
     h0 = v128.load(c); h1 = v128.load(c, 16);
-    pc = bf16Step(x0, x1, x2, x3, h0, h1, pc); qc = bf16StepQ(x0, x1, x2, x3, h0, h1, qc);
+    pc = bf16StepP(x0, x2, h0, h1, pc); qc = bf16StepQ(x1, x3, h0, h1, qc);
     h0 = v128.load(d); h1 = v128.load(d, 16);
-    pd = bf16Step(x0, x1, x2, x3, h0, h1, pd); qd = bf16StepQ(x0, x1, x2, x3, h0, h1, qd);
+    pd = bf16StepP(x0, x2, h0, h1, pd); qd = bf16StepQ(x1, x3, h0, h1, qd);
     a += 32; b += 32; c += 32; d += 32; xp += 64;
   }
   store<f32>(y + <usize>ra * 4, bf16Finish(x, rowA, full, K, pa, qa));

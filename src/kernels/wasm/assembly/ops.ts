@@ -139,7 +139,7 @@ export function copyBytes(src: usize, dst: usize, i0: i32, i1: i32): void {
 /**
  * Streaming read of bytes [i0, i1) of src (a checksum of its i32 lanes, so nothing is optimized away): the
  * read-bandwidth baseline of the benchmarks, run on the pool. Four interleaved streams (the range's
- * quarters, 64-byte aligned), as the GEMVs read four weight rows per pass: one stream per core reads
+ * quarters, each a multiple of 64 bytes long), as the GEMVs read four weight rows per pass: one stream per core reads
  * measurably slower from DRAM than four. A tail of (i1 - i0) % 256 bytes is read on its own.
  */
 export function readBytes(src: usize, i0: i32, i1: i32): i32 {
