@@ -38,7 +38,10 @@ if (files.length === 0) {
 console.error(`test.mjs: ${files.length} test files under Node ${process.version} (${process.execPath})`);
 // WebGPU on a CPU-only machine runs through Dawn's OpenGL ES backend on Mesa (surfaceless EGL).
 const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless' };
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
+// Two test files at a time by default: node's own default (available cores - 1) runs them one by one on a
+// 2-core machine, where most files leave a core idle (one JS thread, child processes waited on).
+const concurrency = process.env.SEEKD_TEST_CONCURRENCY ?? '2';
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], {
   cwd: root, stdio: 'inherit', env,
 });
 process.exit(r.status ?? 1);

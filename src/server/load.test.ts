@@ -1,4 +1,4 @@
-// Bounded load on loopback: 64 concurrent streaming clients for SEEKD_LOAD_SECONDS (default 60) against
+// Bounded load on loopback: 64 concurrent streaming clients for SEEKD_LOAD_SECONDS (default 30) against
 // the random-weight test model, a third of them aborting at a random moment. Intended refusals (429 past the
 // queue cap) are fine; anything else is an error. At the end every KV block is free and nothing is
 // running, and the heap has not grown.
@@ -10,7 +10,7 @@ import { Rng } from '../engine/rng.ts';
 import { backendNames } from '../kernels/index.ts';
 import { startServer } from './http.ts';
 
-const SECONDS = Number(process.env.SEEKD_LOAD_SECONDS ?? 60);
+const SECONDS = Number(process.env.SEEKD_LOAD_SECONDS ?? 30);
 const CLIENTS = 64;
 
 const llm = await Llm.load({
