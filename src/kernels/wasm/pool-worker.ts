@@ -1,11 +1,14 @@
-// A WasmPool worker (see pool.ts): instantiates the modules over the shared memory, then sleeps on
-// the sequence word and runs each op it is given. Errors are written back, never thrown away.
+// A WasmPool worker (see pool.ts): instantiates the modules over the shared memory, then waits on the
+// sequence word (polling a moment, then sleeping) and runs each op it is given. Errors are written back,
+// never thrown away.
 import { parentPort, workerData } from 'node:worker_threads';
 import { functionNames, instantiateAll, MAX_ARGS, W_DEAD, W_ERROR, W_READY, type WasmFn } from './pool.ts';
 
 interface Data {
   index: number; ctrl: SharedArrayBuffer; args: SharedArrayBuffer; errs: SharedArrayBuffer;
   memory: WebAssembly.Memory; modules: Record<string, WebAssembly.Module>;
+  /** Polls of SEQ after an op before sleeping (pool.ts poolSpinPolls). */
+  spin: number;
 }
 const SEQ = 0, DONE = 1, STOP = 2, FN = 3, STATE = 8, ERR_BYTES = 512;
 
@@ -48,7 +51,10 @@ let seen = Atomics.load(ctrl, SEQ);
 Atomics.store(ctrl, STATE + me, W_READY);
 parentPort!.postMessage('ready');
 for (;;) {
-  Atomics.wait(ctrl, SEQ, seen);
+  // Poll a moment before sleeping: ops come back to back (the JS between two ops of a forward takes
+  // microseconds), and a futex wake costs tens of microseconds, more once the vCPU has gone idle.
+  for (let spin = 0; spin < d.spin && Atomics.load(ctrl, SEQ) === seen; spin++) { /* poll */ }
+  if (Atomics.load(ctrl, SEQ) === seen) Atomics.wait(ctrl, SEQ, seen);
   const seq = Atomics.load(ctrl, SEQ);
   if (seq === seen) continue;
   seen = seq;

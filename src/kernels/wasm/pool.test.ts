@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WasmRuntime } from './runtime.ts';
 import { WasmHeap, WasmOutOfMemoryError } from './heap.ts';
-import { WasmWorkerDiedError, WasmWorkerError } from './pool.ts';
+import { poolSpinPolls, SPIN_ENV, WasmWorkerDiedError, WasmWorkerError } from './pool.ts';
 import { splitColumns } from './matmul.ts';
 
 test('pool: each participant computes its own column range of one product', async () => {
@@ -47,6 +47,41 @@ test('pool: a worker that dies makes the next op throw WasmWorkerDiedError inste
     assert.ok(Date.now() - t0 < 5000);
   } finally {
     await rt.dispose();
+  }
+});
+
+test('pool: workers poll SEEKD_POOL_SPIN times before sleeping (bad values are a RangeError); spinning or not, ops and stop work', async () => {
+  const saved = process.env[SPIN_ENV];
+  try {
+    delete process.env[SPIN_ENV];
+    assert.equal(poolSpinPolls(), 20000);
+    process.env[SPIN_ENV] = '0';
+    assert.equal(poolSpinPolls(), 0);
+    for (const bad of ['-1', '1.5', 'fast', '1e400']) {
+      process.env[SPIN_ENV] = bad;
+      assert.throws(() => poolSpinPolls(), (e: unknown) => e instanceof RangeError && e.message.includes(SPIN_ENV) && e.message.includes(bad));
+    }
+    // Workers that always sleep at once, and workers that would poll for minutes: each op is still seen
+    // (a poll ends when the sequence word moves) and dispose() still stops them.
+    for (const spin of ['0', '1000000000']) {
+      process.env[SPIN_ENV] = spin;
+      const rt = await WasmRuntime.create({ threads: 2 });
+      try {
+        const n = 16, k = 8;
+        const x = rt.heap.alloc(k * 4), w = rt.heap.alloc(n * k * 4), y = rt.heap.alloc(n * 4);
+        rt.heap.f32(w, n * k).forEach((_, i, a) => { a[i] = Math.floor(i / k); });
+        for (let r = 1; r <= 50; r++) {
+          rt.heap.f32(x, k).fill(r);
+          rt.pool.run('kernels', 'gemvF32', (t) => [x, w, y, k, t * 8, t * 8 + 8]);
+          assert.deepEqual(Array.from(rt.heap.f32(y, n)), Array.from({ length: n }, (_, j) => j * k * r), `spin ${spin}, op ${r}`);
+        }
+      } finally {
+        await rt.dispose();
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env[SPIN_ENV];
+    else process.env[SPIN_ENV] = saved;
   }
 });
 
