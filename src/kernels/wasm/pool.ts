@@ -79,7 +79,7 @@ export const SPIN_ENV = 'SEEKD_POOL_SPIN';
  * Default polls before a worker sleeps: 20000, about 100-300 µs. The ops of a forward come back to back
  * (microseconds of JS between two), and waking a sleeping worker costs 15-20 µs, 45-140 µs once its vCPU
  * went idle: measured on this 2-vCPU VM, the hand-off of an empty op fell from 15-20 µs to 1.3-2.3 µs,
- * and 2-thread decode of medium ran 1.08-1.31x faster.
+ * and 2-thread decode of medium ran 1.05-1.31x faster (alternated A/B runs of bench forward).
  */
 export function poolSpinPolls(): number {
   const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[SPIN_ENV];
