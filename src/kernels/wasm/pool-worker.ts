@@ -53,8 +53,9 @@ parentPort!.postMessage('ready');
 for (;;) {
   // Poll a moment before sleeping: ops come back to back (the JS between two ops of a forward takes
   // microseconds), and a futex wake costs tens of microseconds, more once the vCPU has gone idle.
+  // (Atomics.wait itself returns at once when the word has already moved.)
   for (let spin = 0; spin < d.spin && Atomics.load(ctrl, SEQ) === seen; spin++) { /* poll */ }
-  if (Atomics.load(ctrl, SEQ) === seen) Atomics.wait(ctrl, SEQ, seen);
+  Atomics.wait(ctrl, SEQ, seen);
   const seq = Atomics.load(ctrl, SEQ);
   if (seq === seen) continue;
   seen = seq;

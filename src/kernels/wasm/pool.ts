@@ -69,8 +69,6 @@ export interface PoolOptions {
   modules: Record<string, WebAssembly.Module>;
   /** Upper bound on one op's wait; default 10 minutes. */
   opTimeoutMs?: number;
-  /** Polls of the sequence word a worker makes after an op before it sleeps (default: poolSpinPolls()). */
-  spinPolls?: number;
 }
 
 /** Environment override of the workers' polls before sleeping: SEEKD_POOL_SPIN=N (0: sleep at once). */
@@ -82,7 +80,7 @@ export const SPIN_ENV = 'SEEKD_POOL_SPIN';
  * and 2-thread decode of medium ran 1.05-1.31x faster (alternated A/B runs of bench forward).
  */
 export function poolSpinPolls(): number {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[SPIN_ENV];
+  const env = globalThis.process?.env[SPIN_ENV];
   if (env === undefined || env === '') return 20000;
   const n = Number(env);
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${SPIN_ENV} must be a non-negative integer, not '${env}'`);
@@ -150,7 +148,7 @@ export class WasmPool {
     const args = new Sab(8 * MAX_ARGS * n);
     const errs = new Sab(ERR_BYTES * n);
     const workers: Worker[] = [];
-    const spin = opts.spinPolls ?? poolSpinPolls();
+    const spin = poolSpinPolls();
     try {
       await Promise.all(Array.from({ length: n - 1 }, (_, i) => new Promise<void>((resolve, reject) => {
         const w = spawnWorker(new URL('./pool-worker.ts', import.meta.url), {

@@ -100,7 +100,7 @@ export function relaxedSimdSupported(): boolean {
 
 /** The level 'auto' resolves to: SEEKD_WASM_SIMD if set to plain/relaxed, else relaxed where supported. */
 export function defaultSimdLevel(): SimdLevel {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[SIMD_ENV];
+  const env = globalThis.process?.env[SIMD_ENV];
   if (env === 'plain' || env === 'relaxed') return env;
   if (env !== undefined && env !== '' && env !== 'auto') throw new RangeError(`${SIMD_ENV} must be plain, relaxed or auto, not '${env}'`);
   return relaxedSimdSupported() ? 'relaxed' : 'plain';
