@@ -1,5 +1,5 @@
 // The wasm matmul paths beyond the op suite's shapes: GEMV (M = 1) and packed GEMM (M > 1) with tails
-// on every axis, more than one 256-row / 64-column block, activations spanning many binades (the FP8
+// on every axis, more than one 256-row / 64-column / 512-K packing block, activations spanning many binades (the FP8
 // GEMV pre-scales x per 128-block), 1 and 2 threads. Oracle: float64 product of the exact weights.
 // Tolerance: |y - y64| <= 2^-22·(K/16 + 8)·Σ|x·w| + 1e-30 — a bound of f32 summation over K terms,
 // tight enough that a wrong scale, a dropped block or a wrong tail shows immediately. It holds for both
@@ -51,7 +51,7 @@ for (const [threads, simd] of [[1, 'plain'], [2, 'plain'], [1, 'relaxed'], [2, '
     try {
       let seed = 100;
       for (const dtype of ['f32', 'bf16', 'fp8'] as const) {
-        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [1, 300, 8195 + 128], [1, 136, 16400], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7], [13, 70, 150], [10, 136, 130]] as const) {
+        for (const [m, n, k] of [[1, 333, 1000], [1, 64, 16], [1, 300, 8195 + 128], [1, 136, 16400], [5, 77, 290], [6, 200, 129], [300, 72, 140], [4, 130, 7], [13, 70, 150], [10, 136, 130], [14, 136, 1100], [300, 72, 1300]] as const) {
           const { w, dense } = fill(ops, dtype, n, k, seed++);
           const x = randn(m * k, seed++);
           // Activations over ~60 binades: blocks of tiny values next to blocks of huge ones.

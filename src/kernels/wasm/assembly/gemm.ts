@@ -34,8 +34,10 @@ import { bf16, fp8Code, fp8Raw, fp8W0, fp8W1, hiHalvesHi, hiHalvesLo, TWO119, TW
 const KC: i32 = 128;
 const NC: i32 = 64;
 const MC: i32 = 256;
+/** K values packed per pass over a column block (KP / KC panel sets): see gemm(). */
+const KP: i32 = 512;
 /** Bytes of per-thread scratch gemm() needs: the packed panels plus 32 bytes for partial stores. */
-export const PANEL_BYTES: i32 = NC * KC * 4 + 64;
+export const PANEL_BYTES: i32 = NC * KP * 4 + 64;
 
 export function panelBytes(): i32 {
   return PANEL_BYTES;
@@ -412,17 +414,25 @@ export function decodeFp8(src: usize, dst: usize, count: i32, twoFactors: i32): 
 }
 
 /**
- * Packs one panel: columns j0..j0+7 of W, k in [k0, k0+kl) -> panel[k][8] f32 (FP8: exact code values
- * q, times the column's block scale for the weight-only kind). Columns at or past n1 are zeros.
+ * Packs columns j0..j0+7 of W for k in [kp, kpe) (kp a multiple of KC): the panel of 128-K block k0 goes
+ * to base + (k0 - kp)·NC·4 bytes, as panel[k][8] f32 (FP8: exact code values q, times the column's block
+ * scale for the weight-only kind). Columns at or past n1 are zeros. Four rows at a time are read over the
+ * whole range, i.e. four sequential streams of up to KP values: a weight matrix read once (a layer's
+ * experts) arrives from DRAM at the prefetchers' pace, where one 128-K block per visit (256 B of a bf16
+ * row, 128 B of FP8) paid a miss per row and visit (64 experts x 48 rows x [384, 1024]: 1.16x).
  */
-function packPanel(kind: i32, w: usize, sc: usize, K: i32, KB: i32, j0: i32, n1: i32, k0: i32, kl: i32, panel: usize): void {
+function packPanels(kind: i32, w: usize, sc: usize, K: i32, KB: i32, j0: i32, n1: i32, kp: i32, kpe: i32, base: usize): void {
   // FP8: raw · 2^120 is the exact code value; the weight-only kind also multiplies by its column's scale
   // (f = 2^120·s is exact, so raw·f rounds the exact q·s once, as fround(q·s)).
-  const kb = k0 >> 7;
-  pack4(kind, rowPtr(kind, w, K, j0, n1), rowPtr(kind, w, K, j0 + 1, n1), rowPtr(kind, w, K, j0 + 2, n1), rowPtr(kind, w, K, j0 + 3, n1), k0, kl, panel,
-    codeFactor(kind, sc, KB, j0, kb, n1), codeFactor(kind, sc, KB, j0 + 1, kb, n1), codeFactor(kind, sc, KB, j0 + 2, kb, n1), codeFactor(kind, sc, KB, j0 + 3, kb, n1));
-  pack4(kind, rowPtr(kind, w, K, j0 + 4, n1), rowPtr(kind, w, K, j0 + 5, n1), rowPtr(kind, w, K, j0 + 6, n1), rowPtr(kind, w, K, j0 + 7, n1), k0, kl, panel + 16,
-    codeFactor(kind, sc, KB, j0 + 4, kb, n1), codeFactor(kind, sc, KB, j0 + 5, kb, n1), codeFactor(kind, sc, KB, j0 + 6, kb, n1), codeFactor(kind, sc, KB, j0 + 7, kb, n1));
+  for (let h = 0; h < 8; h += 4) {
+    const j = j0 + h;
+    const q0 = rowPtr(kind, w, K, j, n1), q1 = rowPtr(kind, w, K, j + 1, n1), q2 = rowPtr(kind, w, K, j + 2, n1), q3 = rowPtr(kind, w, K, j + 3, n1);
+    for (let k0 = kp; k0 < kpe; k0 += KC) {
+      const kb = k0 >> 7;
+      pack4(kind, q0, q1, q2, q3, k0, min(KC, kpe - k0), base + <usize>((k0 - kp) * NC * 4) + <usize>(h * 4),
+        codeFactor(kind, sc, KB, j, kb, n1), codeFactor(kind, sc, KB, j + 1, kb, n1), codeFactor(kind, sc, KB, j + 2, kb, n1), codeFactor(kind, sc, KB, j + 3, kb, n1));
+    }
+  }
 }
 
 /** Adds (c0, c1)·scale to y[j0..j0+ncols) (scale 1: plain add). */
@@ -502,31 +512,35 @@ export function gemm(kind: i32, x: usize, M: i32, K: i32, w: usize, sc: usize, s
   const KB = (K + 127) >> 7;
   const promote = kind == 3;
   const lda = <usize>K * 4, ldy = <usize>N * 4, lds = <usize>KB * 4;
-  const tmp = panel + <usize>(NC * KC * 4);
+  const tmp = panel + <usize>(NC * KP * 4);
   for (let i = 0; i < M; i++) memory.fill(y + <usize>i * ldy + <usize>n0 * 4, 0, <usize>(n1 - n0) * 4);
   for (let ic = 0; ic < M; ic += MC) {
     const ie = min(M, ic + MC);
     for (let jc = n0; jc < n1; jc += NC) {
       const je = min(n1, jc + NC);
-      for (let k0 = 0; k0 < K; k0 += KC) {
+      for (let kp = 0; kp < K; kp += KP) {
+      const kpe = min(K, kp + KP);
+      for (let j = jc; j < je; j += 8) packPanels(kind, w, sc, K, KB, j, n1, kp, kpe, panel + <usize>((j - jc) * KC * 4));
+      for (let k0 = kp; k0 < kpe; k0 += KC) {
         const kl = min(KC, K - k0);
         const kb = k0 >> 7;
-        for (let j = jc; j < je; j += 8) packPanel(kind, w, sc, K, KB, j, n1, k0, kl, panel + <usize>((j - jc) * KC * 4));
+        const pset = panel + <usize>((k0 - kp) * NC * 4);
         let i = ic;
         for (; i + 4 <= ie; i += 4) {
           for (let j = jc; j < je; j += 8) {
             const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
-            kernel4x8(x + <usize>i * lda + <usize>k0 * 4, lda, panel + <usize>((j - jc) * KC * 4), kl,
+            kernel4x8(x + <usize>i * lda + <usize>k0 * 4, lda, pset + <usize>((j - jc) * KC * 4), kl,
               y + <usize>i * ldy + <usize>j * 4, ldy, promote, sa + <usize>i * lds + <usize>kb * 4, lds, sb, min(8, n1 - j), tmp);
           }
         }
         for (; i < ie; i++) {
           for (let j = jc; j < je; j += 8) {
             const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
-            kernel1x8(x + <usize>i * lda + <usize>k0 * 4, panel + <usize>((j - jc) * KC * 4), kl,
+            kernel1x8(x + <usize>i * lda + <usize>k0 * 4, pset + <usize>((j - jc) * KC * 4), kl,
               y + <usize>i * ldy + <usize>j * 4, promote, sa + <usize>i * lds + <usize>kb * 4, sb, min(8, n1 - j), tmp);
           }
         }
+      }
       }
     }
   }
