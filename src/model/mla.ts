@@ -317,14 +317,17 @@ export function prefersDecompressed(seqs: readonly SeqSlice[]): boolean {
 
 /** Per FlashMLA kernel, the reused cache layer decompressedAttention lays K/V out in (grown as needed). */
 const decompressedLayers = new WeakMap<SyncFlashMlaKernel, KvCacheLayer>();
+/** Per FlashMLA kernel, the reused query buffer [heads, n, dQK] of decompressedAttention (grown as needed). */
+const decompressedQueries = new WeakMap<SyncFlashMlaKernel, Float32Array>();
 
 /**
  * Naive (decompressed) MLA through the FlashMLA kernel, for long prefills: K_nope and V of every position
  * of each sequence from kv_b_proj (one matmul over the cached latents), laid out as a paged cache, one
  * request per head, whose row for (position, head) is [v | k_nope | k_pe] (dQK = v + nope + rope, dV = v: FlashMLA
- * takes V as the first dV values of each key row), and queries [0 | q_nope | q_pe]; then FlashMLA with
- * one request per head (MHA). Per token pair and head this is (v + nope + rope) + v multiply-adds instead of the
- * absorbed form's (kv_lora + rope) + kv_lora (DeepSeek-V3 shapes: 448 vs 1088), and the per-head
+ * takes V as the first dV values of each key row), and queries [· | q_nope | q_pe] scored from column v on
+ * (qkBegin = v: the query's first v values are never used); then FlashMLA with one request per head (MHA).
+ * Per token pair and head this is (nope + rope) + v multiply-adds instead of the
+ * absorbed form's (kv_lora + rope) + kv_lora (DeepSeek-V3 shapes: 320 vs 1088), and the per-head
  * absorption products go away; the decompression costs one [positions, kv_lora] x [kv_lora, heads·(nope + v)]
  * GEMM. Same mathematics as naiveAttention (f32 accumulation in the kernel's order instead of float64).
  * q [T, Hd, nope + rope]; writes out [T, Hd, v].
@@ -369,7 +372,10 @@ export function decompressedAttention(
       }
     }
     const n = s.numNew;
-    const qx = new Float32Array(heads * n * D);
+    // Each row's first vDim values are left as they are (stale or 0): qkBegin = vDim keeps them out.
+    let qbuf = decompressedQueries.get(mla);
+    if (!qbuf || qbuf.length < heads * n * D) decompressedQueries.set(mla, (qbuf = new Float32Array(heads * n * D)));
+    const qx = qbuf.subarray(0, heads * n * D);
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < n; i++) {
         const src = ((t0 + i) * heads + h) * qk, dst = (h * n + i) * D + vDim;
@@ -380,7 +386,7 @@ export function decompressedAttention(
     const blockTable = Int32Array.from({ length: heads * nb }, (_, i) => i);
     const meta = getMlaMetadata(cacheSeqlens, n, 1, mla.numParts(heads, n, 1, 1));
     const r = mla.flashMlaWithKvcache({
-      q: qx, batch: heads, seqLenQ: n, numHeadsQ: 1, kCache: kl, blockTable, cacheSeqlens, dV: vDim, meta,
+      q: qx, batch: heads, seqLenQ: n, numHeadsQ: 1, kCache: kl, blockTable, cacheSeqlens, dV: vDim, qkBegin: vDim, meta,
       softmaxScale: scale, causal: true,
     });
     const ro = r.out;

@@ -10,7 +10,7 @@ import { loadFlashMla } from './index.ts';
 import { getMlaMetadata } from './metadata.ts';
 import { FlashMlaError, INVALID_BLOCK_ID, type FlashMlaKernel } from './types.ts';
 import {
-  assertMatches, buildCase, caseCost, checkIsAllclose, coveringCases, denseSdpaF64, pairCoverage, prepareCase, TOL,
+  assertMatches, buildCase, caseCost, checkIsAllclose, coveringCases, denseSdpaF64, pairCoverage, prepareCase, qkBeginCase, TOL,
   type MlaCase, type PreparedCase,
 } from './testing.ts';
 
@@ -152,6 +152,18 @@ for (const { backend, threads } of BACKENDS) {
       const exp = denseSdpaF64(built.args.q, built.keys, built.args.cacheSeqlens, { b: 2, sQ: 2, hQ: 4, hKv: 2, dQK: 192, dV: 128 }, built.args.softmaxScale, true);
       assert.ok(checkIsAllclose('out', out, exp.out, TOL.out.abs, TOL.out.rel, TOL.out.cos).ok);
       assert.ok(checkIsAllclose('lse', lse, exp.lse, TOL.lse.abs, TOL.lse.rel, TOL.lse.cos).ok);
+    });
+
+    test('qkBegin: scores over q[qkBegin:]·K[qkBegin:], q\'s first values never used (rows [v | k])', async () => {
+      const pc = qkBeginCase(21);
+      const got = await (await k()).flashMlaWithKvcache(pc.built.args);
+      assert.ok(got.out.every((x) => Number.isFinite(x)), 'NaN in q[:qkBegin] reached the output');
+      assertMatches(pc, got);
+      // Without qkBegin the same NaN columns poison every score.
+      const full = await (await k()).flashMlaWithKvcache({ ...pc.built.args, qkBegin: 0 });
+      assert.ok(Number.isNaN(full.out[0]));
+      const rule = (e: unknown) => e instanceof FlashMlaError && e.rule === 'bad-shape';
+      for (const qkBegin of [-1, 1.5, 320]) await assert.rejects(async () => (await k()).flashMlaWithKvcache({ ...pc.built.args, qkBegin }), rule);
     });
 
     test('bad arguments are FlashMlaError with a rule', async () => {

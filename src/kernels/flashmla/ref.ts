@@ -31,7 +31,7 @@ function runItem(
   dstO: Float32Array | Float64Array, dstLse: Float32Array | Float64Array,
   oIndex: (r: number) => number, lseIndex: (r: number) => number, emptyLse: number,
 ): void {
-  const { dQK, dV, g, rows, maxBlocks, sQ, hQ } = plan;
+  const { dQK, dV, qkBegin, g, rows, maxBlocks, sQ, hQ } = plan;
   const len = a.cacheSeqlens[it.batchIdx]!;
   const t0 = it.blockBegin * MLA_BLOCK_SIZE;
   const t1 = Math.min(it.blockEnd * MLA_BLOCK_SIZE, len);
@@ -61,7 +61,7 @@ function runItem(
     for (let t = 0; t < lim; t++) {
       let dot = 0;
       const ko = t * dQK;
-      for (let i = 0; i < dQK; i++) dot += q[i]! * row[ko + i]!;
+      for (let i = qkBegin; i < dQK; i++) dot += q[i]! * row[ko + i]!;
       s[t] = dot * a.softmaxScale;
       if (s[t]! > m) m = s[t]!;
     }

@@ -352,3 +352,23 @@ export function assertMatches(p: PreparedCase, got: { out: Float32Array; lse: Fl
   if (!o.ok) throw new Error(o.message);
   if (!l.ok) throw new Error(l.message);
 }
+
+/**
+ * A case for FlashMlaArgs.qkBegin shaped like the model's decompressed MLA prefill: rows [v | k_nope | k_pe]
+ * (dQK 320, dV 128, qkBegin 128), one request per head (b 3, hQ = hKv = 1), a causal 70-token prefill (more
+ * rows than the wasm kernel's 64-row tile, so 2 threads split rows). q's first 128 values of every row are
+ * NaN: they must take no part. Oracle: dense float64 SDPA with those values 0 (then q·K over all 320
+ * columns is the score over the last 192).
+ */
+export function qkBeginCase(seed: number): PreparedCase {
+  const c: MlaCase = { b: 3, sQ: 70, sK: 70, hQ: 1, hKv: 1, varlen: false, causal: true };
+  const dQK = 320, dV = 128, qkBegin = 128;
+  const built = buildCase(c, { seed, numParts: 2, dQK, dV, seqlens: [70, 70, 70], softmaxScale: 192 ** -0.5 });
+  const zeroed = built.args.q.slice(), poisoned = built.args.q.slice();
+  for (let i = 0; i < zeroed.length; i += dQK) {
+    zeroed.fill(0, i, i + qkBegin);
+    poisoned.fill(NaN, i, i + qkBegin);
+  }
+  const expected = denseSdpaF64(zeroed, built.keys, built.args.cacheSeqlens, { b: 3, sQ: 70, hQ: 1, hKv: 1, dQK, dV }, built.args.softmaxScale, true);
+  return { name: 'qkBegin 128 (dQK 320, dV 128, q[:128] NaN)', built: { ...built, args: { ...built.args, q: poisoned, qkBegin } }, expected };
+}

@@ -8,6 +8,7 @@
 //   k cache      [numBlocks, 64, hKv, dQK]  (f32 / bf16 bits), or [numBlocks, 64, hKv, 656 B] FP8
 //   block table  [b, maxBlocksPerSeq]  int32 block ids; entries past ceil(seqlen/64) are never read
 //   out          [b, sQ, hQ, dV]       f32; V is the first dV values of each K row
+//   scores       q[..., qkBegin:] · K[..., qkBegin:] (qkBegin 0 unless given: FlashMLA's full row)
 //   lse          [b, hQ, sQ]           f32, natural log of Σ exp(scale·q·k); +inf for a query with no keys
 // Head folding: with g = hQ/hKv, kv head h serves q heads h·g .. h·g+g−1 and its rows are
 // r = sIdx·g + j (j = q head within the group); causal: row r sees col ≤ sK−1−(sQ−1−⌊r/g⌋).
@@ -79,6 +80,13 @@ export interface FlashMlaArgs {
   readonly cacheSeqlens: Int32Array;
   /** Value width: V = K[..., :dV]. */
   readonly dV: number;
+  /**
+   * First column of the QK dot product (default 0): scores are q[..., qkBegin:] · K[..., qkBegin:], and
+   * q's first qkBegin values take no part (NaN there is harmless). An extension of this port: it lets rows [v | k] serve
+   * multi-head attention whose V is not part of its keys (the decompressed MLA prefill) without a
+   * zero-padded query part and its multiply-adds.
+   */
+  readonly qkBegin?: number;
   /** From getMlaMetadata(cacheSeqlens, sQ·hQ/hKv, hKv, numParts) for these seqlens. */
   readonly meta: MlaMetadata;
   /** Always passed explicitly (DeepSeek-V3: 192^-0.5·mscale², not dQK^-0.5). */

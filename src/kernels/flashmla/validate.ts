@@ -16,6 +16,8 @@ export interface FlashMlaPlan {
   readonly rows: number;
   readonly dQK: number;
   readonly dV: number;
+  /** First column of the QK dot product (FlashMlaArgs.qkBegin, default 0). */
+  readonly qkBegin: number;
   readonly maxBlocks: number;
   /** Elements (bytes for fp8) per token per kv head in the cache. */
   readonly rowStride: number;
@@ -37,6 +39,8 @@ export function planFlashMla(a: FlashMlaArgs): FlashMlaPlan {
   const dQK = kCache.headDim;
   if (hQ % hKv !== 0) throw new FlashMlaError('bad-head-grouping', `numHeadsQ ${hQ} is not a multiple of numKvHeads ${hKv}`);
   if (!isInt(dV, 1) || dV > dQK) throw new FlashMlaError('bad-shape', `dV ${dV} must be in [1, ${dQK}]`);
+  const qkBegin = a.qkBegin ?? 0;
+  if (!isInt(qkBegin, 0) || qkBegin >= dQK) throw new FlashMlaError('bad-shape', `qkBegin ${qkBegin} must be an integer in [0, ${dQK})`);
   if (a.q.length !== b * sQ * hQ * dQK) throw new FlashMlaError('bad-shape', `q has ${a.q.length} values, [${b}, ${sQ}, ${hQ}, ${dQK}] needs ${b * sQ * hQ * dQK}`);
   if (a.cacheSeqlens.length !== b) throw new FlashMlaError('bad-seqlen', `cacheSeqlens has ${a.cacheSeqlens.length} entries, batch is ${b}`);
   if (!Number.isFinite(a.softmaxScale)) throw new FlashMlaError('bad-scale', `softmaxScale ${a.softmaxScale} is not finite`);
@@ -57,7 +61,7 @@ export function planFlashMla(a: FlashMlaArgs): FlashMlaPlan {
   const items = validateMetadata(a.meta, a.cacheSeqlens);
   const g = hQ / hKv;
   return {
-    b, sQ, hQ, hKv, g, rows: sQ * g, dQK, dV, maxBlocks, rowStride, causal: a.causal && sQ > 1, items,
+    b, sQ, hQ, hKv, g, rows: sQ * g, dQK, dV, qkBegin, maxBlocks, rowStride, causal: a.causal && sQ > 1, items,
     numSlots: a.meta.numSplits[b]!,
   };
 }

@@ -202,7 +202,7 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
       params.set([
         qP, cachePtr, tableP, seqP, outP, lseP, oAccP, lseAccP, unitsP,
         sQ, hQ, hKv, g, dQK, dV, maxBlocks, DTYPE_CODE[cache.dtype], rowStride, cache.dtype === 'fp8' ? cache.ropeDim : 0,
-        plan.causal ? 1 : 0, 0, this.lut, R,
+        plan.causal ? 1 : 0, 0, this.lut, R, plan.qkBegin,
       ]);
       heap.f32(paramsP, PARAMS)[20] = a.softmaxScale;
       const fm = rt.pool.exports('flashmla');

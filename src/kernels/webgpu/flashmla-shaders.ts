@@ -68,7 +68,7 @@ struct P {
   b: u32, sQ: u32, hQ: u32, hKv: u32,
   g: u32, rows: u32, dQK: u32, dV: u32,
   maxBlocks: u32, causal: u32, scale: f32, numItems: u32,
-  tiles: u32, nope: u32, strideW: u32, _pad: u32,
+  tiles: u32, nope: u32, strideW: u32, qk0: u32,
   posInf: f32, negInf: f32, blo: u32, bhi: u32,
 }`;
 
@@ -135,7 +135,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     let e = idx % QK;
     let row = r0 + r;
     var v = 0.0;
-    if (row < p.rows && e < p.dQK) {
+    if (row < p.rows && e >= p.qk0 && e < p.dQK) {
       v = q[((bi * p.sQ + row / p.g) * p.hQ + h * p.g + row % p.g) * p.dQK + e];
     }
     qs[e * R + r] = v;
@@ -169,7 +169,8 @@ ${rep(DPT, (i) => `  let d${i} = min(lid.x + ${MLA_WG * i}u, p.dV - 1u);`)}
     if (j < nk && j2 < 2u) {
       let krow = (block * ${CHUNK}u + j) * p.hKv + h;
 ${rep(RH, (i) => `      var acc${i} = 0.0;`)}
-      for (var e = 0u; e < QK; e++) {
+      // Scores over dims [qk0, QK) (FlashMlaArgs.qkBegin; q's dims before it stay 0 in the tile).
+      for (var e = p.qk0; e < QK; e++) {
         let kv = kAt(krow, e);
         let qb = e * R + j2;
 ${rep(RH, (i) => `        acc${i} += qs[qb + ${2 * i}u] * kv;`)}

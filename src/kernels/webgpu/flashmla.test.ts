@@ -12,7 +12,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getMlaMetadata } from '../flashmla/metadata.ts';
 import { loadFlashMla } from '../flashmla/index.ts';
-import { buildCase, checkIsAllclose, denseSdpaF64, TOL, type MlaCase } from '../flashmla/testing.ts';
+import { assertMatches, buildCase, checkIsAllclose, denseSdpaF64, qkBeginCase, TOL, type MlaCase } from '../flashmla/testing.ts';
 import { FlashMlaError, type FlashMlaResult, type KvCacheDType } from '../flashmla/types.ts';
 import { closeDevice } from './device.ts';
 import { createWebGpuFlashMla, flashMlaWithKvcacheWebGpu } from './flashmla.ts';
@@ -128,6 +128,14 @@ test('causal rows with no visible key (seqlen < sQ) are 0 / +inf; the rest match
   // request 0 (1 key): queries 0..2 see nothing; lse [b, hQ, sQ]
   for (let h = 0; h < 2; h++) for (let s = 0; s < 3; s++) assert.equal(got.lse[h * 4 + s], Infinity);
   assert.ok(Number.isFinite(got.lse[3]!));
+});
+
+test('qkBegin: scores over q[qkBegin:]·K[qkBegin:], q\'s first values never used (rows [v | k])', async () => {
+  const pc = qkBeginCase(21);
+  const got = await flashMlaWithKvcacheWebGpu(pc.built.args);
+  assert.ok(got.out.every((x) => Number.isFinite(x)), 'NaN in q[:qkBegin] reached the output');
+  assertMatches(pc, got);
+  await assert.rejects(async () => flashMlaWithKvcacheWebGpu({ ...pc.built.args, qkBegin: 320 }), (e: unknown) => e instanceof FlashMlaError && e.rule === 'bad-shape');
 });
 
 test('a second call compiles no pipeline; results land in the given out/lse; stale metadata is refused', async () => {

@@ -131,7 +131,7 @@ export async function flashMlaWithKvcacheWebGpu(a: FlashMlaArgs): Promise<FlashM
         ['u32', bc], ['u32', sQ], ['u32', hQ], ['u32', hKv],
         ['u32', g], ['u32', rows], ['u32', dQK], ['u32', dV],
         ['u32', maxBlocks], ['u32', plan.causal ? 1 : 0], ['f32', a.softmaxScale], ['u32', numItems],
-        ['u32', tiles], ['u32', nope], ['u32', strideW], ['u32', 0],
+        ['u32', tiles], ['u32', nope], ['u32', strideW], ['u32', plan.qkBegin],
         ['f32', Infinity], ['f32', -Infinity], ['u32', blo], ['u32', bhi],
       ];
       const paramsFor = (numItems: number, r: Range) => {

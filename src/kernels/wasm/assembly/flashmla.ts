@@ -5,7 +5,7 @@
 // (compute_attn_1rowblock_splitkv_mla) — same work decomposition, CPU-shaped inner loops.
 //
 // Memory (byte offsets into the shared memory; all f32 unless stated):
-//   params  i32[24], see P_* below        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, r0, r1]
+//   params  i32[24], see P_* below; scores are q[qk0:] · K[qk0:] (P_QK0, 0 for FlashMLA's full row)        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, r0, r1]
 //   (folded rows [r0, r1) of the unit; r1 = 0 means all R rows: the driver splits a long prefill's rows
 //   across participants, each row's result is independent of the split)
 //   q       [b, sQ, hQ, dQK]              cache  [numBlocks, 64, hKv, rowStride] (f32 / u16 bf16 / FP8 bytes)
@@ -28,7 +28,7 @@ const BLOCK: i32 = 64;
 export const ROW_TILE: i32 = 64;
 const P_Q = 0, P_CACHE = 1, P_TABLE = 2, P_SEQLENS = 3, P_OUT = 4, P_LSE = 5, P_OACC = 6, P_LSEACC = 7, P_UNITS = 8;
 const P_SQ = 9, P_HQ = 10, P_HKV = 11, P_G = 12, P_DQK = 13, P_DV = 14, P_MAXBLOCKS = 15, P_DTYPE = 16;
-const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R = 22;
+const P_STRIDE = 17, P_ROPE = 18, P_CAUSAL = 19, P_SCALE = 20, P_LUT = 21, P_R = 22, P_QK0 = 23;
 
 /**
  * a·b + c per lane: one fused multiply-add in the relaxed-SIMD build (flashmla-relaxed.wasm), a multiply
@@ -97,7 +97,7 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
   }
 }
 
-/** Dot products of 4 query rows with 2 keys over dQK (multiple of 4). Stores S[r][t], S[r][t+1]. */
+/** Dot products of 4 query rows with 2 keys over d values (a multiple of 4). Stores S[r][t], S[r][t+1]. */
 @inline function dot4x2(q0: usize, qs: usize, k0: usize, k1: usize, d: i32, s: usize): void {
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
   let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
@@ -120,7 +120,7 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
   store<f32>(s + 3 * row, hsum(a30)); store<f32>(s + 3 * row, hsum(a31), 4);
 }
 
-/** One query row with 4 keys (kstride bytes apart) over dQK (multiple of 4). Stores S[t..t+3]. */
+/** One query row with 4 keys (kstride bytes apart) over d values (a multiple of 4). Stores S[t..t+3]. */
 @inline function dot1x4(q: usize, k0: usize, ks: usize, d: i32, s: usize): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   for (let e = 0; e < d; e += 4) {
@@ -134,7 +134,7 @@ function loadBlock(p: usize, blk: i32, h: i32, n: i32, kbuf: usize): void {
   store<f32>(s, hsum(a0)); store<f32>(s, hsum(a1), 4); store<f32>(s, hsum(a2), 8); store<f32>(s, hsum(a3), 12);
 }
 
-/** Scalar-tail dot product (dQK not a multiple of 4, or a single leftover row/key). */
+/** Scalar-tail dot product (d not a multiple of 4, or a single leftover row/key). */
 function dot1(q: usize, k: usize, d: i32): f32 {
   let a = f32x4.splat(0);
   const full = d & ~3;
@@ -163,7 +163,9 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
   const mbuf = obuf + align64(<usize>RT * <usize>dV * 4);
   const lbuf = mbuf + align64(<usize>RT * 4);
   const qs = <usize>dQK * 4;
-  const simdD = (dQK & 3) == 0;
+  // Scores over columns [qk0, dQK): every dot product starts qo bytes into its q and K rows.
+  const qk0 = pi(p, P_QK0), dq = dQK - qk0, qo = <usize>qk0 * 4;
+  const simdD = (dq & 3) == 0;
   const dV4 = dV & ~3;
 
   for (let u = u0; u < u1; u++) {
@@ -207,19 +209,19 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
         for (; r + 4 <= R; r += 4) {
           let t = 0;
           for (; t + 2 <= n; t += 2) {
-            dot4x2(qbuf + <usize>r * qs, qs, kp + <usize>t * kstride, kp + <usize>(t + 1) * kstride, dQK, sbuf + (<usize>(r * BLOCK + t) << 2));
+            dot4x2(qbuf + <usize>r * qs + qo, qs, kp + <usize>t * kstride + qo, kp + <usize>(t + 1) * kstride + qo, dq, sbuf + (<usize>(r * BLOCK + t) << 2));
           }
           for (; t < n; t++) {
-            for (let rr = r; rr < r + 4; rr++) store<f32>(sbuf + (<usize>(rr * BLOCK + t) << 2), dot1(qbuf + <usize>rr * qs, kp + <usize>t * kstride, dQK));
+            for (let rr = r; rr < r + 4; rr++) store<f32>(sbuf + (<usize>(rr * BLOCK + t) << 2), dot1(qbuf + <usize>rr * qs + qo, kp + <usize>t * kstride + qo, dq));
           }
         }
       }
       for (; r < R; r++) {
         let t = 0;
         if (simdD) {
-          for (; t + 4 <= n; t += 4) dot1x4(qbuf + <usize>r * qs, kp + <usize>t * kstride, kstride, dQK, sbuf + (<usize>(r * BLOCK + t) << 2));
+          for (; t + 4 <= n; t += 4) dot1x4(qbuf + <usize>r * qs + qo, kp + <usize>t * kstride + qo, kstride, dq, sbuf + (<usize>(r * BLOCK + t) << 2));
         }
-        for (; t < n; t++) store<f32>(sbuf + (<usize>(r * BLOCK + t) << 2), dot1(qbuf + <usize>r * qs, kp + <usize>t * kstride, dQK));
+        for (; t < n; t++) store<f32>(sbuf + (<usize>(r * BLOCK + t) << 2), dot1(qbuf + <usize>r * qs + qo, kp + <usize>t * kstride + qo, dq));
       }
       // Online softmax per row: new max, rescale O and l, p = exp(s − m) (0 for masked keys).
       for (r = 0; r < R; r++) {
