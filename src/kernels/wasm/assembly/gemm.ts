@@ -14,7 +14,8 @@
 //    weights of each row, no per-block epilogue. f32: one row per pass, 4 accumulators.
 //  * GEMM (M > 1, compute-bound): for blocks of 256 rows x 64 columns x 128 K, the 64 weight rows are
 //    decoded and transposed into a packed panel [8 panels][128 k][8 columns] of f32 (32 KiB, L1/L2
-//    resident: a cache-blocked decode, never a copy of the matrix), then a 4x8 register-blocked
+//    resident: a cache-blocked decode, never a copy of the matrix; four such panels, 512 K, are packed
+//    per pass so that each weight row is read as one stream: packPanels), then a 4x8 register-blocked
 //    micro-kernel (8 f32x4 accumulators, broadcast x, two panel loads per k) sums each output element
 //    sequentially over k and adds the 128-K partial into y.
 // Kinds: 0 f32 weights, 1 bf16 weights, 2 FP8 weights with 128x128 scales (weight-only: the panel holds
@@ -519,28 +520,28 @@ export function gemm(kind: i32, x: usize, M: i32, K: i32, w: usize, sc: usize, s
     for (let jc = n0; jc < n1; jc += NC) {
       const je = min(n1, jc + NC);
       for (let kp = 0; kp < K; kp += KP) {
-      const kpe = min(K, kp + KP);
-      for (let j = jc; j < je; j += 8) packPanels(kind, w, sc, K, KB, j, n1, kp, kpe, panel + <usize>((j - jc) * KC * 4));
-      for (let k0 = kp; k0 < kpe; k0 += KC) {
-        const kl = min(KC, K - k0);
-        const kb = k0 >> 7;
-        const pset = panel + <usize>((k0 - kp) * NC * 4);
-        let i = ic;
-        for (; i + 4 <= ie; i += 4) {
-          for (let j = jc; j < je; j += 8) {
-            const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
-            kernel4x8(x + <usize>i * lda + <usize>k0 * 4, lda, pset + <usize>((j - jc) * KC * 4), kl,
-              y + <usize>i * ldy + <usize>j * 4, ldy, promote, sa + <usize>i * lds + <usize>kb * 4, lds, sb, min(8, n1 - j), tmp);
+        const kpe = min(K, kp + KP);
+        for (let j = jc; j < je; j += 8) packPanels(kind, w, sc, K, KB, j, n1, kp, kpe, panel + <usize>((j - jc) * KC * 4));
+        for (let k0 = kp; k0 < kpe; k0 += KC) {
+          const kl = min(KC, K - k0);
+          const kb = k0 >> 7;
+          const pset = panel + <usize>((k0 - kp) * NC * 4);
+          let i = ic;
+          for (; i + 4 <= ie; i += 4) {
+            for (let j = jc; j < je; j += 8) {
+              const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
+              kernel4x8(x + <usize>i * lda + <usize>k0 * 4, lda, pset + <usize>((j - jc) * KC * 4), kl,
+                y + <usize>i * ldy + <usize>j * 4, ldy, promote, sa + <usize>i * lds + <usize>kb * 4, lds, sb, min(8, n1 - j), tmp);
+            }
+          }
+          for (; i < ie; i++) {
+            for (let j = jc; j < je; j += 8) {
+              const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
+              kernel1x8(x + <usize>i * lda + <usize>k0 * 4, pset + <usize>((j - jc) * KC * 4), kl,
+                y + <usize>i * ldy + <usize>j * 4, promote, sa + <usize>i * lds + <usize>kb * 4, sb, min(8, n1 - j), tmp);
+            }
           }
         }
-        for (; i < ie; i++) {
-          for (let j = jc; j < je; j += 8) {
-            const sb: f32 = promote ? load<f32>(sc + (<usize>(j >> 7) * <usize>KB + <usize>kb) * 4) : 1;
-            kernel1x8(x + <usize>i * lda + <usize>k0 * 4, pset + <usize>((j - jc) * KC * 4), kl,
-              y + <usize>i * ldy + <usize>j * 4, promote, sa + <usize>i * lds + <usize>kb * 4, sb, min(8, n1 - j), tmp);
-          }
-        }
-      }
       }
     }
   }
