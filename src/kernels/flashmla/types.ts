@@ -82,9 +82,9 @@ export interface FlashMlaArgs {
   readonly dV: number;
   /**
    * First column of the QK dot product (default 0): scores are q[..., qkBegin:] · K[..., qkBegin:], and
-   * q's first qkBegin values take no part (NaN there is harmless). An extension of this port: it lets rows [v | k] serve
-   * multi-head attention whose V is not part of its keys (the decompressed MLA prefill) without a
-   * zero-padded query part and its multiply-adds.
+   * q's first qkBegin values take no part (NaN there is harmless). An extension of this port: it lets
+   * rows [v | k] serve multi-head attention whose V is not part of its keys (the decompressed MLA
+   * prefill) without a zero-padded query part and its multiply-adds.
    */
   readonly qkBegin?: number;
   /** From getMlaMetadata(cacheSeqlens, sQ·hQ/hKv, hKv, numParts) for these seqlens. */

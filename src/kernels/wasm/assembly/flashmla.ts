@@ -5,7 +5,7 @@
 // (compute_attn_1rowblock_splitkv_mla) — same work decomposition, CPU-shaped inner loops.
 //
 // Memory (byte offsets into the shared memory; all f32 unless stated):
-//   params  i32[24], see P_* below; scores are q[qk0:] · K[qk0:] (P_QK0, 0 for FlashMLA's full row)        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, r0, r1]
+//   params  i32[24], see P_* below        units  i32[n, 8]: [batch, blockBegin, blockEnd, kvHead, final, slot, r0, r1]
 //   (folded rows [r0, r1) of the unit; r1 = 0 means all R rows: the driver splits a long prefill's rows
 //   across participants, each row's result is independent of the split)
 //   q       [b, sQ, hQ, dQK]              cache  [numBlocks, 64, hKv, rowStride] (f32 / u16 bf16 / FP8 bytes)
@@ -13,6 +13,7 @@
 //   out     [b, sQ, hQ, dV]               lse    [b, hQ, sQ]
 //   oAcc    [slots, hKv, R, dV]           lseAcc [slots, hKv, R]        (R = sQ·g folded rows)
 //   scratch per participant: flashScratchBytes(R, dQK, dV)
+// Scores are q[qk0:] · K[qk0:] (P_QK0: FlashMlaArgs.qkBegin, 0 for FlashMLA's full row).
 // Keys past the sequence length are never loaded; causal-masked keys get weight exactly 0 and are finite,
 // so NaN in unused cache slots never reaches a result.
 
