@@ -112,10 +112,23 @@ export interface KernelOps {
   siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array;
   /** Per row of x[rows, cols]: the k largest values, descending, ties to the lower index. */
   topk(x: Float32Array, rows: number, cols: number, k: number): TopK;
+  /**
+   * out[r, :] = x[index[r], :] for x [*, cols] and r < index.length (the rows a grouped product reads:
+   * DeepEP's dispatch within one rank). out is [index.length, cols].
+   */
+  gatherRows(x: Float32Array, cols: number, index: Int32Array, out?: Float32Array): Float32Array;
+  /**
+   * out[index[r], :] += weight[r] · y[r, :] for r = 0, 1, .. index.length − 1 in that order, y [index.length, cols]
+   * (the weighted combine of expert outputs: DeepEP's combine within one rank). Each update is
+   * computed as JS arithmetic on Float32Arrays does it: the product exact in float64, the sum rounded
+   * to float64 and stored as f32; so the bits do not depend on the backend or its thread split. Rows
+   * that share an index add up in r order. Returns out.
+   */
+  scatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): Float32Array;
 }
 
 export type OpName = keyof KernelOps;
-export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'allocGroupedWeight', 'groupedMatmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk'];
+export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'allocGroupedWeight', 'groupedMatmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk', 'gatherRows', 'scatterAddRows'];
 
 export interface BackendOptions {
   /** Worker threads to use (backends without threads ignore it). Default: 1. */

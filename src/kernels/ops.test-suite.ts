@@ -10,6 +10,7 @@ import {
 } from './api.ts';
 import './index.ts';
 import { mulberry32 } from '../tensor/random.ts';
+import { KernelShapeError } from './ref/ops.ts';
 
 /** What the suite needs of a backend: the ops, each returning its result or a promise of it (webgpu). */
 export type SuiteKernels = {
@@ -156,11 +157,14 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
         for (let g = 1; g < G; g++) contiguous.start[g] = contiguous.start[g - 1]! + counts[g - 1]!;
         const mMax = 4;
         const masked = { start: Int32Array.from({ length: G }, (_, g) => g * mMax), count: Int32Array.from([2, 0, 4, 1, 3]) };
-        for (const [layout, seg, m] of [['contiguous', contiguous, 11], ['masked', masked, G * mMax]] as const) {
+        // `out` in host memory, and in backend memory (where the wasm backend writes in place).
+        for (const [layout, seg, m, where] of [['contiguous', contiguous, 11, 'host'], ['masked', masked, G * mMax, 'host'],
+          ['contiguous', contiguous, 11, 'backend'], ['masked', masked, G * mMax, 'backend']] as const) {
           const x = randn(r, m * kk);
-          const out = new Float32Array(m * n).fill(Number.NaN);
+          const out = where === 'host' ? new Float32Array(m * n) : (await k.allocWeight('f32', m, n)).data as Float32Array;
+          out.fill(Number.NaN);
           const got = await k.groupedMatmul(x, m, w, seg, out);
-          assert.equal(got, out, 'out is honoured');
+          assert.equal(got, out, `out (${where}) is honoured`);
           const groupOf = new Int32Array(m).fill(-1);
           for (let g = 0; g < G; g++) groupOf.fill(g, seg.start[g]!, seg.start[g]! + seg.count[g]!);
           for (let i = 0; i < m; i++) {
@@ -291,6 +295,70 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       assert.deepEqual(Array.from(got.indices.subarray(0, 3)), [5, 9, 40]);
       const all = await k.topk(new Float32Array([1, 3, 2]), 1, 3, 3);
       assert.deepEqual(Array.from(all.indices), [1, 2, 0]);
+    });
+
+    // Small shapes run on one thread; [600, 523] and [310, 1027] (over the wasm pool's 2^18 threshold,
+    // columns not a multiple of 4) are split across threads.
+    const rowShapes: [number, number, number][] = [[5, 13, 11], [40, 64, 123], [600, 523, 900], [310, 1027, 620]];
+
+    it('gatherRows copies the indexed rows exactly (repeats allowed; into host or backend memory)', async (t) => {
+      if (skip('gatherRows')) return t.skip('not native');
+      const r = rng(19);
+      for (const [rows, cols, n] of rowShapes) {
+        const x = randn(r, rows * cols);
+        const index = Int32Array.from({ length: n }, (_, i) => (i === 1 ? rows - 1 : Math.floor(r() * rows)));
+        index[2] = index[0]!; // a repeated row
+        const want = new Float32Array(n * cols);
+        for (let i = 0; i < n; i++) for (let c = 0; c < cols; c++) want[i * cols + c] = x[index[i]! * cols + c]!;
+        assert.deepEqual(await k.gatherRows(x, cols, index), want, `[${rows}, ${cols}] x ${n}`);
+        const host = new Float32Array(n * cols);
+        assert.equal(await k.gatherRows(x, cols, index, host), host);
+        assert.deepEqual(host, want);
+        const dev = (await k.allocWeight('f32', n, cols)).data as Float32Array;
+        assert.equal(await k.gatherRows(x, cols, index, dev), dev);
+        assert.deepEqual(dev, want);
+      }
+      assert.equal((await k.gatherRows(new Float32Array(6), 3, new Int32Array(0))).length, 0);
+      await assert.rejects(async () => k.gatherRows(new Float32Array(6), 3, Int32Array.of(0, 2)), KernelShapeError);
+      await assert.rejects(async () => k.gatherRows(new Float32Array(6), 3, Int32Array.of(-1)), KernelShapeError);
+      await assert.rejects(async () => k.gatherRows(new Float32Array(7), 3, Int32Array.of(0)), KernelShapeError);
+      await assert.rejects(async () => k.gatherRows(new Float32Array(6), 3, Int32Array.of(0), new Float32Array(4)), KernelShapeError);
+    });
+
+    it('scatterAddRows adds weighted rows in order, each step rounded from float64 (bit-exact; host or backend out)', async (t) => {
+      if (skip('scatterAddRows')) return t.skip('not native');
+      const r = rng(23);
+      for (const [rows, cols, n] of rowShapes) {
+        const y = randn(r, n * cols);
+        const weight = randn(r, n);
+        // Few destination rows, so most receive several rows whose order matters for the bits.
+        const dst = Math.max(2, rows >> 3);
+        const index = Int32Array.from({ length: n }, () => Math.floor(r() * dst));
+        const init = randn(r, dst * cols);
+        const want = Float32Array.from(init);
+        const f32only = Float32Array.from(init);
+        for (let i = 0; i < n; i++) {
+          const o = index[i]! * cols, w = weight[i]!;
+          for (let c = 0; c < cols; c++) {
+            want[o + c] = want[o + c]! + w * y[i * cols + c]!; // float64 sum of an exact product, then f32
+            f32only[o + c] = Math.fround(f32only[o + c]! + Math.fround(w * y[i * cols + c]!));
+          }
+        }
+        // The check can tell the stated rounding from f32 arithmetic.
+        assert.notDeepEqual(f32only, want);
+        const host = Float32Array.from(init);
+        assert.equal(await k.scatterAddRows(y, cols, index, weight, host), host);
+        assert.deepEqual(host, want, `[${dst}, ${cols}] += ${n} rows`);
+        const dev = (await k.allocWeight('f32', dst, cols)).data as Float32Array;
+        dev.set(init);
+        assert.equal(await k.scatterAddRows(y, cols, index, weight, dev), dev);
+        assert.deepEqual(dev, want, `[${dst}, ${cols}] += ${n} rows, backend out`);
+      }
+      const out = new Float32Array(6);
+      await assert.rejects(async () => k.scatterAddRows(new Float32Array(3), 3, Int32Array.of(2), new Float32Array(1), out), KernelShapeError);
+      await assert.rejects(async () => k.scatterAddRows(new Float32Array(3), 3, Int32Array.of(0), new Float32Array(2), out), KernelShapeError);
+      await assert.rejects(async () => k.scatterAddRows(new Float32Array(4), 3, Int32Array.of(0), new Float32Array(1), out), KernelShapeError);
+      assert.deepEqual(out, new Float32Array(6), 'refused calls leave out untouched');
     });
   });
 }

@@ -7,6 +7,7 @@
 import { groupSlice, type GroupSegments, type Kernels } from '../kernels/api.ts';
 import type { DeepseekConfig } from './config.ts';
 import type { ExpertWeights, MlpWeights, MoeWeights } from './weight-map.ts';
+import { Workspace } from './workspace.ts';
 
 export interface Routing {
   /** [T, k] expert ids, in descending order of the choice score (biased for noaux_tc). */
@@ -164,25 +165,45 @@ function loadedExperts(ctx: MoeContext, layer: number): ExpertWeights {
   return w.experts;
 }
 
+/** Per grouped row r: the token it reads (order[r] / k) and its routing weight (wts[order[r]]). */
+export function expertRows(plan: ExpertPlan, wts: Float32Array, K: number): { token: Int32Array; weight: Float32Array } {
+  const token = new Int32Array(plan.rows), weight = new Float32Array(plan.rows);
+  for (let r = 0; r < plan.rows; r++) {
+    const a = plan.order[r]!;
+    token[r] = (a / K) | 0;
+    weight[r] = wts[a]!;
+  }
+  return { token, weight };
+}
+
 /**
  * The default executor: groups the (token, slot) pairs by expert and runs each projection of ALL
  * experts as one grouped product over the stacked weights (gate, up, siluMul, down: three grouped
- * kernel calls per layer whatever the number of active experts), then scatters the weighted outputs.
+ * kernel calls per layer whatever the number of active experts), then adds the weighted outputs into
+ * [T, H]. The gather and the combine are kernel ops too (gatherRows, scatterAddRows: on the wasm pool,
+ * in place), and every intermediate lives in a workspace in backend memory, so nothing is staged or
+ * copied out between the five calls. Returns a workspace buffer: valid until this executor's next run.
  */
-export const localMoeExecutor: MoeExecutorFactory = (ctx) => ({
-  run(layer, x, T, idx, wts) {
-    const ex = loadedExperts(ctx, layer);
-    const k = ctx.kernels;
-    const H = ctx.config.hidden_size;
-    const K = ctx.config.num_experts_per_tok!;
-    const plan = planByExpert(idx, T, K, ex.gate.groups);
-    const xs = gatherRows(plan, x, H, K);
-    const g = k.groupedMatmul(xs, plan.rows, ex.gate, plan.segments);
-    const u = k.groupedMatmul(xs, plan.rows, ex.up, plan.segments);
-    const y = k.groupedMatmul(k.siluMul(g, u, g), plan.rows, ex.down, plan.segments);
-    return scatterWeighted(plan, y, wts, T, H, K);
-  },
-});
+export const localMoeExecutor: MoeExecutorFactory = (ctx) => {
+  const ws = new Workspace(ctx.kernels);
+  return {
+    run(layer, x, T, idx, wts) {
+      const ex = loadedExperts(ctx, layer);
+      const k = ctx.kernels;
+      const H = ctx.config.hidden_size;
+      const K = ctx.config.num_experts_per_tok!;
+      const I = ex.gate.rows;
+      const plan = planByExpert(idx, T, K, ex.gate.groups);
+      const R = plan.rows;
+      const { token, weight } = expertRows(plan, wts, K);
+      const xs = k.gatherRows(x, H, token, ws.get('xs', R * H));
+      const g = k.groupedMatmul(xs, R, ex.gate, plan.segments, ws.get('gate', R * I));
+      const u = k.groupedMatmul(xs, R, ex.up, plan.segments, ws.get('up', R * I));
+      const y = k.groupedMatmul(k.siluMul(g, u, g), R, ex.down, plan.segments, ws.get('down', R * H));
+      return k.scatterAddRows(y, H, token, weight, ws.get('out', T * H).fill(0));
+    },
+  };
+};
 
 /**
  * The reference executor (the oracle the grouped path is tested against): one expert at a time, each

@@ -258,4 +258,48 @@ export function topk(x: Float32Array, rows: number, cols: number, k: number): To
   return { indices, values };
 }
 
-export const refOps: KernelOps = { allocWeight, matmul, allocGroupedWeight, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk };
+/** Checks gatherRows' operands (shared by every CPU backend); returns the source row count. */
+export function checkGatherRows(x: Float32Array, cols: number, index: Int32Array, out: Float32Array | undefined): number {
+  if (!Number.isSafeInteger(cols) || cols < 0) throw new KernelShapeError('gatherRows', `bad column count ${cols}`);
+  if (cols === 0 ? x.length !== 0 : x.length % cols !== 0) throw new KernelShapeError('gatherRows', `x has length ${x.length}, not a multiple of ${cols} columns`);
+  const rows = cols === 0 ? 0 : x.length / cols;
+  if (out) need('gatherRows', 'out', out.length, index.length * cols);
+  checkRowIndex('gatherRows', index, rows, cols);
+  return rows;
+}
+
+/** Checks scatterAddRows' operands (shared by every CPU backend). */
+export function checkScatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): void {
+  if (!Number.isSafeInteger(cols) || cols < 0) throw new KernelShapeError('scatterAddRows', `bad column count ${cols}`);
+  need('scatterAddRows', 'y', y.length, index.length * cols);
+  need('scatterAddRows', 'weight', weight.length, index.length);
+  if (cols === 0 ? out.length !== 0 : out.length % cols !== 0) throw new KernelShapeError('scatterAddRows', `out has length ${out.length}, not a multiple of ${cols} columns`);
+  checkRowIndex('scatterAddRows', index, cols === 0 ? 0 : out.length / cols, cols);
+}
+
+function checkRowIndex(op: string, index: Int32Array, rows: number, cols: number): void {
+  if (cols === 0) return;
+  for (let r = 0; r < index.length; r++) {
+    const i = index[r]!;
+    if (!(i >= 0 && i < rows)) throw new KernelShapeError(op, `index[${r}] = ${i} outside [0, ${rows})`);
+  }
+}
+
+export function gatherRows(x: Float32Array, cols: number, index: Int32Array, out?: Float32Array): Float32Array {
+  checkGatherRows(x, cols, index, out);
+  const y = dest('gatherRows', out, index.length * cols);
+  for (let r = 0; r < index.length; r++) y.set(x.subarray(index[r]! * cols, (index[r]! + 1) * cols), r * cols);
+  return y;
+}
+
+export function scatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): Float32Array {
+  checkScatterAddRows(y, cols, index, weight, out);
+  for (let r = 0; r < index.length; r++) {
+    const o = index[r]! * cols, w = weight[r]!;
+    // JS arithmetic is float64: w·y is exact, the sum rounds once there and once more on the f32 store.
+    for (let j = 0; j < cols; j++) out[o + j] = out[o + j]! + w * y[r * cols + j]!;
+  }
+  return out;
+}
+
+export const refOps: KernelOps = { allocWeight, matmul, allocGroupedWeight, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk, gatherRows, scatterAddRows };

@@ -5,7 +5,7 @@
 // results copied out (into `out` when given, else one fresh array). matmul splits output
 // features across threads; the cheap row ops run on the calling thread.
 import { FP8_BLOCK, type GroupedWeight, type GroupSegments, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
-import { KernelShapeError, checkGroupedMatmul, groupedSizes, need } from '../ref/ops.ts';
+import { KernelShapeError, checkGatherRows, checkGroupedMatmul, checkScatterAddRows, groupedSizes, need } from '../ref/ops.ts';
 import { ALIGN, ScratchArena, type WasmHeap } from './heap.ts';
 import { KIND_BF16, KIND_F32, KIND_FP8, runGemm } from './matmul.ts';
 import { copyRunRows, runGroupedGemm } from './grouped.ts';
@@ -81,7 +81,7 @@ export class WasmMemoryOps implements KernelOps {
    * tens of microseconds), else split evenly across the pool. Rows are independent, so the bits do not
    * depend on the split.
    */
-  private rowsOnPool(fn: 'rmsNorm' | 'siluMul', rows: number, cost: number, args: (r0: number, r1: number) => number[]): void {
+  private rowsOnPool(fn: 'rmsNorm' | 'siluMul' | 'gatherRows', rows: number, cost: number, args: (r0: number, r1: number) => number[]): void {
     const parts = cost < ROW_OP_PARALLEL_MIN ? 1 : Math.min(this.runtime.threads, rows);
     if (parts <= 1) { this.k[fn]!(...args(0, rows)); return; }
     const chunk = Math.ceil(rows / parts);
@@ -152,17 +152,22 @@ export class WasmMemoryOps implements KernelOps {
     const y = out ?? new Float32Array(m * N);
     if (runs.length === 0) return y.fill(0);
     const fp8 = w.dtype === 'fp8';
-    const yb = al(m * N * 4), xb = this.foreign(x), wb = this.foreign(w.data), sb = fp8 ? this.foreign(w.scaleInv) : 0;
+    let covered = 0;
+    for (const r of runs) covered += r.len;
+    // An `out` in this memory is written in place (rows in no segment zeroed first), else the product
+    // goes to scratch and is copied out.
+    const inPlace = this.direct(out, false, x);
+    if (inPlace && covered < m) out.fill(0);
+    const yb = inPlace ? 0 : al(m * N * 4), xb = this.foreign(x), wb = this.foreign(w.data), sb = fp8 ? this.foreign(w.scaleInv) : 0;
     const base = this.scratch.acquire(yb + xb + wb + sb);
     try {
       runGroupedGemm(this.runtime, {
         kind: w.dtype === 'f32' ? KIND_F32 : w.dtype === 'bf16' ? KIND_BF16 : KIND_FP8,
         x: this.stage(x, base + yb), m, k: K, w: this.stage(w.data, base + yb + xb),
-        scales: fp8 ? this.stage(w.scaleInv, base + yb + xb + wb) : 0, aScales: 0, y: base, n: N, runs,
+        scales: fp8 ? this.stage(w.scaleInv, base + yb + xb + wb) : 0, aScales: 0, y: inPlace ? out.byteOffset : base, n: N, runs,
       });
+      if (inPlace) return out;
       const F = this.heap.F32, i = base >>> 2;
-      let covered = 0;
-      for (const r of runs) covered += r.len;
       if (covered === m) {
         y.set(F.subarray(i, i + m * N));
       } else {
@@ -250,6 +255,54 @@ export class WasmMemoryOps implements KernelOps {
     try {
       this.k.topk!(this.stage(x, base + 2 * ob), rows, cols, k, base, base + ob);
       return { indices: this.heap.i32(base, rows * k).slice(), values: this.heap.F32.slice((base + ob) >>> 2, ((base + ob) >>> 2) + rows * k) };
+    } finally {
+      this.scratch.release(base);
+    }
+  }
+
+  /** Rows split across the pool when large (a plain copy per row: the bits do not depend on the split). */
+  gatherRows(x: Float32Array, cols: number, index: Int32Array, out?: Float32Array): Float32Array {
+    checkGatherRows(x, cols, index, out);
+    const rows = index.length, n = rows * cols;
+    if (n === 0) return out ?? new Float32Array(0);
+    const inPlace = this.direct(out, false, x);
+    const yb = inPlace ? 0 : al(n * 4), xb = this.foreign(x);
+    const base = this.scratch.acquire(yb + xb + this.foreign(index));
+    try {
+      const xp = this.stage(x, base + yb), ip = this.stage(index, base + yb + xb), yp = inPlace ? out.byteOffset : base;
+      this.rowsOnPool('gatherRows', rows, n, (r0, r1) => [xp, cols, ip, yp, r0, r1]);
+      return inPlace ? out : this.takeOut(base, n, out);
+    } finally {
+      this.scratch.release(base);
+    }
+  }
+
+  /**
+   * Columns split across the pool when large (multiples of 4 floats): every thread adds all rows of
+   * its columns in order, so the bits are the reference's whatever the split.
+   */
+  scatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): Float32Array {
+    checkScatterAddRows(y, cols, index, weight, out);
+    const rows = index.length;
+    if (rows === 0 || cols === 0) return out;
+    const inPlace = this.direct(out as Float32Array | undefined, false, y); // (out is never undefined here)
+    const ob = inPlace ? 0 : al(out.byteLength), yb = this.foreign(y), ib = this.foreign(index);
+    const base = this.scratch.acquire(ob + yb + ib + this.foreign(weight));
+    try {
+      const op = inPlace ? out.byteOffset : base;
+      if (!inPlace) this.heap.F32.set(out, base >>> 2);
+      const yp = this.stage(y, base + ob), ip = this.stage(index, base + ob + yb), wp = this.stage(weight, base + ob + yb + ib);
+      const parts = rows * cols < ROW_OP_PARALLEL_MIN ? 1 : Math.min(this.runtime.threads, Math.ceil(cols / 4));
+      if (parts <= 1) this.k.scatterAddRows!(yp, cols, ip, wp, op, rows, 0, cols);
+      else {
+        const chunk = Math.ceil(cols / parts / 4) * 4;
+        this.runtime.pool.run('kernels', 'scatterAddRows', (t) => {
+          const c0 = t * chunk, c1 = Math.min(cols, c0 + chunk);
+          return c0 < c1 ? [yp, cols, ip, wp, op, rows, c0, c1] : null;
+        });
+      }
+      if (!inPlace) out.set(this.heap.F32.subarray(base >>> 2, (base >>> 2) + out.length));
+      return out;
     } finally {
       this.scratch.release(base);
     }

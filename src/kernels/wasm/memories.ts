@@ -182,6 +182,14 @@ export class WasmOps implements KernelOps {
     return this.home(x).topk(x, rows, cols, k);
   }
 
+  gatherRows(x: Float32Array, cols: number, index: Int32Array, out?: Float32Array): Float32Array {
+    return this.home(out ?? x).gatherRows(x, cols, index, out);
+  }
+
+  scatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): Float32Array {
+    return this.home(out).scatterAddRows(y, cols, index, weight, out);
+  }
+
   async dispose(): Promise<void> {
     await Promise.all(this.memories.map((m) => m.dispose()));
   }

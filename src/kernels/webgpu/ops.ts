@@ -14,7 +14,7 @@ import { closeDevice, getDevice } from './device.ts';
 import { emptyStorage, releaseResident, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { groupedWeightGemmNt, weightMatrixGemmNt } from './deepgemm.ts';
 // Shape errors and weight allocation are the ref backend's, so every backend rejects bad input alike.
-import { allocGroupedWeight, allocWeight, checkGroupedMatmul, KernelShapeError } from '../ref/ops.ts';
+import { allocGroupedWeight, allocWeight, checkGroupedMatmul, gatherRows, KernelShapeError, scatterAddRows } from '../ref/ops.ts';
 import { getPipeline, runPasses } from './pipelines.ts';
 import { ELEM_WG, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
 import { grid } from './wgsl.ts';
@@ -198,6 +198,11 @@ export async function loadWebGpuBackend(): Promise<WebGpuBackend> {
     allocWeight: async (dtype, rows, cols) => allocWeight(dtype, rows, cols),
     allocGroupedWeight: async (dtype, groups, rows, cols) => allocGroupedWeight(dtype, groups, rows, cols),
     matmul, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk,
+    // Row moves between host arrays: an upload and a download would cost more than the move itself, so
+    // these run on the CPU (ref's code). The GPU forward keeps its rows on the GPU and uses resident.ts's
+    // gatherRows / combineExperts instead.
+    gatherRows: async (x, cols, index, out) => gatherRows(x, cols, index, out),
+    scatterAddRows: async (y, cols, index, weight, out) => scatterAddRows(y, cols, index, weight, out),
     async releaseWeight(w) {
       const ctx = await getDevice();
       releaseResident(ctx, w.data);

@@ -158,3 +158,38 @@ export function readBytes(src: usize, i0: i32, i1: i32): i32 {
   for (let p = p0 + n, e = src + <usize>i1; p < e; p++) r += <i32>load<u8>(p);
   return r;
 }
+
+/** out[r, :] = x[index[r], :] for rows r in [r0, r1) of the gather; rows of `cols` f32, index i32. */
+export function gatherRows(x: usize, cols: i32, index: usize, out: usize, r0: i32, r1: i32): void {
+  const row = <usize>cols * 4;
+  for (let r = r0; r < r1; r++) {
+    memory.copy(out + <usize>r * row, x + <usize>load<i32>(index + <usize>r * 4) * row, row);
+  }
+}
+
+/**
+ * out[index[r], c] += weight[r] · y[r, c] for r = 0 .. rows − 1 in order and columns c in [c0, c1):
+ * in f64 (the product of two f32 is exact there), the sum rounded to f64 and then to f32, as JS
+ * arithmetic on Float32Arrays does, so every split of the columns gives the reference's bits.
+ */
+export function scatterAddRows(y: usize, cols: i32, index: usize, weight: usize, out: usize, rows: i32, c0: i32, c1: i32): void {
+  const row = <usize>cols * 4;
+  const full = c0 + ((c1 - c0) & ~3);
+  for (let r = 0; r < rows; r++) {
+    const yr = y + <usize>r * row, orow = out + <usize>load<i32>(index + <usize>r * 4) * row;
+    const w = <f64>load<f32>(weight + <usize>r * 4);
+    const wv = f64x2.splat(w);
+    for (let c = c0; c < full; c += 4) {
+      const o = <usize>c * 4;
+      const v = v128.load(yr + o), a = v128.load(orow + o);
+      const lo = f64x2.add(f64x2.promote_low_f32x4(a), f64x2.mul(f64x2.promote_low_f32x4(v), wv));
+      const hi = f64x2.add(f64x2.promote_low_f32x4(i32x4.shuffle(a, a, 2, 3, 0, 1)),
+        f64x2.mul(f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1)), wv));
+      v128.store(orow + o, i32x4.shuffle(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5));
+    }
+    for (let c = full; c < c1; c++) {
+      const o = <usize>c * 4;
+      store<f32>(orow + o, <f32>(<f64>load<f32>(orow + o) + w * <f64>load<f32>(yr + o)));
+    }
+  }
+}
