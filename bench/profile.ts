@@ -1,6 +1,6 @@
 // `npm run bench -- profile --model DIR [--quantize fp8] [--threads 2] [--prompt 512] [--decode 32] [--reps 3] [--batch B] [--json]`
 // Where a forward's wall time goes, per kernel op: wraps the backend's ops (matmul by weight shape,
-// groupedMatmul, rmsNorm, rope, siluMul, topk, softmax, gatherRows, scatterAddRows) and the FlashMLA kernel with timers, then runs
+// groupedMatmul, rmsNorm, rope, siluMul, topk, softmax, gatherRows, scatterAddRows, copyStrided) and the FlashMLA kernel with timers, then runs
 // the forward bench's protocol (bench/forward.ts: a P-token prefill on an empty cache, D greedy decode
 // steps after ids[0]). Rows: milliseconds per prefill / per decode token of each op (medians over
 // --reps), and "other" = forward wall time not inside any op (JS glue: embedding, gathers, routing,
@@ -22,7 +22,7 @@ function wrapKernels(k: Kernels, acc: { cur: Acc }): void {
   const add = (name: string, t0: number): void => { const a = acc.cur; a.set(name, (a.get(name) ?? 0) + performance.now() - t0); };
   const shape = (w: WeightMatrix | GroupedWeight): string => `${w.dtype} ${w.rows}x${w.cols}`;
   const o = k as unknown as Record<string, (...a: unknown[]) => unknown>;
-  for (const op of ['matmul', 'groupedMatmul', 'rmsNorm', 'rope', 'siluMul', 'topk', 'softmax', 'gatherRows', 'scatterAddRows'] as const) {
+  for (const op of ['matmul', 'groupedMatmul', 'rmsNorm', 'rope', 'siluMul', 'topk', 'softmax', 'gatherRows', 'scatterAddRows', 'copyStrided'] as const) {
     const f = o[op]!.bind(k);
     o[op] = (...a: unknown[]) => {
       const t0 = performance.now();

@@ -125,10 +125,24 @@ export interface KernelOps {
    * that share an index add up in r order. Returns out.
    */
   scatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): Float32Array;
+  /**
+   * A strided block copy (a 3-D memcpy, as for changing a tensor's layout): for i < shape[0],
+   * j < shape[1], c < shape[2]: dst[d.offset + i·d.strides[0] + j·d.strides[1] + c] =
+   * src[s.offset + i·s.strides[0] + j·s.strides[1] + c]. Offsets and strides are non-negative integers
+   * (a stride of 0 repeats a row); both spans must lie inside their arrays and must not overlap when
+   * src and dst share a buffer. dst's other elements are left as they are.
+   */
+  copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void;
+}
+
+/** Where a copyStrided operand starts and how its two outer dimensions step (in elements). */
+export interface StridedAt {
+  readonly offset: number;
+  readonly strides: readonly [number, number];
 }
 
 export type OpName = keyof KernelOps;
-export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'allocGroupedWeight', 'groupedMatmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk', 'gatherRows', 'scatterAddRows'];
+export const OP_NAMES: readonly OpName[] = ['allocWeight', 'matmul', 'allocGroupedWeight', 'groupedMatmul', 'rmsNorm', 'rope', 'softmax', 'siluMul', 'topk', 'gatherRows', 'scatterAddRows', 'copyStrided'];
 
 export interface BackendOptions {
   /** Worker threads to use (backends without threads ignore it). Default: 1. */

@@ -360,5 +360,47 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       await assert.rejects(async () => k.scatterAddRows(new Float32Array(4), 3, Int32Array.of(0), new Float32Array(1), out), KernelShapeError);
       assert.deepEqual(out, new Float32Array(6), 'refused calls leave out untouched');
     });
+
+    it('copyStrided moves [n0, n1, len] blocks between strided layouts exactly, leaving the rest of dst alone', async (t) => {
+      if (skip('copyStrided')) return t.skip('not native');
+      const r = rng(29);
+      // [heads, positions, len] out of a [positions, heads, width] tensor and back (the decompressed MLA
+      // layouts), a stride-0 broadcast, and grids over the wasm pool's threshold.
+      const cases: { n: [number, number, number]; s: { offset: number; strides: [number, number] }; d: { offset: number; strides: [number, number] } }[] = [
+        { n: [4, 9, 5], s: { offset: 3, strides: [8, 32] }, d: { offset: 2, strides: [9 * 7, 7] } },
+        { n: [4, 9, 5], s: { offset: 0, strides: [9 * 5, 5] }, d: { offset: 1, strides: [6, 24] } },
+        { n: [3, 11, 6], s: { offset: 0, strides: [0, 6] }, d: { offset: 0, strides: [11 * 6, 6] } },
+        { n: [16, 300, 128], s: { offset: 128, strides: [256, 16 * 256] }, d: { offset: 0, strides: [320 * 300, 320] } },
+        { n: [16, 257, 67], s: { offset: 5, strides: [67, 16 * 67] }, d: { offset: 64, strides: [257 * 140, 140] } },
+      ];
+      for (const [where, c] of cases.flatMap((c) => [['host', c], ['backend', c]] as const)) {
+        const [n0, n1, len] = c.n;
+        const sLen = c.s.offset + (n0 - 1) * c.s.strides[0] + (n1 - 1) * c.s.strides[1] + len + 3;
+        const dLen = c.d.offset + (n0 - 1) * c.d.strides[0] + (n1 - 1) * c.d.strides[1] + len + 2;
+        let src: Float32Array, dst: Float32Array;
+        if (where === 'host') { src = randn(r, sLen); dst = new Float32Array(dLen); }
+        else {
+          // One backend buffer holding both (disjoint spans of the same memory).
+          const both = (await k.allocWeight('f32', 1, sLen + dLen)).data as Float32Array;
+          src = both.subarray(0, sLen); src.set(randn(r, sLen));
+          dst = both.subarray(sLen);
+        }
+        dst.fill(-7);
+        const want = Float32Array.from(dst);
+        for (let i = 0; i < n0; i++) for (let j = 0; j < n1; j++) for (let q = 0; q < len; q++) {
+          want[c.d.offset + i * c.d.strides[0] + j * c.d.strides[1] + q] = src[c.s.offset + i * c.s.strides[0] + j * c.s.strides[1] + q]!;
+        }
+        await k.copyStrided(src, c.s, dst, c.d, c.n);
+        assert.deepEqual(dst, want, `${where} [${c.n.join(', ')}]`);
+      }
+      const src = new Float32Array(40), dst = new Float32Array(40).fill(1);
+      const at = (offset: number, s0: number, s1: number) => ({ offset, strides: [s0, s1] as [number, number] });
+      await assert.rejects(async () => k.copyStrided(src, at(0, 10, 2), dst, at(0, 10, 2), [4, 5, 3]), KernelShapeError); // src span 41 > 40
+      await assert.rejects(async () => k.copyStrided(src, at(0, 10, 2), dst, at(-1, 10, 2), [2, 2, 2]), KernelShapeError);
+      await assert.rejects(async () => k.copyStrided(src, at(0, 10, 2.5), dst, at(0, 10, 2), [2, 2, 2]), KernelShapeError);
+      await assert.rejects(async () => k.copyStrided(src.subarray(0, 30), at(0, 10, 2), src.subarray(10), at(0, 5, 2), [2, 2, 2]), KernelShapeError); // overlap
+      assert.deepEqual(dst, new Float32Array(40).fill(1), 'refused calls leave dst untouched');
+      await k.copyStrided(src, at(0, 1, 1), dst, at(0, 1, 1), [0, 5, 5]); // empty grid: nothing to do
+    });
   });
 }

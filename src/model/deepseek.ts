@@ -403,7 +403,8 @@ export class DeepseekModel {
       o = naiveAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale);
     } else if (prefersDecompressed(seqs)) {
       // Long prefills: the same attention decompressed (MHA through FlashMLA), a fraction of the work.
-      o = decompressedAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale, this.#mla, ws.get('o', T * Hd * vDim));
+      o = decompressedAttention(k, q, seqs, cache, l, Hd, nope, rope, vDim, a.kvB, this.#scale, this.#mla, ws.get('o', T * Hd * vDim),
+        (name, n) => ws.get(name, n));
     } else {
       // q_lat = q_nope · W_UK(h) per head, next to q_pe: [T, Hd, R] (FlashMLA's q).
       const qf = ws.get('qf', T * Hd * R);

@@ -315,26 +315,10 @@ export function prefersDecompressed(seqs: readonly SeqSlice[]): boolean {
   return seqs.length > 0 && seqs.every((s) => s.numNew >= DECOMPRESS_MIN_NEW && s.numCached <= s.numNew);
 }
 
-/** Per FlashMLA kernel, the reused cache layer decompressedAttention lays K/V out in (grown as needed). */
-const decompressedLayers = new WeakMap<SyncFlashMlaKernel, KvCacheLayer>();
-/** Per FlashMLA kernel, the reused query buffer [heads, n, dQK] of decompressedAttention (grown as needed). */
-const decompressedQueries = new WeakMap<SyncFlashMlaKernel, Float32Array>();
-
-/**
- * Naive (decompressed) MLA through the FlashMLA kernel, for long prefills: K_nope and V of every position
- * of each sequence from kv_b_proj (one matmul over the cached latents), laid out as a paged cache, one
- * request per head, whose row for (position, head) is [v | k_nope | k_pe] (dQK = v + nope + rope, dV = v: FlashMLA
- * takes V as the first dV values of each key row), and queries [· | q_nope | q_pe] scored from column v on
- * (qkBegin = v: the query's first v values are never used); then FlashMLA with one request per head (MHA).
- * Per token pair and head this is (nope + rope) + v multiply-adds instead of the
- * absorbed form's (kv_lora + rope) + kv_lora (DeepSeek-V3 shapes: 320 vs 1088), and the per-head
- * absorption products go away; the decompression costs one [positions, kv_lora] x [kv_lora, heads·(nope + v)]
- * GEMM. Same mathematics as naiveAttention (f32 accumulation in the kernel's order instead of float64).
- * q [T, Hd, nope + rope]; writes out [T, Hd, v].
- */
 export function decompressedAttention(
   k: Kernels, q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number,
   nope: number, rope: number, vDim: number, kvB: WeightMatrix, scale: number, mla: SyncFlashMlaKernel, out: Float32Array,
+  scratch: (name: string, n: number) => Float32Array = (_, n) => new Float32Array(n),
 ): Float32Array {
   const R = cache.rowDim, kvLora = cache.kvLoraRank;
   const kc = cache.layers[layer]!;
@@ -342,60 +326,39 @@ export function decompressedAttention(
   let t0 = 0;
   for (const s of seqs) {
     const total = s.numCached + s.numNew;
-    const lat = new Float32Array(total * kvLora);
-    const kpe = new Float32Array(total * rope);
+    const lat = scratch('decLat', total * kvLora);
+    const kpe = scratch('decKpe', total * rope);
     for (let p = 0; p < total; p++) {
       const o = cache.rowOffset(s.blockTable, p);
       lat.set(kc.subarray(o, o + kvLora), p * kvLora);
       kpe.set(kc.subarray(o + kvLora, o + R), p * rope);
     }
-    const kv = k.matmul(lat, total, kvB); // [total, Hd, nope + v]
+    const kv = k.matmul(lat, total, kvB, scratch('decKv', total * heads * kvw)); // [total, Hd, nope + v]
     // One FlashMLA "request" per head (hKv = 1): head h's rows are contiguous (blocks h·nb ..), so a
     // key block is 64 consecutive rows (a 16-head interleave put consecutive keys 20 KB apart, a
-    // cache-set conflict per key). Queries [h][t][D], outputs [h][t][v].
+    // cache-set conflict per key). The layouts are kernel copies (copyStrided: in backend memory, on
+    // its threads); the rows of the last block past `total` are left as they are (FlashMLA reads keys
+    // < cache_seqlens only). Keys [h][position][D], queries [h][t][D], outputs [h][t][v].
     const nb = Math.ceil(total / CACHE_BLOCK_SIZE);
-    let kl = decompressedLayers.get(mla);
-    if (!kl || kl.numBlocks < heads * nb || kl.headDim !== D) {
-      kl = mla.allocCache ? mla.allocCache('f32', heads * nb, 1, D) : { dtype: 'f32', numBlocks: heads * nb, numKvHeads: 1, headDim: D, data: new Float32Array(heads * nb * CACHE_BLOCK_SIZE * D) };
-      decompressedLayers.set(mla, kl);
-    }
-    // Row copies by plain index loops: a subarray + set per 64-192 floats cost more (an object each)
-    // than the copy itself (16 heads x 3 pieces x every token, per layer).
-    const kd = kl.data as Float32Array;
-    for (let h = 0; h < heads; h++) {
-      const base = h * nb * CACHE_BLOCK_SIZE;
-      for (let p = 0; p < total; p++) {
-        const dst = (base + p) * D, src = (p * heads + h) * kvw, pe = p * rope;
-        for (let j = 0; j < vDim; j++) kd[dst + j] = kv[src + nope + j]!;
-        for (let j = 0; j < nope; j++) kd[dst + vDim + j] = kv[src + j]!;
-        for (let j = 0; j < rope; j++) kd[dst + vDim + nope + j] = kpe[pe + j]!;
-      }
-    }
+    const headRows = nb * CACHE_BLOCK_SIZE * D;
+    const kd = scratch('decK', heads * headRows);
+    const perHead = { offset: 0, strides: [headRows, D] } as const;
+    k.copyStrided(kv, { offset: nope, strides: [kvw, heads * kvw] }, kd, perHead, [heads, total, vDim]);
+    k.copyStrided(kv, { offset: 0, strides: [kvw, heads * kvw] }, kd, { ...perHead, offset: vDim }, [heads, total, nope]);
+    k.copyStrided(kpe, { offset: 0, strides: [0, rope] }, kd, { ...perHead, offset: vDim + nope }, [heads, total, rope]);
     const n = s.numNew;
-    // Each row's first vDim values are left as they are (stale or 0): qkBegin = vDim keeps them out.
-    let qbuf = decompressedQueries.get(mla);
-    if (!qbuf || qbuf.length < heads * n * D) decompressedQueries.set(mla, (qbuf = new Float32Array(heads * n * D)));
-    const qx = qbuf.subarray(0, heads * n * D);
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < n; i++) {
-        const src = ((t0 + i) * heads + h) * qk, dst = (h * n + i) * D + vDim;
-        for (let j = 0; j < qk; j++) qx[dst + j] = q[src + j]!;
-      }
-    }
+    // Each query row's first vDim values are left as they are (stale or 0): qkBegin = vDim keeps them out.
+    const qx = scratch('decQ', heads * n * D);
+    k.copyStrided(q, { offset: t0 * heads * qk, strides: [qk, heads * qk] }, qx, { offset: vDim, strides: [n * D, D] }, [heads, n, qk]);
+    const kl: KvCacheLayer = { dtype: 'f32', numBlocks: heads * nb, numKvHeads: 1, headDim: D, data: kd };
     const cacheSeqlens = new Int32Array(heads).fill(total);
     const blockTable = Int32Array.from({ length: heads * nb }, (_, i) => i);
     const meta = getMlaMetadata(cacheSeqlens, n, 1, mla.numParts(heads, n, 1, 1));
-    const r = mla.flashMlaWithKvcache({
+    const ro = mla.flashMlaWithKvcache({
       q: qx, batch: heads, seqLenQ: n, numHeadsQ: 1, kCache: kl, blockTable, cacheSeqlens, dV: vDim, qkBegin: vDim, meta,
-      softmaxScale: scale, causal: true,
-    });
-    const ro = r.out;
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < n; i++) {
-        const src = (h * n + i) * vDim, dst = ((t0 + i) * heads + h) * vDim;
-        for (let j = 0; j < vDim; j++) out[dst + j] = ro[src + j]!;
-      }
-    }
+      softmaxScale: scale, causal: true, out: scratch('decO', heads * n * vDim),
+    }).out;
+    k.copyStrided(ro, { offset: 0, strides: [n * vDim, vDim] }, out, { offset: t0 * heads * vDim, strides: [vDim, heads * vDim] }, [heads, n, vDim]);
     t0 += n;
   }
   return out;

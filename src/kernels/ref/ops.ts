@@ -6,7 +6,7 @@
 // (weight[i, j] = e4m3fn(q[i, j]) * scale_inv[i // 128, j // 128]).
 import { FP8_E4M3_TABLE } from '../../tensor/dtypes.ts';
 import {
-  FP8_BLOCK, groupSlice, type GroupedWeight, type GroupSegments, type KernelOps, type TopK, type WeightDType, type WeightMatrix,
+  FP8_BLOCK, groupSlice, type GroupedWeight, type GroupSegments, type KernelOps, type StridedAt, type TopK, type WeightDType, type WeightMatrix,
 } from '../api.ts';
 
 export class KernelShapeError extends Error {
@@ -302,4 +302,43 @@ export function scatterAddRows(y: Float32Array, cols: number, index: Int32Array,
   return out;
 }
 
-export const refOps: KernelOps = { allocWeight, matmul, allocGroupedWeight, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk, gatherRows, scatterAddRows };
+/**
+ * Checks copyStrided's operands (shared by every CPU backend); returns the element spans [first, end)
+ * of src and dst it touches (empty when the shape has no element).
+ */
+export function checkCopyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): { src: [number, number]; dst: [number, number] } {
+  const bad = (v: number) => !Number.isSafeInteger(v) || v < 0;
+  if (shape.length !== 3 || shape.some(bad)) throw new KernelShapeError('copyStrided', `bad shape [${shape.join(', ')}]`);
+  for (const [name, at] of [['src', s], ['dst', d]] as const) {
+    if (bad(at.offset) || at.strides.length !== 2 || at.strides.some(bad)) {
+      throw new KernelShapeError('copyStrided', `bad ${name} offset/strides ${at.offset}/[${at.strides.join(', ')}]`);
+    }
+  }
+  const [n0, n1, len] = shape;
+  if (n0 === 0 || n1 === 0 || len === 0) return { src: [0, 0], dst: [0, 0] };
+  const span = (at: StridedAt, n: number, name: string): [number, number] => {
+    const end = at.offset + (n0 - 1) * at.strides[0] + (n1 - 1) * at.strides[1] + len;
+    if (end > n) throw new KernelShapeError('copyStrided', `${name} span ends at ${end}, past its length ${n}`);
+    return [at.offset, end];
+  };
+  const sp = span(s, src.length, 'src'), dp = span(d, dst.length, 'dst');
+  if (src.buffer === dst.buffer) {
+    const a0 = src.byteOffset + sp[0] * 4, a1 = src.byteOffset + sp[1] * 4;
+    const b0 = dst.byteOffset + dp[0] * 4, b1 = dst.byteOffset + dp[1] * 4;
+    if (a0 < b1 && b0 < a1) throw new KernelShapeError('copyStrided', 'src and dst spans overlap');
+  }
+  return { src: sp, dst: dp };
+}
+
+export function copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void {
+  checkCopyStrided(src, s, dst, d, shape);
+  const [n0, n1, len] = shape;
+  for (let i = 0; i < n0; i++) {
+    for (let j = 0; j < n1; j++) {
+      const so = s.offset + i * s.strides[0] + j * s.strides[1], doff = d.offset + i * d.strides[0] + j * d.strides[1];
+      for (let c = 0; c < len; c++) dst[doff + c] = src[so + c]!;
+    }
+  }
+}
+
+export const refOps: KernelOps = { allocWeight, matmul, allocGroupedWeight, groupedMatmul, rmsNorm, rope, softmax, siluMul, topk, gatherRows, scatterAddRows, copyStrided };

@@ -4,8 +4,8 @@
 // activations are staged into one reused scratch block (ScratchArena: no allocator work per op) and
 // results copied out (into `out` when given, else one fresh array). matmul splits output
 // features across threads; the cheap row ops run on the calling thread.
-import { FP8_BLOCK, type GroupedWeight, type GroupSegments, type KernelOps, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
-import { KernelShapeError, checkGatherRows, checkGroupedMatmul, checkScatterAddRows, groupedSizes, need } from '../ref/ops.ts';
+import { FP8_BLOCK, type GroupedWeight, type GroupSegments, type KernelOps, type StridedAt, type TopK, type WeightDType, type WeightMatrix } from '../api.ts';
+import { KernelShapeError, checkCopyStrided, checkGatherRows, checkGroupedMatmul, checkScatterAddRows, groupedSizes, need } from '../ref/ops.ts';
 import { ALIGN, ScratchArena, type WasmHeap } from './heap.ts';
 import { KIND_BF16, KIND_F32, KIND_FP8, runGemm } from './matmul.ts';
 import { copyRunRows, runGroupedGemm } from './grouped.ts';
@@ -303,6 +303,42 @@ export class WasmMemoryOps implements KernelOps {
       }
       if (!inPlace) out.set(this.heap.F32.subarray(base >>> 2, (base >>> 2) + out.length));
       return out;
+    } finally {
+      this.scratch.release(base);
+    }
+  }
+
+  /**
+   * In place when both spans live in this memory; a foreign src span is staged, a foreign dst span is
+   * staged in and copied back (so its untouched elements keep their values). Rows of the grid are
+   * split across the pool when large.
+   */
+  copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void {
+    const span = checkCopyStrided(src, s, dst, d, shape);
+    const [n0, n1, len] = shape;
+    if (n0 === 0 || n1 === 0 || len === 0) return;
+    const h = this.heap;
+    const srcIn = h.owns(src), dstIn = h.owns(dst);
+    const sView = src.subarray(span.src[0], span.src[1]), dView = dst.subarray(span.dst[0], span.dst[1]);
+    const sb = srcIn ? 0 : al(sView.byteLength);
+    const base = this.scratch.acquire(sb + (dstIn ? 0 : al(dView.byteLength)));
+    try {
+      const sp = srcIn ? sView.byteOffset : base;
+      if (!srcIn) h.F32.set(sView, sp >>> 2);
+      const dp = dstIn ? dView.byteOffset : base + sb;
+      if (!dstIn) h.F32.set(dView, dp >>> 2);
+      const rows = n0 * n1;
+      const args = (r0: number, r1: number) => [sp, s.strides[0], s.strides[1], dp, d.strides[0], d.strides[1], n1, len, r0, r1];
+      const parts = rows * len < ROW_OP_PARALLEL_MIN ? 1 : Math.min(this.runtime.threads, rows);
+      if (parts <= 1) this.k.copyStrided!(...args(0, rows));
+      else {
+        const chunk = Math.ceil(rows / parts);
+        this.runtime.pool.run('kernels', 'copyStrided', (t) => {
+          const r0 = t * chunk, r1 = Math.min(rows, r0 + chunk);
+          return r0 < r1 ? args(r0, r1) : null;
+        });
+      }
+      if (!dstIn) dView.set(h.F32.subarray(dp >>> 2, (dp >>> 2) + dView.length));
     } finally {
       this.scratch.release(base);
     }

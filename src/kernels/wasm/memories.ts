@@ -15,7 +15,7 @@
 // Memories are created ahead of loading (`reserve`, async: each starts its worker threads), because
 // allocWeight is synchronous. Threads: each memory has its own pool of `threads` participants; only
 // one op runs at a time, so idle pools sleep in Atomics.wait and cost no CPU.
-import type { GroupedWeight, GroupSegments, KernelOps, MemoryStats, TopK, WeightDType, WeightMatrix } from '../api.ts';
+import type { GroupedWeight, GroupSegments, KernelOps, MemoryStats, StridedAt, TopK, WeightDType, WeightMatrix } from '../api.ts';
 import { FP8_BLOCK } from '../api.ts';
 import { groupedSizes } from '../ref/ops.ts';
 import { WasmMemoryOps } from './backend.ts';
@@ -188,6 +188,10 @@ export class WasmOps implements KernelOps {
 
   scatterAddRows(y: Float32Array, cols: number, index: Int32Array, weight: Float32Array, out: Float32Array): Float32Array {
     return this.home(out).scatterAddRows(y, cols, index, weight, out);
+  }
+
+  copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void {
+    this.home(dst).copyStrided(src, s, dst, d, shape);
   }
 
   async dispose(): Promise<void> {

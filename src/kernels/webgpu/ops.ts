@@ -14,7 +14,7 @@ import { closeDevice, getDevice } from './device.ts';
 import { emptyStorage, releaseResident, uploadParams, uploadStorage, withTemps } from './buffers.ts';
 import { groupedWeightGemmNt, weightMatrixGemmNt } from './deepgemm.ts';
 // Shape errors and weight allocation are the ref backend's, so every backend rejects bad input alike.
-import { allocGroupedWeight, allocWeight, checkGroupedMatmul, gatherRows, KernelShapeError, scatterAddRows } from '../ref/ops.ts';
+import { allocGroupedWeight, allocWeight, checkGroupedMatmul, copyStrided, gatherRows, KernelShapeError, scatterAddRows } from '../ref/ops.ts';
 import { getPipeline, runPasses } from './pipelines.ts';
 import { ELEM_WG, rmsNormWgsl, ropeWgsl, siluMulWgsl, softmaxWgsl, topkWgsl } from './op-shaders.ts';
 import { grid } from './wgsl.ts';
@@ -203,6 +203,7 @@ export async function loadWebGpuBackend(): Promise<WebGpuBackend> {
     // gatherRows / combineExperts instead.
     gatherRows: async (x, cols, index, out) => gatherRows(x, cols, index, out),
     scatterAddRows: async (y, cols, index, weight, out) => scatterAddRows(y, cols, index, weight, out),
+    copyStrided: async (src, s, dst, d, shape) => copyStrided(src, s, dst, d, shape),
     async releaseWeight(w) {
       const ctx = await getDevice();
       releaseResident(ctx, w.data);

@@ -193,3 +193,15 @@ export function scatterAddRows(y: usize, cols: i32, index: usize, weight: usize,
     }
   }
 }
+
+/**
+ * Strided block copy, rows r in [r0, r1) of the n0 x n1 grid (i = r / n1, j = r % n1): `len` f32 from
+ * src + (i·s0 + j·s1)·4 to dst + (i·d0 + j·d1)·4 (src and dst point at their offsets; spans disjoint).
+ */
+export function copyStrided(src: usize, s0: i32, s1: i32, dst: usize, d0: i32, d1: i32, n1: i32, len: i32, r0: i32, r1: i32): void {
+  const bytes = <usize>len * 4;
+  for (let r = r0; r < r1; r++) {
+    const i = r / n1, j = r % n1;
+    memory.copy(dst + (<usize>i * <usize>d0 + <usize>j * <usize>d1) * 4, src + (<usize>i * <usize>s0 + <usize>j * <usize>s1) * 4, bytes);
+  }
+}
