@@ -420,13 +420,13 @@ export class DeepseekModel {
   /** Dense MLP, or MoE = routed experts (through the executor) + shared experts. Returns [T, H]. */
   #ffn(l: number, lw: LayerWeights, x: Float32Array, T: number, opts: ForwardOptions): Float32Array {
     const k = this.#k;
-    if (lw.dense) return mlp(k, lw.dense, x, T);
+    if (lw.dense) return mlp(k, lw.dense, x, T, this.#ws);
     const m = lw.moe!;
     const logits = k.matmul(x, T, m.router);
     const r = route(k, this.config, logits, T, m.bias);
     opts.onRouting?.(l, r.experts, r.weights);
     const y = this.#moe.run(l, x, T, r.experts, r.weights);
-    if (m.shared) addInPlace(y, mlp(k, m.shared, x, T));
+    if (m.shared) addInPlace(y, mlp(k, m.shared, x, T, this.#ws));
     return y;
   }
 }

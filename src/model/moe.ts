@@ -100,11 +100,15 @@ export interface MoeContext {
 
 export type MoeExecutorFactory = (ctx: MoeContext) => MoeExecutor;
 
-/** y[M, H] = down(silu(gate x) * up x). */
-export function mlp(k: Kernels, w: MlpWeights, x: Float32Array, m: number): Float32Array {
-  const g = k.matmul(x, m, w.gate);
-  const u = k.matmul(x, m, w.up);
-  return k.matmul(k.siluMul(g, u, g), m, w.down);
+/**
+ * y[M, H] = down(silu(gate x) * up x). With `ws`, the intermediates and y are its buffers (backend
+ * memory: written in place, nothing staged or copied out; y valid until the workspace's next `mlp*` use).
+ */
+export function mlp(k: Kernels, w: MlpWeights, x: Float32Array, m: number, ws?: Workspace): Float32Array {
+  const buf = (name: string, n: number) => ws?.get(name, n);
+  const g = k.matmul(x, m, w.gate, buf('mlpGate', m * w.gate.rows));
+  const u = k.matmul(x, m, w.up, buf('mlpUp', m * w.up.rows));
+  return k.matmul(k.siluMul(g, u, g), m, w.down, buf('mlpDown', m * w.down.rows));
 }
 
 /**
