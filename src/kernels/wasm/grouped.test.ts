@@ -118,7 +118,7 @@ describe('grouped products dispatch the wasm pool once', () => {
   const M = start[G - 1]! + count[G - 1]!;
 
   for (const dtype of ['bf16', 'fp8'] as const) {
-    it(`groupedMatmul ${dtype}: one gemmGrouped dispatch with both threads busy, equal to per-group matmuls`, () => {
+    it(`groupedMatmul ${dtype}: one gemmGroupedParts dispatch with both threads busy, equal to per-group matmuls`, () => {
       const r = mulberry32(31);
       const w = ops.allocGroupedWeight(dtype, G, N, K);
       if (w.dtype === 'bf16') for (let i = 0; i < w.data.length; i++) w.data[i] = 0x3c00 + Math.floor(r() * 0x300) + (r() < 0.5 ? 0x8000 : 0);
@@ -129,7 +129,7 @@ describe('grouped products dispatch the wasm pool once', () => {
       const x = randn(r, M * K);
       let y: Float32Array = new Float32Array(0);
       const calls = countDispatches(ops, () => { y = ops.groupedMatmul(x, M, w, { start, count }); });
-      assert.deepEqual(calls.map((c) => c.name), ['kernels.gemmGrouped']);
+      assert.deepEqual(calls.map((c) => c.name), ['kernels.gemmGroupedParts']);
       assert.equal(calls[0]!.busy, 2);
       // Against one reference matmul per group (f64 sums).
       const ax = x.map(Math.abs);
@@ -142,7 +142,7 @@ describe('grouped products dispatch the wasm pool once', () => {
     });
   }
 
-  it('DeepGEMM grouped (masked, weight-only FP8): one gemmGrouped dispatch with both threads busy, equal to the ref', () => {
+  it('DeepGEMM grouped (masked, weight-only FP8): one gemmGroupedParts dispatch with both threads busy, equal to the ref', () => {
     const r = mulberry32(32);
     const b = gemm.allocGroupedFp8(G, N, K);
     for (let i = 0; i < b.data.length; i++) b.data[i] = Math.floor(r() * 0x7e) | (r() < 0.5 ? 0x80 : 0);
@@ -151,7 +151,7 @@ describe('grouped products dispatch the wasm pool once', () => {
     const x = randn(r, G * mMax * K);
     let y: Float32Array = new Float32Array(0);
     const calls = countDispatches(gemm, () => { y = gemm.mGroupedFp8WeightGemmNtMasked(x, b, count, mMax); });
-    assert.deepEqual(calls.map((c) => c.name), ['kernels.gemmGrouped']);
+    assert.deepEqual(calls.map((c) => c.name), ['kernels.gemmGroupedParts']);
     assert.equal(calls[0]!.busy, 2);
     const want = refDeepGemm.mGroupedFp8WeightGemmNtMasked(x, b, count, mMax);
     const mag = refDeepGemm.mGroupedFp8WeightGemmNtMasked(x.map(Math.abs), { ...b, data: b.data.map((v) => v & 0x7f) }, count, mMax);

@@ -3,7 +3,7 @@
 // column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
 // tens of microseconds, so one per group would dominate MoE at decode sizes).
 // Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
-import { KIND_FP8, PARALLEL_MIN_MACS, panelFor, splitRows, type GemmArgs, type GemmKind } from './matmul.ts';
+import { CHUNKS_PER_PARTICIPANT, KIND_FP8, PARALLEL_MIN_MACS, chunkCounter, panelFor, splitRows, type GemmArgs, type GemmKind } from './matmul.ts';
 import type { WasmRuntime } from './runtime.ts';
 
 /** One used segment: rows [r0, r0 + len) use group g. */
@@ -74,7 +74,7 @@ export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
   for (const r of a.runs) macs += r.len * a.n * a.k;
   const parts = macs < PARALLEL_MIN_MACS ? 1 : rt.threads;
   const pieces = splitPaths(a.runs, a.kind);
-  const { items, bounds } = planGroupedItems(pieces, a.n, parts);
+  const { items, bounds } = planGroupedItems(pieces, a.n, parts === 1 ? 1 : parts * CHUNKS_PER_PARTICIPANT);
   const temps: number[] = [];
   const temp = (bytes: number): number => { const p = rt.heap.alloc(bytes); temps.push(p); return p; };
   try {
@@ -91,10 +91,18 @@ export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
     }
     const table = temp(items.byteLength);
     rt.heap.i32(table, items.length).set(items);
-    for (let t = 0; t < parts; t++) if (bounds[t + 1]! > bounds[t]!) panelFor(rt, t);
-    rt.pool.run('kernels', 'gemmGrouped', (t) => {
-      if (t >= parts || bounds[t + 1]! <= bounds[t]!) return null;
-      return [a.kind, a.x, xs, bmul, a.aScales, a.k, a.w, a.scales, a.y, a.n, table, bounds[t]!, bounds[t + 1]!, panelFor(rt, t)];
+    for (let t = 0; t < parts; t++) panelFor(rt, t);
+    if (parts === 1) {
+      kx.gemmGrouped!(a.kind, a.x, xs, bmul, a.aScales, a.k, a.w, a.scales, a.y, a.n, table, 0, bounds[1]!, panelFor(rt, 0));
+      return;
+    }
+    // CHUNKS_PER_PARTICIPANT parts per participant, taken at run time (gemmGroupedParts).
+    const bt = temp(bounds.length * 4);
+    rt.heap.i32(bt, bounds.length).set(bounds);
+    const nParts = bounds.length - 1, counter = chunkCounter(rt);
+    rt.pool.run('kernels', 'gemmGroupedParts', (t) => {
+      if (t >= parts) return null;
+      return [a.kind, a.x, xs, bmul, a.aScales, a.k, a.w, a.scales, a.y, a.n, table, bt, nParts, counter, panelFor(rt, t)];
     });
   } finally {
     for (const p of temps) rt.heap.free(p);

@@ -80,3 +80,40 @@ test('wasm matmul accepts weights and activations that live outside wasm memory'
     await ops.dispose();
   }
 });
+
+test('columns handed out at run time (gemmChunks, gemmGroupedParts) give the bits of one thread, with 2 and 3 threads', async () => {
+  const one = await WasmMemoryOps.create(1);
+  const many = [await WasmMemoryOps.create(2), await WasmMemoryOps.create(3)];
+  try {
+    for (const dtype of ['bf16', 'fp8', 'f32'] as const) {
+      // N = 1000: 2-3 participants x 4 chunks of 88-128 columns and a ragged last chunk.
+      const m = 37, n = 1000, k = 300;
+      const x = randn(m * k, 11);
+      const ref = fill(one, dtype, n, k, 12).w;
+      const want = one.matmul(x, m, ref);
+      const G = 6, count = Int32Array.of(9, 0, 20, 3, 14, 1), start = new Int32Array(G);
+      for (let g = 1; g < G; g++) start[g] = start[g - 1]! + count[g - 1]!;
+      const rows = start[G - 1]! + count[G - 1]!;
+      const gx = randn(rows * k, 13);
+      const gw1 = one.allocGroupedWeight(dtype, G, 200, k);
+      const fillGrouped = (w: typeof gw1): void => {
+        const src = randn(w.data.length, 14, 0.1);
+        if (w.dtype === 'f32') w.data.set(src);
+        else if (w.dtype === 'bf16') w.data.set(encodeBf16(src));
+        else { for (let i = 0; i < src.length; i++) w.data[i] = f32ToFp8e4m3(src[i]! * 40); w.scaleInv.fill(0.025); }
+      };
+      fillGrouped(gw1);
+      const gWant = one.groupedMatmul(gx, rows, gw1, { start, count });
+      for (const ops of many) {
+        const w = fill(ops, dtype, n, k, 12).w;
+        assert.deepEqual(ops.matmul(x, m, w), want, `${dtype} matmul, ${ops.runtime.threads} threads`);
+        const gw = ops.allocGroupedWeight(dtype, G, 200, k);
+        fillGrouped(gw);
+        assert.deepEqual(ops.groupedMatmul(gx, rows, gw, { start, count }), gWant, `${dtype} grouped, ${ops.runtime.threads} threads`);
+      }
+    }
+  } finally {
+    await one.dispose();
+    for (const ops of many) await ops.dispose();
+  }
+});

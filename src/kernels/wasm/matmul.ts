@@ -1,5 +1,6 @@
 // Drives the wasm matrix kernels (assembly/gemm.ts) on pointers into the shared memory: picks the
-// GEMV (M = 1) or packed-GEMM path and splits output columns N across the pool's participants.
+// GEMV (M = 1) or packed-GEMM path and splits output columns N across the pool's participants (the
+// GEMM in chunks the participants take at run time: gemmChunks).
 // Used by the `wasm` backend's matmul and by the wasm DeepGEMM port (grouped GEMMs call it per group).
 import type { WasmRuntime } from './runtime.ts';
 
@@ -28,6 +29,28 @@ export function panelFor(rt: WasmRuntime, t: number): number {
     panels.set(rt, p);
   }
   return p[t]!;
+}
+
+/**
+ * Work handed out at run time (gemmChunks, gemmGroupedParts): about this many chunks per participant,
+ * so a participant that runs slower (another process on its core, a late wake-up) takes fewer of them
+ * instead of making the others wait at the end of the op.
+ */
+export const CHUNKS_PER_PARTICIPANT = 8;
+
+/** Per runtime, the i32 the participants of a dynamically scheduled op count chunks with. */
+const counters = new WeakMap<WasmRuntime, number>();
+/** The runtime's chunk counter, zeroed (the pool's start of a run publishes the store to the workers). */
+export function chunkCounter(rt: WasmRuntime): number {
+  let p = counters.get(rt);
+  if (p === undefined) counters.set(rt, (p = rt.heap.alloc(64)));
+  rt.heap.i32(p, 1)[0] = 0;
+  return p;
+}
+
+/** Columns per dynamically scheduled GEMM chunk: a multiple of 8, at least one 64-column packing block. */
+export function chunkColumns(n: number, parts: number): number {
+  return Math.max(64, Math.ceil(n / (parts * CHUNKS_PER_PARTICIPANT) / 8) * 8);
 }
 
 export interface GemmArgs {
@@ -120,9 +143,10 @@ function runPath(rt: WasmRuntime, a: GemmArgs): void {
     return;
   }
   panelFor(rt, 0);
-  rt.pool.run('kernels', 'gemm', (t) => {
-    const r = per(t);
-    return r && [a.kind, a.x, a.m, a.k, a.w, a.scales, a.aScales, a.y, a.n, r[0], r[1], panelFor(rt, t)];
+  const chunk = chunkColumns(a.n, parts), counter = chunkCounter(rt);
+  rt.pool.run('kernels', 'gemmChunks', (t) => {
+    if (t >= parts) return null;
+    return [a.kind, a.x, a.m, a.k, a.w, a.scales, a.aScales, a.y, a.n, chunk, counter, panelFor(rt, t)];
   });
 }
 

@@ -546,3 +546,17 @@ export function gemm(kind: i32, x: usize, M: i32, K: i32, w: usize, sc: usize, s
     }
   }
 }
+
+/**
+ * gemm() over column chunks handed out at run time: each participant takes chunk c = counter++ (an i32
+ * at `counter`, zeroed by the caller), i.e. columns [c·chunk, min(N, (c+1)·chunk)), until none is left.
+ * A core that runs slower (another process on it, a late wake-up) takes fewer chunks instead of making
+ * the others wait. chunk is a multiple of 8; every column's bits are the same as with a static split.
+ */
+export function gemmChunks(kind: i32, x: usize, M: i32, K: i32, w: usize, sc: usize, sa: usize, y: usize, N: i32, chunk: i32, counter: usize, panel: usize): void {
+  while (true) {
+    const n0 = atomic.add<i32>(counter, 1) * chunk;
+    if (n0 >= N) break;
+    gemm(kind, x, M, K, w, sc, sa, y, N, n0, min(N, n0 + chunk), panel);
+  }
+}

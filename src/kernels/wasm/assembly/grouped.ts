@@ -41,3 +41,17 @@ export function gemmGrouped(kind: i32, x: usize, xs: usize, bmul: usize, sa: usi
     }
   }
 }
+
+/**
+ * gemmGrouped() over parts handed out at run time: each participant takes part p = counter++ (an i32 at
+ * `counter`, zeroed by the caller), items [bounds[p], bounds[p+1]) of the table (bounds: i32 [parts + 1]),
+ * until none is left; see gemmChunks in gemm.ts.
+ */
+export function gemmGroupedParts(kind: i32, x: usize, xs: usize, bmul: usize, sa: usize, K: i32, w: usize, sc: usize,
+  y: usize, N: i32, table: usize, bounds: usize, parts: i32, counter: usize, panel: usize): void {
+  while (true) {
+    const p = atomic.add<i32>(counter, 1);
+    if (p >= parts) break;
+    gemmGrouped(kind, x, xs, bmul, sa, K, w, sc, y, N, table, load<i32>(bounds + <usize>p * 4), load<i32>(bounds + <usize>p * 4 + 4), panel);
+  }
+}
