@@ -81,7 +81,7 @@ test('wasm matmul accepts weights and activations that live outside wasm memory'
   }
 });
 
-test('columns handed out at run time (gemmChunks, gemmGroupedParts) give the bits of one thread, with 2 and 3 threads', async () => {
+test('columns handed out at run time (gemmChunks, gemvChunks, gemmGroupedParts) give the bits of one thread, with 2 and 3 threads', async () => {
   const one = await WasmMemoryOps.create(1);
   const many = [await WasmMemoryOps.create(2), await WasmMemoryOps.create(3)];
   try {
@@ -91,6 +91,7 @@ test('columns handed out at run time (gemmChunks, gemmGroupedParts) give the bit
       const x = randn(m * k, 11);
       const ref = fill(one, dtype, n, k, 12).w;
       const want = one.matmul(x, m, ref);
+      const wantRow = one.matmul(x.subarray(0, k), 1, ref); // the GEMV path
       const G = 6, count = Int32Array.of(9, 0, 20, 3, 14, 1), start = new Int32Array(G);
       for (let g = 1; g < G; g++) start[g] = start[g - 1]! + count[g - 1]!;
       const rows = start[G - 1]! + count[G - 1]!;
@@ -107,6 +108,7 @@ test('columns handed out at run time (gemmChunks, gemmGroupedParts) give the bit
       for (const ops of many) {
         const w = fill(ops, dtype, n, k, 12).w;
         assert.deepEqual(ops.matmul(x, m, w), want, `${dtype} matmul, ${ops.runtime.threads} threads`);
+        assert.deepEqual(ops.matmul(x.subarray(0, k), 1, w), wantRow, `${dtype} GEMV, ${ops.runtime.threads} threads`);
         const gw = ops.allocGroupedWeight(dtype, G, 200, k);
         fillGrouped(gw);
         assert.deepEqual(ops.groupedMatmul(gx, rows, gw, { start, count }), gWant, `${dtype} grouped, ${ops.runtime.threads} threads`);

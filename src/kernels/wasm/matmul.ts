@@ -128,18 +128,17 @@ function runPath(rt: WasmRuntime, a: GemmArgs): void {
     }
     return;
   }
-  const ranges = splitColumns(a.n, parts);
-  const per = (t: number): [number, number] | null => (t < parts ? ranges[t] ?? null : null);
   if (a.m === 1) {
-    if (a.kind === KIND_F32) rt.pool.run('kernels', 'gemvF32', (t) => { const r = per(t); return r && [a.x, a.w, a.y, a.k, r[0], r[1]]; });
-    else if (a.kind === KIND_BF16) rt.pool.run('kernels', 'gemvBf16', (t) => { const r = per(t); return r && [a.x, a.w, a.y, a.k, r[0], r[1]]; });
-    else if (a.kind === KIND_FP8) {
-      panelFor(rt, 0); // the FP8 GEMVs stage x in the per-thread scratch
-      gemvFp8(rt, a, (xs, bmul) => rt.pool.run('kernels', 'gemvFp8', (t) => { const r = per(t); return r && [xs, bmul, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; }));
-    } else {
-      panelFor(rt, 0);
-      rt.pool.run('kernels', 'gemvFp8Fp8', (t) => { const r = per(t); return r && [a.x, a.aScales, a.w, a.scales, a.y, a.k, r[0], r[1], panelFor(rt, t)]; });
-    }
+    // Row chunks taken at run time (gemvChunks); the FP8 GEMVs stage x in the per-thread scratch.
+    const chunk = Math.max(64, Math.ceil(a.n / (parts * CHUNKS_PER_PARTICIPANT) / 8) * 8);
+    for (let t = 0; t < parts; t++) panelFor(rt, t);
+    const run = (xs: number, bmul: number): void => {
+      const counter = chunkCounter(rt);
+      rt.pool.run('kernels', 'gemvChunks', (t) => (t < parts
+        ? [a.kind, a.x, xs, bmul, a.aScales, a.w, a.scales, a.y, a.k, a.n, chunk, counter, panelFor(rt, t)] : null));
+    };
+    if (a.kind === KIND_FP8) gemvFp8(rt, a, run);
+    else run(0, 0);
     return;
   }
   panelFor(rt, 0);

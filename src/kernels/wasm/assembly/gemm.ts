@@ -560,3 +560,20 @@ export function gemmChunks(kind: i32, x: usize, M: i32, K: i32, w: usize, sc: us
     gemm(kind, x, M, K, w, sc, sa, y, N, n0, min(N, n0 + chunk), panel);
   }
 }
+
+/**
+ * The GEMVs (M = 1) over row chunks taken at run time, as gemmChunks: kind 0 gemvF32(x), 1 gemvBf16(x),
+ * 2 gemvFp8(xs, bmul: x prepared by prepFp8Gemv), 3 gemvFp8Fp8(x, sa); scratch is the participant's.
+ */
+export function gemvChunks(kind: i32, x: usize, xs: usize, bmul: usize, sa: usize, w: usize, sc: usize, y: usize, K: i32, N: i32,
+  chunk: i32, counter: usize, scratch: usize): void {
+  while (true) {
+    const n0 = atomic.add<i32>(counter, 1) * chunk;
+    if (n0 >= N) break;
+    const n1 = min(N, n0 + chunk);
+    if (kind == 0) gemvF32(x, w, y, K, n0, n1);
+    else if (kind == 1) gemvBf16(x, w, y, K, n0, n1);
+    else if (kind == 2) gemvFp8(xs, bmul, w, sc, y, K, n0, n1, scratch);
+    else gemvFp8Fp8(x, sa, w, sc, y, K, n0, n1, scratch);
+  }
+}
