@@ -54,6 +54,12 @@ export function splitUnitRows(units: Int32Array, n: number, R: number, g: number
 }
 const DTYPE_CODE: Record<KvCacheDType, number> = { f32: 0, bf16: 1, fp8: 2 };
 
+/**
+ * Row ranges per participant when a call's rows are split (a prefill): taken at run time, so a slower
+ * core (another process on it) takes fewer instead of making the others wait.
+ */
+const ROW_RANGES_PER_THREAD = 8;
+
 export interface WasmFlashMlaOptions {
   threads?: number;
   /** Share an existing wasm runtime (its memory, heap and pool) instead of starting one. */
@@ -176,7 +182,8 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
     // (keys each row sees within the unit's blocks). Rows are independent, so results do not change.
     const threads = rt.threads;
     let rowSplit: { units: Int32Array; bounds: number[] } | null = null;
-    if (threads > 1 && R > ROW_TILE) rowSplit = splitUnitRows(units, n, R, g, sQ, a.cacheSeqlens, plan.causal, threads);
+    // ROW_RANGES_PER_THREAD ranges per participant, taken at run time (flashMlaUnitRanges).
+    if (threads > 1 && R > ROW_TILE) rowSplit = splitUnitRows(units, n, R, g, sQ, a.cacheSeqlens, plan.causal, threads * ROW_RANGES_PER_THREAD);
     // Everything else of the call in ONE reused scratch block (outputs, accumulators, staged inputs):
     // no allocator work per call, which matters at decode where a call is tens of microseconds.
     const sized = (bytes: number) => Math.ceil(Math.max(bytes, 4) / 64) * 64;
@@ -185,7 +192,8 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
     const oAccB = sized(numSlots * hKv * R * dV * 4), lseAccB = sized(numSlots * hKv * R * 4);
     const unitTable = rowSplit ? rowSplit.units : units;
     const qB = staged(a.q), tableB = staged(table), seqB = staged(a.cacheSeqlens), unitsB = sized(unitTable.byteLength);
-    const base = this.arena.acquire(outB + lseB + oAccB + lseAccB + qB + tableB + seqB + unitsB + sized(PARAMS * 4));
+    const rangesB = rowSplit ? sized((rowSplit.bounds.length + 1) * 4) : 0;
+    const base = this.arena.acquire(outB + lseB + oAccB + lseAccB + qB + tableB + seqB + unitsB + sized(PARAMS * 4) + rangesB);
     try {
       let at = base;
       const take = (bytes: number) => { const p = at; at += bytes; return p; };
@@ -212,8 +220,12 @@ export class WasmFlashMla implements SyncFlashMlaKernel {
       if (T === 1) {
         if (partStart[parts]! > 0) fm.flashMlaUnits!(paramsP, 0, partStart[parts]!, scratch[0]!);
       } else if (rowSplit) {
-        const bounds = rowSplit.bounds;
-        rt.pool.run('flashmla', 'flashMlaUnits', (t) => (bounds[t + 1]! > bounds[t]! ? [paramsP, bounds[t]!, bounds[t + 1]!, scratch[t]!] : null));
+        // [bounds..., counter]: the counter word zeroed after the bounds.
+        const nb = rowSplit.bounds.length;
+        const rangesP = take(rangesB);
+        heap.i32(rangesP, nb + 1).set([...rowSplit.bounds, 0]);
+        const counterP = rangesP + nb * 4;
+        rt.pool.run('flashmla', 'flashMlaUnitRanges', (t) => (t < T ? [paramsP, rangesP, nb - 1, counterP, scratch[t]!] : null));
       } else {
         rt.pool.run('flashmla', 'flashMlaUnits', (t) => {
           const u0 = partStart[Math.floor((t * parts) / T)]!;

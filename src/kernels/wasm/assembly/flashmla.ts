@@ -372,3 +372,18 @@ export function flashMlaUnits(p: usize, u0: i32, u1: i32, scratch: usize): void 
     } // row tiles
   }
 }
+
+/**
+ * flashMlaUnits over ranges of the unit table taken at run time: each participant takes range
+ * k = counter++ (an i32 at `counter`, zeroed by the caller), units [bounds[k], bounds[k+1]) (bounds: i32
+ * [parts + 1]), until none is left, so a slower core takes fewer ranges. Rows are independent: the
+ * bits do not depend on who runs which range.
+ */
+export function flashMlaUnitRanges(p: usize, bounds: usize, parts: i32, counter: usize, scratch: usize): void {
+  while (true) {
+    const k = atomic.add<i32>(counter, 1);
+    if (k >= parts) break;
+    const u0 = load<i32>(bounds + <usize>k * 4), u1 = load<i32>(bounds + <usize>k * 4 + 4);
+    if (u1 > u0) flashMlaUnits(p, u0, u1, scratch);
+  }
+}
