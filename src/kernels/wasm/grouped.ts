@@ -3,7 +3,7 @@
 // column — across the pool's participants by estimated cost and wakes the pool ONCE (a hand-off costs
 // tens of microseconds, so one per group would dominate MoE at decode sizes).
 // Used by the wasm backend's groupedMatmul (MoE experts) and by the wasm DeepGEMM port.
-import { CHUNKS_PER_PARTICIPANT, KIND_FP8, PARALLEL_MIN_MACS, chunkCounter, panelFor, splitRows, type GemmArgs, type GemmKind } from './matmul.ts';
+import { KIND_FP8, PARALLEL_MIN_MACS, chunkCount, chunkCounter, panelFor, splitRows, type GemmArgs, type GemmKind } from './matmul.ts';
 import type { WasmRuntime } from './runtime.ts';
 
 /** One used segment: rows [r0, r0 + len) use group g. */
@@ -74,7 +74,7 @@ export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
   for (const r of a.runs) macs += r.len * a.n * a.k;
   const parts = macs < PARALLEL_MIN_MACS ? 1 : rt.threads;
   const pieces = splitPaths(a.runs, a.kind);
-  const { items, bounds } = planGroupedItems(pieces, a.n, parts === 1 ? 1 : parts * CHUNKS_PER_PARTICIPANT);
+  const { items, bounds } = planGroupedItems(pieces, a.n, parts === 1 ? 1 : chunkCount(macs, parts));
   const temps: number[] = [];
   const temp = (bytes: number): number => { const p = rt.heap.alloc(bytes); temps.push(p); return p; };
   try {
@@ -96,7 +96,7 @@ export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
       kx.gemmGrouped!(a.kind, a.x, xs, bmul, a.aScales, a.k, a.w, a.scales, a.y, a.n, table, 0, bounds[1]!, panelFor(rt, 0));
       return;
     }
-    // CHUNKS_PER_PARTICIPANT parts per participant, taken at run time (gemmGroupedParts).
+    // chunkCount parts, taken at run time (gemmGroupedParts).
     const bt = temp(bounds.length * 4);
     rt.heap.i32(bt, bounds.length).set(bounds);
     const nParts = bounds.length - 1, counter = chunkCounter(rt);

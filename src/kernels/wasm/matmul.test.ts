@@ -86,17 +86,20 @@ test('columns handed out at run time (gemmChunks, gemvChunks, gemmGroupedParts) 
   const many = [await WasmMemoryOps.create(2), await WasmMemoryOps.create(3)];
   try {
     for (const dtype of ['bf16', 'fp8', 'f32'] as const) {
-      // N = 1000: 2-3 participants x 4 chunks of 88-128 columns and a ragged last chunk.
-      const m = 37, n = 1000, k = 300;
+      // N = 1000 in chunks (chunkCount): the GEMM [37, 1000, 300] in 10 of 104 columns (the last 64), the
+      // GEMV [1, 1000, 6400] in 6 of 168 rows, the grouped product [47, 200, 1200] in 10 parts of items.
+      const m = 37, n = 1000, k = 300, kv = 6400;
       const x = randn(m * k, 11);
       const ref = fill(one, dtype, n, k, 12).w;
       const want = one.matmul(x, m, ref);
-      const wantRow = one.matmul(x.subarray(0, k), 1, ref); // the GEMV path
+      const xv = randn(kv, 15);
+      const refV = fill(one, dtype, n, kv, 16).w;
+      const wantRow = one.matmul(xv, 1, refV); // the GEMV path
       const G = 6, count = Int32Array.of(9, 0, 20, 3, 14, 1), start = new Int32Array(G);
       for (let g = 1; g < G; g++) start[g] = start[g - 1]! + count[g - 1]!;
       const rows = start[G - 1]! + count[G - 1]!;
-      const gx = randn(rows * k, 13);
-      const gw1 = one.allocGroupedWeight(dtype, G, 200, k);
+      const gx = randn(rows * 4 * k, 13);
+      const gw1 = one.allocGroupedWeight(dtype, G, 200, 4 * k);
       const fillGrouped = (w: typeof gw1): void => {
         const src = randn(w.data.length, 14, 0.1);
         if (w.dtype === 'f32') w.data.set(src);
@@ -108,8 +111,8 @@ test('columns handed out at run time (gemmChunks, gemvChunks, gemmGroupedParts) 
       for (const ops of many) {
         const w = fill(ops, dtype, n, k, 12).w;
         assert.deepEqual(ops.matmul(x, m, w), want, `${dtype} matmul, ${ops.runtime.threads} threads`);
-        assert.deepEqual(ops.matmul(x.subarray(0, k), 1, w), wantRow, `${dtype} GEMV, ${ops.runtime.threads} threads`);
-        const gw = ops.allocGroupedWeight(dtype, G, 200, k);
+        assert.deepEqual(ops.matmul(xv, 1, fill(ops, dtype, n, kv, 16).w), wantRow, `${dtype} GEMV, ${ops.runtime.threads} threads`);
+        const gw = ops.allocGroupedWeight(dtype, G, 200, 4 * k);
         fillGrouped(gw);
         assert.deepEqual(ops.groupedMatmul(gx, rows, gw, { start, count }), gWant, `${dtype} grouped, ${ops.runtime.threads} threads`);
       }

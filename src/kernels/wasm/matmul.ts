@@ -32,11 +32,21 @@ export function panelFor(rt: WasmRuntime, t: number): number {
 }
 
 /**
- * Work handed out at run time (gemmChunks, gemmGroupedParts): about this many chunks per participant,
- * so a participant that runs slower (another process on its core, a late wake-up) takes fewer of them
- * instead of making the others wait at the end of the op.
+ * Work handed out at run time (gemmChunks, gemvChunks, gemmGroupedParts): up to this many chunks per
+ * participant (chunkCount), so a participant that runs slower (another process on its core, a late
+ * wake-up) takes fewer of them instead of making the others wait at the end of the op.
  */
-export const CHUNKS_PER_PARTICIPANT = 8;
+export const CHUNKS_PER_PARTICIPANT = 16;
+/** Fewest multiply-adds per chunk (~30-60 us on one core): below it a chunk's hand-out and restart cost shows. */
+export const CHUNK_MIN_MACS = 1 << 20;
+
+/**
+ * How many chunks an op of `macs` multiply-adds is cut into for `parts` participants: up to
+ * CHUNKS_PER_PARTICIPANT each, none under CHUNK_MIN_MACS, and at least one each.
+ */
+export function chunkCount(macs: number, parts: number): number {
+  return Math.max(parts, Math.min(parts * CHUNKS_PER_PARTICIPANT, Math.floor(macs / CHUNK_MIN_MACS)));
+}
 
 /** Per runtime, the i32 the participants of a dynamically scheduled op count chunks with. */
 const counters = new WeakMap<WasmRuntime, number>();
@@ -48,9 +58,9 @@ export function chunkCounter(rt: WasmRuntime): number {
   return p;
 }
 
-/** Columns per dynamically scheduled GEMM chunk: a multiple of 8, at least one 64-column packing block. */
-export function chunkColumns(n: number, parts: number): number {
-  return Math.max(64, Math.ceil(n / (parts * CHUNKS_PER_PARTICIPANT) / 8) * 8);
+/** Columns (GEMV: rows of W) per chunk of an op cut into `chunks`: a multiple of 8, at least 64 (a GEMM packing block). */
+export function chunkColumns(n: number, chunks: number): number {
+  return Math.max(64, Math.ceil(n / chunks / 8) * 8);
 }
 
 export interface GemmArgs {
@@ -130,7 +140,7 @@ function runPath(rt: WasmRuntime, a: GemmArgs): void {
   }
   if (a.m === 1) {
     // Row chunks taken at run time (gemvChunks); the FP8 GEMVs stage x in the per-thread scratch.
-    const chunk = Math.max(64, Math.ceil(a.n / (parts * CHUNKS_PER_PARTICIPANT) / 8) * 8);
+    const chunk = chunkColumns(a.n, chunkCount(a.n * a.k, parts));
     for (let t = 0; t < parts; t++) panelFor(rt, t);
     const run = (xs: number, bmul: number): void => {
       const counter = chunkCounter(rt);
@@ -142,7 +152,7 @@ function runPath(rt: WasmRuntime, a: GemmArgs): void {
     return;
   }
   panelFor(rt, 0);
-  const chunk = chunkColumns(a.n, parts), counter = chunkCounter(rt);
+  const chunk = chunkColumns(a.n, chunkCount(a.m * a.n * a.k, parts)), counter = chunkCounter(rt);
   rt.pool.run('kernels', 'gemmChunks', (t) => {
     if (t >= parts) return null;
     return [a.kind, a.x, a.m, a.k, a.w, a.scales, a.aScales, a.y, a.n, chunk, counter, panelFor(rt, t)];
