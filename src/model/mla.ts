@@ -315,6 +315,19 @@ export function prefersDecompressed(seqs: readonly SeqSlice[]): boolean {
   return seqs.length > 0 && seqs.every((s) => s.numNew >= DECOMPRESS_MIN_NEW && s.numCached <= s.numNew);
 }
 
+/**
+ * Naive (decompressed) MLA through the FlashMLA kernel, for long prefills: K_nope and V of every position
+ * of each sequence from kv_b_proj (one matmul over the cached latents), laid out as a paged cache, one
+ * request per head, whose row for (position, head) is [v | k_nope | k_pe] (dQK = v + nope + rope, dV = v: FlashMLA
+ * takes V as the first dV values of each key row), and queries [· | q_nope | q_pe] scored from column v on
+ * (qkBegin = v: the query's first v values are never used); then FlashMLA with one request per head (MHA).
+ * Per token pair and head this is (nope + rope) + v multiply-adds instead of the
+ * absorbed form's (kv_lora + rope) + kv_lora (DeepSeek-V3 shapes: 320 vs 1088), and the per-head
+ * absorption products go away; the decompression costs one [positions, kv_lora] x [kv_lora, heads·(nope + v)]
+ * GEMM. Same mathematics as naiveAttention (f32 accumulation in the kernel's order instead of float64).
+ * q [T, Hd, nope + rope]; writes out [T, Hd, v]. `scratch(name, n)` gives reusable buffers (the model's
+ * workspace: backend memory, so kv_b_proj and the layout copies work in place; default fresh arrays).
+ */
 export function decompressedAttention(
   k: Kernels, q: Float32Array, seqs: readonly SeqSlice[], cache: LatentCache, layer: number, heads: number,
   nope: number, rope: number, vDim: number, kvB: WeightMatrix, scale: number, mla: SyncFlashMlaKernel, out: Float32Array,
