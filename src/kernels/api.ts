@@ -129,8 +129,9 @@ export interface KernelOps {
    * A strided block copy (a 3-D memcpy, as for changing a tensor's layout): for i < shape[0],
    * j < shape[1], c < shape[2]: dst[d.offset + i·d.strides[0] + j·d.strides[1] + c] =
    * src[s.offset + i·s.strides[0] + j·s.strides[1] + c]. Offsets and strides are non-negative integers
-   * (a stride of 0 repeats a row); both spans must lie inside their arrays and must not overlap when
-   * src and dst share a buffer. dst's other elements are left as they are.
+   * (a stride of 0 repeats a source row); both spans must lie inside their arrays and must not overlap
+   * each other, and the destination rows must not overlap one another (ordered by stride, each dst
+   * stride at least the span it steps over). dst's other elements are left as they are.
    */
   copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void;
 }

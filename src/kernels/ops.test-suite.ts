@@ -361,6 +361,21 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       assert.deepEqual(out, new Float32Array(6), 'refused calls leave out untouched');
     });
 
+    it('gatherRows and scatterAddRows write nothing outside out when index lives inside out', async (t) => {
+      if (skip('scatterAddRows') || skip('gatherRows')) return t.skip('not native');
+      for (const op of ['scatter', 'gather'] as const) {
+        // One backend buffer: out [2, 4], then 8 guard floats; index is a view of out's first 8 bytes.
+        const buf = (await k.allocWeight('f32', 1, 16)).data as Float32Array;
+        const out = buf.subarray(0, 8), guard = buf.subarray(8);
+        guard.fill(-3);
+        const index = new Int32Array(out.buffer, out.byteOffset, 2);
+        index.set([0, 1]);
+        if (op === 'scatter') await k.scatterAddRows(new Float32Array(8).fill(123), 4, index, Float32Array.of(1, 1), out);
+        else await k.gatherRows(new Float32Array(8).fill(5), 4, index, out);
+        assert.deepEqual(guard, new Float32Array(8).fill(-3), `${op}: the floats after out are untouched`);
+      }
+    });
+
     it('copyStrided moves [n0, n1, len] blocks between strided layouts exactly, leaving the rest of dst alone', async (t) => {
       if (skip('copyStrided')) return t.skip('not native');
       const r = rng(29);
@@ -399,6 +414,8 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       await assert.rejects(async () => k.copyStrided(src, at(0, 10, 2), dst, at(-1, 10, 2), [2, 2, 2]), KernelShapeError);
       await assert.rejects(async () => k.copyStrided(src, at(0, 10, 2.5), dst, at(0, 10, 2), [2, 2, 2]), KernelShapeError);
       await assert.rejects(async () => k.copyStrided(src.subarray(0, 30), at(0, 10, 2), src.subarray(10), at(0, 5, 2), [2, 2, 2]), KernelShapeError); // overlap
+      await assert.rejects(async () => k.copyStrided(src, at(0, 0, 3), dst, at(0, 0, 0), [1, 4, 3]), /dst rows overlap/); // order-dependent
+      await assert.rejects(async () => k.copyStrided(src, at(0, 10, 3), dst, at(0, 9, 2), [2, 4, 3]), /dst rows overlap/); // 9 < 3·2 + 3
       assert.deepEqual(dst, new Float32Array(40).fill(1), 'refused calls leave dst untouched');
       await k.copyStrided(src, at(0, 1, 1), dst, at(0, 1, 1), [0, 5, 5]); // empty grid: nothing to do
     });

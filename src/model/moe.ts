@@ -85,7 +85,10 @@ export function route(k: Kernels, c: DeepseekConfig, logits: Float32Array, T: nu
   return { experts: top.indices, weights };
 }
 
-/** Runs the routed experts for a layer: returns [T, H] = Σ_j weights[t, j] · expert_{experts[t, j]}(x[t]). */
+/**
+ * Runs the routed experts for a layer: returns [T, H] = Σ_j weights[t, j] · expert_{experts[t, j]}(x[t]).
+ * The result may be a buffer the executor reuses on its next run (localMoeExecutor's is): use it first.
+ */
 export interface MoeExecutor {
   run(layer: number, x: Float32Array, numTokens: number, topkIdx: Int32Array, topkWeights: Float32Array): Float32Array;
 }

@@ -322,12 +322,30 @@ export function checkCopyStrided(src: Float32Array, s: StridedAt, dst: Float32Ar
     return [at.offset, end];
   };
   const sp = span(s, src.length, 'src'), dp = span(d, dst.length, 'dst');
+  if (!nestedRows(shape, d.strides)) {
+    throw new KernelShapeError('copyStrided', `dst rows overlap (strides [${d.strides.join(', ')}] for shape [${shape.join(', ')}])`);
+  }
   if (src.buffer === dst.buffer) {
     const a0 = src.byteOffset + sp[0] * 4, a1 = src.byteOffset + sp[1] * 4;
     const b0 = dst.byteOffset + dp[0] * 4, b1 = dst.byteOffset + dp[1] * 4;
     if (a0 < b1 && b0 < a1) throw new KernelShapeError('copyStrided', 'src and dst spans overlap');
   }
   return { src: sp, dst: dp };
+}
+
+/**
+ * Whether the destination rows of a [n0, n1, len] grid are disjoint by nesting: ordered by stride (axes
+ * of extent 1 ignored), each stride is at least the span of what it steps over. Overlapping destination
+ * rows would make the result depend on the order threads write them.
+ */
+function nestedRows(shape: readonly [number, number, number], strides: readonly [number, number]): boolean {
+  const axes = [[shape[0], strides[0]], [shape[1], strides[1]]].filter(([n]) => n! > 1).sort((a, b) => a[1]! - b[1]!);
+  let extent = shape[2];
+  for (const [n, st] of axes) {
+    if (st! < extent) return false;
+    extent = (n! - 1) * st! + extent;
+  }
+  return true;
 }
 
 export function copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void {

@@ -56,11 +56,13 @@ export class WasmMemoryOps implements KernelOps {
    * Whether the kernel may write straight into `out`: it lives in wasm memory and overlaps none of
    * `inputs` (an exactly aliased input is allowed for element/row-wise kernels: `alias`).
    */
-  private direct(out: Float32Array | undefined, alias: boolean, a: Typed, b?: Typed): out is Float32Array {
+  private direct(out: Float32Array | undefined, alias: boolean, ...inputs: Typed[]): out is Float32Array {
     if (!out || !this.heap.owns(out)) return false;
     const o0 = out.byteOffset, o1 = o0 + out.byteLength;
-    for (const v of b ? [a, b] : [a]) {
-      if (v.buffer !== out.buffer) continue;
+    for (const v of inputs) {
+      // Views of this memory made before and after it grew have different buffer objects but share
+      // addresses, so ownership (not buffer identity) says whether byte offsets compare.
+      if (v.buffer !== out.buffer && !this.heap.owns(v)) continue;
       const v0 = v.byteOffset, v1 = v0 + v.byteLength;
       if (v0 < o1 && o0 < v1 && !(alias && v0 === o0 && v1 === o1)) return false;
     }
@@ -265,7 +267,8 @@ export class WasmMemoryOps implements KernelOps {
     checkGatherRows(x, cols, index, out);
     const rows = index.length, n = rows * cols;
     if (n === 0) return out ?? new Float32Array(0);
-    const inPlace = this.direct(out, false, x);
+    // The kernel reads index while it writes out: an index inside out goes through scratch.
+    const inPlace = this.direct(out, false, x, index);
     const yb = inPlace ? 0 : al(n * 4), xb = this.foreign(x);
     const base = this.scratch.acquire(yb + xb + this.foreign(index));
     try {
@@ -285,7 +288,8 @@ export class WasmMemoryOps implements KernelOps {
     checkScatterAddRows(y, cols, index, weight, out);
     const rows = index.length;
     if (rows === 0 || cols === 0) return out;
-    const inPlace = this.direct(out as Float32Array | undefined, false, y); // (out is never undefined here)
+    // The kernel reads y, index and weight while it writes out: any of them inside out goes through scratch.
+    const inPlace = this.direct(out as Float32Array | undefined, false, y, index, weight); // (out is never undefined here)
     const ob = inPlace ? 0 : al(out.byteLength), yb = this.foreign(y), ib = this.foreign(index);
     const base = this.scratch.acquire(ob + yb + ib + this.foreign(weight));
     try {
@@ -319,6 +323,12 @@ export class WasmMemoryOps implements KernelOps {
     if (n0 === 0 || n1 === 0 || len === 0) return;
     const h = this.heap;
     const srcIn = h.owns(src), dstIn = h.owns(dst);
+    if (srcIn && dstIn && src.buffer !== dst.buffer) {
+      // Views made before and after the memory grew: same addresses, different buffer objects.
+      const a0 = src.byteOffset + span.src[0] * 4, a1 = src.byteOffset + span.src[1] * 4;
+      const b0 = dst.byteOffset + span.dst[0] * 4, b1 = dst.byteOffset + span.dst[1] * 4;
+      if (a0 < b1 && b0 < a1) throw new KernelShapeError('copyStrided', 'src and dst spans overlap');
+    }
     const sView = src.subarray(span.src[0], span.src[1]), dView = dst.subarray(span.dst[0], span.dst[1]);
     const sb = srcIn ? 0 : al(sView.byteLength);
     const base = this.scratch.acquire(sb + (dstIn ? 0 : al(dView.byteLength)));
