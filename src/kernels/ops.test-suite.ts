@@ -301,8 +301,8 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
     // columns not a multiple of 4) are split across threads.
     const rowShapes: [number, number, number][] = [[5, 13, 11], [40, 64, 123], [600, 523, 900], [310, 1027, 620]];
 
-    it('gatherRows copies the indexed rows exactly (repeats allowed; into host or backend memory)', async (t) => {
-      if (skip('gatherRows')) return t.skip('not native');
+    it('gatherRows copies the indexed rows exactly (repeats allowed; into host or backend memory)', async () => {
+      requireNative('gatherRows');
       const r = rng(19);
       for (const [rows, cols, n] of rowShapes) {
         const x = randn(r, rows * cols);
@@ -325,8 +325,8 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       await assert.rejects(async () => k.gatherRows(new Float32Array(6), 3, Int32Array.of(0), new Float32Array(4)), KernelShapeError);
     });
 
-    it('scatterAddRows adds weighted rows in order, each step rounded from float64 (bit-exact; host or backend out)', async (t) => {
-      if (skip('scatterAddRows')) return t.skip('not native');
+    it('scatterAddRows adds weighted rows in order, each step rounded from float64 (bit-exact; host or backend out)', async () => {
+      requireNative('scatterAddRows');
       const r = rng(23);
       for (const [rows, cols, n] of rowShapes) {
         const y = randn(r, n * cols);
@@ -361,8 +361,9 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       assert.deepEqual(out, new Float32Array(6), 'refused calls leave out untouched');
     });
 
-    it('gatherRows and scatterAddRows write nothing outside out when index lives inside out', async (t) => {
-      if (skip('scatterAddRows') || skip('gatherRows')) return t.skip('not native');
+    it('gatherRows and scatterAddRows write nothing outside out when index lives inside out', async () => {
+      requireNative('scatterAddRows');
+      requireNative('gatherRows');
       for (const op of ['scatter', 'gather'] as const) {
         // One backend buffer: out [2, 4], then 8 guard floats; index is a view of out's first 8 bytes.
         const buf = (await k.allocWeight('f32', 1, 16)).data as Float32Array;
@@ -376,8 +377,8 @@ export function runOpSuite(backendName: string, opts: OpSuiteOptions = {}): void
       }
     });
 
-    it('copyStrided moves [n0, n1, len] blocks between strided layouts exactly, leaving the rest of dst alone', async (t) => {
-      if (skip('copyStrided')) return t.skip('not native');
+    it('copyStrided moves [n0, n1, len] blocks between strided layouts exactly, leaving the rest of dst alone', async () => {
+      requireNative('copyStrided');
       const r = rng(29);
       // [heads, positions, len] out of a [positions, heads, width] tensor and back (the decompressed MLA
       // layouts), a stride-0 broadcast, and grids over the wasm pool's threshold.

@@ -1,6 +1,6 @@
 // Drives the wasm matrix kernels (assembly/gemm.ts) on pointers into the shared memory: picks the
-// GEMV (M = 1) or packed-GEMM path and splits output columns N across the pool's participants (the
-// GEMM in chunks the participants take at run time: gemmChunks).
+// GEMV (M = 1) or packed-GEMM path and splits output columns N across the pool's participants, in
+// chunks they take at run time (gemvChunks, gemmChunks).
 // Used by the `wasm` backend's matmul and by the wasm DeepGEMM port (grouped GEMMs call it per group).
 import type { WasmRuntime } from './runtime.ts';
 
@@ -141,7 +141,7 @@ function runPath(rt: WasmRuntime, a: GemmArgs): void {
   if (a.m === 1) {
     // Row chunks taken at run time (gemvChunks); the FP8 GEMVs stage x in the per-thread scratch.
     const chunk = chunkColumns(a.n, chunkCount(a.n * a.k, parts));
-    for (let t = 0; t < parts; t++) panelFor(rt, t);
+    panelFor(rt, 0); // allocates every participant's scratch
     const run = (xs: number, bmul: number): void => {
       const counter = chunkCounter(rt);
       rt.pool.run('kernels', 'gemvChunks', (t) => (t < parts
