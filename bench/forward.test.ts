@@ -164,8 +164,16 @@ describe('tiny run', () => {
     }
     const [pre, dec] = r.rows;
     const num = (k: string): number => b[k] as number;
-    assert.ok(Math.abs(dec!.ratio! - (num('weight_bytes_per_decode_token tiny-v3-bf16') * dec!.value) / (num('copy_GBs 1t') * 1e9)) < 1e-12);
-    assert.ok(Math.abs(pre!.ratio! - (num('model_flops_per_prefill_token tiny-v3-bf16') * pre!.value) / (num('gemm_GFLOPs 1t') * 1e9)) < 1e-12);
+    // One run: its paired baseline is the mean of the probes before and after it, listed in the report.
+    const pairedCopy = Number(b['copy_paired_GBs 1t']), pairedGemm = Number(b['gemm_paired_GFLOPs 1t']);
+    assert.ok(pairedCopy > 0 && pairedGemm > 0, `${b['copy_paired_GBs 1t']} ${b['gemm_paired_GFLOPs 1t']}`);
+    const bytes = num('weight_bytes_per_decode_token tiny-v3-bf16'), flops = num('model_flops_per_prefill_token tiny-v3-bf16');
+    // The listed baselines are rounded to 0.01.
+    assert.ok(Math.abs(dec!.ratio! / ((bytes * dec!.value) / (pairedCopy * 1e9)) - 1) < 0.01 / pairedCopy + 1e-9, `${dec!.ratio}`);
+    assert.ok(Math.abs(pre!.ratio! / ((flops * pre!.value) / (pairedGemm * 1e9)) - 1) < 0.01 / pairedGemm + 1e-9, `${pre!.ratio}`);
+    // The after-case ratios stay in the baseline, over the longer after-case measurements.
+    assert.ok(Math.abs(num('decode_ratio_after tiny-v3-bf16 1t') - (bytes * dec!.value) / (num('copy_GBs 1t') * 1e9)) < 1e-12);
+    assert.ok(Math.abs(num('prefill_ratio_after tiny-v3-bf16 1t') - (flops * pre!.value) / (num('gemm_GFLOPs 1t') * 1e9)) < 1e-12);
     // The tiny model's vocabulary (512) is below the protocol's ids: the report must say so.
     assert.ok(r.notes?.some((n) => /vocabulary of 512 .* clamped to 511/.test(n)), JSON.stringify(r.notes));
   });

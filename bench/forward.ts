@@ -24,8 +24,13 @@
 // The model is loaded once per thread count (the backend's thread pool is fixed at load), without MTP
 // modules (they never affect next-token logits).
 //
-// Ratios, against baselines this process measures right after each case and thread count (so that their
-// buffers do not show in that run's peak RSS, and a shared machine's drifting load hits both alike):
+// Ratios, paired: the speed of these shared machines drifts within seconds (a 1-thread GEMM peak read
+// 22-35 GFLOP/s in probes a few seconds apart), so a baseline measured minutes away from a run can see
+// another machine than the run did. Short probes of the baselines run before the first run and after
+// every run (GEMM peak around the prefill runs, copy bandwidth around the decode runs); each run's
+// figure is divided by the mean of the two probes beside it and the row's ratio is the median of those
+// per-run ratios. The longer baselines below are still measured right after each case and thread count
+// (ratios over them: *_ratio_after; with --backend webgpu, which runs no probes, they are the rows' ratios):
 //   decode  : weight bandwidth fraction = bytes of weights one decode token reads × tok/s / memory-copy
 //             bandwidth (bench/lib/bandwidth.ts) with the same thread count. Bytes are taken from the
 //             model AS LOADED (after --quantize: FP8 codes + their f32 block scales): every matrix and norm
@@ -220,21 +225,43 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
-/** The protocol on one loaded model: per-run prefill and decode tokens/s. */
-function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number, decode: number, reps: number): { prefill: number[]; decode: number[] } {
+/**
+ * Baselines probed between the runs of a protocol (paired ratios, see the header): `prefill()` returns a
+ * GEMM-peak figure in GFLOP/s, `decode()` a copy bandwidth in GB/s, each measured at the moment it is called.
+ */
+export interface PairedProbes {
+  prefill(): Promise<number>;
+  decode(): Promise<number>;
+}
+
+/** Per-run tok/s, and with probes each run's baseline: the mean of the probes right before and after it. */
+export interface ProtocolRuns {
+  prefill: number[];
+  decode: number[];
+  prefillBase?: number[];
+  decodeBase?: number[];
+}
+
+/** The protocol on one loaded model: per-run prefill and decode tokens/s (and paired baselines with `probes`). */
+async function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number, decode: number, reps: number, probes?: PairedProbes): Promise<ProtocolRuns> {
   const blocks = LatentCache.blocksFor(Math.max(64, prompt, 1 + decode));
   const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
   const cache = model.createCache(blocks);
   // numCached = 0: the cache is empty for the forward whatever earlier runs left in its blocks.
   const prefill = (n: number): Float32Array => model.forward({ tokens: ids.subarray(0, n), seqs: [{ blockTable, numCached: 0, numNew: n }] }, cache);
   prefill(64);
-  const pre: number[] = [];
+  // Probe k is taken right before run k and serves as the "after" of run k - 1: reps + 1 probes per metric.
+  const pairs = (p: number[]): number[] => p.slice(1).map((after, r) => (p[r]! + after) / 2);
+  const pre: number[] = [], preProbe: number[] = [];
+  if (probes) preProbe.push(await probes.prefill());
   for (let r = 0; r < reps; r++) {
     const t0 = performance.now();
     prefill(prompt);
     pre.push(prompt / ((performance.now() - t0) / 1000));
+    if (probes) preProbe.push(await probes.prefill());
   }
-  const dec: number[] = [];
+  const dec: number[] = [], decProbe: number[] = [];
+  if (probes) decProbe.push(await probes.decode());
   for (let r = 0; r < reps; r++) {
     prefill(1);
     let token = ids[1]!;
@@ -244,8 +271,11 @@ function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number, deco
       token = argmax(logits);
     }
     dec.push(decode / ((performance.now() - t0) / 1000));
+    if (probes) decProbe.push(await probes.decode());
   }
-  return { prefill: pre, decode: dec };
+  return probes
+    ? { prefill: pre, decode: dec, prefillBase: pairs(preProbe), decodeBase: pairs(decProbe) }
+    : { prefill: pre, decode: dec };
 }
 
 /**
@@ -286,6 +316,12 @@ interface CaseResult {
   threads: number;
   prefill: number;
   decode: number;
+  /** Paired ratios: the median over runs of each run's figure over its own probed baseline (see the header). */
+  pairedPrefillRatio?: number;
+  pairedDecodeRatio?: number;
+  /** Median of the probes taken between the runs (GEMM GFLOP/s, copy GB/s). */
+  probedGemm?: number;
+  probedCopy?: number;
   traffic: WeightTraffic;
   config: DeepseekConfig;
 }
@@ -323,7 +359,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         if (clamped > 0 && threads === a.threads[0]) {
           notes.push(`${cs.name}: vocabulary of ${c.vocab_size} < the protocol's ids (300..20299): ${clamped} of the first ${ids.length} ids clamped to ${c.vocab_size - 1}`);
         }
-        let r: { prefill: number[]; decode: number[] };
+        let r: ProtocolRuns;
         if (a.backend === 'webgpu') {
           // The GPU-resident forward (weights uploaded now, not timed as load); ratios stay against the CPU baselines.
           const gpu = await GpuDeepseekModel.create(model);
@@ -333,9 +369,28 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
             gpu.close();
           }
         } else {
-          r = runProtocol(model, ids, a.prompt, a.decode, a.reps);
+          // Short probes between the runs (3 GEMM products per format, 3 copies): the baseline each run is
+          // divided by is measured seconds away from it, not minutes.
+          const probes: PairedProbes = {
+            prefill: async () => (await wasmGemmPeak(threads, 3)).gflops,
+            decode: async () => (await copyBandwidthStats(threads, 3)).median,
+          };
+          r = await runProtocol(model, ids, a.prompt, a.decode, a.reps, probes);
         }
-        results.push({ name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c });
+        const flops = prefillFlopsPerToken(traffic, c, a.prompt);
+        const res: CaseResult = { name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c };
+        const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
+        if (r.prefillBase && r.decodeBase) {
+          res.pairedPrefillRatio = median(r.prefill.map((v, i) => (flops * v) / (r.prefillBase![i]! * 1e9)));
+          res.pairedDecodeRatio = median(r.decode.map((v, i) => (traffic.decodeBytes * v) / (r.decodeBase![i]! * 1e9)));
+          res.probedGemm = median(r.prefillBase);
+          res.probedCopy = median(r.decodeBase);
+          baseline[`prefill_runs_toks ${cs.name} ${threads}t`] = r.prefill.map((v) => v.toFixed(2)).join(',');
+          baseline[`gemm_paired_GFLOPs ${key}`] = r.prefillBase.map((v) => v.toFixed(2)).join(',');
+          baseline[`decode_runs_toks ${cs.name} ${threads}t`] = r.decode.map((v) => v.toFixed(2)).join(',');
+          baseline[`copy_paired_GBs ${key}`] = r.decodeBase.map((v) => v.toFixed(2)).join(',');
+        }
+        results.push(res);
         // Best runs too (fastest rep): with the best baselines, the least disturbed estimate on a shared machine.
         baseline[`prefill_best_toks ${cs.name} ${threads}t`] = Math.max(...r.prefill);
         baseline[`decode_best_toks ${cs.name} ${threads}t`] = Math.max(...r.decode);
@@ -345,8 +400,9 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         model?.close();
         await kernels.dispose();
       }
-      // The baselines right after the case they divide (on a shared machine the load drifts within
-      // minutes; one pair measured at the end could see another load than the case did).
+      // The baselines right after the case (on a shared machine the load drifts within minutes; one pair
+      // measured at the end could see another load than the case did): longer runs than the probes, and
+      // the read bandwidth, which has no probe.
       const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
       const peak = await wasmGemmPeak(threads);
       const cp = await copyBandwidthStats(threads);
@@ -372,9 +428,14 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
       baseline[`model_flops_per_prefill_token ${r.name}`] = prefillFlopsPerToken(r.traffic, r.config, a.prompt);
     }
     const flops = prefillFlopsPerToken(r.traffic, r.config, a.prompt);
-    rows.push({ case: r.name, threads: r.threads, metric: 'prefill', value: r.prefill, unit: 'tok/s', ratio: (flops * r.prefill) / (gemm.get(`${r.name} ${r.threads}`)! * 1e9) });
-    rows.push({ case: r.name, threads: r.threads, metric: 'decode', value: r.decode, unit: 'tok/s', ratio: (r.traffic.decodeBytes * r.decode) / (copy.get(`${r.name} ${r.threads}`)! * 1e9) });
     const key = cases.length > 1 ? `${r.name} ${r.threads}t` : `${r.threads}t`;
+    // Against the baselines measured after the case: the rows' ratios where no probes ran (WebGPU).
+    const afterPrefill = (flops * r.prefill) / (gemm.get(`${r.name} ${r.threads}`)! * 1e9);
+    const afterDecode = (r.traffic.decodeBytes * r.decode) / (copy.get(`${r.name} ${r.threads}`)! * 1e9);
+    rows.push({ case: r.name, threads: r.threads, metric: 'prefill', value: r.prefill, unit: 'tok/s', ratio: r.pairedPrefillRatio ?? afterPrefill });
+    rows.push({ case: r.name, threads: r.threads, metric: 'decode', value: r.decode, unit: 'tok/s', ratio: r.pairedDecodeRatio ?? afterDecode });
+    baseline[`prefill_ratio_after ${r.name} ${r.threads}t`] = afterPrefill;
+    baseline[`decode_ratio_after ${r.name} ${r.threads}t`] = afterDecode;
     baseline[`prefill_best_ratio ${r.name} ${r.threads}t`] = flops * (baseline[`prefill_best_toks ${r.name} ${r.threads}t`] as number) / ((baseline[`gemm_best_GFLOPs ${key}`] as number) * 1e9);
     // What binds decode: its weight bandwidth over the read-only rate of the kernels (bench/lib/bandwidth.ts).
     baseline[`decode_read_fraction ${r.name} ${r.threads}t`] = (r.traffic.decodeBytes * r.decode) / (read.get(`${r.name} ${r.threads}`)! * 1e9);
@@ -388,6 +449,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     const g1 = gemm.get(`${r.name} 1`)!, gt = gemm.get(`${r.name} ${r.threads}`)!;
     baseline[`prefill_scaling ${r.name} ${r.threads}t/1t`] = r.prefill / one.prefill;
     baseline[`gemm_scaling ${r.name} ${r.threads}t/1t`] = gt / g1;
+    if (r.probedGemm && one.probedGemm) baseline[`gemm_probed_scaling ${r.name} ${r.threads}t/1t`] = r.probedGemm / one.probedGemm;
     baseline[`decode_scaling ${r.name} ${r.threads}t/1t`] = r.decode / one.decode;
     baseline[`read_scaling ${r.name} ${r.threads}t/1t`] = read.get(`${r.name} ${r.threads}`)! / read.get(`${r.name} 1`)!;
   }
@@ -397,9 +459,10 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
     'read_GBs = read-only bandwidth of the wasm kernels (readBytes, four streams per thread, 256 MiB): the ceiling of a decode step, which only reads; decode_read_fraction = weight bytes per decode token × tok/s / read_GBs',
     'prefill_scaling / gemm_scaling / decode_scaling / read_scaling: N-thread over 1-thread figures of the prefill, the GEMM peak, the decode and the read bandwidth (goal 2 asks prefill_scaling >= 1.8; the GEMM peak\'s own scaling bounds it)',
-    'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several)',
+    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies) likewise around the decode runs; each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the longer baselines measured after the case',
+    'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several); gemm_probed_scaling is the N-thread over 1-thread median of the prefill probes',
     '*_best_*: the fastest run of each (model reps, copy reps, GEMM products) and their ratios: the least disturbed estimate when other work shares the machine',
-    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process and earlier baselines)',
+    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process, earlier baselines, and the probes: 512 MiB of copy buffers and a ~20 MiB GEMM backend)',
   );
   return { bench: 'forward', baseline, rows, notes };
 }
