@@ -27,7 +27,8 @@
 // Ratios, paired: the speed of these shared machines drifts within seconds (a 1-thread GEMM peak read
 // 22-35 GFLOP/s in probes a few seconds apart), so a baseline measured minutes away from a run can see
 // another machine than the run did. Short probes of the baselines run before the first run and after
-// every run (GEMM peak around the prefill runs, copy bandwidth around the decode runs); each run's
+// every run (GEMM peak around the prefill runs, copy bandwidth around the decode runs; their buffers and
+// workers are made before the model and kept, so a probe leaves no garbage for the next run); each run's
 // figure is divided by the mean of the two probes beside it and the row's ratio is the median of those
 // per-run ratios. The longer baselines below are still measured right after each case and thread count
 // (ratios over them: *_ratio_after; with --backend webgpu, which runs no probes, they are the rows' ratios):
@@ -57,12 +58,15 @@ import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
 import { qkHeadDim, type DeepseekConfig } from '../src/model/config.ts';
 import type { ModelWeights } from '../src/model/weight-map.ts';
 import type { GroupedWeight, WeightMatrix } from '../src/kernels/api.ts';
-import { copyBandwidthStats, wasmReadBandwidthStats } from './lib/bandwidth.ts';
-import { wasmGemmPeak } from './lib/gemm-peak.ts';
+import { CopyProbe, copyBandwidthStats, wasmReadBandwidthStats } from './lib/bandwidth.ts';
+import { GemmProbe, wasmGemmPeak } from './lib/gemm-peak.ts';
 import { ensureBenchModel, MEDIUM_CONFIG } from './lib/bench-model.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Bytes the paired copy probe copies (64 MiB: past any last-level cache here, 32 MiB; 128 MiB held in all). */
+const PROBE_COPY_BYTES = 64 << 20;
 
 /** A bad command line, or a run this build cannot do as asked: one line on stderr, exit code 2 (bench/run.ts). */
 export class BenchError extends Error {
@@ -343,6 +347,9 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     // The FP8 check after loading catches a loader that takes `quantize` but does not (yet) quantize.
     const loadOpts: LoadOptions = { mtp: false, ...(cs.quantize ? { quantize: cs.quantize } : {}) };
     for (const threads of a.threads) {
+      // The probes' backend, buffers and workers are made before the model and kept to the end of the
+      // case: a probe between two runs only computes, and leaves no garbage for the next run's collector.
+      const probes = a.backend === 'webgpu' ? null : { gemm: await GemmProbe.create(threads), copy: await CopyProbe.create(threads, PROBE_COPY_BYTES) };
       const kernels = await loadBackend(a.backend, { threads });
       let model: DeepseekModel | undefined;
       try {
@@ -371,11 +378,11 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         } else {
           // Short probes between the runs (3 GEMM products per format, 3 copies): the baseline each run is
           // divided by is measured seconds away from it, not minutes.
-          const probes: PairedProbes = {
-            prefill: async () => (await wasmGemmPeak(threads, 3)).gflops,
-            decode: async () => (await copyBandwidthStats(threads, 3)).median,
-          };
-          r = await runProtocol(model, ids, a.prompt, a.decode, a.reps, probes);
+          const { gemm, copy } = probes!;
+          r = await runProtocol(model, ids, a.prompt, a.decode, a.reps, {
+            prefill: async () => gemm.measure(3).gflops,
+            decode: async () => (await copy.measure(3)).median,
+          });
         }
         const flops = prefillFlopsPerToken(traffic, c, a.prompt);
         const res: CaseResult = { name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c };
@@ -399,6 +406,8 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
       } finally {
         model?.close();
         await kernels.dispose();
+        await probes?.gemm.close();
+        await probes?.copy.close();
       }
       // The baselines right after the case (on a shared machine the load drifts within minutes; one pair
       // measured at the end could see another load than the case did): longer runs than the probes, and
@@ -459,10 +468,10 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
     'read_GBs = read-only bandwidth of the wasm kernels (readBytes, four streams per thread, 256 MiB): the ceiling of a decode step, which only reads; decode_read_fraction = weight bytes per decode token × tok/s / read_GBs',
     'prefill_scaling / gemm_scaling / decode_scaling / read_scaling: N-thread over 1-thread figures of the prefill, the GEMM peak, the decode and the read bandwidth (goal 2 asks prefill_scaling >= 1.8; the GEMM peak\'s own scaling bounds it)',
-    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies) likewise around the decode runs; each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the longer baselines measured after the case',
+    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies of 64 MiB) likewise around the decode runs, both made before the model and kept (no garbage between runs); each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the longer baselines measured after the case',
     'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several); gemm_probed_scaling is the N-thread over 1-thread median of the prefill probes',
     '*_best_*: the fastest run of each (model reps, copy reps, GEMM products) and their ratios: the least disturbed estimate when other work shares the machine',
-    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process, earlier baselines, and the probes: 512 MiB of copy buffers and a ~20 MiB GEMM backend)',
+    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process, earlier baselines, and the probes: 128 MiB of copy buffers and a ~20 MiB GEMM backend)',
   );
   return { bench: 'forward', baseline, rows, notes };
 }

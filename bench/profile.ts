@@ -12,13 +12,21 @@ import { loadBackend } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
 import { LatentCache } from '../src/model/latent-cache.ts';
 import { WasmFlashMla } from '../src/kernels/flashmla/wasm.ts';
-import type { GroupedWeight, Kernels, WeightMatrix } from '../src/kernels/api.ts';
-import { benchIds, clampIds, parseForwardArgs } from './forward.ts';
+import type { GroupedWeight, GroupSegments, Kernels, WeightMatrix } from '../src/kernels/api.ts';
+import { benchIds, clampIds, parseForwardArgs, prefillFlopsPerToken, weightTraffic } from './forward.ts';
+import { GemmProbe } from './lib/gemm-peak.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
 
 type Acc = Map<string, number>;
 
-function wrapKernels(k: Kernels, acc: { cur: Acc }): void {
+/** Multiply-add FLOPs of a matmul (x rows m) or grouped matmul (rows in the segments) call: 2 · rows · N · K. */
+function productFlops(op: 'matmul' | 'groupedMatmul', a: unknown[]): number {
+  const w = a[2] as WeightMatrix | GroupedWeight;
+  const rows = op === 'matmul' ? (a[1] as number) : (a[3] as GroupSegments).count.reduce((s, c) => s + c, 0);
+  return 2 * rows * w.rows * w.cols;
+}
+
+function wrapKernels(k: Kernels, acc: { cur: Acc }, flops: { cur: Acc }): void {
   const add = (name: string, t0: number): void => { const a = acc.cur; a.set(name, (a.get(name) ?? 0) + performance.now() - t0); };
   const shape = (w: WeightMatrix | GroupedWeight): string => `${w.dtype} ${w.rows}x${w.cols}`;
   const o = k as unknown as Record<string, (...a: unknown[]) => unknown>;
@@ -27,8 +35,10 @@ function wrapKernels(k: Kernels, acc: { cur: Acc }): void {
     o[op] = (...a: unknown[]) => {
       const t0 = performance.now();
       try { return f(...a); } finally {
-        const name = op === 'matmul' || op === 'groupedMatmul' ? `${op} ${shape(a[2] as WeightMatrix)}` : op;
+        const product = op === 'matmul' || op === 'groupedMatmul';
+        const name = product ? `${op} ${shape(a[2] as WeightMatrix)}` : op;
         add(name, t0);
+        if (product) flops.cur.set(name, (flops.cur.get(name) ?? 0) + productFlops(op, a));
       }
     };
   }
@@ -51,11 +61,21 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
   const a = parseForwardArgs(args.some((x) => x.startsWith('--decode')) ? args : [...args, '--decode', '32']);
   if (!a.model) throw new Error('profile needs --model DIR');
   const threads = a.threads[a.threads.length - 1]!;
-  const acc = { cur: new Map() as Acc };
+  const acc = { cur: new Map() as Acc }, flops = { cur: new Map() as Acc };
   const kernels = await loadBackend(a.backend, { threads });
-  wrapKernels(kernels, acc);
-  const model = await DeepseekModel.load(a.model, kernels, { mtp: false, ...(a.quantize ? { quantize: a.quantize } : {}) });
+  wrapKernels(kernels, acc, flops);
+  // The probe's backend and buffers are made once, before the model: no garbage between the runs.
+  const probe = await GemmProbe.create(threads);
+  let model: DeepseekModel;
+  try {
+    model = await DeepseekModel.load(a.model, kernels, { mtp: false, ...(a.quantize ? { quantize: a.quantize } : {}) });
+  } catch (e) {
+    await probe.close();
+    await kernels.dispose();
+    throw e;
+  }
   const rows: BenchRow[] = [];
+  const baseline: Record<string, number | string> = { threads, prompt: a.prompt, decode: a.decode };
   try {
     const ids = benchIds(Math.max(a.prompt, 64, 2));
     clampIds(ids, model.config.vocab_size);
@@ -65,13 +85,23 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
     const tables = Array.from({ length: batch }, (_, b) => Int32Array.from({ length: blocks }, (_, i) => b * blocks + i));
     const fwd = (tokens: Int32Array, numCached: number) => model.forward({ tokens, seqs: [{ blockTable, numCached, numNew: tokens.length }] }, cache);
     fwd(ids.subarray(0, 64), 0);
-    const pre: Acc[] = [], dec: Acc[] = [];
+    const pre: Acc[] = [], dec: Acc[] = [], preFlops: Acc[] = [];
+    // GEMM-peak probes before the first prefill and after every one (as bench forward's paired ratios):
+    // the rate each product reached is read against the peak the machine gave around that prefill.
+    const peaks: number[] = [probe.measure().gflops];
     for (let r = 0; r < a.reps; r++) {
       acc.cur = new Map();
+      flops.cur = new Map();
       const t0 = performance.now();
       fwd(ids.subarray(0, a.prompt), 0);
       acc.cur.set('total', performance.now() - t0);
       pre.push(acc.cur);
+      preFlops.push(flops.cur);
+      peaks.push(probe.measure().gflops);
+      // The untimed 1-token prefill before the decode steps counts nowhere (it used to land in the
+      // prefill's op times, outside its total, which made "other" come out too small, even negative).
+      acc.cur = new Map();
+      flops.cur = new Map();
       fwd(ids.subarray(0, 1), 0);
       acc.cur = new Map();
       let token = ids[1]!;
@@ -92,6 +122,25 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
       dec.push(acc.cur);
     }
     const name = basename(resolve(a.model)) + (a.quantize ? '+fp8' : '');
+    // Each prefill's products (and the whole prefill, with bench forward's model FLOPs) as GFLOP/s over
+    // the mean of the probes beside it; medians over the runs.
+    const pairPeak = peaks.slice(1).map((after, r) => (peaks[r]! + after) / 2);
+    baseline.gemm_GFLOPs = median(pairPeak);
+    baseline.gemm_paired_GFLOPs = pairPeak.map((v) => v.toFixed(2)).join(',');
+    const modelFlops = prefillFlopsPerToken(weightTraffic(model.weights, model.config), model.config, a.prompt) * a.prompt;
+    const rateRows: BenchRow[] = [];
+    const rate = (label: string, perRun: (r: number) => [flops: number, ms: number]): void => {
+      const gf = pre.map((_, r) => { const [f, ms] = perRun(r); return f / (ms / 1000) / 1e9; });
+      rateRows.push({ case: `${name} prefill ${label}`, threads, metric: 'prefill rate', value: median(gf), unit: 'GFLOP/s', ratio: median(gf.map((g, r) => g / pairPeak[r]!)) });
+    };
+    rate('total (model FLOPs)', (r) => [modelFlops, pre[r]!.get('total')!]);
+    const productKeys = [...new Set(preFlops.flatMap((m) => [...m.keys()]))];
+    // Every prefill multiplies the same rows: the sum over products (2 × active matmul parameters per token,
+    // lm_head for the last position only) is the same in each run.
+    baseline.prefill_products_GFLOP = productKeys.reduce((sum, key) => sum + (preFlops[0]!.get(key) ?? 0), 0) / 1e9;
+    baseline.prefill_model_GFLOP = modelFlops / 1e9;
+    productKeys.sort((x, y) => median(pre.map((m) => m.get(y) ?? 0)) - median(pre.map((m) => m.get(x) ?? 0)));
+    for (const key of productKeys) rate(key, (r) => [preFlops[r]!.get(key) ?? 0, pre[r]!.get(key) ?? Infinity]);
     for (const [metric, runs] of [['prefill', pre], ['decode', dec]] as const) {
       const keys = [...new Set(runs.flatMap((m) => [...m.keys()]))];
       const med = (key: string) => median(runs.map((m) => m.get(key) ?? 0));
@@ -102,10 +151,18 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
       out.push(['other (outside ops)', total - inOps], ['total', total]);
       out.sort((x, y) => y[1] - x[1]);
       for (const [key, ms] of out) rows.push({ case: `${name} ${metric} ${key}`, threads, metric, value: ms, unit: metric === 'prefill' ? 'ms/prefill' : 'ms/token', ratio: ms / total });
+      if (metric === 'prefill') rows.push(...rateRows);
     }
   } finally {
     model.close();
     await kernels.dispose();
+    await probe.close();
   }
-  return { bench: 'profile', baseline: { threads, prompt: a.prompt, decode: a.decode }, rows, notes: ['ratio = share of the forward wall time (median of reps)'] };
+  return {
+    bench: 'profile', baseline, rows,
+    notes: [
+      'ratio = share of the forward wall time (median of reps)',
+      'prefill rate rows: GFLOP/s of each product in the prefill (2 · rows · N · K per call; the whole prefill with bench forward\'s model FLOPs), ratio = over the wasm GEMM peak (bench/lib/gemm-peak.ts GemmProbe, kept from before loading) probed before and after that prefill run (mean of the two), medians over the runs',
+    ],
+  };
 }

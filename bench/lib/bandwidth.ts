@@ -14,17 +14,20 @@ function copyOnce(src: Float64Array, dst: Float64Array): number {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+// Each message runs `reps` copies; the threads start each copy together (a spin barrier on `flag`, whose
+// count keeps growing across messages: `round` is the copies this worker has done so far).
 const WORKER_SRC = `
 const { parentPort, workerData } = require('node:worker_threads');
 const src = new Float64Array(workerData.bytes / 8).fill(1);
 const dst = new Float64Array(workerData.bytes / 8);
 dst.set(src);
 const flag = new Int32Array(workerData.flag);
+let round = 0;
 parentPort.on('message', (reps) => {
   const times = [];
-  for (let r = 0; r < reps; r++) {
+  for (let r = 0; r < reps; r++, round++) {
     Atomics.add(flag, 0, 1);
-    while (Atomics.load(flag, 0) < (r + 1) * workerData.threads) {}
+    while (Atomics.load(flag, 0) < (round + 1) * workerData.threads) {}
     const t0 = process.hrtime.bigint();
     dst.set(src);
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
@@ -33,6 +36,59 @@ parentPort.on('message', (reps) => {
 });
 `;
 
+/**
+ * Copy bandwidth with its buffers (and, for several threads, its workers) made once: `measure()` only
+ * copies, so a probe between two timed runs of something else leaves no garbage (bench forward's paired
+ * ratios). `bytes` in all, split across the threads; the first call warms up with one extra copy.
+ */
+export class CopyProbe {
+  private warm = false;
+  private constructor(
+    readonly threads: number,
+    readonly bytes: number,
+    private readonly local: { src: Float64Array; dst: Float64Array } | null,
+    private readonly workers: Worker[],
+  ) {}
+
+  static async create(threads = 1, bytes = BYTES): Promise<CopyProbe> {
+    if (threads <= 1) {
+      const src = new Float64Array(bytes / 8).fill(1);
+      return new CopyProbe(1, bytes, { src, dst: new Float64Array(bytes / 8) }, []);
+    }
+    const flag = new SharedArrayBuffer(4);
+    const per = Math.floor(bytes / threads / 8) * 8;
+    const workers = Array.from({ length: threads }, () =>
+      new Worker(WORKER_SRC, { eval: true, workerData: { bytes: per, flag, threads } }));
+    return new CopyProbe(threads, per * threads, null, workers);
+  }
+
+  /** Per-copy seconds of `reps` copies (all threads' bytes over the slowest thread's time per copy). */
+  private async times(reps: number): Promise<number[]> {
+    if (this.local) {
+      const { src, dst } = this.local;
+      return Array.from({ length: reps }, () => copyOnce(src, dst));
+    }
+    const results = await Promise.all(this.workers.map((w) => new Promise<number[]>((res, rej) => {
+      const onError = (e: Error): void => rej(e);
+      w.once('error', onError);
+      w.once('message', (t: number[]) => { w.off('error', onError); res(t); });
+      w.postMessage(reps);
+    })));
+    return Array.from({ length: reps }, (_, r) => Math.max(...results.map((t) => t[r]!)));
+  }
+
+  /** GB/s (STREAM counting: read + write bytes), the median and the best of `reps` copies. */
+  async measure(reps = 7): Promise<{ median: number; best: number }> {
+    if (!this.warm) { await this.times(1); this.warm = true; }
+    const t = await this.times(reps);
+    return { median: (2 * this.bytes) / median(t) / 1e9, best: (2 * this.bytes) / Math.min(...t) / 1e9 };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
 /** Copy bandwidth in GB/s (1e9 bytes/s), median of `reps` runs, with 1 or more threads. */
 export async function copyBandwidthGBs(threads = 1, reps = 7): Promise<number> {
   return (await copyBandwidthStats(threads, reps)).median;
@@ -40,28 +96,11 @@ export async function copyBandwidthGBs(threads = 1, reps = 7): Promise<number> {
 
 /** Copy bandwidth in GB/s: the median and the best (fastest) of `reps` runs. */
 export async function copyBandwidthStats(threads = 1, reps = 7): Promise<{ median: number; best: number }> {
-  if (threads <= 1) {
-    const src = new Float64Array(BYTES / 8).fill(1);
-    const dst = new Float64Array(BYTES / 8);
-    copyOnce(src, dst);
-    const times = Array.from({ length: reps }, () => copyOnce(src, dst));
-    return { median: (2 * BYTES) / median(times) / 1e9, best: (2 * BYTES) / Math.min(...times) / 1e9 };
-  }
-  const flag = new SharedArrayBuffer(4);
-  const per = Math.floor(BYTES / threads / 8) * 8;
-  const workers = Array.from({ length: threads }, () =>
-    new Worker(WORKER_SRC, { eval: true, workerData: { bytes: per, flag, threads } }));
+  const probe = await CopyProbe.create(threads);
   try {
-    const results = await Promise.all(workers.map((w) => new Promise<number[]>((res, rej) => {
-      w.once('message', res);
-      w.once('error', rej);
-      w.postMessage(reps);
-    })));
-    // Aggregate bandwidth per rep: all threads' bytes over the slowest thread's time.
-    const perRep = Array.from({ length: reps }, (_, r) => Math.max(...results.map((t) => t[r]!)));
-    return { median: (2 * per * threads) / median(perRep) / 1e9, best: (2 * per * threads) / Math.min(...perRep) / 1e9 };
+    return await probe.measure(reps);
   } finally {
-    await Promise.all(workers.map((w) => w.terminate()));
+    await probe.close();
   }
 }
 
