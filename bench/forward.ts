@@ -65,8 +65,12 @@ import { median, type BenchReport, type BenchRow } from './lib/report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** Bytes the paired copy probe copies (64 MiB: past any last-level cache here, 32 MiB; 128 MiB held in all). */
-const PROBE_COPY_BYTES = 64 << 20;
+/**
+ * Bytes the paired copy probe copies: the after-case baseline's 256 MiB (bandwidth.ts), since the figure
+ * depends on the size (one thread here: 12-13 GB/s at 64 MiB, 28 at 256; large copies take memcpy's
+ * streaming-store path). 512 MiB held in all while the case runs.
+ */
+const PROBE_COPY_BYTES = 256 << 20;
 
 /** A bad command line, or a run this build cannot do as asked: one line on stderr, exit code 2 (bench/run.ts). */
 export class BenchError extends Error {
@@ -468,10 +472,10 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
     'read_GBs = read-only bandwidth of the wasm kernels (readBytes, four streams per thread, 256 MiB): the ceiling of a decode step, which only reads; decode_read_fraction = weight bytes per decode token × tok/s / read_GBs',
     'prefill_scaling / gemm_scaling / decode_scaling / read_scaling: N-thread over 1-thread figures of the prefill, the GEMM peak, the decode and the read bandwidth (goal 2 asks prefill_scaling >= 1.8; the GEMM peak\'s own scaling bounds it)',
-    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies of 64 MiB) likewise around the decode runs, both made before the model and kept (no garbage between runs); each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the longer baselines measured after the case',
+    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies of 256 MiB, as the after-case copy) likewise around the decode runs, both made before the model and kept (no garbage between runs); each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the longer baselines measured after the case',
     'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several); gemm_probed_scaling is the N-thread over 1-thread median of the prefill probes',
     '*_best_*: the fastest run of each (model reps, copy reps, GEMM products) and their ratios: the least disturbed estimate when other work shares the machine',
-    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process, earlier baselines, and the probes: 128 MiB of copy buffers and a ~20 MiB GEMM backend)',
+    'peak RSS = the process high-water mark after that run (it includes earlier runs of this process, earlier baselines, and the probes: 512 MiB of copy buffers and a ~20 MiB GEMM backend)',
   );
   return { bench: 'forward', baseline, rows, notes };
 }
