@@ -145,10 +145,16 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
       const keys = [...new Set(runs.flatMap((m) => [...m.keys()]))];
       const med = (key: string) => median(runs.map((m) => m.get(key) ?? 0));
       const total = med('total');
-      let inOps = 0;
-      for (const key of keys) if (key !== 'total') inOps += med(key);
+      // "other" per run (its wall time minus its ops), then the median: medians taken per op and
+      // subtracted from the median total mix different runs, which on a noisy machine is off by
+      // hundreds of milliseconds either way.
+      const other = median(runs.map((m) => {
+        let inOps = 0;
+        for (const [key, ms] of m) if (key !== 'total') inOps += ms;
+        return m.get('total')! - inOps;
+      }));
       const out = keys.filter((x) => x !== 'total').map((key) => [key, med(key)] as const);
-      out.push(['other (outside ops)', total - inOps], ['total', total]);
+      out.push(['other (outside ops)', other], ['total', total]);
       out.sort((x, y) => y[1] - x[1]);
       for (const [key, ms] of out) rows.push({ case: `${name} ${metric} ${key}`, threads, metric, value: ms, unit: metric === 'prefill' ? 'ms/prefill' : 'ms/token', ratio: ms / total });
       if (metric === 'prefill') rows.push(...rateRows);
