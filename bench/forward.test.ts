@@ -9,7 +9,7 @@ import { parameterCounts, tensorSpecs } from '../src/model/weight-map.ts';
 import { Checkpoint } from '../src/weights/checkpoint.ts';
 import { loadBackend } from '../src/kernels/index.ts';
 import { DeepseekModel } from '../src/model/deepseek.ts';
-import forwardBench, { BenchError, benchIds, clampIds, parseForwardArgs, weightTraffic } from './forward.ts';
+import forwardBench, { BenchError, benchIds, clampIds, pairedBaselines, pairedRatio, parseForwardArgs, weightTraffic } from './forward.ts';
 
 const TINY = '/work/shared/testdata/deepseek-ref/tiny-v3-bf16';
 const TINY_FP8 = '/work/shared/testdata/deepseek-ref/tiny-v3-fp8';
@@ -145,6 +145,19 @@ describe('weight traffic per token', () => {
       }
     });
   }
+});
+
+describe('paired ratios', () => {
+  it('run r is divided by the mean of probes r and r + 1; the row takes the median of the per-run ratios', () => {
+    assert.deepEqual(pairedBaselines([10, 20, 30]), [15, 25]);
+    assert.deepEqual(pairedBaselines([10]), []);
+    // 100 tok/s over 15, 300 over 25 (perUnit 1e9): 6.67 and 12, median of two = their mean.
+    assert.ok(Math.abs(pairedRatio([100, 300], [15, 25], 1e9) - (100 / 15 + 300 / 25) / 2) < 1e-12);
+    // Three runs: the middle per-run ratio, not the ratio of medians (which would be 200 / 20 = 10).
+    assert.ok(Math.abs(pairedRatio([100, 200, 300], [10, 40, 20], 1e9) - 10) < 1e-12);
+    assert.ok(Math.abs(pairedRatio([100, 200, 400], [10, 40, 20], 1e9) - 10) < 1e-12);
+    assert.throws(() => pairedRatio([1, 2], [1], 1), /2 runs, 1 baselines/);
+  });
 });
 
 describe('tiny run', () => {

@@ -30,7 +30,7 @@
 // every run (GEMM peak around the prefill runs, copy bandwidth around the decode runs; their buffers and
 // workers are made before the model and kept, so a probe leaves no garbage for the next run); each run's
 // figure is divided by the mean of the two probes beside it and the row's ratio is the median of those
-// per-run ratios. The longer baselines below are still measured right after each case and thread count
+// per-run ratios. The after-case baselines below (copy: 7 copies; GEMM: 3 rounds) are still measured right after each case and thread count
 // (ratios over them: *_ratio_after; with --backend webgpu, which runs no probes, they are the rows' ratios):
 //   decode  : weight bandwidth fraction = bytes of weights one decode token reads × tok/s / memory-copy
 //             bandwidth (bench/lib/bandwidth.ts) with the same thread count. Bytes are taken from the
@@ -242,6 +242,20 @@ export interface PairedProbes {
   decode(): Promise<number>;
 }
 
+/**
+ * Each run's baseline from reps + 1 probes: probe k is taken right before run k and serves as the "after"
+ * of run k - 1, so run r's baseline is the mean of probes r and r + 1.
+ */
+export function pairedBaselines(probes: readonly number[]): number[] {
+  return probes.slice(1).map((after, r) => (probes[r]! + after) / 2);
+}
+
+/** The row's ratio: the median over runs of figure_r · perUnit / (baseline_r · 1e9). */
+export function pairedRatio(runs: readonly number[], baselines: readonly number[], perUnit: number): number {
+  if (runs.length !== baselines.length) throw new Error(`pairedRatio: ${runs.length} runs, ${baselines.length} baselines`);
+  return median(runs.map((v, i) => (perUnit * v) / (baselines[i]! * 1e9)));
+}
+
 /** Per-run tok/s, and with probes each run's baseline: the mean of the probes right before and after it. */
 export interface ProtocolRuns {
   prefill: number[];
@@ -258,8 +272,6 @@ async function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number
   // numCached = 0: the cache is empty for the forward whatever earlier runs left in its blocks.
   const prefill = (n: number): Float32Array => model.forward({ tokens: ids.subarray(0, n), seqs: [{ blockTable, numCached: 0, numNew: n }] }, cache);
   prefill(64);
-  // Probe k is taken right before run k and serves as the "after" of run k - 1: reps + 1 probes per metric.
-  const pairs = (p: number[]): number[] => p.slice(1).map((after, r) => (p[r]! + after) / 2);
   const pre: number[] = [], preProbe: number[] = [];
   if (probes) preProbe.push(await probes.prefill());
   for (let r = 0; r < reps; r++) {
@@ -282,7 +294,7 @@ async function runProtocol(model: DeepseekModel, ids: Int32Array, prompt: number
     if (probes) decProbe.push(await probes.decode());
   }
   return probes
-    ? { prefill: pre, decode: dec, prefillBase: pairs(preProbe), decodeBase: pairs(decProbe) }
+    ? { prefill: pre, decode: dec, prefillBase: pairedBaselines(preProbe), decodeBase: pairedBaselines(decProbe) }
     : { prefill: pre, decode: dec };
 }
 
@@ -353,10 +365,15 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     for (const threads of a.threads) {
       // The probes' backend, buffers and workers are made before the model and kept to the end of the
       // case: a probe between two runs only computes, and leaves no garbage for the next run's collector.
-      const probes = a.backend === 'webgpu' ? null : { gemm: await GemmProbe.create(threads), copy: await CopyProbe.create(threads, PROBE_COPY_BYTES) };
-      const kernels = await loadBackend(a.backend, { threads });
+      let gemmProbe: GemmProbe | undefined, copyProbe: CopyProbe | undefined, kernels: Awaited<ReturnType<typeof loadBackend>> | undefined;
       let model: DeepseekModel | undefined;
+      let ran = false;
       try {
+        if (a.backend !== 'webgpu') {
+          gemmProbe = await GemmProbe.create(threads);
+          copyProbe = await CopyProbe.create(threads, PROBE_COPY_BYTES);
+        }
+        kernels = await loadBackend(a.backend, { threads });
         const t0 = performance.now();
         model = await DeepseekModel.load(cs.dir, kernels, loadOpts);
         baseline[`load_s ${cs.name} ${threads}t`] = (performance.now() - t0) / 1000;
@@ -382,7 +399,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         } else {
           // Short probes between the runs (3 GEMM products per format, 3 copies): the baseline each run is
           // divided by is measured seconds away from it, not minutes.
-          const { gemm, copy } = probes!;
+          const gemm = gemmProbe!, copy = copyProbe!;
           r = await runProtocol(model, ids, a.prompt, a.decode, a.reps, {
             prefill: async () => gemm.measure(3).gflops,
             decode: async () => (await copy.measure(3)).median,
@@ -392,8 +409,8 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         const res: CaseResult = { name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c };
         const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
         if (r.prefillBase && r.decodeBase) {
-          res.pairedPrefillRatio = median(r.prefill.map((v, i) => (flops * v) / (r.prefillBase![i]! * 1e9)));
-          res.pairedDecodeRatio = median(r.decode.map((v, i) => (traffic.decodeBytes * v) / (r.decodeBase![i]! * 1e9)));
+          res.pairedPrefillRatio = pairedRatio(r.prefill, r.prefillBase, flops);
+          res.pairedDecodeRatio = pairedRatio(r.decode, r.decodeBase, traffic.decodeBytes);
           res.probedGemm = median(r.prefillBase);
           res.probedCopy = median(r.decodeBase);
           baseline[`prefill_runs_toks ${cs.name} ${threads}t`] = r.prefill.map((v) => v.toFixed(2)).join(',');
@@ -405,16 +422,20 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         // Best runs too (fastest rep): with the best baselines, the least disturbed estimate on a shared machine.
         baseline[`prefill_best_toks ${cs.name} ${threads}t`] = Math.max(...r.prefill);
         baseline[`decode_best_toks ${cs.name} ${threads}t`] = Math.max(...r.decode);
-        // Process high-water mark (KiB), read before the baselines allocate their buffers.
+        // Process high-water mark (KiB), read before the after-case baselines allocate their buffers (the
+        // probes' buffers are in it: see the note).
         baseline[`peak_rss_MiB ${cs.name} ${threads}t`] = process.resourceUsage().maxRSS / 1024;
+        ran = true;
       } finally {
         model?.close();
-        await kernels.dispose();
-        await probes?.gemm.close();
-        await probes?.copy.close();
+        // Each closed on its own: one that fails to close must not keep the others (workers) alive; a
+        // failure to close is reported unless the case itself failed (its error is the one to see).
+        const closing = await Promise.allSettled([kernels?.dispose(), gemmProbe?.close(), copyProbe?.close()]);
+        const failed = closing.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+        if (failed && ran) throw failed.reason;
       }
       // The baselines right after the case (on a shared machine the load drifts within minutes; one pair
-      // measured at the end could see another load than the case did): longer runs than the probes, and
+      // measured at the end could see another load than the case did): more copies than the probes, and
       // the read bandwidth, which has no probe.
       const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
       const peak = await wasmGemmPeak(threads);
@@ -472,8 +493,8 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     `prefill ratio = model FLOPs per prompt token (2 × active matmul parameters, lm_head once per prompt, causal attention 2·heads·(qk+v) per layer and token pair for P = ${a.prompt}) × tok/s / best wasm f32/bf16 GEMM GFLOP/s at that thread count`,
     'read_GBs = read-only bandwidth of the wasm kernels (readBytes, four streams per thread, 256 MiB): the ceiling of a decode step, which only reads; decode_read_fraction = weight bytes per decode token × tok/s / read_GBs',
     'prefill_scaling / gemm_scaling / decode_scaling / read_scaling: N-thread over 1-thread figures of the prefill, the GEMM peak, the decode and the read bandwidth (goal 2 asks prefill_scaling >= 1.8; the GEMM peak\'s own scaling bounds it)',
-    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies of 256 MiB, as the after-case copy) likewise around the decode runs, both made before the model and kept (no garbage between runs); each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the longer baselines measured after the case',
-    'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several); gemm_probed_scaling is the N-thread over 1-thread median of the prefill probes',
+    'paired ratios (the rows, wasm/ref backends): a short GEMM-peak probe (3 products per format) before the first prefill run and after every run, a copy probe (3 copies of 256 MiB, as the after-case copy) likewise around the decode runs, both made before the model and kept (no garbage between runs); each run is divided by the mean of the probes on either side of it, and the row\'s ratio is the median of those per-run ratios (gemm_paired_GFLOPs / copy_paired_GBs list the per-run baselines, *_runs_toks the runs). *_ratio_after: the same figures over the baselines measured after the case (7 copies, 3 GEMM rounds). The copy probe evicts the last-level cache between decode runs: a model whose weights fit in it would start each run cold',
+    'baselines (copy_GBs, read_GBs, gemm_GFLOPs) are measured right after the case and thread count they divide (keys name the case when there are several); gemm_probed_scaling is the N-thread over 1-thread median of the runs\' paired GEMM baselines',
     '*_best_*: the fastest run of each (model reps, copy reps, GEMM products) and their ratios: the least disturbed estimate when other work shares the machine',
     'peak RSS = the process high-water mark after that run (it includes earlier runs of this process, earlier baselines, and the probes: 512 MiB of copy buffers and a ~20 MiB GEMM backend)',
   );

@@ -26,7 +26,14 @@ function productFlops(op: 'matmul' | 'groupedMatmul', a: unknown[]): number {
   return 2 * rows * w.rows * w.cols;
 }
 
+/**
+ * The accumulators of the profile now running: the FlashMLA prototype is wrapped once per process, so its
+ * wrapper reads them from here (a second profile in one process would otherwise add to the first's).
+ */
+let currentAcc: { cur: Acc } = { cur: new Map() };
+
 function wrapKernels(k: Kernels, acc: { cur: Acc }, flops: { cur: Acc }): void {
+  currentAcc = acc;
   const add = (name: string, t0: number): void => { const a = acc.cur; a.set(name, (a.get(name) ?? 0) + performance.now() - t0); };
   const shape = (w: WeightMatrix | GroupedWeight): string => `${w.dtype} ${w.rows}x${w.cols}`;
   const o = k as unknown as Record<string, (...a: unknown[]) => unknown>;
@@ -47,7 +54,7 @@ function wrapKernels(k: Kernels, acc: { cur: Acc }, flops: { cur: Acc }): void {
     const f = proto.flashMlaWithKvcache!;
     proto.flashMlaWithKvcache = function (this: unknown, ...a: unknown[]) {
       const t0 = performance.now();
-      try { return f.apply(this, a); } finally { add('flashMla', t0); }
+      try { return f.apply(this, a); } finally { const m = currentAcc.cur; m.set('flashMla', (m.get('flashMla') ?? 0) + performance.now() - t0); }
     };
     (proto as { __profiled?: boolean }).__profiled = true;
   }
@@ -65,15 +72,17 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
   const kernels = await loadBackend(a.backend, { threads });
   wrapKernels(kernels, acc, flops);
   // The probe's backend and buffers are made once, before the model: no garbage between the runs.
-  const probe = await GemmProbe.create(threads);
+  let probe: GemmProbe | undefined;
   let model: DeepseekModel;
   try {
+    probe = await GemmProbe.create(threads);
     model = await DeepseekModel.load(a.model, kernels, { mtp: false, ...(a.quantize ? { quantize: a.quantize } : {}) });
   } catch (e) {
-    await probe.close();
+    await probe?.close();
     await kernels.dispose();
     throw e;
   }
+  const gemmProbe = probe;
   const rows: BenchRow[] = [];
   const baseline: Record<string, number | string> = { threads, prompt: a.prompt, decode: a.decode };
   try {
@@ -88,7 +97,7 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
     const pre: Acc[] = [], dec: Acc[] = [], preFlops: Acc[] = [];
     // GEMM-peak probes before the first prefill and after every one (as bench forward's paired ratios):
     // the rate each product reached is read against the peak the machine gave around that prefill.
-    const peaks: number[] = [probe.measure().gflops];
+    const peaks: number[] = [gemmProbe.measure().gflops];
     for (let r = 0; r < a.reps; r++) {
       acc.cur = new Map();
       flops.cur = new Map();
@@ -97,7 +106,7 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
       acc.cur.set('total', performance.now() - t0);
       pre.push(acc.cur);
       preFlops.push(flops.cur);
-      peaks.push(probe.measure().gflops);
+      peaks.push(gemmProbe.measure().gflops);
       // The untimed 1-token prefill before the decode steps counts nowhere (it used to land in the
       // prefill's op times, outside its total, which made "other" come out too small, even negative).
       acc.cur = new Map();
@@ -161,8 +170,7 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
     }
   } finally {
     model.close();
-    await kernels.dispose();
-    await probe.close();
+    await Promise.allSettled([kernels.dispose(), gemmProbe.close()]);
   }
   return {
     bench: 'profile', baseline, rows,

@@ -23,6 +23,7 @@ const dst = new Float64Array(workerData.bytes / 8);
 dst.set(src);
 const flag = new Int32Array(workerData.flag);
 let round = 0;
+parentPort.postMessage('ready');
 parentPort.on('message', (reps) => {
   const times = [];
   for (let r = 0; r < reps; r++, round++) {
@@ -43,13 +44,30 @@ parentPort.on('message', (reps) => {
  */
 export class CopyProbe {
   private warm = false;
+  /** A worker's error or exit, kept: every later call fails with it (the others would spin at the barrier). */
+  private failure: Error | null = null;
+  /** Settles the call in flight, if any, when a worker fails. */
+  private onFailure: ((e: Error) => void) | null = null;
   private constructor(
     readonly threads: number,
     readonly bytes: number,
     private readonly local: { src: Float64Array; dst: Float64Array } | null,
     private readonly workers: Worker[],
-  ) {}
+  ) {
+    for (const w of workers) {
+      // Listeners for the probe's whole life, so a failure between calls is kept, not thrown as uncaught.
+      w.on('error', (e: Error) => this.fail(e));
+      w.on('exit', (code: number) => this.fail(new Error(`copy probe worker exited (code ${code})`)));
+    }
+  }
 
+  private fail(e: Error): void {
+    if (this.failure) return;
+    this.failure = e;
+    this.onFailure?.(e);
+  }
+
+  /** Workers allocate and fill their buffers before `create` returns, so that work is not timed elsewhere. */
   static async create(threads = 1, bytes = BYTES): Promise<CopyProbe> {
     if (threads <= 1) {
       const src = new Float64Array(bytes / 8).fill(1);
@@ -59,7 +77,23 @@ export class CopyProbe {
     const per = Math.floor(bytes / threads / 8) * 8;
     const workers = Array.from({ length: threads }, () =>
       new Worker(WORKER_SRC, { eval: true, workerData: { bytes: per, flag, threads } }));
-    return new CopyProbe(threads, per * threads, null, workers);
+    const probe = new CopyProbe(threads, per * threads, null, workers);
+    try {
+      await probe.call(workers.map((w) => (reply: (v: unknown) => void) => w.once('message', reply)));
+    } catch (e) {
+      await probe.close();
+      throw e;
+    }
+    return probe;
+  }
+
+  /** Waits for one message from each worker (each `arm` registers its reply); a worker's failure rejects. */
+  private call(arms: Array<(reply: (v: unknown) => void) => void>): Promise<unknown[]> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<unknown[]>((res, rej) => {
+      this.onFailure = rej;
+      Promise.all(arms.map((arm) => new Promise<unknown>((r) => arm(r)))).then((v) => { this.onFailure = null; res(v); });
+    });
   }
 
   /** Per-copy seconds of `reps` copies (all threads' bytes over the slowest thread's time per copy). */
@@ -68,12 +102,7 @@ export class CopyProbe {
       const { src, dst } = this.local;
       return Array.from({ length: reps }, () => copyOnce(src, dst));
     }
-    const results = await Promise.all(this.workers.map((w) => new Promise<number[]>((res, rej) => {
-      const onError = (e: Error): void => rej(e);
-      w.once('error', onError);
-      w.once('message', (t: number[]) => { w.off('error', onError); res(t); });
-      w.postMessage(reps);
-    })));
+    const results = (await this.call(this.workers.map((w) => (reply) => { w.once('message', reply); w.postMessage(reps); }))) as number[][];
     return Array.from({ length: reps }, (_, r) => Math.max(...results.map((t) => t[r]!)));
   }
 
@@ -85,6 +114,8 @@ export class CopyProbe {
   }
 
   async close(): Promise<void> {
+    // Terminating is not a failure of a call: stop listening for exits first.
+    this.failure ??= new Error('copy probe closed');
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
