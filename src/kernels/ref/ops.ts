@@ -304,9 +304,12 @@ export function scatterAddRows(y: Float32Array, cols: number, index: Int32Array,
 
 /**
  * Checks copyStrided's operands (shared by every CPU backend); returns the element spans [first, end)
- * of src and dst it touches (empty when the shape has no element).
+ * of src and dst it touches (empty when the shape has no element). `sameMemory` says whether two views'
+ * byte offsets address one memory (by default: the same buffer; the wasm backend also counts views of its
+ * memory made before and after it grew, which have different buffer objects).
  */
-export function checkCopyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): { src: [number, number]; dst: [number, number] } {
+export function checkCopyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number],
+  sameMemory: (a: Float32Array, b: Float32Array) => boolean = (a, b) => a.buffer === b.buffer): { src: [number, number]; dst: [number, number] } {
   const bad = (v: number) => !Number.isSafeInteger(v) || v < 0;
   if (shape.length !== 3 || shape.some(bad)) throw new KernelShapeError('copyStrided', `bad shape [${shape.join(', ')}]`);
   for (const [name, at] of [['src', s], ['dst', d]] as const) {
@@ -325,7 +328,7 @@ export function checkCopyStrided(src: Float32Array, s: StridedAt, dst: Float32Ar
   if (!nestedRows(shape, d.strides)) {
     throw new KernelShapeError('copyStrided', `dst rows overlap (strides [${d.strides.join(', ')}] for shape [${shape.join(', ')}])`);
   }
-  if (src.buffer === dst.buffer) {
+  if (sameMemory(src, dst)) {
     const a0 = src.byteOffset + sp[0] * 4, a1 = src.byteOffset + sp[1] * 4;
     const b0 = dst.byteOffset + dp[0] * 4, b1 = dst.byteOffset + dp[1] * 4;
     if (a0 < b1 && b0 < a1) throw new KernelShapeError('copyStrided', 'src and dst spans overlap');

@@ -56,13 +56,17 @@ export class WasmMemoryOps implements KernelOps {
    * Whether the kernel may write straight into `out`: it lives in wasm memory and overlaps none of
    * `inputs` (an exactly aliased input is allowed for element/row-wise kernels: `alias`).
    */
+  /**
+   * Whether two views' byte offsets address one memory: the same buffer, or both in this memory (views of
+   * it made before and after it grew have different buffer objects but share addresses).
+   */
+  private readonly sameMemory = (a: Typed, b: Typed): boolean => a.buffer === b.buffer || (this.heap.owns(a) && this.heap.owns(b));
+
   private direct(out: Float32Array | undefined, alias: boolean, ...inputs: Typed[]): out is Float32Array {
     if (!out || !this.heap.owns(out)) return false;
     const o0 = out.byteOffset, o1 = o0 + out.byteLength;
     for (const v of inputs) {
-      // Views of this memory made before and after it grew have different buffer objects but share
-      // addresses, so ownership (not buffer identity) says whether byte offsets compare.
-      if (v.buffer !== out.buffer && !this.heap.owns(v)) continue;
+      if (!this.sameMemory(v, out)) continue;
       const v0 = v.byteOffset, v1 = v0 + v.byteLength;
       if (v0 < o1 && o0 < v1 && !(alias && v0 === o0 && v1 === o1)) return false;
     }
@@ -318,17 +322,11 @@ export class WasmMemoryOps implements KernelOps {
    * split across the pool when large.
    */
   copyStrided(src: Float32Array, s: StridedAt, dst: Float32Array, d: StridedAt, shape: readonly [number, number, number]): void {
-    const span = checkCopyStrided(src, s, dst, d, shape);
+    const span = checkCopyStrided(src, s, dst, d, shape, this.sameMemory);
     const [n0, n1, len] = shape;
     if (n0 === 0 || n1 === 0 || len === 0) return;
     const h = this.heap;
     const srcIn = h.owns(src), dstIn = h.owns(dst);
-    if (srcIn && dstIn && src.buffer !== dst.buffer) {
-      // Views made before and after the memory grew: same addresses, different buffer objects.
-      const a0 = src.byteOffset + span.src[0] * 4, a1 = src.byteOffset + span.src[1] * 4;
-      const b0 = dst.byteOffset + span.dst[0] * 4, b1 = dst.byteOffset + span.dst[1] * 4;
-      if (a0 < b1 && b0 < a1) throw new KernelShapeError('copyStrided', 'src and dst spans overlap');
-    }
     const sView = src.subarray(span.src[0], span.src[1]), dView = dst.subarray(span.dst[0], span.dst[1]);
     const sb = srcIn ? 0 : al(sView.byteLength);
     const base = this.scratch.acquire(sb + (dstIn ? 0 : al(dView.byteLength)));

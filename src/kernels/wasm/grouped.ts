@@ -91,7 +91,7 @@ export function runGroupedGemm(rt: WasmRuntime, a: GroupedGemmArgs): void {
     }
     const table = temp(items.byteLength);
     rt.heap.i32(table, items.length).set(items);
-    for (let t = 0; t < parts; t++) panelFor(rt, t);
+    panelFor(rt, 0); // allocates every participant's scratch
     if (parts === 1) {
       kx.gemmGrouped!(a.kind, a.x, xs, bmul, a.aScales, a.k, a.w, a.scales, a.y, a.n, table, 0, bounds[1]!, panelFor(rt, 0));
       return;
