@@ -58,19 +58,12 @@ import { GpuDeepseekModel } from '../src/model/gpu/forward.ts';
 import { qkHeadDim, type DeepseekConfig } from '../src/model/config.ts';
 import type { ModelWeights } from '../src/model/weight-map.ts';
 import type { GroupedWeight, WeightMatrix } from '../src/kernels/api.ts';
-import { CopyProbe, copyBandwidthStats, wasmReadBandwidthStats } from './lib/bandwidth.ts';
-import { GemmProbe, wasmGemmPeak } from './lib/gemm-peak.ts';
+import { CopyProbe, wasmReadBandwidthStats } from './lib/bandwidth.ts';
+import { GemmProbe } from './lib/gemm-peak.ts';
 import { ensureBenchModel, MEDIUM_CONFIG } from './lib/bench-model.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-/**
- * Bytes the paired copy probe copies: the after-case baseline's 256 MiB (bandwidth.ts), since the figure
- * depends on the size (one thread here: 12-13 GB/s at 64 MiB, 28 at 256; large copies take memcpy's
- * streaming-store path). 512 MiB held in all while the case runs.
- */
-const PROBE_COPY_BYTES = 256 << 20;
 
 /** A bad command line, or a run this build cannot do as asked: one line on stderr, exit code 2 (bench/run.ts). */
 export class BenchError extends Error {
@@ -339,9 +332,8 @@ interface CaseResult {
   /** Paired ratios: the median over runs of each run's figure over its own probed baseline (see the header). */
   pairedPrefillRatio?: number;
   pairedDecodeRatio?: number;
-  /** Median of the probes taken between the runs (GEMM GFLOP/s, copy GB/s). */
+  /** Median of the runs' paired GEMM baselines (GFLOP/s). */
   probedGemm?: number;
-  probedCopy?: number;
   traffic: WeightTraffic;
   config: DeepseekConfig;
 }
@@ -363,16 +355,16 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
     // The FP8 check after loading catches a loader that takes `quantize` but does not (yet) quantize.
     const loadOpts: LoadOptions = { mtp: false, ...(cs.quantize ? { quantize: cs.quantize } : {}) };
     for (const threads of a.threads) {
-      // The probes' backend, buffers and workers are made before the model and kept to the end of the
-      // case: a probe between two runs only computes, and leaves no garbage for the next run's collector.
+      const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
+      // The probes' backend, buffers and workers (copies of bandwidth.ts's 256 MiB) are made before the
+      // model and kept to the end of the case: a probe between two runs only computes, and leaves no
+      // garbage for the next run's collector; after the case they measure the after-case baselines.
       let gemmProbe: GemmProbe | undefined, copyProbe: CopyProbe | undefined, kernels: Awaited<ReturnType<typeof loadBackend>> | undefined;
       let model: DeepseekModel | undefined;
       let ran = false;
       try {
-        if (a.backend !== 'webgpu') {
-          gemmProbe = await GemmProbe.create(threads);
-          copyProbe = await CopyProbe.create(threads, PROBE_COPY_BYTES);
-        }
+        gemmProbe = await GemmProbe.create(threads);
+        copyProbe = await CopyProbe.create(threads);
         kernels = await loadBackend(a.backend, { threads });
         const t0 = performance.now();
         model = await DeepseekModel.load(cs.dir, kernels, loadOpts);
@@ -399,7 +391,7 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         } else {
           // Short probes between the runs (3 GEMM products per format, 3 copies): the baseline each run is
           // divided by is measured seconds away from it, not minutes.
-          const gemm = gemmProbe!, copy = copyProbe!;
+          const gemm = gemmProbe, copy = copyProbe;
           r = await runProtocol(model, ids, a.prompt, a.decode, a.reps, {
             prefill: async () => gemm.measure(3).gflops,
             decode: async () => (await copy.measure(3)).median,
@@ -407,12 +399,10 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         }
         const flops = prefillFlopsPerToken(traffic, c, a.prompt);
         const res: CaseResult = { name: cs.name, threads, prefill: median(r.prefill), decode: median(r.decode), traffic, config: c };
-        const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
         if (r.prefillBase && r.decodeBase) {
           res.pairedPrefillRatio = pairedRatio(r.prefill, r.prefillBase, flops);
           res.pairedDecodeRatio = pairedRatio(r.decode, r.decodeBase, traffic.decodeBytes);
           res.probedGemm = median(r.prefillBase);
-          res.probedCopy = median(r.decodeBase);
           baseline[`prefill_runs_toks ${cs.name} ${threads}t`] = r.prefill.map((v) => v.toFixed(2)).join(',');
           baseline[`gemm_paired_GFLOPs ${key}`] = r.prefillBase.map((v) => v.toFixed(2)).join(',');
           baseline[`decode_runs_toks ${cs.name} ${threads}t`] = r.decode.map((v) => v.toFixed(2)).join(',');
@@ -422,9 +412,30 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         // Best runs too (fastest rep): with the best baselines, the least disturbed estimate on a shared machine.
         baseline[`prefill_best_toks ${cs.name} ${threads}t`] = Math.max(...r.prefill);
         baseline[`decode_best_toks ${cs.name} ${threads}t`] = Math.max(...r.decode);
-        // Process high-water mark (KiB), read before the after-case baselines allocate their buffers (the
+        // Process high-water mark (KiB), read before the read-bandwidth baseline allocates its buffer (the
         // probes' buffers are in it: see the note).
         baseline[`peak_rss_MiB ${cs.name} ${threads}t`] = process.resourceUsage().maxRSS / 1024;
+        model.close();
+        model = undefined;
+        await kernels.dispose();
+        kernels = undefined;
+        // The baselines right after the case (on a shared machine the load drifts within minutes; one pair
+        // measured at the end could see another load than the case did), with the model and its pool gone:
+        // more copies than the probes, and the read bandwidth, which has no probe.
+        const peak = gemmProbe.measure(3);
+        const cp = await copyProbe.measure(7);
+        const rd = await wasmReadBandwidthStats(threads);
+        read.set(`${cs.name} ${threads}`, rd.median);
+        baseline[`read_GBs ${key}`] = rd.median;
+        baseline[`read_best_GBs ${key}`] = rd.best;
+        copy.set(`${cs.name} ${threads}`, cp.median);
+        gemm.set(`${cs.name} ${threads}`, peak.gflops);
+        baseline[`copy_GBs ${key}`] = cp.median;
+        baseline[`gemm_GFLOPs ${key}`] = peak.gflops;
+        baseline[`copy_best_GBs ${key}`] = cp.best;
+        baseline[`gemm_best_GFLOPs ${key}`] = peak.best;
+        baseline[`gemm_kind ${key}`] = peak.kind;
+        baseline.gemm_shape = `M=${peak.shape.m} N=${peak.shape.n} K=${peak.shape.k}`;
         ran = true;
       } finally {
         model?.close();
@@ -434,24 +445,6 @@ export default async function forwardBench(args: string[]): Promise<BenchReport>
         const failed = closing.find((c): c is PromiseRejectedResult => c.status === 'rejected');
         if (failed && ran) throw failed.reason;
       }
-      // The baselines right after the case (on a shared machine the load drifts within minutes; one pair
-      // measured at the end could see another load than the case did): more copies than the probes, and
-      // the read bandwidth, which has no probe.
-      const key = cases.length > 1 ? `${cs.name} ${threads}t` : `${threads}t`;
-      const peak = await wasmGemmPeak(threads);
-      const cp = await copyBandwidthStats(threads);
-      const rd = await wasmReadBandwidthStats(threads);
-      read.set(`${cs.name} ${threads}`, rd.median);
-      baseline[`read_GBs ${key}`] = rd.median;
-      baseline[`read_best_GBs ${key}`] = rd.best;
-      copy.set(`${cs.name} ${threads}`, cp.median);
-      gemm.set(`${cs.name} ${threads}`, peak.gflops);
-      baseline[`copy_GBs ${key}`] = cp.median;
-      baseline[`gemm_GFLOPs ${key}`] = peak.gflops;
-      baseline[`copy_best_GBs ${key}`] = cp.best;
-      baseline[`gemm_best_GFLOPs ${key}`] = peak.best;
-      baseline[`gemm_kind ${key}`] = peak.kind;
-      baseline.gemm_shape = `M=${peak.shape.m} N=${peak.shape.n} K=${peak.shape.k}`;
     }
   }
 

@@ -13,7 +13,7 @@ import { DeepseekModel } from '../src/model/deepseek.ts';
 import { LatentCache } from '../src/model/latent-cache.ts';
 import { WasmFlashMla } from '../src/kernels/flashmla/wasm.ts';
 import type { GroupedWeight, GroupSegments, Kernels, WeightMatrix } from '../src/kernels/api.ts';
-import { benchIds, clampIds, parseForwardArgs, prefillFlopsPerToken, weightTraffic } from './forward.ts';
+import { benchIds, clampIds, pairedBaselines, pairedRatio, parseForwardArgs, prefillFlopsPerToken, weightTraffic } from './forward.ts';
 import { GemmProbe } from './lib/gemm-peak.ts';
 import { median, type BenchReport, type BenchRow } from './lib/report.ts';
 
@@ -28,13 +28,18 @@ function productFlops(op: 'matmul' | 'groupedMatmul', a: unknown[]): number {
 
 /**
  * The accumulators of the profile now running: the FlashMLA prototype is wrapped once per process, so its
- * wrapper reads them from here (a second profile in one process would otherwise add to the first's).
+ * wrapper adds to these (a second profile in one process would otherwise add to the first's).
  */
 let currentAcc: { cur: Acc } = { cur: new Map() };
 
+/** Adds the milliseconds since t0 to `name` in the running profile's accumulator. */
+function addTime(name: string, t0: number): void {
+  const a = currentAcc.cur;
+  a.set(name, (a.get(name) ?? 0) + performance.now() - t0);
+}
+
 function wrapKernels(k: Kernels, acc: { cur: Acc }, flops: { cur: Acc }): void {
   currentAcc = acc;
-  const add = (name: string, t0: number): void => { const a = acc.cur; a.set(name, (a.get(name) ?? 0) + performance.now() - t0); };
   const shape = (w: WeightMatrix | GroupedWeight): string => `${w.dtype} ${w.rows}x${w.cols}`;
   const o = k as unknown as Record<string, (...a: unknown[]) => unknown>;
   for (const op of ['matmul', 'groupedMatmul', 'rmsNorm', 'rope', 'siluMul', 'topk', 'softmax', 'gatherRows', 'scatterAddRows', 'copyStrided'] as const) {
@@ -44,7 +49,7 @@ function wrapKernels(k: Kernels, acc: { cur: Acc }, flops: { cur: Acc }): void {
       try { return f(...a); } finally {
         const product = op === 'matmul' || op === 'groupedMatmul';
         const name = product ? `${op} ${shape(a[2] as WeightMatrix)}` : op;
-        add(name, t0);
+        addTime(name, t0);
         if (product) flops.cur.set(name, (flops.cur.get(name) ?? 0) + productFlops(op, a));
       }
     };
@@ -54,7 +59,7 @@ function wrapKernels(k: Kernels, acc: { cur: Acc }, flops: { cur: Acc }): void {
     const f = proto.flashMlaWithKvcache!;
     proto.flashMlaWithKvcache = function (this: unknown, ...a: unknown[]) {
       const t0 = performance.now();
-      try { return f.apply(this, a); } finally { const m = currentAcc.cur; m.set('flashMla', (m.get('flashMla') ?? 0) + performance.now() - t0); }
+      try { return f.apply(this, a); } finally { addTime('flashMla', t0); }
     };
     (proto as { __profiled?: boolean }).__profiled = true;
   }
@@ -72,17 +77,16 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
   const kernels = await loadBackend(a.backend, { threads });
   wrapKernels(kernels, acc, flops);
   // The probe's backend and buffers are made once, before the model: no garbage between the runs.
-  let probe: GemmProbe | undefined;
+  let gemmProbe: GemmProbe | undefined;
   let model: DeepseekModel;
   try {
-    probe = await GemmProbe.create(threads);
+    gemmProbe = await GemmProbe.create(threads);
     model = await DeepseekModel.load(a.model, kernels, { mtp: false, ...(a.quantize ? { quantize: a.quantize } : {}) });
   } catch (e) {
-    await probe?.close();
-    await kernels.dispose();
+    await Promise.allSettled([kernels.dispose(), gemmProbe?.close()]);
     throw e;
   }
-  const gemmProbe = probe;
+  const probe = gemmProbe;
   const rows: BenchRow[] = [];
   const baseline: Record<string, number | string> = { threads, prompt: a.prompt, decode: a.decode };
   try {
@@ -97,7 +101,7 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
     const pre: Acc[] = [], dec: Acc[] = [], preFlops: Acc[] = [];
     // GEMM-peak probes before the first prefill and after every one (as bench forward's paired ratios):
     // the rate each product reached is read against the peak the machine gave around that prefill.
-    const peaks: number[] = [gemmProbe.measure().gflops];
+    const peaks: number[] = [probe.measure().gflops];
     for (let r = 0; r < a.reps; r++) {
       acc.cur = new Map();
       flops.cur = new Map();
@@ -106,7 +110,7 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
       acc.cur.set('total', performance.now() - t0);
       pre.push(acc.cur);
       preFlops.push(flops.cur);
-      peaks.push(gemmProbe.measure().gflops);
+      peaks.push(probe.measure().gflops);
       // The untimed 1-token prefill before the decode steps counts nowhere (it used to land in the
       // prefill's op times, outside its total, which made "other" come out too small, even negative).
       acc.cur = new Map();
@@ -133,14 +137,14 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
     const name = basename(resolve(a.model)) + (a.quantize ? '+fp8' : '');
     // Each prefill's products (and the whole prefill, with bench forward's model FLOPs) as GFLOP/s over
     // the mean of the probes beside it; medians over the runs.
-    const pairPeak = peaks.slice(1).map((after, r) => (peaks[r]! + after) / 2);
+    const pairPeak = pairedBaselines(peaks);
     baseline.gemm_GFLOPs = median(pairPeak);
     baseline.gemm_paired_GFLOPs = pairPeak.map((v) => v.toFixed(2)).join(',');
     const modelFlops = prefillFlopsPerToken(weightTraffic(model.weights, model.config), model.config, a.prompt) * a.prompt;
     const rateRows: BenchRow[] = [];
     const rate = (label: string, perRun: (r: number) => [flops: number, ms: number]): void => {
       const gf = pre.map((_, r) => { const [f, ms] = perRun(r); return f / (ms / 1000) / 1e9; });
-      rateRows.push({ case: `${name} prefill ${label}`, threads, metric: 'prefill rate', value: median(gf), unit: 'GFLOP/s', ratio: median(gf.map((g, r) => g / pairPeak[r]!)) });
+      rateRows.push({ case: `${name} prefill ${label}`, threads, metric: 'prefill rate', value: median(gf), unit: 'GFLOP/s', ratio: pairedRatio(gf, pairPeak, 1e9) });
     };
     rate('total (model FLOPs)', (r) => [modelFlops, pre[r]!.get('total')!]);
     const productKeys = [...new Set(preFlops.flatMap((m) => [...m.keys()]))];
@@ -170,7 +174,7 @@ export default async function profileBench(argv: string[]): Promise<BenchReport>
     }
   } finally {
     model.close();
-    await Promise.allSettled([kernels.dispose(), gemmProbe.close()]);
+    await Promise.allSettled([kernels.dispose(), probe.close()]);
   }
   return {
     bench: 'profile', baseline, rows,

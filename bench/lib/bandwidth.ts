@@ -6,6 +6,10 @@ import { median } from './report.ts';
 import { WasmRuntime } from '../../src/kernels/wasm/runtime.ts';
 import { splitColumns } from '../../src/kernels/wasm/matmul.ts';
 
+/**
+ * Bytes copied (and read): 256 MiB. The copy figure depends on the size (one thread here: 12-13 GB/s at
+ * 64 MiB, 28 at 256; large copies take memcpy's streaming-store path), so every copy figure uses this one.
+ */
 const BYTES = 256 << 20;
 
 function copyOnce(src: Float64Array, dst: Float64Array): number {
@@ -79,7 +83,7 @@ export class CopyProbe {
       new Worker(WORKER_SRC, { eval: true, workerData: { bytes: per, flag, threads } }));
     const probe = new CopyProbe(threads, per * threads, null, workers);
     try {
-      await probe.call(workers.map((w) => (reply: (v: unknown) => void) => w.once('message', reply)));
+      await probe.replies(); // each worker's 'ready'
     } catch (e) {
       await probe.close();
       throw e;
@@ -87,12 +91,13 @@ export class CopyProbe {
     return probe;
   }
 
-  /** Waits for one message from each worker (each `arm` registers its reply); a worker's failure rejects. */
-  private call(arms: Array<(reply: (v: unknown) => void) => void>): Promise<unknown[]> {
+  /** The next message of each worker; rejects with a worker's failure (kept: later calls fail with it too). */
+  private replies(): Promise<unknown[]> {
     if (this.failure) return Promise.reject(this.failure);
+    const all = Promise.all(this.workers.map((w) => new Promise<unknown>((r) => w.once('message', r))));
     return new Promise<unknown[]>((res, rej) => {
       this.onFailure = rej;
-      Promise.all(arms.map((arm) => new Promise<unknown>((r) => arm(r)))).then((v) => { this.onFailure = null; res(v); });
+      void all.then((v) => { this.onFailure = null; res(v); });
     });
   }
 
@@ -102,7 +107,9 @@ export class CopyProbe {
       const { src, dst } = this.local;
       return Array.from({ length: reps }, () => copyOnce(src, dst));
     }
-    const results = (await this.call(this.workers.map((w) => (reply) => { w.once('message', reply); w.postMessage(reps); }))) as number[][];
+    const replies = this.replies();
+    for (const w of this.workers) w.postMessage(reps);
+    const results = (await replies) as number[][];
     return Array.from({ length: reps }, (_, r) => Math.max(...results.map((t) => t[r]!)));
   }
 

@@ -92,13 +92,3 @@ export class GemmProbe {
     return this.ops.dispose();
   }
 }
-
-/** Median GFLOP/s of f32 and bf16 weight GEMMs (repetitions interleaved, after one warm-up round). */
-export async function wasmGemmPeak(threads: number, reps = 3, shape: { m: number; n: number; k: number } = PEAK_SHAPE): Promise<GemmPeak> {
-  const probe = await GemmProbe.create(threads, shape);
-  try {
-    return probe.measure(reps);
-  } finally {
-    await probe.close();
-  }
-}
